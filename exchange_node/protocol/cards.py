@@ -55,6 +55,7 @@ class PeerCard:
     serial: int
     issued_at_ms: int
     tls_cert_sha256: bytes
+    tls_certificate: bytes
     signing_keys: tuple[KeyEntry, ...]
     encryption_keys: tuple[KeyEntry, ...]
     signer_key_ids: frozenset[bytes]
@@ -121,14 +122,16 @@ def issue_card(
     display_name: str,
     signing_keys: Sequence[CardKey],
     encryption_keys: Sequence[CardKey],
-    tls_cert_sha256: bytes,
+    tls_certificate: bytes,
     serial: int,
     issued_at_ms: int,
     previous_signing_key: SigningKey | None = None,
 ) -> bytes:
     """Build and sign a card; return the SignedCard bytes.
 
-    The first signing key is the current one and always signs. On a rotation pass the
+    ``tls_certificate`` is the node's DER certificate (b"" for a node without TLS, e.g.
+    in tests); its SHA-256 goes into ``tls_cert_sha256``. The first signing key is the
+    current one and always signs. On a rotation pass the
     current signing key of the card being replaced as ``previous_signing_key``; it
     signs too, which is what lets peers accept the new card without a new pin.
     """
@@ -142,7 +145,8 @@ def issue_card(
         display_name=display_name,
         signing_keys=[_entry(c.key, c.not_before_ms, c.not_after_ms) for c in signing_keys],
         encryption_keys=[_entry(c.key, c.not_before_ms, c.not_after_ms) for c in encryption_keys],
-        tls_cert_sha256=tls_cert_sha256,
+        tls_cert_sha256=hashlib.sha256(tls_certificate).digest() if tls_certificate else b"",
+        tls_certificate=tls_certificate,
         serial=serial,
         issued_at_ms=issued_at_ms,
     )
@@ -207,8 +211,11 @@ def verify_card(signed: bytes) -> PeerCard:
         raise _fail(Reason.MALFORMED, "card country is not an ICAO code")
     if not card.signing_keys or not card.encryption_keys:
         raise _fail(Reason.MALFORMED, "card needs a signing key and an encryption key")
-    if len(card.tls_cert_sha256) not in (0, 32):
-        raise _fail(Reason.MALFORMED, "card TLS fingerprint must be 32 bytes")
+    if len(card.tls_cert_sha256) not in (0, 32) or (
+        card.tls_certificate
+        and hashlib.sha256(card.tls_certificate).digest() != card.tls_cert_sha256
+    ):
+        raise _fail(Reason.MALFORMED, "card TLS certificate and fingerprint do not match")
     signing = tuple(_check_key(k, True) for k in card.signing_keys)
     encryption = tuple(_check_key(k, False) for k in card.encryption_keys)
     ids = [k.key_id for k in signing + encryption]
@@ -238,6 +245,7 @@ def verify_card(signed: bytes) -> PeerCard:
         serial=card.serial,
         issued_at_ms=card.issued_at_ms,
         tls_cert_sha256=card.tls_cert_sha256,
+        tls_certificate=card.tls_certificate,
         signing_keys=signing,
         encryption_keys=encryption,
         signer_key_ids=frozenset(valid_signers),

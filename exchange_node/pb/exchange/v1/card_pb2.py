@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from exchange_node.pb.exchange.v1 import types_pb2 as exchange_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xchange/v1/card.proto\x12\x0b\x65xchange.v1\x1a\x17\x65xchange/v1/types.proto\"\x8a\x01\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12,\n\talgorithm\x18\x02 \x01(\x0e\x32\x19.exchange.v1.KeyAlgorithm\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x15\n\rnot_before_ms\x18\x04 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x05 \x01(\x03\"\x83\x02\n\x08NodeCard\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12,\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x16.exchange.v1.PublicKey\x12/\n\x0f\x65ncryption_keys\x18\x07 \x03(\x0b\x32\x16.exchange.v1.PublicKey\x12\x17\n\x0ftls_cert_sha256\x18\x08 \x01(\x0c\x12\x0e\n\x06serial\x18\t \x01(\x04\x12\x14\n\x0cissued_at_ms\x18\n \x01(\x03\"2\n\rCardSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"J\n\nSignedCard\x12\x0c\n\x04\x63\x61rd\x18\x01 \x01(\x0c\x12.\n\nsignatures\x18\x02 \x03(\x0b\x32\x1a.exchange.v1.CardSignature\"p\n\rKeyRevocation\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x16\n\x0erevoked_key_id\x18\x03 \x01(\x0c\x12\x15\n\rrevoked_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"U\n\x10SignedRevocation\x12\x12\n\nrevocation\x18\x01 \x01(\x0c\x12-\n\tsignature\x18\x02 \x01(\x0b\x32\x1a.exchange.v1.CardSignatureb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xchange/v1/card.proto\x12\x0b\x65xchange.v1\x1a\x17\x65xchange/v1/types.proto\"\x8a\x01\n\tPublicKey\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12,\n\talgorithm\x18\x02 \x01(\x0e\x32\x19.exchange.v1.KeyAlgorithm\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x15\n\rnot_before_ms\x18\x04 \x01(\x03\x12\x14\n\x0cnot_after_ms\x18\x05 \x01(\x03\"\x9c\x02\n\x08NodeCard\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\x12,\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x16.exchange.v1.PublicKey\x12/\n\x0f\x65ncryption_keys\x18\x07 \x03(\x0b\x32\x16.exchange.v1.PublicKey\x12\x17\n\x0ftls_cert_sha256\x18\x08 \x01(\x0c\x12\x0e\n\x06serial\x18\t \x01(\x04\x12\x14\n\x0cissued_at_ms\x18\n \x01(\x03\x12\x17\n\x0ftls_certificate\x18\x0b \x01(\x0c\"2\n\rCardSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"J\n\nSignedCard\x12\x0c\n\x04\x63\x61rd\x18\x01 \x01(\x0c\x12.\n\nsignatures\x18\x02 \x03(\x0b\x32\x1a.exchange.v1.CardSignature\"p\n\rKeyRevocation\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x16\n\x0erevoked_key_id\x18\x03 \x01(\x0c\x12\x15\n\rrevoked_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"U\n\x10SignedRevocation\x12\x12\n\nrevocation\x18\x01 \x01(\x0c\x12-\n\tsignature\x18\x02 \x01(\x0b\x32\x1a.exchange.v1.CardSignatureb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +36,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLICKEY']._serialized_start=65
   _globals['_PUBLICKEY']._serialized_end=203
   _globals['_NODECARD']._serialized_start=206
-  _globals['_NODECARD']._serialized_end=465
-  _globals['_CARDSIGNATURE']._serialized_start=467
-  _globals['_CARDSIGNATURE']._serialized_end=517
-  _globals['_SIGNEDCARD']._serialized_start=519
-  _globals['_SIGNEDCARD']._serialized_end=593
-  _globals['_KEYREVOCATION']._serialized_start=595
-  _globals['_KEYREVOCATION']._serialized_end=707
-  _globals['_SIGNEDREVOCATION']._serialized_start=709
-  _globals['_SIGNEDREVOCATION']._serialized_end=794
+  _globals['_NODECARD']._serialized_end=490
+  _globals['_CARDSIGNATURE']._serialized_start=492
+  _globals['_CARDSIGNATURE']._serialized_end=542
+  _globals['_SIGNEDCARD']._serialized_start=544
+  _globals['_SIGNEDCARD']._serialized_end=618
+  _globals['_KEYREVOCATION']._serialized_start=620
+  _globals['_KEYREVOCATION']._serialized_end=732
+  _globals['_SIGNEDREVOCATION']._serialized_start=734
+  _globals['_SIGNEDREVOCATION']._serialized_end=819
 # @@protoc_insertion_point(module_scope)

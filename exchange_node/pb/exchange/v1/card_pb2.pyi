@@ -23,7 +23,7 @@ class PublicKey(_message.Message):
     def __init__(self, key_id: _Optional[bytes] = ..., algorithm: _Optional[_Union[_types_pb2.KeyAlgorithm, str]] = ..., public_key: _Optional[bytes] = ..., not_before_ms: _Optional[int] = ..., not_after_ms: _Optional[int] = ...) -> None: ...
 
 class NodeCard(_message.Message):
-    __slots__ = ("version", "node_id", "country", "endpoint", "display_name", "signing_keys", "encryption_keys", "tls_cert_sha256", "serial", "issued_at_ms")
+    __slots__ = ("version", "node_id", "country", "endpoint", "display_name", "signing_keys", "encryption_keys", "tls_cert_sha256", "serial", "issued_at_ms", "tls_certificate")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     COUNTRY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class NodeCard(_message.Message):
     TLS_CERT_SHA256_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TLS_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     version: int
     node_id: str
     country: str
@@ -44,7 +45,8 @@ class NodeCard(_message.Message):
     tls_cert_sha256: bytes
     serial: int
     issued_at_ms: int
-    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., country: _Optional[str] = ..., endpoint: _Optional[str] = ..., display_name: _Optional[str] = ..., signing_keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., encryption_keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., tls_cert_sha256: _Optional[bytes] = ..., serial: _Optional[int] = ..., issued_at_ms: _Optional[int] = ...) -> None: ...
+    tls_certificate: bytes
+    def __init__(self, version: _Optional[int] = ..., node_id: _Optional[str] = ..., country: _Optional[str] = ..., endpoint: _Optional[str] = ..., display_name: _Optional[str] = ..., signing_keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., encryption_keys: _Optional[_Iterable[_Union[PublicKey, _Mapping]]] = ..., tls_cert_sha256: _Optional[bytes] = ..., serial: _Optional[int] = ..., issued_at_ms: _Optional[int] = ..., tls_certificate: _Optional[bytes] = ...) -> None: ...
 
 class CardSignature(_message.Message):
     __slots__ = ("key_id", "signature")
