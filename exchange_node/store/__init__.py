@@ -1,0 +1,49 @@
+"""Durable state of the node: outboxes, inbox, receipts, peers, tokens.
+
+Program against :class:`~exchange_node.store.base.Store`; open the embedded
+implementation with ``await SqliteStore.open(path)``.
+"""
+
+from exchange_node.store.base import Store, StoreError
+from exchange_node.store.records import (
+    DeliveryRow,
+    InboxItem,
+    InboxOutcome,
+    InboxRow,
+    OutboxItem,
+    OutboxRow,
+    OutboxState,
+    Outcome,
+    PeerRecord,
+    PurgeResult,
+    QueueStats,
+    ReceiptRecord,
+    StoredReceipt,
+    StoreInfo,
+    TokenRecord,
+    WriterStats,
+)
+from exchange_node.store.sqlite import SqliteStore, hash_token_secret
+
+__all__ = [
+    "DeliveryRow",
+    "InboxItem",
+    "InboxOutcome",
+    "InboxRow",
+    "OutboxItem",
+    "OutboxRow",
+    "OutboxState",
+    "Outcome",
+    "PeerRecord",
+    "PurgeResult",
+    "QueueStats",
+    "ReceiptRecord",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "StoreInfo",
+    "StoredReceipt",
+    "TokenRecord",
+    "WriterStats",
+    "hash_token_secret",
+]

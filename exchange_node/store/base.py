@@ -1,0 +1,220 @@
+"""The store interface the rest of the node programs against.
+
+One implementation exists today (:class:`exchange_node.store.sqlite.SqliteStore`); a
+PostgreSQL one can be added later behind the same protocol. Rows cross this boundary as
+the frozen dataclasses of :mod:`exchange_node.store.records`, never as driver rows.
+
+Sync or async, and what "durable" means:
+
+- **Writes are ``async``.** When the awaited call returns, the change is committed and
+  fsynced: a power cut right afterwards cannot lose it. The node may therefore
+  acknowledge a local submission or answer ACCEPTED as soon as the call returns.
+  Cancelling the awaiting task does not withdraw a write already handed to the store: it
+  may still be committed.
+- **Reads are plain (synchronous) methods.** They are indexed point or range queries,
+  fast enough to run on the event loop, and see every write whose call has returned.
+- Errors are :class:`exchange_node.errors.ExchangeError` subclasses with stable codes;
+  a failing write leaves the store unchanged (all of that call or none of it) and does not
+  affect other callers' writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from exchange_node.errors import ExchangeError
+from exchange_node.store.records import (
+    DeliveryRow,
+    InboxItem,
+    InboxOutcome,
+    InboxRow,
+    OutboxItem,
+    OutboxRow,
+    Outcome,
+    PeerRecord,
+    PurgeResult,
+    QueueStats,
+    ReceiptRecord,
+    StoredReceipt,
+    StoreInfo,
+    TokenRecord,
+    WriterStats,
+)
+
+
+class StoreError(ExchangeError):
+    """The database itself failed (I/O error, disk full, locked, corrupt, closed).
+
+    Not the caller's fault; nothing of the failed call was written. Codes:
+    ``store_unavailable`` (retry later), ``store_closed``, ``store_schema_too_new``,
+    ``store_not_ours``, ``store_dir_missing``, ``store_sqlite_too_old``.
+    """
+
+    status = 503
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Everything the node keeps durably. See the module docstring for sync/async rules."""
+
+    # --- outbox (FIFO per peer) -----------------------------------------------------------
+
+    async def enqueue(self, items: Sequence[OutboxItem]) -> list[int]:
+        """Queue envelopes, all or none; returns their outbox ids in item order.
+
+        Durable on return. Raises ``NotFoundError(peer_not_found)`` for an unknown peer,
+        ``ConflictError(message_id_exists)`` if (peer, message id) is already queued or
+        sent, ``ValidationError`` for a malformed item.
+        """
+        ...
+
+    def pending(self, peer_id: str, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` queued rows for the peer, oldest (lowest id) first."""
+        ...
+
+    async def record_receipt(
+        self,
+        peer_id: str,
+        receipt: ReceiptRecord,
+        outcomes: Sequence[tuple[int, Outcome, str | None]],
+    ) -> int:
+        """Store a peer's signed receipt and apply its outcomes, in one transaction.
+
+        ``outcomes`` holds (outbox id, outcome, reason). ACCEPTED and DUPLICATE rows become
+        ``delivered`` (payload erased), REJECTED rows ``dead`` with the reason. Rows no
+        longer queued are left as they are (the first receipt wins). Returns the receipt
+        id. Raises ``ValidationError(outbox_id_unknown)`` if an id is not this peer's.
+        """
+        ...
+
+    async def record_attempt(
+        self, peer_id: str, outbox_ids: Sequence[int], at: int, error: str | None
+    ) -> None:
+        """Count one delivery attempt on these queued rows (``error`` None on success)."""
+        ...
+
+    async def replace_envelope(self, outbox_id: int, envelope: bytes) -> None:
+        """Replace a queued or dead row's envelope (re-sealed after a key rotation)."""
+        ...
+
+    async def requeue_dead(self, outbox_id: int) -> None:
+        """Put a dead row back in its queue at its original position (id order)."""
+        ...
+
+    def queue_stats(self) -> list[QueueStats]:
+        """Per-peer queue summary, ordered by peer id."""
+        ...
+
+    def message_status(self, message_id: bytes) -> list[DeliveryRow]:
+        """One row per recipient of the message, ordered by peer id; empty if unknown."""
+        ...
+
+    def get_receipt(self, receipt_id: int) -> StoredReceipt | None: ...
+
+    def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
+        """Dead rows (oldest first), for one peer or all."""
+        ...
+
+    # --- inbox -------------------------------------------------------------------------
+
+    async def accept(self, items: Sequence[InboxItem]) -> list[InboxOutcome]:
+        """De-duplicate and store verified envelopes; one outcome per item, in order.
+
+        ACCEPTED rows are durable on return. De-duplication by (sender, message id) holds
+        for the retention window even after the inbox rows themselves were purged.
+        """
+        ...
+
+    def inbox_feed(
+        self, after_cursor: int, limit: int, kinds: Sequence[str] | None = None
+    ) -> list[InboxRow]:
+        """Rows with cursor > ``after_cursor``, ascending, optionally only these kinds."""
+        ...
+
+    def get_inbox(self, sender: str, message_id: bytes) -> InboxRow | None: ...
+
+    async def purge_before(self, t: int, *, seen_before: int | None = None) -> PurgeResult:
+        """Retention: drop inbox rows received before ``t``; drop de-duplication entries
+        and sent receipts first seen before ``seen_before`` (default ``t``)."""
+        ...
+
+    # --- receipts this node sent ---------------------------------------------------------
+
+    async def store_sent_receipt(
+        self, peer_id: str, batch_id: bytes, receipt: bytes, at: int | None = None
+    ) -> bytes:
+        """Keep the receipt answering a peer's batch; returns the receipt stored for that
+        batch (the first one, if the batch was already answered)."""
+        ...
+
+    def get_sent_receipt(self, peer_id: str, batch_id: bytes) -> bytes | None: ...
+
+    # --- peers -------------------------------------------------------------------------
+
+    async def upsert_peer(
+        self,
+        node_id: str,
+        card: bytes,
+        fingerprint: str,
+        at: int,
+        policy: Sequence[str] | None = None,
+    ) -> PeerRecord:
+        """Pin a peer's card, or replace the pinned card. ``policy`` None keeps the current
+        policy (empty for a new peer)."""
+        ...
+
+    def get_peer(self, node_id: str) -> PeerRecord | None: ...
+
+    def list_peers(self) -> list[PeerRecord]: ...
+
+    async def remove_peer(self, node_id: str, force: bool = False) -> int:
+        """Unpin a peer. Refuses with ``ConflictError(peer_has_queued_messages)`` while it
+        has queued messages, unless ``force``: they then become dead letters with reason
+        ``peer_removed``. Returns how many were so marked."""
+        ...
+
+    async def set_paused(self, node_id: str, paused: bool, at: int) -> None: ...
+
+    async def set_policy(self, node_id: str, kinds: Sequence[str], at: int) -> None: ...
+
+    async def touch_contact(self, peer_id: str, at: int, error: str | None) -> None:
+        """Record a contact: success (``error`` None) or failure with its error text."""
+        ...
+
+    # --- tokens ------------------------------------------------------------------------
+
+    async def create_token(self, name: str, role: str, secret: str, at: int) -> TokenRecord:
+        """Store a token under the SHA-256 of ``secret``; the secret itself is not kept."""
+        ...
+
+    def find_active_token(self, secret_hash: bytes) -> TokenRecord | None: ...
+
+    def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]: ...
+
+    async def revoke_token(self, name_or_id: str | int, at: int) -> TokenRecord: ...
+
+    # --- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    async def set_meta(self, key: str, value: bytes) -> None: ...
+
+    # --- operations ----------------------------------------------------------------------
+
+    def writer_stats(self) -> WriterStats: ...
+
+    async def info(self) -> StoreInfo: ...
+
+    async def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it; False if readers
+        kept part of it from being copied (try again later)."""
+        ...
+
+    async def integrity_check(self) -> list[str]:
+        """Problems found by a full integrity check; empty when the database is sound."""
+        ...
+
+    async def close(self) -> None:
+        """Finish every queued write, then close. Later calls raise ``store_closed``."""
+        ...

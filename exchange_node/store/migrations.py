@@ -1,0 +1,222 @@
+"""Versioned schema of the SQLite store.
+
+``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``; the version
+lives in ``PRAGMA user_version``. Each migration runs in its own transaction together
+with the version bump, so a crash leaves the database at one version or the next, never
+between. Released migrations are never edited: a change is a new entry at the end.
+A database newer than this code is refused (a downgrade would silently misread it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from exchange_node.store.base import StoreError
+
+APPLICATION_ID = 0x45584E44
+"""``PRAGMA application_id`` of an exchange-node database ("EXND")."""
+
+# Conventions: STRICT tables (types enforced), times in unix milliseconds, ids from
+# AUTOINCREMENT so they are never reused after deletes (cursors and receipt ids stay
+# unambiguous). Counters per peer are kept by triggers so queue_stats never scans.
+_V1: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) STRICT
+    """,
+    """
+    CREATE TABLE peers (
+        node_id         TEXT PRIMARY KEY,
+        card            BLOB NOT NULL,
+        fingerprint     TEXT NOT NULL,
+        added_at        INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        paused          INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
+        last_contact_at INTEGER,
+        last_error      TEXT,
+        last_error_at   INTEGER,
+        policy          TEXT NOT NULL DEFAULT '[]'
+    ) STRICT
+    """,
+    """
+    CREATE TABLE receipts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        peer_id     TEXT NOT NULL,
+        batch_id    BLOB NOT NULL,
+        receipt     BLOB NOT NULL,
+        received_at INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE INDEX receipts_batch ON receipts (peer_id, batch_id)",
+    # No foreign key to peers: delivery history outlives a removed peer.
+    """
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        peer_id         TEXT NOT NULL,
+        message_id      BLOB NOT NULL CHECK (length(message_id) = 16),
+        envelope        BLOB NOT NULL,
+        payload         BLOB,
+        created_at      INTEGER NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'queued'
+                        CHECK (state IN ('queued', 'delivered', 'dead')),
+        outcome         TEXT CHECK (outcome IN ('accepted', 'duplicate', 'rejected')),
+        reason          TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_attempt_at INTEGER,
+        last_error      TEXT,
+        delivered_at    INTEGER,
+        receipt_id      INTEGER REFERENCES receipts (id),
+        CHECK (state = 'delivered' OR payload IS NOT NULL)
+    ) STRICT
+    """,
+    # Serves message_status (by message id) and the (peer, message id) uniqueness.
+    "CREATE UNIQUE INDEX outbox_message ON outbox (message_id, peer_id)",
+    "CREATE INDEX outbox_queued ON outbox (peer_id, id) WHERE state = 'queued'",
+    "CREATE INDEX outbox_dead ON outbox (peer_id, id) WHERE state = 'dead'",
+    """
+    CREATE TABLE outbox_counts (
+        peer_id   TEXT PRIMARY KEY,
+        queued    INTEGER NOT NULL DEFAULT 0,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        dead      INTEGER NOT NULL DEFAULT 0
+    ) STRICT
+    """,
+    """
+    CREATE TRIGGER outbox_counts_insert AFTER INSERT ON outbox BEGIN
+        INSERT INTO outbox_counts (peer_id) VALUES (NEW.peer_id)
+            ON CONFLICT (peer_id) DO NOTHING;
+        UPDATE outbox_counts SET
+            queued = queued + (NEW.state = 'queued'),
+            delivered = delivered + (NEW.state = 'delivered'),
+            dead = dead + (NEW.state = 'dead')
+        WHERE peer_id = NEW.peer_id;
+    END
+    """,
+    """
+    CREATE TRIGGER outbox_counts_update AFTER UPDATE OF state ON outbox
+    WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE outbox_counts SET
+            queued = queued + (NEW.state = 'queued') - (OLD.state = 'queued'),
+            delivered = delivered + (NEW.state = 'delivered') - (OLD.state = 'delivered'),
+            dead = dead + (NEW.state = 'dead') - (OLD.state = 'dead')
+        WHERE peer_id = NEW.peer_id;
+    END
+    """,
+    """
+    CREATE TRIGGER outbox_counts_delete AFTER DELETE ON outbox BEGIN
+        UPDATE outbox_counts SET
+            queued = queued - (OLD.state = 'queued'),
+            delivered = delivered - (OLD.state = 'delivered'),
+            dead = dead - (OLD.state = 'dead')
+        WHERE peer_id = OLD.peer_id;
+    END
+    """,
+    """
+    CREATE TABLE inbox (
+        cursor        INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender        TEXT NOT NULL,
+        message_id    BLOB NOT NULL CHECK (length(message_id) = 16),
+        envelope_hash BLOB NOT NULL CHECK (length(envelope_hash) = 32),
+        kind          TEXT NOT NULL,
+        header        BLOB NOT NULL,
+        body          BLOB NOT NULL,
+        signature     BLOB NOT NULL,
+        received_at   INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX inbox_sender_message ON inbox (sender, message_id)",
+    "CREATE INDEX inbox_kind ON inbox (kind, cursor)",
+    "CREATE INDEX inbox_received ON inbox (received_at)",
+    # De-duplication memory; outlives inbox rows purged by retention.
+    """
+    CREATE TABLE seen (
+        sender        TEXT NOT NULL,
+        message_id    BLOB NOT NULL,
+        envelope_hash BLOB NOT NULL,
+        first_seen    INTEGER NOT NULL,
+        cursor        INTEGER NOT NULL,
+        PRIMARY KEY (sender, message_id)
+    ) STRICT, WITHOUT ROWID
+    """,
+    "CREATE INDEX seen_first ON seen (first_seen)",
+    """
+    CREATE TABLE sent_receipts (
+        id         INTEGER PRIMARY KEY,
+        peer_id    TEXT NOT NULL,
+        batch_id   BLOB NOT NULL,
+        receipt    BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX sent_receipts_batch ON sent_receipts (peer_id, batch_id)",
+    "CREATE INDEX sent_receipts_created ON sent_receipts (created_at)",
+    """
+    CREATE TABLE tokens (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        name        TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),
+        created_at  INTEGER NOT NULL,
+        revoked_at  INTEGER
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX tokens_secret_hash ON tokens (secret_hash)",
+    "CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this code writes and understands."""
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    path: str,
+    migrations: tuple[tuple[str, ...], ...] = MIGRATIONS,
+) -> int:
+    """Bring the database behind ``conn`` (autocommit mode) up to ``len(migrations)``.
+
+    Returns the version reached. Raises ``StoreError(store_schema_too_new)`` for a database
+    written by a newer exchange-node, ``StoreError(store_not_ours)`` for a SQLite file of
+    another application. A failing migration is rolled back whole and re-raised.
+    """
+    target = len(migrations)
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
+        raise StoreError(
+            "store_not_ours",
+            f"{path} is a SQLite database of another application "
+            f"(application_id {app_id:#x}, user_version {version}); "
+            "point the store path at a new file or an exchange-node database",
+            "store.path",
+        )
+    if version > target:
+        raise StoreError(
+            "store_schema_too_new",
+            f"{path} has schema version {version} but this exchange-node understands "
+            f"versions up to {target}; run a release at least as new as the one that "
+            "last opened it, or restore a backup made by this release",
+            "store.path",
+        )
+    while version < target:
+        # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same
+        # new file cannot both apply the same migration.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current == version:
+                for statement in migrations[version]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version

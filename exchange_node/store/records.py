@@ -1,0 +1,277 @@
+"""Values that cross the store interface.
+
+Every row the store hands out, and every item it takes in, is one of these frozen
+dataclasses: callers never see a database row object, so a second implementation
+(PostgreSQL) can return the same types. Times are unix milliseconds (``int``) chosen by
+the caller; the store never reads a clock for data it keeps, except where a method says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+MESSAGE_ID_LEN = 16
+"""Bytes in a message id (random, chosen by the sending node)."""
+
+ENVELOPE_HASH_LEN = 32
+"""Bytes in an envelope hash (SHA-256 of the envelope as received)."""
+
+TOKEN_HASH_LEN = 32
+"""Bytes in a token's secret hash (SHA-256)."""
+
+TOKEN_ROLES = frozenset({"document_officer", "case_officer", "auditor", "operator"})
+"""Roles a local API token may carry."""
+
+
+class OutboxState(StrEnum):
+    """Where an outbox row is in its life. ``queued`` rows are sent in id order."""
+
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class Outcome(StrEnum):
+    """Per-envelope answer in a batch receipt (also what ``InboxStore.accept`` decides)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+# --- outbox ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One envelope to enqueue for one peer.
+
+    ``envelope`` is the sealed bytes as they will be sent. ``payload`` is what the node
+    seals from (opaque to the store); it is kept while the row may still need re-sealing
+    (queued or dead, e.g. after the peer rotated its encryption key) and erased once the
+    row is delivered.
+    """
+
+    peer_id: str
+    message_id: bytes
+    envelope: bytes
+    payload: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An outbox row. ``id`` is monotonic and gives the FIFO order within a peer.
+
+    ``payload`` is ``None`` once the row is delivered (erased as no longer needed).
+    """
+
+    id: int
+    peer_id: str
+    message_id: bytes
+    envelope: bytes
+    payload: bytes | None
+    created_at: int
+    state: OutboxState
+    outcome: Outcome | None
+    reason: str | None
+    attempts: int
+    last_attempt_at: int | None
+    last_error: str | None
+    delivered_at: int | None
+    receipt_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRecord:
+    """A signed batch receipt received from a peer, kept as proof of delivery.
+
+    ``receipt`` is the raw signed receipt exactly as received (never re-serialised), so a
+    third party can verify it later.
+    """
+
+    batch_id: bytes
+    receipt: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    """A receipt as stored: ``id`` is what outbox rows refer to as ``receipt_id``."""
+
+    id: int
+    peer_id: str
+    batch_id: bytes
+    receipt: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """Delivery status of one message to one recipient (no envelope or payload)."""
+
+    outbox_id: int
+    peer_id: str
+    message_id: bytes
+    created_at: int
+    state: OutboxState
+    outcome: Outcome | None
+    reason: str | None
+    attempts: int
+    last_attempt_at: int | None
+    last_error: str | None
+    delivered_at: int | None
+    receipt_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One peer's queue at a glance (for status pages, metrics and the weekend-outage story).
+
+    ``oldest_queued_at`` is the ``created_at`` of the row at the head of the queue.
+    ``last_contact_at`` is the last successful contact; ``last_error``/``last_error_at``
+    the last failed one (cleared by the next success). ``known`` is false for a peer that
+    was removed but still has outbox history.
+    """
+
+    peer_id: str
+    depth: int
+    oldest_queued_at: int | None
+    dead: int
+    delivered: int
+    paused: bool
+    last_contact_at: int | None
+    last_error: str | None
+    last_error_at: int | None
+    known: bool
+
+
+# --- inbox ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A verified envelope to store: clear header, body and sender's signature (evidence).
+
+    ``kind`` is a short label the node sets (``document_notice``, ``case_event``...) for
+    feed filters; ``envelope_hash`` is the SHA-256 of the envelope as received.
+    """
+
+    sender: str
+    message_id: bytes
+    envelope_hash: bytes
+    kind: str
+    header: bytes
+    body: bytes
+    signature: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """A stored inbox message. ``cursor`` is monotonic: the feed pages by it."""
+
+    cursor: int
+    sender: str
+    message_id: bytes
+    envelope_hash: bytes
+    kind: str
+    header: bytes
+    body: bytes
+    signature: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxOutcome:
+    """What ``accept`` decided for one item.
+
+    ACCEPTED: stored now, ``cursor`` is its new cursor. DUPLICATE: seen before with the
+    same envelope hash, nothing written, ``cursor`` is the original one (the row itself may
+    since have been purged by retention). REJECTED: ``reason`` says why (for instance
+    ``message_id_reused``), ``cursor`` is ``None``.
+    """
+
+    outcome: Outcome
+    cursor: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """How many rows ``purge_before`` deleted, per table."""
+
+    inbox: int
+    seen: int
+    sent_receipts: int
+
+
+# --- peers, tokens ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """A pinned peer. ``card`` is the raw signed node card; ``policy`` the notice kinds
+    this node allows to be sent to it."""
+
+    node_id: str
+    card: bytes
+    fingerprint: str
+    added_at: int
+    updated_at: int
+    paused: bool
+    last_contact_at: int | None
+    last_error: str | None
+    last_error_at: int | None
+    policy: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A local API token. Only the SHA-256 of its secret is ever stored."""
+
+    id: int
+    name: str
+    role: str
+    secret_hash: bytes
+    created_at: int
+    revoked_at: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+# --- operations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """Counters of the group-commit writer since the store was opened.
+
+    ``transactions`` counts COMMITs (each one fsync of the WAL under ``synchronous=FULL``),
+    ``jobs`` the write calls they carried, ``failed_jobs`` those that raised (rolled back
+    alone), ``largest_group`` the most jobs in one transaction, ``queued`` the jobs waiting
+    right now.
+    """
+
+    transactions: int
+    jobs: int
+    failed_jobs: int
+    largest_group: int
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What an operator checks: where the database is and how it is configured."""
+
+    path: str
+    schema_version: int
+    sqlite_version: str
+    journal_mode: str
+    synchronous: str
+    page_count: int
+    page_size: int
+    wal_bytes: int

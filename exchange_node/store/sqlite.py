@@ -1,0 +1,953 @@
+"""The embedded store: one SQLite file in WAL mode, committed in groups.
+
+Writes go through a :class:`~exchange_node.store.writer.GroupCommitWriter` (one thread,
+one write connection, ``synchronous=FULL``: a COMMIT has reached the disk when the
+awaited write returns). Reads use a second connection on the event-loop thread; WAL lets
+them run while the writer commits. See :mod:`exchange_node.store.base` for the contract.
+
+Reads must be called from the thread that opened the store (the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from exchange_node.errors import ConflictError, NotFoundError, ValidationError
+from exchange_node.store.base import StoreError
+from exchange_node.store.migrations import migrate
+from exchange_node.store.records import (
+    ENVELOPE_HASH_LEN,
+    MESSAGE_ID_LEN,
+    TOKEN_ROLES,
+    DeliveryRow,
+    InboxItem,
+    InboxOutcome,
+    InboxRow,
+    OutboxItem,
+    OutboxRow,
+    OutboxState,
+    Outcome,
+    PeerRecord,
+    PurgeResult,
+    QueueStats,
+    ReceiptRecord,
+    StoredReceipt,
+    StoreInfo,
+    TokenRecord,
+    WriterStats,
+)
+from exchange_node.store.writer import DEFAULT_MAX_GROUP, GroupCommitWriter
+
+T = TypeVar("T")
+
+MIN_SQLITE = (3, 37, 0)
+"""STRICT tables need SQLite 3.37."""
+
+BUSY_TIMEOUT_MS = 10_000
+MAX_READ_LIMIT = 10_000
+PURGE_CHUNK = 5_000
+"""Rows deleted per transaction by ``purge_before``, so retention never holds the write
+lock for long."""
+
+TOKEN_SECRET_MIN_CHARS = 22
+"""A token secret is hashed with plain SHA-256, which is only sound for high-entropy
+secrets: at least 128 bits (``secrets.token_urlsafe(16)`` is 22 characters)."""
+
+REASON_PEER_REMOVED = "peer_removed"
+REASON_UNSPECIFIED = "unspecified"
+
+
+def hash_token_secret(secret: str) -> bytes:
+    """The SHA-256 under which a token secret is stored and looked up."""
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+class SqliteStore:
+    """SQLite implementation of :class:`exchange_node.store.base.Store`.
+
+    Open with ``store = await SqliteStore.open(path)`` (or ``async with`` on the result),
+    close with ``await store.close()``.
+    """
+
+    def __init__(self, path: str, writer: GroupCommitWriter, reader: sqlite3.Connection) -> None:
+        """Use :meth:`open`."""
+        self._path = path
+        self._writer = writer
+        self._db = reader
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], *, max_group: int = DEFAULT_MAX_GROUP
+    ) -> SqliteStore:
+        """Open (creating with mode 0600 if missing) and migrate the database at ``path``.
+
+        The parent directory must exist. Raises ``StoreError`` with code
+        ``store_dir_missing``, ``store_schema_too_new``, ``store_not_ours``,
+        ``store_sqlite_too_old`` or ``store_unavailable``.
+        """
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(
+                "store_sqlite_too_old",
+                f"SQLite {sqlite3.sqlite_version} is linked into this Python; exchange-node "
+                f"needs {'.'.join(map(str, MIN_SQLITE))} or newer",
+            )
+        p = Path(path)
+        if not p.parent.is_dir():
+            raise StoreError(
+                "store_dir_missing",
+                f"directory {p.parent} does not exist; create it (mode 0700) or fix the path",
+                "store.path",
+            )
+        spath = str(p)
+        _create_private(spath)
+        writer = GroupCommitWriter(partial(_connect_writer, spath), max_group=max_group)
+        await asyncio.to_thread(writer.start)
+        try:
+            reader = _connect(spath)
+            reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(spath, writer, reader)
+
+    async def close(self) -> None:
+        """Finish every queued write, then close both connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._writer.close()
+        self._db.close()
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    # --- outbox ----------------------------------------------------------------------------
+
+    async def enqueue(self, items: Sequence[OutboxItem]) -> list[int]:
+        for i, item in enumerate(items):
+            _check_outbox_item(item, f"items[{i}]")
+        if not items:
+            return []
+        return await self._write(partial(_enqueue, items=tuple(items)))
+
+    def pending(self, peer_id: str, limit: int) -> list[OutboxRow]:
+        _check_limit(limit)
+        rows = self._read(
+            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'queued' "
+            "ORDER BY id LIMIT ?",
+            (peer_id, limit),
+        )
+        return [_outbox_row(r) for r in rows]
+
+    async def record_receipt(
+        self,
+        peer_id: str,
+        receipt: ReceiptRecord,
+        outcomes: Sequence[tuple[int, Outcome, str | None]],
+    ) -> int:
+        checked = []
+        for i, (outbox_id, outcome, reason) in enumerate(outcomes):
+            checked.append((outbox_id, Outcome(outcome), reason))
+            if not isinstance(outbox_id, int):
+                raise ValidationError(
+                    "outbox_id_invalid", "outbox ids are integers", f"outcomes[{i}]"
+                )
+        return await self._write(
+            partial(_record_receipt, peer_id=peer_id, receipt=receipt, outcomes=checked)
+        )
+
+    async def record_attempt(
+        self, peer_id: str, outbox_ids: Sequence[int], at: int, error: str | None
+    ) -> None:
+        args = [(at, error, outbox_id, peer_id) for outbox_id in outbox_ids]
+        if not args:
+            return
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?, "
+                "last_error = ? WHERE id = ? AND peer_id = ? AND state = 'queued'",
+                args,
+            )
+
+        await self._write(job)
+
+    async def replace_envelope(self, outbox_id: int, envelope: bytes) -> None:
+        _check_bytes(envelope, "envelope")
+
+        def job(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE outbox SET envelope = ? WHERE id = ? AND state IN ('queued', 'dead')",
+                (envelope, outbox_id),
+            )
+            if cur.rowcount == 0:
+                _outbox_state_or_raise(conn, outbox_id)
+                raise ConflictError(
+                    "outbox_row_delivered",
+                    f"outbox row {outbox_id} is already delivered; its envelope is evidence "
+                    "and cannot be replaced",
+                    "outbox_id",
+                )
+
+        await self._write(job)
+
+    async def requeue_dead(self, outbox_id: int) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            state = _outbox_state_or_raise(conn, outbox_id)
+            if state != OutboxState.DEAD:
+                raise ConflictError(
+                    "outbox_row_not_dead",
+                    f"outbox row {outbox_id} is {state}, only dead rows can be requeued",
+                    "outbox_id",
+                )
+            peer_id = _rows(conn, "SELECT peer_id FROM outbox WHERE id = ?", (outbox_id,))[0][0]
+            if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (peer_id,)):
+                raise _peer_not_found(peer_id)
+            conn.execute(
+                "UPDATE outbox SET state = 'queued', outcome = NULL, reason = NULL, "
+                "receipt_id = NULL WHERE id = ?",
+                (outbox_id,),
+            )
+
+        await self._write(job)
+
+    def queue_stats(self) -> list[QueueStats]:
+        rows = self._read(
+            """
+            SELECT ids.peer_id,
+                   coalesce(c.queued, 0), coalesce(c.dead, 0), coalesce(c.delivered, 0),
+                   p.node_id IS NOT NULL, coalesce(p.paused, 0),
+                   p.last_contact_at, p.last_error, p.last_error_at,
+                   (SELECT o.created_at FROM outbox o
+                     WHERE o.peer_id = ids.peer_id AND o.state = 'queued'
+                     ORDER BY o.id LIMIT 1)
+            FROM (SELECT node_id AS peer_id FROM peers
+                  UNION SELECT peer_id FROM outbox_counts) AS ids
+            LEFT JOIN outbox_counts c ON c.peer_id = ids.peer_id
+            LEFT JOIN peers p ON p.node_id = ids.peer_id
+            ORDER BY ids.peer_id
+            """
+        )
+        return [
+            QueueStats(
+                peer_id=r[0],
+                depth=r[1],
+                dead=r[2],
+                delivered=r[3],
+                known=bool(r[4]),
+                paused=bool(r[5]),
+                last_contact_at=r[6],
+                last_error=r[7],
+                last_error_at=r[8],
+                oldest_queued_at=r[9],
+            )
+            for r in rows
+        ]
+
+    def message_status(self, message_id: bytes) -> list[DeliveryRow]:
+        rows = self._read(
+            "SELECT id, peer_id, message_id, created_at, state, outcome, reason, attempts, "
+            "last_attempt_at, last_error, delivered_at, receipt_id FROM outbox "
+            "WHERE message_id = ? ORDER BY peer_id",
+            (message_id,),
+        )
+        return [
+            DeliveryRow(
+                outbox_id=r[0],
+                peer_id=r[1],
+                message_id=r[2],
+                created_at=r[3],
+                state=OutboxState(r[4]),
+                outcome=None if r[5] is None else Outcome(r[5]),
+                reason=r[6],
+                attempts=r[7],
+                last_attempt_at=r[8],
+                last_error=r[9],
+                delivered_at=r[10],
+                receipt_id=r[11],
+            )
+            for r in rows
+        ]
+
+    def get_receipt(self, receipt_id: int) -> StoredReceipt | None:
+        rows = self._read(
+            "SELECT id, peer_id, batch_id, receipt, received_at FROM receipts WHERE id = ?",
+            (receipt_id,),
+        )
+        return StoredReceipt(*rows[0]) if rows else None
+
+    def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
+        _check_limit(limit)
+        if peer_id is None:
+            rows = self._read(
+                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' ORDER BY id LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = self._read(
+                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'dead' "
+                "ORDER BY id LIMIT ?",
+                (peer_id, limit),
+            )
+        return [_outbox_row(r) for r in rows]
+
+    # --- inbox -----------------------------------------------------------------------------
+
+    async def accept(self, items: Sequence[InboxItem]) -> list[InboxOutcome]:
+        for i, item in enumerate(items):
+            _check_inbox_item(item, f"items[{i}]")
+        if not items:
+            return []
+        return await self._write(partial(_accept, items=tuple(items)))
+
+    def inbox_feed(
+        self, after_cursor: int, limit: int, kinds: Sequence[str] | None = None
+    ) -> list[InboxRow]:
+        _check_limit(limit)
+        if kinds is None:
+            rows = self._read(
+                f"SELECT {_INBOX_COLS} FROM inbox WHERE cursor > ? ORDER BY cursor LIMIT ?",
+                (after_cursor, limit),
+            )
+        else:
+            kinds = list(kinds)
+            if not kinds:
+                return []
+            marks = ",".join("?" * len(kinds))
+            rows = self._read(
+                f"SELECT {_INBOX_COLS} FROM inbox WHERE cursor > ? AND kind IN ({marks}) "
+                "ORDER BY cursor LIMIT ?",
+                (after_cursor, *kinds, limit),
+            )
+        return [InboxRow(*r) for r in rows]
+
+    def get_inbox(self, sender: str, message_id: bytes) -> InboxRow | None:
+        rows = self._read(
+            f"SELECT {_INBOX_COLS} FROM inbox WHERE sender = ? AND message_id = ?",
+            (sender, message_id),
+        )
+        return InboxRow(*rows[0]) if rows else None
+
+    async def purge_before(self, t: int, *, seen_before: int | None = None) -> PurgeResult:
+        """Retention, in chunks of :data:`PURGE_CHUNK` rows per transaction.
+
+        De-duplication entries are never dropped before the inbox row they describe:
+        the effective cut-off for ``seen`` is ``min(t, seen_before)``.
+        """
+        seen_cut = t if seen_before is None else min(t, seen_before)
+        statements = (
+            ("DELETE FROM inbox WHERE cursor IN (SELECT cursor FROM inbox "
+             "WHERE received_at < ? LIMIT ?)", t),
+            ("DELETE FROM seen WHERE rowid IN (SELECT rowid FROM seen "
+             "WHERE first_seen < ? LIMIT ?)", seen_cut),
+            ("DELETE FROM sent_receipts WHERE id IN (SELECT id FROM sent_receipts "
+             "WHERE created_at < ? LIMIT ?)", seen_cut),
+        )  # fmt: skip
+        counts = []
+        for sql, cut in statements:
+            total = 0
+            while True:
+                n = await self._write(partial(_delete_chunk, sql=sql, cut=cut))
+                total += n
+                if n < PURGE_CHUNK:
+                    break
+            counts.append(total)
+        return PurgeResult(inbox=counts[0], seen=counts[1], sent_receipts=counts[2])
+
+    # --- receipts this node sent ---------------------------------------------------------------
+
+    async def store_sent_receipt(
+        self, peer_id: str, batch_id: bytes, receipt: bytes, at: int | None = None
+    ) -> bytes:
+        _check_bytes(batch_id, "batch_id")
+        _check_bytes(receipt, "receipt")
+        created = _now_ms() if at is None else at
+
+        def job(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT INTO sent_receipts (peer_id, batch_id, receipt, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (peer_id, batch_id) DO NOTHING",
+                (peer_id, batch_id, receipt, created),
+            )
+            return _rows(
+                conn,
+                "SELECT receipt FROM sent_receipts WHERE peer_id = ? AND batch_id = ?",
+                (peer_id, batch_id),
+            )[0][0]
+
+        return await self._write(job)
+
+    def get_sent_receipt(self, peer_id: str, batch_id: bytes) -> bytes | None:
+        rows = self._read(
+            "SELECT receipt FROM sent_receipts WHERE peer_id = ? AND batch_id = ?",
+            (peer_id, batch_id),
+        )
+        return rows[0][0] if rows else None
+
+    # --- peers -------------------------------------------------------------------------------
+
+    async def upsert_peer(
+        self,
+        node_id: str,
+        card: bytes,
+        fingerprint: str,
+        at: int,
+        policy: Sequence[str] | None = None,
+    ) -> PeerRecord:
+        _check_text(node_id, "node_id")
+        _check_bytes(card, "card")
+        _check_text(fingerprint, "fingerprint")
+        policy_json = None if policy is None else _policy_json(policy)
+
+        def job(conn: sqlite3.Connection) -> PeerRecord:
+            conn.execute(
+                "INSERT INTO peers (node_id, card, fingerprint, added_at, updated_at, policy) "
+                "VALUES (?, ?, ?, ?, ?, coalesce(?, '[]')) "
+                "ON CONFLICT (node_id) DO UPDATE SET card = excluded.card, "
+                "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at, "
+                "policy = coalesce(?, policy)",
+                (node_id, card, fingerprint, at, at, policy_json, policy_json),
+            )
+            return _peer_row(_rows(conn, f"SELECT {_PEER_COLS} FROM peers WHERE node_id = ?",
+                                   (node_id,))[0])  # fmt: skip
+
+        return await self._write(job)
+
+    def get_peer(self, node_id: str) -> PeerRecord | None:
+        rows = self._read(f"SELECT {_PEER_COLS} FROM peers WHERE node_id = ?", (node_id,))
+        return _peer_row(rows[0]) if rows else None
+
+    def list_peers(self) -> list[PeerRecord]:
+        return [_peer_row(r) for r in self._read(f"SELECT {_PEER_COLS} FROM peers ORDER BY 1")]
+
+    async def remove_peer(self, node_id: str, force: bool = False) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (node_id,)):
+                raise _peer_not_found(node_id)
+            queued = _rows(
+                conn,
+                "SELECT count(*) FROM outbox WHERE peer_id = ? AND state = 'queued'",
+                (node_id,),
+            )[0][0]
+            if queued and not force:
+                raise ConflictError(
+                    "peer_has_queued_messages",
+                    f"peer {node_id} still has {queued} queued message(s); wait until they "
+                    "are delivered, or remove it with force to turn them into dead letters "
+                    f"(reason {REASON_PEER_REMOVED})",
+                    "node_id",
+                )
+            conn.execute(
+                "UPDATE outbox SET state = 'dead', reason = ? "
+                "WHERE peer_id = ? AND state = 'queued'",
+                (REASON_PEER_REMOVED, node_id),
+            )
+            conn.execute("DELETE FROM peers WHERE node_id = ?", (node_id,))
+            return queued
+
+        return await self._write(job)
+
+    async def set_paused(self, node_id: str, paused: bool, at: int) -> None:
+        await self._update_peer(node_id, "paused = ?, updated_at = ?", (1 if paused else 0, at))
+
+    async def set_policy(self, node_id: str, kinds: Sequence[str], at: int) -> None:
+        await self._update_peer(node_id, "policy = ?, updated_at = ?", (_policy_json(kinds), at))
+
+    async def touch_contact(self, peer_id: str, at: int, error: str | None) -> None:
+        if error is None:
+            await self._update_peer(
+                peer_id, "last_contact_at = ?, last_error = NULL, last_error_at = NULL", (at,)
+            )
+        else:
+            await self._update_peer(peer_id, "last_error = ?, last_error_at = ?", (error, at))
+
+    async def _update_peer(self, node_id: str, assignments: str, args: tuple[Any, ...]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(f"UPDATE peers SET {assignments} WHERE node_id = ?",
+                               (*args, node_id))  # fmt: skip
+            if cur.rowcount == 0:
+                raise _peer_not_found(node_id)
+
+        await self._write(job)
+
+    # --- tokens ------------------------------------------------------------------------------
+
+    async def create_token(self, name: str, role: str, secret: str, at: int) -> TokenRecord:
+        _check_text(name, "name", max_len=64)
+        if role not in TOKEN_ROLES:
+            raise ValidationError(
+                "token_role_unknown",
+                f"role {role!r} is not one of {', '.join(sorted(TOKEN_ROLES))}",
+                "role",
+            )
+        if not isinstance(secret, str) or len(secret) < TOKEN_SECRET_MIN_CHARS:
+            raise ValidationError(
+                "token_secret_too_short",
+                f"a token secret needs at least {TOKEN_SECRET_MIN_CHARS} random characters "
+                "(128 bits); generate it with secrets.token_urlsafe(32)",
+                "secret",
+            )
+        secret_hash = hash_token_secret(secret)
+
+        def job(conn: sqlite3.Connection) -> TokenRecord:
+            if _rows(conn, "SELECT 1 FROM tokens WHERE name = ? AND revoked_at IS NULL", (name,)):
+                raise ConflictError(
+                    "token_name_taken",
+                    f"an active token is already named {name!r}; revoke it or pick another name",
+                    "name",
+                )
+            try:
+                cur = conn.execute(
+                    "INSERT INTO tokens (name, role, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+                    (name, role, secret_hash, at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ConflictError(
+                    "token_secret_reused", "generate a fresh secret for every token", "secret"
+                ) from exc
+            return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None)
+
+        return await self._write(job)
+
+    def find_active_token(self, secret_hash: bytes) -> TokenRecord | None:
+        rows = self._read(
+            f"SELECT {_TOKEN_COLS} FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL",
+            (secret_hash,),
+        )
+        return TokenRecord(*rows[0]) if rows else None
+
+    def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]:
+        where = "" if include_revoked else "WHERE revoked_at IS NULL"
+        return [
+            TokenRecord(*r)
+            for r in self._read(f"SELECT {_TOKEN_COLS} FROM tokens {where} ORDER BY id")
+        ]
+
+    async def revoke_token(self, name_or_id: str | int, at: int) -> TokenRecord:
+        def job(conn: sqlite3.Connection) -> TokenRecord:
+            if isinstance(name_or_id, int) and not isinstance(name_or_id, bool):
+                rows = _rows(conn, f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (name_or_id,))
+            else:
+                rows = _rows(
+                    conn,
+                    f"SELECT {_TOKEN_COLS} FROM tokens WHERE name = ? AND revoked_at IS NULL",
+                    (name_or_id,),
+                )
+            if not rows:
+                raise NotFoundError(
+                    "token_not_found", f"no active token {name_or_id!r}", "name_or_id"
+                )
+            token = TokenRecord(*rows[0])
+            if token.revoked_at is not None:
+                raise ConflictError(
+                    "token_already_revoked", f"token {token.id} is already revoked", "name_or_id"
+                )
+            conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token.id))
+            return TokenRecord(token.id, token.name, token.role, token.secret_hash,
+                               token.created_at, at)  # fmt: skip
+
+        return await self._write(job)
+
+    # --- meta --------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> bytes | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    async def set_meta(self, key: str, value: bytes) -> None:
+        _check_text(key, "key")
+        if not isinstance(value, bytes):
+            raise ValidationError("meta_value_invalid", "meta values are bytes", "value")
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        await self._write(job)
+
+    # --- operations --------------------------------------------------------------------------
+
+    def writer_stats(self) -> WriterStats:
+        return self._writer.stats()
+
+    async def info(self) -> StoreInfo:
+        def job(conn: sqlite3.Connection) -> StoreInfo:
+            def pragma(name: str) -> Any:
+                return conn.execute(f"PRAGMA {name}").fetchall()[0][0]
+
+            try:
+                wal_bytes = os.path.getsize(self._path + "-wal")
+            except FileNotFoundError:
+                wal_bytes = 0
+            return StoreInfo(
+                path=self._path,
+                schema_version=pragma("user_version"),
+                sqlite_version=sqlite3.sqlite_version,
+                journal_mode=pragma("journal_mode"),
+                synchronous={0: "off", 1: "normal", 2: "full", 3: "extra"}[pragma("synchronous")],
+                page_count=pragma("page_count"),
+                page_size=pragma("page_size"),
+                wal_bytes=wal_bytes,
+            )
+
+        return await self._write(job, transactional=False)
+
+    async def checkpoint(self) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+            return busy == 0
+
+        return await self._write(job, transactional=False)
+
+    async def integrity_check(self) -> list[str]:
+        """Runs on a worker thread with its own read-only connection (may take a while)."""
+        if self._closed:
+            raise _closed_error()
+
+        def check() -> list[str]:
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)
+            try:
+                problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+                problems = [p for p in problems if p != "ok"]
+                for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
+                    problems.append(f"{table} row {rowid} refers to a missing {parent} row")
+                return problems
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(check)
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, transactional: bool = True
+    ) -> T:
+        if self._closed:
+            raise _closed_error()
+        return await self._writer.submit(fn, transactional=transactional)
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._closed:
+            raise _closed_error()
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(
+                "store_unavailable",
+                f"the database could not be read ({type(exc).__name__}: {exc})",
+            ) from exc
+
+
+# --- write jobs (run on the writer thread) ----------------------------------------------------
+
+
+def _enqueue(conn: sqlite3.Connection, items: tuple[OutboxItem, ...]) -> list[int]:
+    for peer_id in {item.peer_id for item in items}:
+        if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (peer_id,)):
+            raise _peer_not_found(peer_id)
+    ids = []
+    for item in items:
+        try:
+            cur = conn.execute(
+                "INSERT INTO outbox (peer_id, message_id, envelope, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (item.peer_id, item.message_id, item.envelope, item.payload, item.created_at),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(
+                "message_id_exists",
+                f"message {item.message_id.hex()} is already in the outbox for peer "
+                f"{item.peer_id}; use a fresh message id",
+                "message_id",
+            ) from exc
+        ids.append(cur.lastrowid)
+    return ids
+
+
+def _record_receipt(
+    conn: sqlite3.Connection,
+    peer_id: str,
+    receipt: ReceiptRecord,
+    outcomes: list[tuple[int, Outcome, str | None]],
+) -> int:
+    receipt_id = conn.execute(
+        "INSERT INTO receipts (peer_id, batch_id, receipt, received_at) VALUES (?, ?, ?, ?)",
+        (peer_id, receipt.batch_id, receipt.receipt, receipt.received_at),
+    ).lastrowid
+    for outbox_id, outcome, reason in outcomes:
+        rows = _rows(
+            conn, "SELECT state FROM outbox WHERE id = ? AND peer_id = ?", (outbox_id, peer_id)
+        )
+        if not rows:
+            raise ValidationError(
+                "outbox_id_unknown",
+                f"outbox row {outbox_id} was not queued for peer {peer_id}",
+                "outcomes",
+            )
+        if rows[0][0] != OutboxState.QUEUED:
+            continue  # an earlier receipt already settled it: the first one wins
+        if outcome is Outcome.REJECTED:
+            conn.execute(
+                "UPDATE outbox SET state = 'dead', outcome = 'rejected', reason = ?, "
+                "receipt_id = ? WHERE id = ?",
+                (reason or REASON_UNSPECIFIED, receipt_id, outbox_id),
+            )
+        else:
+            # Delivered: the payload is no longer needed for re-sealing, so erase it.
+            conn.execute(
+                "UPDATE outbox SET state = 'delivered', outcome = ?, reason = ?, "
+                "delivered_at = ?, receipt_id = ?, payload = NULL WHERE id = ?",
+                (outcome.value, reason, receipt.received_at, receipt_id, outbox_id),
+            )
+    return receipt_id
+
+
+def _accept(conn: sqlite3.Connection, items: tuple[InboxItem, ...]) -> list[InboxOutcome]:
+    outcomes = []
+    for item in items:
+        seen = _rows(
+            conn,
+            "SELECT envelope_hash, cursor FROM seen WHERE sender = ? AND message_id = ?",
+            (item.sender, item.message_id),
+        )
+        if seen:
+            if seen[0][0] == item.envelope_hash:
+                outcomes.append(InboxOutcome(Outcome.DUPLICATE, cursor=seen[0][1]))
+            else:
+                outcomes.append(InboxOutcome(Outcome.REJECTED, reason="message_id_reused"))
+            continue
+        cursor = conn.execute(
+            "INSERT INTO inbox (sender, message_id, envelope_hash, kind, header, body, "
+            "signature, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.sender,
+                item.message_id,
+                item.envelope_hash,
+                item.kind,
+                item.header,
+                item.body,
+                item.signature,
+                item.received_at,
+            ),
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO seen (sender, message_id, envelope_hash, first_seen, cursor) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (item.sender, item.message_id, item.envelope_hash, item.received_at, cursor),
+        )
+        outcomes.append(InboxOutcome(Outcome.ACCEPTED, cursor=cursor))
+    return outcomes
+
+
+def _delete_chunk(conn: sqlite3.Connection, sql: str, cut: int) -> int:
+    return conn.execute(sql, (cut, PURGE_CHUNK)).rowcount
+
+
+# --- connections ---------------------------------------------------------------------------
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (SQLite gives the -wal and
+    -shm files the same mode). An existing file keeps its mode."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        code = "store_dir_missing" if exc.errno == errno.ENOENT else "store_unavailable"
+        raise StoreError(code, f"cannot create {path}: {exc.strerror}", "store.path") from exc
+    os.close(fd)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, cached_statements=256)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA trusted_schema = OFF")
+    except sqlite3.Error as exc:
+        raise StoreError("store_unavailable", f"cannot open {path}: {exc}", "store.path") from exc
+    return conn
+
+
+def _connect_writer(path: str) -> sqlite3.Connection:
+    """The write connection: WAL, fsync on every COMMIT, schema migrated."""
+    conn = _connect(path)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+        if mode != "wal":
+            raise StoreError(
+                "store_unavailable",
+                f"{path} cannot use write-ahead logging (journal mode {mode}); put the "
+                "database on a local file system",
+                "store.path",
+            )
+        # FULL: the WAL is fsynced at every COMMIT, so an acknowledged write survives a
+        # power cut (NORMAL would only protect against application crashes).
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA fullfsync = ON")  # macOS: F_FULLFSYNC, no-op elsewhere
+        conn.execute("PRAGMA checkpoint_fullfsync = ON")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+        migrate(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError("store_unavailable", f"cannot open {path}: {exc}", "store.path") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+_OUTBOX_COLS = (
+    "id, peer_id, message_id, envelope, payload, created_at, state, outcome, reason, "
+    "attempts, last_attempt_at, last_error, delivered_at, receipt_id"
+)
+_INBOX_COLS = (
+    "cursor, sender, message_id, envelope_hash, kind, header, body, signature, received_at"
+)
+_PEER_COLS = (
+    "node_id, card, fingerprint, added_at, updated_at, paused, last_contact_at, last_error, "
+    "last_error_at, policy"
+)
+_TOKEN_COLS = "id, name, role, secret_hash, created_at, revoked_at"
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+    # fetchall() finishes the statement, so no read transaction is left open behind it.
+    return conn.execute(sql, args).fetchall()
+
+
+def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
+    return OutboxRow(
+        id=r[0],
+        peer_id=r[1],
+        message_id=r[2],
+        envelope=r[3],
+        payload=r[4],
+        created_at=r[5],
+        state=OutboxState(r[6]),
+        outcome=None if r[7] is None else Outcome(r[7]),
+        reason=r[8],
+        attempts=r[9],
+        last_attempt_at=r[10],
+        last_error=r[11],
+        delivered_at=r[12],
+        receipt_id=r[13],
+    )
+
+
+def _peer_row(r: tuple[Any, ...]) -> PeerRecord:
+    return PeerRecord(
+        node_id=r[0],
+        card=r[1],
+        fingerprint=r[2],
+        added_at=r[3],
+        updated_at=r[4],
+        paused=bool(r[5]),
+        last_contact_at=r[6],
+        last_error=r[7],
+        last_error_at=r[8],
+        policy=tuple(json.loads(r[9])),
+    )
+
+
+def _outbox_state_or_raise(conn: sqlite3.Connection, outbox_id: int) -> OutboxState:
+    rows = _rows(conn, "SELECT state FROM outbox WHERE id = ?", (outbox_id,))
+    if not rows:
+        raise NotFoundError("outbox_id_unknown", f"no outbox row {outbox_id}", "outbox_id")
+    return OutboxState(rows[0][0])
+
+
+def _peer_not_found(node_id: str) -> NotFoundError:
+    return NotFoundError(
+        "peer_not_found", f"no pinned peer {node_id!r}; pin its node card first", "peer_id"
+    )
+
+
+def _closed_error() -> StoreError:
+    return StoreError("store_closed", "the store is closed")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _policy_json(kinds: Sequence[str]) -> str:
+    if isinstance(kinds, str):
+        raise ValidationError("policy_invalid", "policy is a list of notice kinds", "policy")
+    for i, kind in enumerate(kinds):
+        _check_text(kind, f"policy[{i}]")
+    return json.dumps(sorted(set(kinds)))
+
+
+def _check_limit(limit: int) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_READ_LIMIT:
+        raise ValidationError(
+            "limit_invalid", f"limit must be between 1 and {MAX_READ_LIMIT}", "limit"
+        )
+
+
+def _check_text(value: object, field: str, max_len: int = 256) -> None:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ValidationError(
+            "text_invalid", f"{field} must be a non-empty string of at most {max_len} characters",
+            field,
+        )  # fmt: skip
+
+
+def _check_bytes(value: object, field: str, length: int | None = None) -> None:
+    if not isinstance(value, bytes) or not value:
+        raise ValidationError("bytes_invalid", f"{field} must be non-empty bytes", field)
+    if length is not None and len(value) != length:
+        raise ValidationError(
+            "bytes_invalid", f"{field} must be exactly {length} bytes, not {len(value)}", field
+        )
+
+
+def _check_int(value: object, field: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValidationError("time_invalid", f"{field} must be unix milliseconds", field)
+
+
+def _check_outbox_item(item: OutboxItem, where: str) -> None:
+    _check_text(item.peer_id, f"{where}.peer_id")
+    _check_bytes(item.message_id, f"{where}.message_id", MESSAGE_ID_LEN)
+    _check_bytes(item.envelope, f"{where}.envelope")
+    _check_bytes(item.payload, f"{where}.payload")
+    _check_int(item.created_at, f"{where}.created_at")
+
+
+def _check_inbox_item(item: InboxItem, where: str) -> None:
+    _check_text(item.sender, f"{where}.sender")
+    _check_bytes(item.message_id, f"{where}.message_id", MESSAGE_ID_LEN)
+    _check_bytes(item.envelope_hash, f"{where}.envelope_hash", ENVELOPE_HASH_LEN)
+    _check_text(item.kind, f"{where}.kind", max_len=64)
+    _check_bytes(item.header, f"{where}.header")
+    _check_bytes(item.body, f"{where}.body")
+    _check_bytes(item.signature, f"{where}.signature")
+    _check_int(item.received_at, f"{where}.received_at")

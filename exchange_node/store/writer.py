@@ -1,0 +1,245 @@
+"""Group commit: one thread owns the write connection and commits jobs in batches.
+
+Callers hand a *job* (a function of the connection) to :meth:`GroupCommitWriter.submit`
+and await its result. The writer thread takes every job waiting in its queue (up to
+``max_group``), runs them in ONE transaction, each inside its own SAVEPOINT, and commits
+once; only after COMMIT returns does it resolve the callers' futures. Under load many
+jobs share one fsync; when idle a lone job commits at once (no added latency).
+
+A job that raises is rolled back to its savepoint alone and its exception goes to its own
+caller; the rest of the group commits. If the group as a whole fails (COMMIT error, or an
+error that aborted the whole transaction), every job of the group is run again on its own
+so each caller gets its own answer. Jobs must therefore only touch the connection and
+be safe to run again after a rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from exchange_node.errors import ExchangeError
+from exchange_node.store.base import StoreError
+from exchange_node.store.records import WriterStats
+
+T = TypeVar("T")
+
+DEFAULT_MAX_GROUP = 512
+"""Most jobs committed in one transaction: bounds transaction size and the latency a
+job at the end of a long group waits for."""
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    # False for jobs that must run outside any transaction (checkpoint, pragmas).
+    transactional: bool = True
+    result: Any = None
+    error: BaseException | None = None
+
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Counters:
+    transactions: int = 0
+    jobs: int = 0
+    failed_jobs: int = 0
+    largest_group: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class GroupCommitWriter:
+    """Owns ``connect()``'s connection on a dedicated thread and serialises all writes.
+
+    ``connect`` is called on the writer thread (SQLite connections stay on the thread that
+    made them). Start with :meth:`start`, stop with :meth:`close` (runs everything already
+    submitted first).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        max_group: int = DEFAULT_MAX_GROUP,
+        name: str = "store-writer",
+    ) -> None:
+        if max_group < 1:
+            raise ValueError("max_group must be at least 1")
+        self._connect = connect
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._counters = _Counters()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        """Start the thread and open the connection; re-raises a failure to connect."""
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
+
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, transactional: bool = True
+    ) -> asyncio.Future[T]:
+        """Queue ``fn`` for the writer thread; the future resolves after its COMMIT.
+
+        Must be called from a running event loop. Raises ``StoreError(store_closed)`` once
+        :meth:`close` has begun.
+        """
+        if self._closing:
+            raise StoreError("store_closed", "the store is closed; no more writes accepted")
+        loop = asyncio.get_running_loop()
+        job = _Job(fn=fn, loop=loop, future=loop.create_future(), transactional=transactional)
+        self._queue.put(job)
+        return job.future
+
+    def stats(self) -> WriterStats:
+        c = self._counters
+        with c.lock:
+            return WriterStats(
+                transactions=c.transactions,
+                jobs=c.jobs,
+                failed_jobs=c.failed_jobs,
+                largest_group=c.largest_group,
+                queued=self._queue.qsize(),
+            )
+
+    async def close(self) -> None:
+        """Refuse new jobs, finish the queued ones, close the connection, join the thread."""
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    # --- writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # reported to start()
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                if first is _STOP:
+                    break
+                group = [first]
+                pending_raw: _Job | None = None
+                while len(group) < self._max_group and first.transactional:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is _STOP:
+                        stop = True
+                        break
+                    if not job.transactional:
+                        pending_raw = job
+                        break
+                    group.append(job)
+                if first.transactional:
+                    self._run_group(conn, group)
+                else:
+                    self._run_raw(conn, first)
+                if pending_raw is not None:
+                    self._run_raw(conn, pending_raw)
+        finally:
+            conn.close()
+
+    def _run_raw(self, conn: sqlite3.Connection, job: _Job) -> None:
+        try:
+            job.result = job.fn(conn)
+        except BaseException as exc:
+            job.error = _wrap(exc)
+        self._resolve([job])
+
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in group:
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.result = job.fn(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # the error ended the whole transaction: group fails
+                    conn.execute("ROLLBACK TO job")
+                    job.error = _wrap(exc)
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback_quietly(conn)
+            if len(group) == 1:
+                job = group[0]
+                job.result = None
+                job.error = _wrap(exc)
+                self._count(group)
+                self._resolve(group)
+            else:
+                for job in group:  # isolate the culprit: each job alone
+                    job.result, job.error = None, None
+                    self._run_group(conn, [job])
+            return
+        self._count(group)
+        self._resolve(group)
+
+    def _count(self, group: list[_Job]) -> None:
+        c = self._counters
+        with c.lock:
+            c.transactions += 1
+            c.jobs += len(group)
+            c.failed_jobs += sum(1 for job in group if job.error is not None)
+            c.largest_group = max(c.largest_group, len(group))
+
+    def _resolve(self, group: list[_Job]) -> None:
+        for job in group:
+            # RuntimeError: the caller's loop is closed, nobody is waiting for this answer.
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(_settle, job.future, job.result, job.error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _wrap(exc: BaseException) -> BaseException:
+    """Keep the node's own errors; turn driver errors into a ``StoreError``."""
+    if isinstance(exc, ExchangeError) or not isinstance(exc, sqlite3.Error):
+        return exc
+    err = StoreError(
+        "store_unavailable",
+        f"the database refused the write ({type(exc).__name__}: {exc}); "
+        "nothing of it was stored, retry later and check disk space and permissions",
+    )
+    err.__cause__ = exc
+    return err
