@@ -358,8 +358,8 @@ class SqliteStore:
         statements = (
             ("DELETE FROM inbox WHERE cursor IN (SELECT cursor FROM inbox "
              "WHERE received_at < ? LIMIT ?)", t),
-            ("DELETE FROM seen WHERE rowid IN (SELECT rowid FROM seen "
-             "WHERE first_seen < ? LIMIT ?)", seen_cut),
+            ("DELETE FROM seen WHERE (sender, message_id) IN (SELECT sender, message_id "
+             "FROM seen WHERE first_seen < ? LIMIT ?)", seen_cut),
             ("DELETE FROM sent_receipts WHERE id IN (SELECT id FROM sent_receipts "
              "WHERE created_at < ? LIMIT ?)", seen_cut),
         )  # fmt: skip

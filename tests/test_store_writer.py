@@ -1,0 +1,152 @@
+"""Group commit: queued jobs share one transaction; a failing job fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from exchange_node.store import StoreError
+from exchange_node.store.writer import GroupCommitWriter
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    path = tmp_path / "w.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    conn.close()
+    return str(path)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def _stored(path: str) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT x FROM t ORDER BY x")]
+    finally:
+        conn.close()
+
+
+def _insert(x: int):
+    def job(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (x) VALUES (?)", (x,))
+        return x
+
+    return job
+
+
+async def _hold_writer(writer: GroupCommitWriter) -> tuple[asyncio.Future, threading.Event]:
+    """Occupy the writer thread so that the next submissions wait in its queue."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    future = writer.submit(blocker)
+    await asyncio.to_thread(started.wait, 10)
+    return future, release
+
+
+async def test_jobs_waiting_together_commit_in_one_transaction(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    held, release = await _hold_writer(writer)
+    futures = [writer.submit(_insert(i)) for i in range(50)]
+    release.set()
+    results = await asyncio.gather(held, *futures)
+    stats = writer.stats()
+    await writer.close()
+    assert results[1:] == list(range(50))
+    assert (stats.transactions, stats.jobs, stats.largest_group) == (2, 51, 50)
+    assert _stored(db_path) == list(range(50))
+
+
+async def test_group_size_is_capped(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path), max_group=16)
+    writer.start()
+    held, release = await _hold_writer(writer)
+    futures = [writer.submit(_insert(i)) for i in range(50)]
+    release.set()
+    await asyncio.gather(held, *futures)
+    stats = writer.stats()
+    await writer.close()
+    assert stats.transactions == 1 + 4  # the blocker, then 16 + 16 + 16 + 2
+    assert stats.largest_group == 16
+
+
+async def test_failing_job_is_rolled_back_alone_and_reported_to_its_caller(db_path):
+    def insert_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (x) VALUES (2)")
+        raise ValueError("refused")
+
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    held, release = await _hold_writer(writer)
+    ok1, bad, ok3 = (writer.submit(_insert(1)), writer.submit(insert_then_fail),
+                     writer.submit(_insert(3)))  # fmt: skip
+    release.set()
+    await held
+    assert await ok1 == 1
+    with pytest.raises(ValueError, match="refused"):
+        await bad
+    assert await ok3 == 3
+    stats = writer.stats()
+    await writer.close()
+    assert (stats.transactions, stats.failed_jobs) == (2, 1)
+    assert _stored(db_path) == [1, 3]
+
+
+async def test_driver_error_reaches_its_caller_as_store_error(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    await writer.submit(_insert(7))
+    with pytest.raises(StoreError) as err:
+        await writer.submit(_insert(7))  # primary key violation
+    await writer.close()
+    assert err.value.code == "store_unavailable"
+    assert isinstance(err.value.__cause__, sqlite3.IntegrityError)
+
+
+async def test_job_that_ends_the_transaction_fails_alone_and_the_others_still_commit(db_path):
+    def rogue(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")  # ends the whole group's transaction
+
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    held, release = await _hold_writer(writer)
+    ok1, bad, ok3 = writer.submit(_insert(1)), writer.submit(rogue), writer.submit(_insert(3))
+    release.set()
+    await held
+    outcomes = await asyncio.gather(ok1, bad, ok3, return_exceptions=True)
+    await writer.close()
+    assert outcomes[0] == 1 and outcomes[2] == 3
+    assert isinstance(outcomes[1], Exception)
+    assert _stored(db_path) == [1, 3]
+
+
+async def test_close_finishes_queued_jobs_then_refuses_new_ones(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    futures = [writer.submit(_insert(i)) for i in range(5)]
+    await writer.close()
+    assert await asyncio.gather(*futures) == list(range(5))
+    with pytest.raises(StoreError) as err:
+        writer.submit(_insert(9))
+    assert err.value.code == "store_closed"
+
+
+async def test_connection_failure_is_raised_by_start(tmp_path):
+    def broken() -> sqlite3.Connection:
+        raise StoreError("store_unavailable", "cannot open")
+
+    writer = GroupCommitWriter(broken)
+    with pytest.raises(StoreError):
+        writer.start()
