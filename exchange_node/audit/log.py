@@ -1,0 +1,934 @@
+"""The node's audit log: leaves, Merkle nodes and checkpoints on their own SQLite file.
+
+Storage (``docs/audit-format.md`` describes it for auditors):
+
+- ``leaves(seq, data, hash, ...)``: the exact leaf bytes, their RFC 9162 leaf hash and
+  copies of a few fields for queries (``verify`` checks the copies against the bytes);
+- ``nodes(level, idx, hash)``: the hash of every *complete* subtree above the leaves,
+  the one covering leaves ``[idx * 2^level, (idx + 1) * 2^level)``. An append adds one
+  leaf and on average one node (O(log n) at worst); any root, inclusion or consistency
+  proof for any size reads O(log n) stored hashes, so proofs at ten million leaves need
+  no rebuild;
+- ``checkpoints``: every checkpoint this log signed, at most one per size;
+- ``peer_checkpoints``: checkpoints witnessed from peers, including inconsistent ones
+  (they are the evidence).
+
+Durability: WAL with ``synchronous=FULL``; a call that returns has committed. Group
+commit is the caller's choice: :meth:`AuditLog.append_many` writes any number of leaves
+in one transaction (one fsync). The object is synchronous and quick; asyncio code calls
+it directly or batches through :class:`exchange_node.audit.writer.AuditWriter`. A lock
+makes it safe to share between threads; several processes may open the same file
+(writes take SQLite's write lock and re-read the tree size first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from exchange_node.audit import merkle
+from exchange_node.audit.checkpoint import (
+    Checkpoint,
+    SignedCheckpoint,
+    origin_for,
+    parse_checkpoint,
+    sign_checkpoint,
+    verify_checkpoint,
+)
+from exchange_node.audit.leaf import AuditEvent, LeafKind, LeafRecord, decode_leaf, encode_leaf
+from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
+
+FORMAT = "exchange-node-audit/1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leaves (
+    seq INTEGER PRIMARY KEY,
+    data BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    time INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    message_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leaves_time ON leaves(time);
+CREATE INDEX IF NOT EXISTS leaves_actor ON leaves(actor, time);
+CREATE INDEX IF NOT EXISTS leaves_peer ON leaves(peer, time) WHERE peer != '';
+CREATE INDEX IF NOT EXISTS leaves_message ON leaves(message_id) WHERE message_id != '';
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tree_size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    time INTEGER NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS peer_checkpoints (
+    id INTEGER PRIMARY KEY,
+    peer TEXT NOT NULL,
+    tree_size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    time INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS peer_checkpoints_peer ON peer_checkpoints(peer, status, tree_size);
+"""
+
+_QUERY_MAX = 10_000
+
+
+def _corrupt(message: str, field: str | None = None) -> ExchangeError:
+    return ExchangeError("audit_log_corrupt", message + "; run `exchange-node audit verify`", field)
+
+
+@dataclass(frozen=True)
+class StoredLeaf:
+    """One leaf as stored: its index and exact bytes."""
+
+    seq: int
+    data: bytes
+
+    @property
+    def record(self) -> LeafRecord:
+        return decode_leaf(self.data)
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """Leaf ``seq`` (bytes ``leaf``) is in the tree that ``checkpoint`` signs.
+
+    ``hashes`` is the RFC 9162 audit path, leaf end first.
+    """
+
+    seq: int
+    leaf: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: SignedCheckpoint
+
+    @property
+    def tree_size(self) -> int:
+        return self.checkpoint.tree_size
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """The tree of ``old_size`` leaves with ``old_root`` is a prefix of the tree that
+    ``checkpoint`` signs. ``old_checkpoint`` is this log's own signed checkpoint at
+    ``old_size`` when it has one."""
+
+    old_size: int
+    old_root: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: SignedCheckpoint
+    old_checkpoint: SignedCheckpoint | None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing ``verify`` found wrong. ``seq`` is the first leaf it concerns, if any."""
+
+    seq: int | None
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"seq {self.seq}" if self.seq is not None else "log"
+        return f"{where}: {self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of :meth:`AuditLog.verify`.
+
+    ``problems`` are listed in the order found (at most 100). A Merkle node that differs
+    because of a leaf (or node) already reported below it is not reported again, so
+    ``first_bad_seq``, the lowest leaf index any problem names, is the first altered,
+    missing or moved leaf, or the first leaf under the lowest altered node."""
+
+    ok: bool
+    tree_size: int
+    leaves_checked: int
+    nodes_checked: int
+    checkpoints_checked: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def first_bad_seq(self) -> int | None:
+        seqs = [p.seq for p in self.problems if p.seq is not None]
+        return min(seqs) if seqs else None
+
+
+PeerStatus = Literal["first", "consistent", "unchanged", "stale", "inconsistent"]
+
+
+@dataclass(frozen=True)
+class PeerCheckpointResult:
+    """What :meth:`AuditLog.record_peer_checkpoint` concluded.
+
+    ``inconsistent`` means the peer signed two checkpoints that cannot both be true (a
+    fork or a rewritten log) or could not prove they can: raise the alarm. ``reason``
+    is a stable code, ``audit_seq`` the ``checkpoint.inconsistent`` leaf appended.
+    """
+
+    peer: str
+    status: PeerStatus
+    old_size: int | None
+    new_size: int
+    reason: str = ""
+    audit_seq: int | None = None
+
+    @property
+    def consistent(self) -> bool:
+        return self.status != "inconsistent"
+
+
+@dataclass(frozen=True)
+class LeafFilter:
+    """Filters for :meth:`AuditLog.query`. Times are unix ms; ``since`` is inclusive,
+    ``until`` exclusive; ``after_seq`` continues a previous page."""
+
+    since: int | None = None
+    until: int | None = None
+    peer: str | None = None
+    kind: str | None = None
+    message_id: str | None = None
+    actor: str | None = None
+    after_seq: int | None = None
+    limit: int = 1000
+
+
+ConsistencyProofFn = Callable[[int, int], Sequence[bytes]]
+
+
+class AuditLog:
+    """An append-only, RFC 9162 Merkle-tree audit log with signed checkpoints.
+
+    ``node_id`` names the log (origin ``exchange-node/<node_id>/audit``, which is also
+    the checkpoint key name). ``signing_key`` may be omitted for reading, proving and
+    verifying; signing checkpoints and recording peer checkpoints then raise.
+    ``create=False`` refuses to create a missing file (``audit_log_missing``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        node_id: str,
+        signing_key: Ed25519PrivateKey | None = None,
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.node_id = node_id
+        self.origin = origin_for(node_id)
+        self._key = signing_key
+        self._lock = threading.RLock()
+        if not create and not self.path.exists():
+            raise NotFoundError("audit_log_missing", f"no audit log at {self.path}", "path")
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # Acknowledged entries must survive power loss: FULL syncs the WAL on commit.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._frontier: merkle.Frontier | None = None
+        self._last_signed: tuple[int, bytes] | None = None
+        self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        with self._transaction():
+            self._init_meta()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _init_meta(self) -> None:
+        rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if not rows:
+            self._db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("format", FORMAT), ("origin", self.origin), ("tree_size", 0)],
+            )
+            rows = {"format": FORMAT, "origin": self.origin}
+        if rows.get("format") != FORMAT:
+            raise ValidationError(
+                "audit_log_format", f"{self.path} is not an audit log in {FORMAT}", "path"
+            )
+        if rows.get("origin") != self.origin:
+            raise ValidationError(
+                "audit_log_origin_mismatch",
+                f"{self.path} belongs to {rows.get('origin')!r}, not {self.origin!r}",
+                "node_id",
+            )
+        if self._key is not None:
+            pub = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            # Recorded for bundles' convenience only; verification takes the key from
+            # the caller, never from the file it is checking.
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('public_key', ?)", (pub,)
+            )
+
+    def stored_public_key(self) -> bytes | None:
+        """The public key last used to sign here, as recorded in the file (untrusted)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'public_key'").fetchone()
+        return bytes(row[0]) if row else None
+
+    class _Txn:
+        def __init__(self, log: AuditLog, write: bool) -> None:
+            self.log, self.write = log, write
+
+        def __enter__(self) -> None:
+            self.log._lock.acquire()
+            try:
+                self.log._db.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+            except BaseException:
+                self.log._lock.release()
+                raise
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            try:
+                self.log._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            finally:
+                self.log._lock.release()
+
+    def _transaction(self, write: bool = True) -> AuditLog._Txn:
+        return AuditLog._Txn(self, write)
+
+    # -- tree access --------------------------------------------------------------
+
+    def _stored_size(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()[0])
+
+    def _node(self, level: int, idx: int) -> bytes:
+        if level == 0:
+            row = self._db.execute("SELECT hash FROM leaves WHERE seq = ?", (idx,)).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, idx)
+            ).fetchone()
+        if row is None:
+            raise _corrupt(f"Merkle node (level {level}, index {idx}) is missing")
+        return row[0]
+
+    def _subtree_hash(self, start: int, end: int) -> bytes:
+        return merkle.fold_right([self._node(lv, i) for lv, i in merkle.range_nodes(start, end)])
+
+    def _root_at(self, size: int) -> bytes:
+        if size == 0:
+            return merkle.EMPTY_ROOT
+        return merkle.fold_right([self._node(lv, i) for lv, i in merkle.frontier_nodes(size)])
+
+    def _current_frontier(self) -> merkle.Frontier:
+        """The in-memory frontier, reloaded if another writer grew the file."""
+        size = self._stored_size()
+        if self._frontier is None or self._frontier.size != size:
+            nodes = merkle.frontier_nodes(size)
+            self._frontier = merkle.Frontier(size, [self._node(lv, i) for lv, i in nodes])
+        return self._frontier
+
+    @property
+    def size(self) -> int:
+        """Number of leaves committed."""
+        with self._lock:
+            return self._stored_size()
+
+    def root(self, tree_size: int | None = None) -> bytes:
+        """MTH of the first ``tree_size`` leaves (default: all)."""
+        with self._transaction(write=False):
+            size = self._stored_size()
+            if tree_size is None:
+                return self._current_frontier().root()
+            if not 0 <= tree_size <= size:
+                raise NotFoundError("tree_size_unknown", f"log has {size} leaves", "tree_size")
+            return self._root_at(tree_size)
+
+    # -- appending -----------------------------------------------------------------
+
+    def append(self, event: AuditEvent) -> int:
+        """Append one leaf durably; return its seq. One transaction (one fsync)."""
+        return self.append_many((event,)).start
+
+    def append_many(self, events: Iterable[AuditEvent]) -> range:
+        """Append leaves in order, in one transaction; return their seqs.
+
+        All or nothing: when it returns every leaf is committed (fsynced); when it
+        raises none is.
+        """
+        with self._lock, self._transaction():
+            frontier = self._current_frontier().copy()
+            start = frontier.size
+            leaf_rows = []
+            node_rows: list[tuple[int, int, bytes]] = []
+            for ev in events:
+                seq = frontier.size
+                data = encode_leaf(seq, ev)
+                h = merkle.leaf_hash(data)
+                leaf_rows.append(
+                    (seq, data, h, ev.time, str(ev.kind), ev.actor, ev.peer, ev.message_id)
+                )
+                node_rows.extend(frontier.push(h))
+            if not leaf_rows:
+                return range(start, start)  # rolls back nothing, commits nothing
+            self._db.executemany(
+                "INSERT INTO leaves(seq, data, hash, time, kind, actor, peer, message_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                leaf_rows,
+            )
+            self._db.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)", node_rows)
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'tree_size'", (frontier.size,))
+            # If the commit fails the frontier is reloaded from the file next time.
+            self._frontier = None
+        self._frontier = frontier
+        return range(start, frontier.size)
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def _checkpoint_row(self, tree_size: int | None) -> SignedCheckpoint | None:
+        if tree_size is None:
+            row = self._db.execute(
+                "SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT note FROM checkpoints WHERE tree_size = ?", (tree_size,)
+            ).fetchone()
+        if row is None:
+            return None
+        checkpoint, _ = parse_checkpoint(row[0])
+        return SignedCheckpoint(checkpoint, row[0])
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The largest checkpoint this log has signed, or None."""
+        with self._transaction(write=False):
+            return self._checkpoint_row(None)
+
+    def checkpoints(self) -> list[SignedCheckpoint]:
+        """Every checkpoint signed here, smallest first."""
+        with self._transaction(write=False):
+            rows = self._db.execute("SELECT note FROM checkpoints ORDER BY tree_size").fetchall()
+        return [SignedCheckpoint(parse_checkpoint(n)[0], n) for (n,) in rows]
+
+    def sign_checkpoint(self, now: int) -> SignedCheckpoint:
+        """Sign and store a checkpoint of the whole log as it is now; return it.
+
+        Never signs a checkpoint inconsistent with one signed before: the tree must
+        contain the last signed tree (same root at that size), checked against both the
+        checkpoints table and the last signature this object made. Raises
+        ``ConflictError`` (``checkpoint_inconsistent``) otherwise, and
+        ``audit_log_read_only`` without a signing key. If nothing was appended since the
+        last checkpoint, returns that one.
+        """
+        if self._key is None:
+            raise ConflictError("audit_log_read_only", "no signing key: cannot sign", "signing_key")
+        with self._transaction():
+            frontier = self._current_frontier()
+            size, root = frontier.size, frontier.root()
+            last = self._checkpoint_row(None)
+            previous = [(last.tree_size, last.root_hash)] if last else []
+            if self._last_signed:
+                previous.append(self._last_signed)
+            for old_size, old_root in previous:
+                if old_size > size or self._root_at(old_size) != old_root:
+                    raise ConflictError(
+                        "checkpoint_inconsistent",
+                        f"the log no longer extends the checkpoint signed at size {old_size}:"
+                        " refusing to sign; the log was altered",
+                        "tree_size",
+                    )
+            if last is not None and last.tree_size == size:
+                self._last_signed = (size, root)
+                return last
+            signed = sign_checkpoint(Checkpoint(self.origin, size, root), self._key, self.origin)
+            self._db.execute(
+                "INSERT INTO checkpoints(tree_size, root, time, note) VALUES (?, ?, ?, ?)",
+                (size, root, now, signed.note),
+            )
+        self._last_signed = (size, root)
+        return signed
+
+    def _require_checkpoint(self, tree_size: int | None) -> SignedCheckpoint:
+        cp = self._checkpoint_row(tree_size)
+        if cp is None:
+            what = "no signed checkpoint yet" if tree_size is None else f"none at size {tree_size}"
+            raise NotFoundError(
+                "checkpoint_not_found",
+                f"{what}; sign one first (the node does periodically)",
+                "tree_size",
+            )
+        return cp
+
+    # -- proofs ----------------------------------------------------------------------
+
+    def leaf(self, seq: int) -> StoredLeaf:
+        """The stored leaf at ``seq``. Raises ``NotFoundError`` (``leaf_not_found``)."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM leaves WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise NotFoundError("leaf_not_found", f"no leaf at seq {seq}", "seq")
+        return StoredLeaf(seq, row[0])
+
+    def inclusion_proof(self, seq: int, tree_size: int | None = None) -> InclusionProof:
+        """Prove leaf ``seq`` is in the signed checkpoint of ``tree_size`` leaves (default:
+        the latest signed checkpoint).
+
+        The proof is verified against the checkpoint's root before it is returned.
+        Raises ``checkpoint_not_found`` if there is no such checkpoint,
+        ``leaf_not_in_checkpoint`` if it does not cover ``seq`` yet, ``audit_log_corrupt``
+        if the stored tree does not match what was signed.
+        """
+        with self._transaction(write=False):
+            cp = self._require_checkpoint(tree_size)
+            if not 0 <= seq < cp.tree_size:
+                raise NotFoundError(
+                    "leaf_not_in_checkpoint",
+                    f"seq {seq} is not covered by the checkpoint of size {cp.tree_size};"
+                    " wait for the next checkpoint",
+                    "seq",
+                )
+            row = self._db.execute("SELECT data FROM leaves WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                raise _corrupt(f"leaf {seq} is missing", "seq")
+            path = merkle.inclusion_proof(seq, cp.tree_size, self._subtree_hash)
+        proof = InclusionProof(seq, row[0], tuple(path), cp)
+        try:
+            merkle.verify_inclusion(
+                seq, cp.tree_size, merkle.leaf_hash(proof.leaf), path, cp.root_hash
+            )
+        except merkle.ProofError:
+            raise _corrupt(f"leaf {seq} or its tree differs from what was signed", "seq") from None
+        return proof
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        """Prove the tree of ``old_size`` leaves is a prefix of the signed checkpoint of
+        ``new_size`` leaves (default: the latest). ``0 < old_size <= new_size``.
+
+        Verified before it is returned; raises like :meth:`inclusion_proof`, and
+        ``consistency_size_invalid`` for sizes out of range.
+        """
+        with self._transaction(write=False):
+            cp = self._require_checkpoint(new_size)
+            if not 0 < old_size <= cp.tree_size:
+                raise ValidationError(
+                    "consistency_size_invalid",
+                    f"old size must be 1..{cp.tree_size} (the checkpoint's size)",
+                    "old_size",
+                )
+            old_root = self._root_at(old_size)
+            old_cp = self._checkpoint_row(old_size)
+            path = merkle.consistency_proof(old_size, cp.tree_size, self._subtree_hash)
+        try:
+            merkle.verify_consistency(old_size, cp.tree_size, old_root, cp.root_hash, path)
+            if old_cp is not None and old_cp.root_hash != old_root:
+                raise merkle.ProofError("proof_root_mismatch", "old checkpoint differs")
+        except merkle.ProofError:
+            raise _corrupt("the stored tree differs from what was signed") from None
+        return ConsistencyProof(old_size, old_root, tuple(path), cp, old_cp)
+
+    def consistency_hashes(self, old_size: int, new_size: int) -> list[bytes]:
+        """Bare consistency proof between two sizes (answers a peer's request)."""
+        with self._transaction(write=False):
+            size = self._stored_size()
+            if not 0 < old_size <= new_size <= size:
+                raise ValidationError(
+                    "consistency_size_invalid",
+                    f"sizes must satisfy 0 < old <= new <= {size}",
+                    "old_size",
+                )
+            return merkle.consistency_proof(old_size, new_size, self._subtree_hash)
+
+    # -- queries ---------------------------------------------------------------------
+
+    def query(
+        self,
+        since: int | None = None,
+        until: int | None = None,
+        peer: str | None = None,
+        kind: str | None = None,
+        message_id: str | None = None,
+        actor: str | None = None,
+        limit: int = 1000,
+        after_seq: int | None = None,
+    ) -> list[StoredLeaf]:
+        """Leaves matching every given filter, in seq order, at most ``limit`` (<= 10,000).
+
+        Times are unix ms, ``since`` inclusive, ``until`` exclusive; ``after_seq``
+        continues from a previous page. Results come from the leaf bytes' index columns,
+        which :meth:`verify` checks.
+        """
+        return self.select(
+            LeafFilter(since, until, peer, kind, message_id, actor, after_seq, limit)
+        )
+
+    def select(self, f: LeafFilter) -> list[StoredLeaf]:
+        """:meth:`query` with the filters in one value."""
+        where, args = [], []
+        for column, value in (
+            ("peer", f.peer),
+            ("kind", f.kind),
+            ("message_id", f.message_id),
+            ("actor", f.actor),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value))
+        if f.since is not None:
+            where.append("time >= ?")
+            args.append(f.since)
+        if f.until is not None:
+            where.append("time < ?")
+            args.append(f.until)
+        if f.after_seq is not None:
+            where.append("seq > ?")
+            args.append(f.after_seq)
+        if not 0 < f.limit <= _QUERY_MAX:
+            raise ValidationError("limit_invalid", f"limit must be 1..{_QUERY_MAX}", "limit")
+        sql = "SELECT seq, data FROM leaves"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(f.limit)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [StoredLeaf(seq, data) for seq, data in rows]
+
+    def iter_query(self, flt: LeafFilter) -> Iterator[StoredLeaf]:
+        """All matching leaves, paging through :meth:`query` (``flt.limit`` per page)."""
+        after = flt.after_seq
+        while True:
+            page = self.select(dataclasses.replace(flt, after_seq=after))
+            yield from page
+            if len(page) < flt.limit:
+                return
+            after = page[-1].seq
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+        """Recompute the whole tree from the stored leaves and check everything.
+
+        Checks, in leaf order: leaves are numbered 0..n-1 without gaps; each leaf's bytes
+        decode as a canonical leaf record carrying its own seq, hash to the stored leaf
+        hash and agree with the query columns; every stored node equals the recomputed
+        subtree; every stored checkpoint's note is well-formed, signed by
+        ``public_key`` (the signing key's public half if omitted; pass the key you trust,
+        never one read from the file) and its root equals the recomputed root at its
+        size. Problems name the first leaf they concern.
+        """
+        if public_key is None and self._key is not None:
+            public_key = self._key.public_key()
+        with self._transaction(write=False):
+            return _Verifier(self._db, self.origin, public_key).run()
+
+    # -- witnessing peers -------------------------------------------------------------
+
+    def record_peer_checkpoint(
+        self,
+        peer_id: str,
+        note_text: str,
+        public_key: Ed25519PublicKey,
+        consistency_proof_fn: ConsistencyProofFn,
+        *,
+        now: int,
+    ) -> PeerCheckpointResult:
+        """Check a peer's signed checkpoint against the last one held from that peer.
+
+        The note must verify under ``public_key`` with the peer's origin
+        ``exchange-node/<peer_id>/audit`` as key name (else ``ValidationError``, nothing
+        stored). ``consistency_proof_fn(old_size, new_size)`` asks the peer for a proof
+        between two of its sizes; it raises an ``ExchangeError`` when the peer answers
+        that it cannot give one (counted as not proved), anything else (transport
+        failures) propagates and nothing is stored.
+
+        A consistent newer checkpoint is stored and becomes the one held. A stale
+        (older but consistent) or unchanged one is not stored. An inconsistent one is
+        stored as evidence, a ``checkpoint.inconsistent`` leaf is appended, and the
+        result says so: raising the alarm is the caller's job.
+        """
+        origin = origin_for(peer_id)
+        new = verify_checkpoint(note_text, origin, public_key, origin=origin)
+        new_size, new_root = new.tree_size, new.root_hash
+        with self._lock:
+            row = self._db.execute(
+                "SELECT tree_size, root FROM peer_checkpoints WHERE peer = ?"
+                " AND status IN ('first', 'consistent') ORDER BY tree_size DESC LIMIT 1",
+                (peer_id,),
+            ).fetchone()
+        if row is None:
+            return self._store_peer(peer_id, new, now, "first", "", None)
+        old_size, old_root = row[0], bytes(row[1])
+        if new_size == old_size:
+            if new_root == old_root:
+                return PeerCheckpointResult(peer_id, "unchanged", old_size, new_size)
+            reason = "checkpoint_fork"
+        elif new_size > old_size:
+            reason = "checkpoint_inconsistent"
+            if old_size == 0 or _proves(
+                consistency_proof_fn, old_size, new_size, old_root, new_root
+            ):
+                return self._store_peer(peer_id, new, now, "consistent", "", old_size)
+        else:
+            reason = "checkpoint_rollback"
+            if new_size > 0 and _proves(
+                consistency_proof_fn, new_size, old_size, new_root, old_root
+            ):
+                return PeerCheckpointResult(peer_id, "stale", old_size, new_size)
+        return self._store_peer(peer_id, new, now, "inconsistent", reason, old_size, old_root)
+
+    def _store_peer(
+        self,
+        peer_id: str,
+        cp: SignedCheckpoint,
+        now: int,
+        status: PeerStatus,
+        reason: str,
+        old_size: int | None,
+        old_root: bytes | None = None,
+    ) -> PeerCheckpointResult:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO peer_checkpoints(peer, tree_size, root, time, status, reason, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (peer_id, cp.tree_size, cp.root_hash, now, status, reason, cp.note),
+            )
+        seq = None
+        if status == "inconsistent":
+            attrs = {"new_size": str(cp.tree_size), "new_root": cp.root_hash.hex()}
+            if old_size is not None and old_root is not None:
+                attrs |= {"old_size": str(old_size), "old_root": old_root.hex()}
+            seq = self.append(
+                AuditEvent(
+                    time=now,
+                    kind=LeafKind.CHECKPOINT_INCONSISTENT,
+                    actor=self.node_id,
+                    peer=peer_id,
+                    reason=reason,
+                    attrs=attrs,
+                )
+            )
+        return PeerCheckpointResult(peer_id, status, old_size, cp.tree_size, reason, seq)
+
+    def peer_checkpoint(self, peer_id: str) -> SignedCheckpoint | None:
+        """The latest consistent checkpoint held from ``peer_id``, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT note FROM peer_checkpoints WHERE peer = ?"
+                " AND status IN ('first', 'consistent') ORDER BY tree_size DESC LIMIT 1",
+                (peer_id,),
+            ).fetchone()
+        return None if row is None else SignedCheckpoint(parse_checkpoint(row[0])[0], row[0])
+
+
+def _proves(fn: ConsistencyProofFn, m: int, n: int, root_m: bytes, root_n: bytes) -> bool:
+    """Whether the peer proves tree (m, root_m) is a prefix of tree (n, root_n).
+
+    A peer that answers with an ``ExchangeError`` (it cannot produce the proof, for
+    example because it no longer has the leaves) has not proved it; any other exception
+    (transport) propagates.
+    """
+    try:
+        merkle.verify_consistency(m, n, root_m, root_n, list(fn(m, n)))
+    except ExchangeError:  # ProofError included
+        return False
+    return True
+
+
+@dataclass
+class _Verifier:
+    """One pass over the leaves in seq order, recomputing the tree as it goes."""
+
+    db: sqlite3.Connection
+    origin: str
+    public_key: Ed25519PublicKey | None
+    problems: list[Problem] = field(default_factory=list)
+    nodes_checked: int = 0
+    _levels: dict[int, Iterator[tuple[int, bytes]]] = field(default_factory=dict)
+    _heads: dict[int, tuple[int, bytes] | None] = field(default_factory=dict)
+
+    def problem(self, seq: int | None, code: str, message: str) -> None:
+        if len(self.problems) < 100:
+            self.problems.append(Problem(seq, code, message))
+
+    def _explained(self, start: int, end: int) -> bool:
+        """Whether a problem already found lies in leaves [start, end): a node above a
+        bad leaf or a bad node differs too, and saying so again names nothing new."""
+        return any(p.seq is not None and start <= p.seq < end for p in self.problems)
+
+    def _stored_node(self, level: int, idx: int) -> bytes | None:
+        """The stored node (level, idx); nodes are requested in increasing idx per level."""
+        if level not in self._levels:
+            cur = self.db.execute(
+                "SELECT idx, hash FROM nodes WHERE level = ? ORDER BY idx", (level,)
+            )
+            self._levels[level] = iter(cur)
+            self._heads[level] = next(self._levels[level], None)
+        head = self._heads[level]
+        while head is not None and head[0] < idx:
+            self.problem(
+                None,
+                "node_unexpected",
+                f"stored node (level {level}, index {head[0]}) is not part of the tree",
+            )
+            head = next(self._levels[level], None)
+        self._heads[level] = head
+        if head is None or head[0] != idx:
+            return None
+        self._heads[level] = next(self._levels[level], None)
+        return head[1]
+
+    def run(self) -> VerifyReport:
+        checkpoints = self._load_checkpoints()
+        cp_index = 0
+        frontier = merkle.Frontier()
+        expected = 0
+        broken_at: int | None = None  # the tree cannot be recomputed past a missing leaf
+        rows = self.db.execute(
+            "SELECT seq, data, hash, time, kind, actor, peer, message_id FROM leaves ORDER BY seq"
+        )
+        while cp_index < len(checkpoints) and checkpoints[cp_index][0] == 0:
+            self._check_root(checkpoints[cp_index], frontier)
+            cp_index += 1
+        for seq, data, stored_hash, time, kind, actor, peer, message_id in rows:
+            if seq != expected and broken_at is None:
+                self.problem(expected, "leaf_missing", f"leaves {expected}..{seq - 1} are missing")
+                broken_at = expected
+            expected = seq + 1
+            h = merkle.leaf_hash(data)
+            if h != stored_hash:
+                self.problem(
+                    seq,
+                    "leaf_hash_mismatch",
+                    "leaf bytes do not match their stored hash (leaf altered)",
+                )
+            try:
+                rec = decode_leaf(data)
+            except ValidationError as exc:
+                self.problem(seq, "leaf_invalid", f"leaf bytes are not a valid leaf: {exc.message}")
+            else:
+                if rec.seq != seq:
+                    self.problem(
+                        seq,
+                        "leaf_misplaced",
+                        f"leaf bytes belong at seq {rec.seq} (leaves moved or reordered)",
+                    )
+                if (rec.time, rec.kind, rec.actor, rec.peer, rec.message_id) != (
+                    time,
+                    kind,
+                    actor,
+                    peer,
+                    message_id,
+                ):
+                    self.problem(
+                        seq, "leaf_columns_mismatch", "query columns differ from the leaf bytes"
+                    )
+            if broken_at is not None:
+                continue
+            for level, idx, node in frontier.push(h):
+                self.nodes_checked += 1
+                stored = self._stored_node(level, idx)
+                first = idx << level
+                if stored != node and not self._explained(first, first + (1 << level)):
+                    self.problem(
+                        first,
+                        "node_missing" if stored is None else "node_mismatch",
+                        f"Merkle node over leaves {first}..{first + (1 << level) - 1}"
+                        f" (level {level}) {'is missing' if stored is None else 'differs from the leaves'}",
+                    )
+            while cp_index < len(checkpoints) and checkpoints[cp_index][0] == frontier.size:
+                self._check_root(checkpoints[cp_index], frontier)
+                cp_index += 1
+        size = expected
+        stored_size = int(
+            self.db.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()[0]
+        )
+        if stored_size != size:
+            self.problem(
+                min(size, stored_size),
+                "tree_size_mismatch",
+                f"the log records {stored_size} leaves but {size} are stored (truncated or extended)",
+            )
+        for size_cp, *_ in checkpoints[cp_index:]:
+            first = broken_at if broken_at is not None else size
+            self.problem(
+                first,
+                "checkpoint_unverifiable" if broken_at is not None else "leaf_missing",
+                f"signed checkpoint of size {size_cp} covers leaves {first}.. that are not stored intact",
+            )
+        if broken_at is None:
+            for level in list(self._levels):
+                self._stored_node(level, 1 << 62)  # anything left over is unexpected
+            for level in self._unvisited_levels():
+                self.problem(
+                    None, "node_unexpected", f"stored nodes at level {level} are not in the tree"
+                )
+        return VerifyReport(
+            ok=not self.problems,
+            tree_size=size,
+            leaves_checked=size,
+            nodes_checked=self.nodes_checked,
+            checkpoints_checked=len(checkpoints),
+            problems=tuple(self.problems),
+        )
+
+    def _unvisited_levels(self) -> list[int]:
+        levels = [lv for (lv,) in self.db.execute("SELECT DISTINCT level FROM nodes")]
+        return [lv for lv in levels if lv not in self._levels]
+
+    def _load_checkpoints(self) -> list[tuple[int, bytes, str]]:
+        out = []
+        for tree_size, root, note in self.db.execute(
+            "SELECT tree_size, root, note FROM checkpoints ORDER BY tree_size"
+        ):
+            try:
+                if self.public_key is not None:
+                    cp = verify_checkpoint(note, self.origin, self.public_key, origin=self.origin)
+                else:
+                    cp = SignedCheckpoint(parse_checkpoint(note)[0], note)
+            except ValidationError as exc:
+                self.problem(None, "checkpoint_invalid", f"checkpoint of size {tree_size}: {exc}")
+                continue
+            if cp.tree_size != tree_size or cp.root_hash != bytes(root):
+                self.problem(
+                    None,
+                    "checkpoint_columns_mismatch",
+                    f"checkpoint of size {tree_size}: columns differ from the signed note",
+                )
+                continue
+            out.append((tree_size, bytes(root), note))
+        if self.public_key is None:
+            self.problem(
+                None, "checkpoint_key_missing", "no public key given: signatures not checked"
+            )
+        return out
+
+    def _check_root(self, cp: tuple[int, bytes, str], frontier: merkle.Frontier) -> None:
+        size, root, _ = cp
+        if frontier.root() != root:
+            self.problem(
+                None,
+                "checkpoint_root_mismatch",
+                f"signed checkpoint of size {size} does not match the stored leaves"
+                " (leaves before it were altered and the nodes rewritten)",
+            )
