@@ -189,7 +189,7 @@ def ping_body(nonce: bytes = b"\x01" * 8) -> bytes:
 # --- hand-crafted envelopes -------------------------------------------------------------
 
 
-def header_bytes(sender: Node, recipient: Node, **overrides: object) -> bytes:
+def header_bytes(sender: Node, recipient: Node, /, **overrides: object) -> bytes:
     """An EnvelopeHeader from ``sender`` to ``recipient``'s current encryption key, with
     any field replaced by ``overrides`` (``None`` leaves a field unset)."""
     rkey = recipient.encryption_keys[0]
