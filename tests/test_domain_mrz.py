@@ -12,17 +12,22 @@ from exchange_node.domain.mrz import MrzFormat, MrzNames, check_digit, parse_mrz
 from exchange_node.errors import ValidationError
 
 
-def _shared_vectors() -> Path:
-    """shared/ lives beside the repository; CI may point elsewhere with EXCHANGE_NODE_SHARED."""
-    override = os.environ.get("EXCHANGE_NODE_SHARED")
-    if override:
-        return Path(override) / "vectors"
-    return Path(__file__).resolve().parents[2] / "shared" / "vectors"
+def _specimen_file() -> Path:
+    """shared/ lives beside the repository; elsewhere, EXCHANGE_NODE_SHARED points to it."""
+    candidates = [Path(__file__).resolve().parents[2] / "shared" / "vectors"]
+    if env := os.environ.get("EXCHANGE_NODE_SHARED"):
+        candidates += [Path(env) / "vectors", Path(env)]
+    for candidate in candidates:
+        path = candidate / "icao9303" / "specimen-mrz.json"
+        if path.is_file():
+            return path
+    raise RuntimeError(
+        f"ICAO specimen vectors not found in {[str(c) for c in candidates]}; "
+        "put shared/ beside the repository or set EXCHANGE_NODE_SHARED"
+    )
 
 
-SPECIMENS = json.loads((_shared_vectors() / "icao9303" / "specimen-mrz.json").read_text())[
-    "specimens"
-]
+SPECIMENS = json.loads(_specimen_file().read_text())["specimens"]
 
 
 def _ids(specimen: dict) -> str:
