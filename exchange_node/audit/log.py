@@ -212,7 +212,7 @@ class LeafFilter:
     message_id: str | None = None
     actor: str | None = None
     after_seq: int | None = None
-    limit: int = 1000
+    limit: int | None = None  # None: 1,000 for query, everything for iter_query
 
 
 ConsistencyProofFn = Callable[[int, int], Sequence[bytes]]
@@ -252,6 +252,29 @@ class AuditLog:
         self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
         with self._transaction():
             self._init_meta()
+
+    @classmethod
+    def open(cls, path: str | Path, signing_key: Ed25519PrivateKey | None = None) -> AuditLog:
+        """Open an existing log, whichever node it belongs to (tools, auditors).
+
+        Raises ``audit_log_missing`` if there is no file, ``audit_log_format`` if it is
+        not an audit log.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise NotFoundError("audit_log_missing", f"no audit log at {path}", "path")
+        try:
+            with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+            db.close()
+        except sqlite3.DatabaseError:
+            row = None
+        origin = str(row[0]) if row else ""
+        prefix, suffix = "exchange-node/", "/audit"
+        if not (origin.startswith(prefix) and origin.endswith(suffix)):
+            raise ValidationError("audit_log_format", f"{path} is not an audit log", "path")
+        node_id = origin[len(prefix) : -len(suffix)]
+        return cls(path, node_id=node_id, signing_key=signing_key, create=False)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -603,26 +626,31 @@ class AuditLog:
         if f.after_seq is not None:
             where.append("seq > ?")
             args.append(f.after_seq)
-        if not 0 < f.limit <= _QUERY_MAX:
+        limit = 1000 if f.limit is None else f.limit
+        if not 0 < limit <= _QUERY_MAX:
             raise ValidationError("limit_invalid", f"limit must be 1..{_QUERY_MAX}", "limit")
         sql = "SELECT seq, data FROM leaves"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq LIMIT ?"
-        args.append(f.limit)
+        args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [StoredLeaf(seq, data) for seq, data in rows]
 
     def iter_query(self, flt: LeafFilter) -> Iterator[StoredLeaf]:
-        """All matching leaves, paging through :meth:`query` (``flt.limit`` per page)."""
-        after = flt.after_seq
-        while True:
-            page = self.select(dataclasses.replace(flt, after_seq=after))
+        """Matching leaves in seq order, ``flt.limit`` of them or all if None, fetched a
+        page at a time (each page is one consistent read)."""
+        after, left = flt.after_seq, flt.limit
+        while left is None or left > 0:
+            size = _QUERY_MAX if left is None else min(left, _QUERY_MAX)
+            page = self.select(dataclasses.replace(flt, after_seq=after, limit=size))
             yield from page
-            if len(page) < flt.limit:
+            if len(page) < size:
                 return
             after = page[-1].seq
+            if left is not None:
+                left -= len(page)
 
     # -- verification ------------------------------------------------------------------
 

@@ -1,0 +1,164 @@
+"""What ``exchange-node audit ...`` does: plain functions over an audit log file.
+
+The CLI parses arguments and prints; these functions open the file, do the work and
+return text. They raise :class:`~exchange_node.errors.ExchangeError` for things a person
+must fix (missing file, unknown seq, no checkpoint yet). None of them writes to the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from exchange_node.audit import bundle as bundle_mod
+from exchange_node.audit import merkle
+from exchange_node.audit.checkpoint import verifier_key
+from exchange_node.audit.leaf import LeafRecord
+from exchange_node.audit.log import AuditLog, LeafFilter
+from exchange_node.errors import ExchangeError, NotFoundError, ValidationError
+
+__all__ = ["LeafFilter", "export", "prove", "show", "verify", "verify_bundle"]
+
+
+def _key(public_key: bytes | Ed25519PublicKey) -> Ed25519PublicKey:
+    if isinstance(public_key, Ed25519PublicKey):
+        return public_key
+    try:
+        return Ed25519PublicKey.from_public_bytes(public_key)
+    except ValueError:
+        raise ValidationError(
+            "public_key_invalid", "the public key must be 32 raw Ed25519 bytes", "public_key"
+        ) from None
+
+
+def verify(db_path: str | Path, public_key: bytes | Ed25519PublicKey) -> tuple[bool, str]:
+    """Verify the whole log at ``db_path`` against the node's trusted public key.
+
+    Returns ``(ok, report)``; the report names the first bad entry when not ok.
+    """
+    with AuditLog.open(db_path) as log:
+        report = log.verify(_key(public_key))
+    lines = [
+        f"audit log {db_path}: {'OK' if report.ok else 'FAILED'}",
+        f"leaves: {report.leaves_checked}, Merkle nodes: {report.nodes_checked},"
+        f" signed checkpoints: {report.checkpoints_checked}",
+    ]
+    if not report.ok:
+        first = report.first_bad_seq
+        lines.append(f"first bad entry: seq {first}" if first is not None else "first bad entry: -")
+        lines += [f"  {p}" for p in report.problems]
+    return report.ok, "\n".join(lines)
+
+
+def _iso(ms: int) -> str:
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+_COLUMNS = ("seq", "time", "kind", "actor", "peer", "message_id", "reason", "attrs")
+
+
+def _row(r: LeafRecord) -> tuple[str, ...]:
+    attrs = " ".join(f"{k}={v}" for k, v in sorted(r.attrs.items()))
+    return (str(r.seq), _iso(r.time), r.kind, r.actor, r.peer, r.message_id[:16], r.reason, attrs)
+
+
+def show(db_path: str | Path, filters: LeafFilter, as_json: bool = False) -> Iterator[str]:
+    """Matching entries, one line each.
+
+    ``as_json``: each line is the leaf's exact stored bytes (canonical JSON, see
+    docs/audit-format.md), for tools. Otherwise a table for people: a header, then
+    rows with UTC times. ``filters.limit`` caps the number of entries (None: all).
+    """
+    with AuditLog.open(db_path) as log:
+        leaves = log.iter_query(filters)
+        if as_json:
+            for leaf in leaves:
+                yield leaf.data.decode()
+            return
+        widths = (8, 24, 18, 16, 10, 16, 20, 0)
+        yield "  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip()
+        for leaf in leaves:
+            cells = _row(leaf.record)
+            yield "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+
+def prove(db_path: str | Path, seq: int, tree_size: int | None = None) -> str:
+    """An inclusion proof for entry ``seq`` with its signed checkpoint, as JSON text.
+
+    Against the latest signed checkpoint unless ``tree_size`` names an earlier one.
+    The JSON holds everything a court's expert needs with the node's public key:
+    ``leaf`` (base64 bytes), ``leaf_hash``, ``proof`` (base64 hashes, leaf end first),
+    ``tree_size``, ``checkpoint`` (signed note text). See docs/audit-format.md.
+    """
+    with AuditLog.open(db_path) as log:
+        p = log.inclusion_proof(seq, tree_size)
+        public_key = log.stored_public_key()
+        origin = log.origin
+    doc = {
+        "format": "exchange-node-audit-proof/1",
+        "origin": origin,
+        "seq": p.seq,
+        "tree_size": p.tree_size,
+        "leaf": base64.b64encode(p.leaf).decode(),
+        "leaf_hash": base64.b64encode(merkle.leaf_hash(p.leaf)).decode(),
+        "proof": [base64.b64encode(h).decode() for h in p.hashes],
+        "checkpoint": p.checkpoint.note,
+        "record": json.loads(p.leaf),
+    }
+    if public_key is not None:
+        doc["verifier_key"] = verifier_key(origin, Ed25519PublicKey.from_public_bytes(public_key))
+    return json.dumps(doc, indent=1, ensure_ascii=False)
+
+
+def export(db_path: str | Path, out_path: str | Path, filters: LeafFilter) -> str:
+    """Write a bundle of the matching entries to ``out_path``; return a one-line summary.
+
+    Proofs are against the latest signed checkpoint; entries after it are left out.
+    """
+    with AuditLog.open(db_path) as log:
+        public_key = log.stored_public_key()
+        if public_key is None:
+            raise NotFoundError(
+                "audit_key_unknown", "this log has never been signed; nothing to prove against",
+                "db_path",
+            )  # fmt: skip
+        data = bundle_mod.export_bundle(log, log.iter_query(filters), public_key)
+    Path(out_path).write_bytes(data)
+    report = bundle_mod.verify_bundle(data)
+    return (
+        f"wrote {out_path}: {len(report.leaves)} entries proved against the checkpoint"
+        f" of {report.tree_size} entries; key fingerprint {report.key_fingerprint}"
+    )
+
+
+def verify_bundle(
+    path: str | Path, trusted_key: bytes | Ed25519PublicKey | None = None
+) -> tuple[bool, str]:
+    """Verify a bundle file offline; returns ``(ok, report)``.
+
+    Without ``trusted_key`` the report asks the reader to compare the key fingerprint
+    with one obtained from the node's operator out of band.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ExchangeError(
+            "bundle_unreadable", f"cannot read {path}: {exc.strerror}", "path"
+        ) from None
+    key = _key(trusted_key) if trusted_key is not None else None
+    r = bundle_mod.verify_bundle(data, key)
+    lines = [f"bundle {path}: {'OK' if r.ok else 'FAILED'}"]
+    if r.origin:
+        lines.append(f"log: {r.origin}, checkpoint size {r.tree_size}")
+    if r.key_fingerprint:
+        trust = "matches the trusted key" if r.key_trusted else "compare it out of band"
+        lines.append(f"signing key fingerprint (SHA-256): {r.key_fingerprint} ({trust})")
+    lines.append(f"entries proved: {len(r.leaves)}")
+    lines += [f"  {p}" for p in r.problems]
+    return r.ok, "\n".join(lines)
