@@ -467,3 +467,10 @@ _STORY = [
 @given(st.permutations(_STORY))
 def test_fold_does_not_depend_on_arrival_order(notices):
     assert fold_history(notices) == fold_history(_STORY)
+
+
+def test_fold_accepts_kinds_given_as_string_values():
+    withdrawal = Notice("w1", "PHL-DFA", "PHL", "WITHDRAWAL", PHL_DOC, 2, "s1")  # type: ignore[arg-type]
+    record = fold_history([_notice("s1", K.STOLEN, at=1), withdrawal])
+    assert record.current_status is None
+    assert _entry(record, "s1").withdrawn

@@ -281,7 +281,7 @@ def check_supersession(notice: Notice, target: Notice, *, target_superseded_by: 
             "correct or withdraw it",
             "supersedes",
         )
-    if target.kind is NoticeKind.WITHDRAWAL:
+    if target.kind == NoticeKind.WITHDRAWAL:
         raise ConflictError(
             "cannot_supersede_withdrawal",
             f"notice {target.notice_id} is a withdrawal and cannot be corrected; send a new "
@@ -302,7 +302,7 @@ def check_supersession(notice: Notice, target: Notice, *, target_superseded_by: 
             "new notice about the right one",
             "document",
         )
-    if notice.kind is not NoticeKind.WITHDRAWAL and _family(notice.kind) != _family(target.kind):
+    if notice.kind != NoticeKind.WITHDRAWAL and _family(notice.kind) != _family(target.kind):
         raise ConflictError(
             "correction_changes_family",
             f"a {target.kind} notice can only be corrected by another "
@@ -349,7 +349,7 @@ def check_notice(
             "issued_at_ms",
         )
     kind = _kind(notice.kind)
-    if kind is NoticeKind.WITHDRAWAL and not notice.supersedes:
+    if kind == NoticeKind.WITHDRAWAL and not notice.supersedes:
         raise ValidationError(
             "supersedes_required", "a withdrawal must name the notice it withdraws", "supersedes"
         )
@@ -481,7 +481,7 @@ def fold_history(notices: Iterable[Notice]) -> DocumentRecord:
             set_aside.add(index)
             continue
         if notice.supersedes is None:
-            if notice.kind is NoticeKind.WITHDRAWAL:
+            if notice.kind == NoticeKind.WITHDRAWAL:
                 anomaly[index] = "supersedes_required"
             continue
         target = by_id.get(notice.supersedes)
@@ -510,10 +510,10 @@ def fold_history(notices: Iterable[Notice]) -> DocumentRecord:
                 in_effect=(
                     index not in set_aside
                     and successor is None
-                    and notice.kind is not NoticeKind.WITHDRAWAL
+                    and notice.kind != NoticeKind.WITHDRAWAL
                 ),
                 superseded_by=successor.notice_id if successor else None,
-                withdrawn=successor is not None and successor.kind is NoticeKind.WITHDRAWAL,
+                withdrawn=successor is not None and successor.kind == NoticeKind.WITHDRAWAL,
                 anomaly=anomaly.get(index),
             )
         )
