@@ -1,0 +1,1 @@
+"""aiohttp applications: the peer API (protobuf, mutual TLS) and the local API (JSON)."""

@@ -1,0 +1,48 @@
+"""The local API: what the authority's own systems and monitoring call.
+
+Health, readiness and metrics live here (loopback by default). The JSON API under
+``/api/v1`` for notices, lookups and cases is added by :func:`create_local_app`'s
+route modules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from exchange_node.node import Node
+
+NODE_KEY = web.AppKey("node", object)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
+    if not node.ready:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response(
+        {"status": "ready", "node": node.node_id, "peers": len(node.keyring.peers)}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
+    node.update_gauges()
+    return web.Response(
+        body=node.metrics.render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def create_local_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app[NODE_KEY] = node
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,296 @@
+"""Node configuration: a TOML file, checked completely before anything starts.
+
+Only the composition root (``node.py``) and the CLI call :func:`load_config`. A bad file
+stops start-up with :class:`ConfigError`, whose one-line message names the file, the key
+and what is expected, e.g.::
+
+    config/node.toml: [delivery] batch_size: expected an integer between 1 and 500, got 0
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+NOTICE_KINDS = ("status_notice", "fraud_notice", "correction", "case_event")
+"""Kinds of notice a peer policy can allow. Pings and key announcements always pass."""
+
+NODE_ID_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,31}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is the one line to show the operator."""
+
+
+class NodeSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: str
+    country: str
+    display_name: str = ""
+    # Relative paths are relative to the config file's directory.
+    data_dir: str = "data"
+    suite: str = "mlkem768-x25519"
+    # Name of an environment variable holding the private-key passphrase; "" = none.
+    key_passphrase_env: str = ""
+
+
+class PeerApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    listen: str = "127.0.0.1:8443"
+    # The URL peers use to reach this node (goes on the node card).
+    public_endpoint: str = ""
+    # Plain HTTP without TLS: only for demos and loopback tests.
+    allow_plain_http: bool = False
+    max_batch_bytes: int = 16 * 1024 * 1024
+    max_concurrent_batches: int = 8
+
+
+class LocalApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    listen: str = "127.0.0.1:8080"
+    # Listening on anything but loopback must be asked for explicitly.
+    allow_non_loopback: bool = False
+
+
+class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    max_clock_skew_seconds: int = 300
+    # Envelopes older than this are refused; de-duplication remembers at least this long.
+    retention_days: int = 30
+
+
+class DeliverySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    batch_size: int = 200
+    backoff_initial_ms: int = 500
+    backoff_max_ms: int = 300_000
+    request_timeout_seconds: float = 30.0
+
+
+class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    checkpoint_interval_seconds: int = 60
+
+
+class PeerPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Notice kinds that may be sent to and accepted from this peer.
+    allow: list[str] = msgspec.field(default_factory=lambda: list(NOTICE_KINDS))
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    node: NodeSection
+    peer_api: PeerApiSection = PeerApiSection()
+    local_api: LocalApiSection = LocalApiSection()
+    protocol: ProtocolSection = ProtocolSection()
+    delivery: DeliverySection = DeliverySection()
+    audit: AuditSection = AuditSection()
+    peers: dict[str, PeerPolicy] = msgspec.field(default_factory=dict)
+    # Set by load_config: where the file was, for resolving relative paths.
+    path: str = ""
+
+    @property
+    def data_path(self) -> Path:
+        base = Path(self.path).parent if self.path else Path.cwd()
+        return (base / self.node.data_dir).resolve()
+
+    def policy_for(self, peer_id: str) -> tuple[str, ...]:
+        """Notice kinds allowed with ``peer_id`` (all kinds when not configured)."""
+        p = self.peers.get(peer_id)
+        return tuple(p.allow) if p is not None else NOTICE_KINDS
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``host:port`` / ``[v6]:port``; ValueError with what is expected."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value)
+    if not m:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8443 or [::1]:8443), got {value!r}")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0-65535, got {port}")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(path: Path, cfg: Config) -> None:
+    def bad(key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(f"{path}: {key}: expected {expected}, got {got!r}")
+
+    if not NODE_ID_RE.match(cfg.node.id):
+        raise bad(
+            "[node] id",
+            "an upper-case node id like JPN-ISA (A-Z, 0-9, '-', 2-32 chars)",
+            cfg.node.id,
+        )
+    if not re.fullmatch(r"[A-Z]{1,3}", cfg.node.country):
+        raise bad(
+            "[node] country", "an ICAO Doc 9303 code such as JPN, PHL, D or XOM", cfg.node.country
+        )
+    if cfg.node.suite not in ("mlkem768-x25519", "x25519"):
+        raise bad("[node] suite", "'mlkem768-x25519' or 'x25519'", cfg.node.suite)
+    for section, key, value in (
+        ("peer_api", "listen", cfg.peer_api.listen),
+        ("local_api", "listen", cfg.local_api.listen),
+    ):
+        try:
+            host, _ = parse_listen(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [{section}] {key}: {exc}") from None
+        if (
+            section == "local_api"
+            and not is_loopback(host)
+            and not cfg.local_api.allow_non_loopback
+        ):
+            raise bad(
+                "[local_api] listen",
+                "a loopback address (set allow_non_loopback = true to expose the local API)",
+                value,
+            )
+    if cfg.peer_api.public_endpoint and not re.match(r"^https?://", cfg.peer_api.public_endpoint):
+        raise bad(
+            "[peer_api] public_endpoint",
+            "a URL starting with https://",
+            cfg.peer_api.public_endpoint,
+        )
+    if cfg.peer_api.public_endpoint.startswith("http://") and not cfg.peer_api.allow_plain_http:
+        raise bad(
+            "[peer_api] public_endpoint",
+            "https:// (or allow_plain_http = true)",
+            cfg.peer_api.public_endpoint,
+        )
+    if not 1024 <= cfg.peer_api.max_batch_bytes <= 64 * 1024 * 1024:
+        raise bad(
+            "[peer_api] max_batch_bytes",
+            "an integer between 1024 and 67108864",
+            cfg.peer_api.max_batch_bytes,
+        )
+    if not 1 <= cfg.peer_api.max_concurrent_batches <= 256:
+        raise bad(
+            "[peer_api] max_concurrent_batches",
+            "an integer between 1 and 256",
+            cfg.peer_api.max_concurrent_batches,
+        )
+    if not 0 <= cfg.protocol.max_clock_skew_seconds <= 3600:
+        raise bad(
+            "[protocol] max_clock_skew_seconds",
+            "an integer between 0 and 3600",
+            cfg.protocol.max_clock_skew_seconds,
+        )
+    if not 1 <= cfg.protocol.retention_days <= 3650:
+        raise bad(
+            "[protocol] retention_days",
+            "an integer between 1 and 3650",
+            cfg.protocol.retention_days,
+        )
+    if not 1 <= cfg.delivery.batch_size <= 500:
+        raise bad("[delivery] batch_size", "an integer between 1 and 500", cfg.delivery.batch_size)
+    if not 1 <= cfg.delivery.backoff_initial_ms <= cfg.delivery.backoff_max_ms:
+        raise bad(
+            "[delivery] backoff_initial_ms",
+            "between 1 and backoff_max_ms",
+            cfg.delivery.backoff_initial_ms,
+        )
+    if not 1 <= cfg.audit.checkpoint_interval_seconds <= 86400:
+        raise bad(
+            "[audit] checkpoint_interval_seconds",
+            "an integer between 1 and 86400",
+            cfg.audit.checkpoint_interval_seconds,
+        )
+    for peer_id, policy in cfg.peers.items():
+        if not NODE_ID_RE.match(peer_id):
+            raise bad(f"[peers.{peer_id}]", "a node id like PHL-DFA", peer_id)
+        for kind in policy.allow:
+            if kind not in NOTICE_KINDS:
+                raise bad(f"[peers.{peer_id}] allow", f"a list of {', '.join(NOTICE_KINDS)}", kind)
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    # msgspec says e.g. "Expected `int`, got `str` - at `$.delivery.batch_size`".
+    text = str(exc)
+    m = re.search(r" - at `\$\.?(.*)`$", text)
+    if m:
+        parts = m.group(1).split(".")
+        key = f"[{'.'.join(parts[:-1])}] {parts[-1]}" if len(parts) > 1 else f"[{parts[0]}]"
+        return f"{key}: {text[: m.start()]}"
+    return text
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file. Raises ConfigError with a one-line message."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: file not found (create one with `exchange-node init`)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    raw["path"] = str(path.resolve())
+    try:
+        cfg = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    _check(path, cfg)
+    return cfg
+
+
+def render_config(
+    *,
+    node_id: str,
+    country: str,
+    display_name: str,
+    public_endpoint: str,
+    peer_listen: str,
+    local_listen: str,
+    allow_plain_http: bool = False,
+    data_dir: str = "data",
+) -> str:
+    """The commented TOML that ``exchange-node init`` writes."""
+    return f'''# exchange-node configuration. Every key is documented in docs/operations.md.
+
+[node]
+id = "{node_id}"                  # this node's id, as peers know it
+country = "{country}"                 # ICAO Doc 9303 code of the authority's state
+display_name = "{display_name}"
+data_dir = "{data_dir}"                # keys, TLS certificate, databases (relative to this file)
+suite = "mlkem768-x25519"        # HPKE suite of our encryption key: or "x25519"
+key_passphrase_env = ""          # env var holding the private-key passphrase, if keys are encrypted
+
+[peer_api]
+listen = "{peer_listen}"          # where peers connect (mutual TLS)
+public_endpoint = "{public_endpoint}"
+allow_plain_http = {str(allow_plain_http).lower()}          # never in production: no TLS at all
+max_batch_bytes = 16777216
+max_concurrent_batches = 8
+
+[local_api]
+listen = "{local_listen}"          # authority systems connect here; loopback by default
+allow_non_loopback = false
+
+[protocol]
+max_clock_skew_seconds = 300     # how far peers' clocks may be ahead of ours
+retention_days = 30              # older envelopes are refused; duplicates remembered this long
+
+[delivery]
+batch_size = 200                 # envelopes per batch (1-500)
+backoff_initial_ms = 500         # first retry delay after a failure
+backoff_max_ms = 300000          # retry delay cap (5 minutes)
+request_timeout_seconds = 30
+
+[audit]
+checkpoint_interval_seconds = 60 # how often a new signed checkpoint is issued
+
+# Per-peer policy: which notice kinds may go to / come from a peer.
+# Kinds: status_notice, fraud_notice, correction, case_event. Unlisted peers: all kinds.
+# [peers.PHL-DFA]
+# allow = ["status_notice", "fraud_notice", "correction"]
+'''

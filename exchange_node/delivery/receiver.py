@@ -1,0 +1,229 @@
+"""The inbound half of delivery: one batch in, one signed receipt out.
+
+Order of work for a batch from an authenticated peer:
+
+1. every envelope is opened and checked (protocol core), then against policy and the
+   domain rules (validators); failures become REJECTED with a wire reason;
+2. the envelopes that passed are stored in ONE group commit, which de-duplicates by
+   (sender, message id): ACCEPTED only once durably stored, DUPLICATE for a repeat;
+3. the receipt is signed over the exact outcome list and kept;
+4. audit leaves are appended for each envelope and for the receipt.
+
+Nothing a peer sends can make this raise except a store failure, in which case no
+receipt is given and the sender retries: at-least-once on the wire, exactly-once in
+effect.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from google.protobuf.message import DecodeError
+
+from exchange_node.pb.exchange.v1 import envelope_pb2
+from exchange_node.protocol.cards import PeerCard
+from exchange_node.protocol.envelope import Freshness, OpenedEnvelope, envelope_hash, open_envelope
+from exchange_node.protocol.errors import OpenError, Reason, wire_reason
+from exchange_node.protocol.keyring import Keyring, LocalIdentity
+from exchange_node.protocol.keys import SigningKey
+from exchange_node.protocol.receipts import Outcome, build_receipt
+from exchange_node.store.records import InboxItem
+from exchange_node.store.records import Outcome as StoreOutcome
+
+log = structlog.get_logger("exchange_node.receiver")
+
+MAX_BATCH_ENVELOPES = 500
+
+POLICY_KINDS = frozenset({"status_notice", "fraud_notice", "correction", "case_event"})
+
+
+class BatchRefused(Exception):
+    """The batch as a whole is refused (HTTP 4xx); no envelope in it was processed."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EnvelopeResult:
+    index: int
+    envelope_hash: bytes
+    message_id: bytes
+    outcome: int
+    reason: Reason | None
+    kind: str
+    opened: OpenedEnvelope | None
+
+
+Validator = Callable[[PeerCard, OpenedEnvelope, str], None]
+"""A domain check on a verified envelope: raise OpenError(reason) to reject it."""
+
+
+def body_kind(opened: OpenedEnvelope) -> str:
+    return opened.body.WhichOneof("content") or ""
+
+
+@dataclass
+class ReceiverContext:
+    me: LocalIdentity
+    keyring: Keyring
+    freshness: Freshness
+    policy: Callable[[str], Sequence[str]]
+    validators: list[Validator]
+
+
+def parse_batch(data: bytes, peer_id: str | None) -> envelope_pb2.Batch:
+    """Parse a Batch and check the batch-level rules; BatchRefused otherwise."""
+    try:
+        batch = envelope_pb2.Batch.FromString(data)
+    except DecodeError:
+        raise BatchRefused(400, "batch_malformed", "the body is not an exchange.v1.Batch") from None
+    if len(batch.batch_id) != 16:
+        raise BatchRefused(400, "batch_malformed", "batch_id must be 16 bytes")
+    if peer_id is not None and batch.sender != peer_id:
+        raise BatchRefused(403, "sender_mismatch", "batch sender is not the authenticated peer")
+    if len(batch.envelopes) > MAX_BATCH_ENVELOPES:
+        raise BatchRefused(
+            413, "batch_too_many", f"at most {MAX_BATCH_ENVELOPES} envelopes per batch"
+        )
+    return batch
+
+
+def check_envelopes(
+    ctx: ReceiverContext, batch: envelope_pb2.Batch, now_ms: int
+) -> list[EnvelopeResult]:
+    """Open and check every envelope (no I/O). Verified ones come back with
+    outcome ACCEPTED *provisionally*: the store decides ACCEPTED or DUPLICATE."""
+    results = []
+    allowed = set(ctx.policy(batch.sender))
+    for i, data in enumerate(batch.envelopes):
+        h = envelope_hash(data)
+        try:
+            opened = open_envelope(
+                data,
+                me=ctx.me,
+                keyring=ctx.keyring,
+                now_ms=now_ms,
+                freshness=ctx.freshness,
+                expected_sender=batch.sender,
+            )
+            kind = body_kind(opened)
+            if kind in POLICY_KINDS and kind not in allowed:
+                raise OpenError(Reason.POLICY_DENIED, f"{kind} not allowed from {batch.sender}")
+            card = ctx.keyring.require(batch.sender)
+            for validate in ctx.validators:
+                validate(card, opened, kind)
+        except OpenError as exc:
+            mid = _message_id_of(data)
+            log.warning(
+                "envelope.rejected",
+                peer=batch.sender,
+                message_id=mid.hex(),
+                reason=exc.reason.value,
+                detail=exc.detail,
+            )
+            results.append(
+                EnvelopeResult(i, h, mid, envelope_pb2.OUTCOME_REJECTED, exc.reason, "", None)
+            )
+            continue
+        results.append(
+            EnvelopeResult(
+                i, h, opened.message_id, envelope_pb2.OUTCOME_ACCEPTED, None, kind, opened
+            )
+        )
+    return results
+
+
+def _message_id_of(data: bytes) -> bytes:
+    try:
+        return envelope_pb2.EnvelopeHeader.FromString(
+            envelope_pb2.Envelope.FromString(data).header
+        ).message_id[:16]
+    except DecodeError:
+        return b""
+
+
+def inbox_items(results: Sequence[EnvelopeResult], received_at: int) -> list[InboxItem]:
+    return [
+        InboxItem(
+            sender=r.opened.sender,
+            message_id=r.message_id,
+            envelope_hash=r.envelope_hash,
+            kind=r.kind,
+            header=r.opened.header_bytes,
+            body=r.opened.body_bytes,
+            signature=r.opened.signature,
+            received_at=received_at,
+        )
+        for r in results
+        if r.opened is not None
+    ]
+
+
+_STORE_TO_WIRE = {
+    StoreOutcome.ACCEPTED: envelope_pb2.OUTCOME_ACCEPTED,
+    StoreOutcome.DUPLICATE: envelope_pb2.OUTCOME_DUPLICATE,
+    StoreOutcome.REJECTED: envelope_pb2.OUTCOME_REJECTED,
+}
+
+
+def merge_store_outcomes(results: list[EnvelopeResult], store_outcomes) -> list[EnvelopeResult]:
+    """Replace the provisional outcome of each verified envelope by the store's."""
+    it = iter(store_outcomes)
+    merged = []
+    for r in results:
+        if r.opened is None:
+            merged.append(r)
+            continue
+        so = next(it)
+        reason = Reason(so.reason) if so.outcome is StoreOutcome.REJECTED and so.reason else None
+        merged.append(
+            EnvelopeResult(
+                r.index,
+                r.envelope_hash,
+                r.message_id,
+                _STORE_TO_WIRE[so.outcome],
+                reason,
+                r.kind,
+                r.opened,
+            )
+        )
+    return merged
+
+
+def sign_receipt(
+    *,
+    me: LocalIdentity,
+    signing_key: SigningKey,
+    batch: envelope_pb2.Batch,
+    results: Sequence[EnvelopeResult],
+    now_ms: int,
+    checkpoint: bytes,
+) -> bytes:
+    return build_receipt(
+        batch_id=batch.batch_id,
+        receiver=me.node_id,
+        sender=batch.sender,
+        received_at_ms=now_ms,
+        outcomes=[
+            Outcome(
+                r.envelope_hash,
+                r.message_id,
+                r.outcome,
+                wire_reason(r.reason) if r.reason is not None else 0,
+            )
+            for r in results
+        ],
+        signing_key=signing_key,
+        checkpoint=checkpoint,
+    )
+
+
+def new_batch_id() -> bytes:
+    return os.urandom(16)

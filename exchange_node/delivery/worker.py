@@ -1,0 +1,232 @@
+"""Per-peer outbox workers: FIFO, one batch in flight, backoff, signed receipts.
+
+One :class:`PeerWorker` per pinned peer owns that peer's queue. It sends the oldest
+queued envelopes as one batch, verifies the receipt against exactly what it sent, and
+records it (the proof of delivery) in one store transaction. Network errors, 429 and
+5xx back off exponentially with jitter up to a cap; a ``wake()`` (start-up, new
+traffic, the peer seen again) cuts the wait short. Lessons from federation senders
+elsewhere: queues are woken at start-up, not only on new traffic, and a single error
+never parks a queue for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
+from exchange_node.protocol.errors import OpenError, wire_reason_name
+from exchange_node.protocol.receipts import VerifiedReceipt
+from exchange_node.store.base import Store
+from exchange_node.store.records import OutboxRow, ReceiptRecord
+from exchange_node.store.records import Outcome as StoreOutcome
+
+from .receiver import new_batch_id
+
+log = structlog.get_logger("exchange_node.delivery")
+
+# Rejections that a fresh seal can cure: the peer rotated its encryption key, or our
+# signing key changed under the envelope. Everything else rejected is permanent.
+RESEALABLE = frozenset(
+    {
+        types_pb2.REASON_UNKNOWN_RECIPIENT_KEY,
+        types_pb2.REASON_SUITE_MISMATCH,
+        types_pb2.REASON_KEY_REVOKED,
+        types_pb2.REASON_KEY_NOT_VALID,
+        types_pb2.REASON_UNKNOWN_KEY,
+    }
+)
+MAX_RESEALS = 3
+
+
+class DeliveryError(Exception):
+    """Sending a batch failed in a way worth retrying."""
+
+    def __init__(self, detail: str, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+class WorkerHost(Protocol):
+    """What a worker needs from the node (implemented by :class:`exchange_node.node.Node`)."""
+
+    node_id: str
+    store: Store
+
+    def now_ms(self) -> int: ...
+
+    def is_paused(self, peer_id: str) -> bool: ...
+
+    async def post_batch(self, peer_id: str, data: bytes) -> bytes: ...
+
+    def verify_receipt_for(
+        self, peer_id: str, signed: bytes, batch_id: bytes, hashes: Sequence[bytes]
+    ) -> VerifiedReceipt: ...
+
+    async def reseal(self, peer_id: str, rows: Sequence[OutboxRow]) -> None: ...
+
+    async def after_receipt(
+        self, peer_id: str, batch_id: bytes, rows: Sequence[OutboxRow], receipt: VerifiedReceipt
+    ) -> None: ...
+
+    def observe_failure(self, peer_id: str, detail: str) -> None: ...
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with "equal jitter": a delay in [d/2, d], d doubling to a cap."""
+
+    initial_ms: int
+    max_ms: int
+    attempt: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay_s(self) -> float:
+        d = min(self.max_ms, self.initial_ms * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return self.rng.uniform(d / 2, d) / 1000
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class PeerWorker:
+    def __init__(
+        self,
+        host: WorkerHost,
+        peer_id: str,
+        *,
+        batch_size: int,
+        backoff: Backoff,
+        idle_poll_s: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.peer_id = peer_id
+        self.batch_size = batch_size
+        self.backoff = backoff
+        self.idle_poll_s = idle_poll_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self.in_flight = False
+        self._reseals: dict[int, int] = {}
+        self.log = log.bind(peer=peer_id)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"outbox:{self.peer_id}")
+        self.wake()
+
+    def wake(self, *, reset_backoff: bool = False) -> None:
+        """Look at the queue now (new traffic, start-up, the peer seen again)."""
+        if reset_backoff:
+            self.backoff.reset()
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            if self.host.is_paused(self.peer_id):
+                await self._sleep(self.idle_poll_s)
+                continue
+            rows = self.host.store.pending(self.peer_id, self.batch_size)
+            if not rows:
+                await self._sleep(self.idle_poll_s)
+                continue
+            try:
+                await self.send(rows)
+                self.backoff.reset()
+            except DeliveryError as exc:
+                delay = (
+                    exc.retry_after_s
+                    if exc.retry_after_s is not None
+                    else self.backoff.next_delay_s()
+                )
+                self.log.warning(
+                    "outbox.retry_scheduled",
+                    error=exc.detail,
+                    delay_s=round(delay, 3),
+                    queued=len(rows),
+                )
+                self.host.observe_failure(self.peer_id, exc.detail)
+                now = self.host.now_ms()
+                try:
+                    await self.host.store.record_attempt(
+                        self.peer_id, [r.id for r in rows], now, exc.detail
+                    )
+                    await self.host.store.touch_contact(self.peer_id, now, exc.detail)
+                except Exception as store_exc:  # the store is down: keep trying later
+                    self.log.error("outbox.store_failed", error=str(store_exc))
+                await self._sleep(delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not kill the queue forever
+                self.log.exception("outbox.worker_error", error=str(exc))
+                await self._sleep(self.backoff.next_delay_s())
+
+    async def send(self, rows: Sequence[OutboxRow]) -> None:
+        """Send one batch and record its receipt. DeliveryError if worth retrying."""
+        batch_id = new_batch_id()
+        hashes = [_sha256(r.envelope) for r in rows]
+        data = envelope_pb2.Batch(
+            batch_id=batch_id, sender=self.host.node_id, envelopes=[r.envelope for r in rows]
+        ).SerializeToString()
+        self.in_flight = True
+        try:
+            signed = await self.host.post_batch(self.peer_id, data)
+        finally:
+            self.in_flight = False
+        try:
+            verified = self.host.verify_receipt_for(self.peer_id, signed, batch_id, hashes)
+        except OpenError as exc:
+            raise DeliveryError(f"receipt refused: {exc.reason.value}: {exc.detail}") from None
+        outcomes: list[tuple[int, StoreOutcome, str | None]] = []
+        reseal: list[OutboxRow] = []
+        for row, o in zip(rows, verified.outcomes, strict=True):
+            if o.outcome == envelope_pb2.OUTCOME_ACCEPTED:
+                outcomes.append((row.id, StoreOutcome.ACCEPTED, None))
+            elif o.outcome == envelope_pb2.OUTCOME_DUPLICATE:
+                outcomes.append((row.id, StoreOutcome.DUPLICATE, None))
+            elif o.reason in RESEALABLE and self._reseals.get(row.id, 0) < MAX_RESEALS:
+                self._reseals[row.id] = self._reseals.get(row.id, 0) + 1
+                reseal.append(row)
+            else:
+                outcomes.append((row.id, StoreOutcome.REJECTED, wire_reason_name(o.reason)))
+        now = self.host.now_ms()
+        await self.host.store.record_receipt(
+            self.peer_id,
+            ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now),
+            outcomes,
+        )
+        await self.host.store.touch_contact(self.peer_id, now, None)
+        for row_id, _, _ in outcomes:
+            self._reseals.pop(row_id, None)
+        await self.host.after_receipt(self.peer_id, batch_id, rows, verified)
+        if reseal:
+            await self.host.reseal(self.peer_id, reseal)
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

@@ -1,0 +1,299 @@
+"""This node's identity on disk: private keys, TLS certificate and current card.
+
+Layout under the data directory (created 0700; key files 0600)::
+
+    keys/signing-<key id>.pem      Ed25519 signing keys (current and earlier)
+    keys/encryption-<key id>.pem   HPKE keys (current and earlier, for decryption)
+    keys/tls-key.pem, tls-cert.der the TLS key and self-signed certificate
+    keys/keyset.json               which keys are current and their validity windows
+    card.pb                        the current SignedCard, as published to peers
+
+Every file is written to a temporary name, fsynced and renamed, so a crash leaves
+either the old identity or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from exchange_node.protocol.cards import CardKey, PeerCard, issue_card, sign_revocation, verify_card
+from exchange_node.protocol.keyring import LocalIdentity
+from exchange_node.protocol.keys import (
+    EncryptionKey,
+    SigningKey,
+    Suite,
+    load_private_key,
+    save_private_key,
+    write_secret_file,
+)
+
+ROTATION_OVERLAP_MS = 7 * 24 * 3600 * 1000
+"""How long keys replaced by a rotation stay valid, so envelopes in flight still open."""
+
+
+class IdentityError(Exception):
+    """The identity on disk is missing, incomplete or unreadable; ``str`` says what to do."""
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    local: LocalIdentity
+    card: PeerCard
+    tls_cert_der: bytes
+    tls_key_path: Path
+    tls_cert_path: Path
+    country: str
+    endpoint: str
+    display_name: str
+    keyset: dict
+
+    @property
+    def card_bytes(self) -> bytes:
+        return self.card.signed
+
+    @property
+    def fingerprint(self) -> str:
+        return self.card.fingerprint
+
+
+def _atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def make_tls_certificate(node_id: str, now_ms: int) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A self-signed ECDSA P-256 certificate for ``node_id`` (10 years). Peers trust it
+    only because its hash is on our signed card, never through a CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)])
+    start = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC) - dt.timedelta(days=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(node_id.lower()),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        )
+        # Self-signed and used as its own trust anchor by peers.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert.public_bytes(serialization.Encoding.DER)
+
+
+def _entry(kid: bytes, nb: int, na: int = 0) -> dict:
+    return {"key_id": kid.hex(), "not_before_ms": nb, "not_after_ms": na}
+
+
+def _issue(
+    keys_dir: Path,
+    keyset: dict,
+    signing: dict[str, SigningKey],
+    encryption: dict[str, EncryptionKey],
+    tls_der: bytes,
+    now_ms: int,
+    previous: SigningKey | None,
+) -> bytes:
+    return issue_card(
+        node_id=keyset["node_id"],
+        country=keyset["country"],
+        endpoint=keyset["endpoint"],
+        display_name=keyset["display_name"],
+        signing_keys=[
+            CardKey(signing[e["key_id"]], e["not_before_ms"], e["not_after_ms"])
+            for e in keyset["signing"]
+        ],
+        encryption_keys=[
+            CardKey(encryption[e["key_id"]], e["not_before_ms"], e["not_after_ms"])
+            for e in keyset["encryption"]
+        ],
+        tls_certificate=tls_der,
+        serial=keyset["serial"],
+        issued_at_ms=now_ms,
+        previous_signing_key=previous,
+    )
+
+
+def create_identity(
+    data_dir: Path,
+    *,
+    node_id: str,
+    country: str,
+    display_name: str,
+    endpoint: str,
+    suite: Suite,
+    now_ms: int,
+    passphrase: bytes | None = None,
+) -> NodeKeys:
+    """Create keys, TLS certificate and the first card. Refuses to overwrite."""
+    keys_dir = Path(data_dir) / "keys"
+    if (keys_dir / "keyset.json").exists():
+        raise IdentityError(f"{keys_dir} already holds an identity; refusing to overwrite it")
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(Path(data_dir), 0o700)
+    os.chmod(keys_dir, 0o700)
+    sk = SigningKey.generate()
+    ek = EncryptionKey.generate(suite)
+    save_private_key(keys_dir / f"signing-{sk.key_id.hex()}.pem", sk, passphrase)
+    save_private_key(keys_dir / f"encryption-{ek.key_id.hex()}.pem", ek, passphrase)
+    tls_key, tls_der = make_tls_certificate(node_id, now_ms)
+    enc = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    write_secret_file(
+        keys_dir / "tls-key.pem",
+        tls_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc),
+    )
+    _atomic_write(keys_dir / "tls-cert.der", tls_der, 0o644)
+    keyset = {
+        "node_id": node_id,
+        "country": country,
+        "display_name": display_name,
+        "endpoint": endpoint,
+        "serial": 1,
+        "signing": [_entry(sk.key_id, now_ms)],
+        "encryption": [_entry(ek.key_id, now_ms)],
+    }
+    card = _issue(
+        keys_dir, keyset, {sk.key_id.hex(): sk}, {ek.key_id.hex(): ek}, tls_der, now_ms, None
+    )
+    _atomic_write(keys_dir / "keyset.json", json.dumps(keyset, indent=2).encode())
+    _atomic_write(Path(data_dir) / "card.pb", card, 0o644)
+    return load_identity(data_dir, passphrase)
+
+
+def load_identity(data_dir: Path, passphrase: bytes | None = None) -> NodeKeys:
+    """Load the identity written by :func:`create_identity` / :func:`rotate_keys`."""
+    data_dir = Path(data_dir)
+    keys_dir = data_dir / "keys"
+    try:
+        keyset = json.loads((keys_dir / "keyset.json").read_text())
+        card = verify_card((data_dir / "card.pb").read_bytes())
+        tls_der = (keys_dir / "tls-cert.der").read_bytes()
+    except FileNotFoundError as exc:
+        raise IdentityError(f"{exc.filename}: missing; run `exchange-node init` first") from None
+    signing = []
+    for e in keyset["signing"]:
+        k = load_private_key(keys_dir / f"signing-{e['key_id']}.pem", passphrase)
+        assert isinstance(k, SigningKey)
+        signing.append(k)
+    encryption = []
+    for e in keyset["encryption"]:
+        k = load_private_key(keys_dir / f"encryption-{e['key_id']}.pem", passphrase)
+        assert isinstance(k, EncryptionKey)
+        encryption.append(k)
+    if hashlib.sha256(tls_der).digest() != card.tls_cert_sha256:
+        raise IdentityError(f"{keys_dir}/tls-cert.der does not match the card's TLS fingerprint")
+    return NodeKeys(
+        local=LocalIdentity(keyset["node_id"], signing[0], tuple(encryption)),
+        card=card,
+        tls_cert_der=tls_der,
+        tls_key_path=keys_dir / "tls-key.pem",
+        tls_cert_path=keys_dir / "tls-cert.der",
+        country=keyset["country"],
+        endpoint=keyset["endpoint"],
+        display_name=keyset["display_name"],
+        keyset=keyset,
+    )
+
+
+def rotate_keys(
+    data_dir: Path,
+    *,
+    now_ms: int,
+    passphrase: bytes | None = None,
+    suite: Suite | None = None,
+    overlap_ms: int = ROTATION_OVERLAP_MS,
+) -> NodeKeys:
+    """New signing and encryption keys and a new card signed by old and new keys.
+
+    Earlier keys stay on the card until ``now + overlap_ms`` so envelopes sealed or
+    signed before peers saw the new card still verify; keys whose window has closed are
+    dropped from the card (their files stay, for reading old evidence).
+    """
+    current = load_identity(data_dir, passphrase)
+    keys_dir = Path(data_dir) / "keys"
+    keyset = dict(current.keyset)
+    sk = SigningKey.generate()
+    ek = EncryptionKey.generate(suite or current.local.encryption_keys[0].suite)
+    save_private_key(keys_dir / f"signing-{sk.key_id.hex()}.pem", sk, passphrase)
+    save_private_key(keys_dir / f"encryption-{ek.key_id.hex()}.pem", ek, passphrase)
+
+    def retire(entries: list[dict]) -> list[dict]:
+        out = []
+        for e in entries:
+            na = e["not_after_ms"] or now_ms + overlap_ms
+            if na > now_ms:
+                out.append({**e, "not_after_ms": min(na, now_ms + overlap_ms)})
+        return out
+
+    keyset["signing"] = [_entry(sk.key_id, now_ms), *retire(keyset["signing"])]
+    keyset["encryption"] = [_entry(ek.key_id, now_ms), *retire(keyset["encryption"])]
+    keyset["serial"] = keyset["serial"] + 1
+    signing = {k.key_id.hex(): k for k in (current.local.signing_key, sk)}
+    for e in keyset["signing"]:
+        if e["key_id"] not in signing:
+            signing[e["key_id"]] = load_private_key(
+                keys_dir / f"signing-{e['key_id']}.pem", passphrase
+            )  # type: ignore[assignment]
+    encryption = {k.key_id.hex(): k for k in (*current.local.encryption_keys, ek)}
+    card = _issue(
+        keys_dir,
+        keyset,
+        signing,
+        encryption,
+        current.tls_cert_der,
+        now_ms,
+        current.local.signing_key,
+    )
+    _atomic_write(keys_dir / "keyset.json", json.dumps(keyset, indent=2).encode())
+    _atomic_write(Path(data_dir) / "card.pb", card, 0o644)
+    return load_identity(data_dir, passphrase)
+
+
+def revoke_key(keys: NodeKeys, key_id: bytes, *, now_ms: int, reason: str) -> bytes:
+    """A signed revocation of one of this node's keys, signed by the current signing key
+    (or by the key itself when it is the current one)."""
+    return sign_revocation(
+        node_id=keys.local.node_id,
+        revoked_key_id=key_id,
+        revoked_at_ms=now_ms,
+        reason=reason,
+        signer=keys.local.signing_key,
+    )

@@ -1,0 +1,68 @@
+"""Prometheus metrics of one node (its own registry, so several nodes share a process
+in tests). Names are stable: dashboards depend on them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.queue_depth = Gauge(
+            "exchange_outbox_queue_depth", "Queued envelopes per peer", ["peer"], registry=r
+        )
+        self.oldest_age = Gauge(
+            "exchange_outbox_oldest_age_seconds",
+            "Age of the oldest queued envelope per peer",
+            ["peer"],
+            registry=r,
+        )
+        self.dead = Gauge(
+            "exchange_outbox_dead_letters", "Dead letters per peer", ["peer"], registry=r
+        )
+        self.send_latency = Histogram(
+            "exchange_batch_send_seconds",
+            "Time from POSTing a batch to a verified receipt",
+            ["peer"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "exchange_batch_envelopes",
+            "Envelopes per batch sent",
+            ["peer"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+        self.sent = Counter(
+            "exchange_envelopes_sent_total",
+            "Envelope outcomes reported by peers' receipts",
+            ["peer", "outcome", "reason"],
+            registry=r,
+        )
+        self.received = Counter(
+            "exchange_envelopes_received_total",
+            "Envelopes received, by outcome and reason",
+            ["peer", "outcome", "reason"],
+            registry=r,
+        )
+        self.delivery_errors = Counter(
+            "exchange_delivery_errors_total",
+            "Failed batch deliveries (retried)",
+            ["peer"],
+            registry=r,
+        )
+        self.overload = Counter(
+            "exchange_batches_refused_overload_total", "Batches answered 429", registry=r
+        )
+        self.checkpoint_alarm = Counter(
+            "exchange_peer_checkpoint_inconsistent_total",
+            "Peer audit checkpoints that contradict earlier ones",
+            ["peer"],
+            registry=r,
+        )
+        self.audit_size = Gauge("exchange_audit_tree_size", "Leaves in the audit log", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,800 @@
+"""The composition root: config -> store -> keys -> services -> apps.
+
+:class:`Node` is the only place that reads configuration, opens files and starts
+servers. Everything it wires together (protocol core, store, audit log, delivery
+workers, aiohttp apps) is built here and handed its dependencies explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from exchange_node.api.local import create_local_app
+from exchange_node.api.peer import PROTOBUF, create_peer_app
+from exchange_node.at_rest import AtRest
+from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.audit.log import AuditLog
+from exchange_node.config import Config, ConfigError, parse_listen
+from exchange_node.delivery.receiver import (
+    BatchRefused,
+    EnvelopeResult,
+    ReceiverContext,
+    Validator,
+    check_envelopes,
+    inbox_items,
+    merge_store_outcomes,
+    parse_batch,
+    sign_receipt,
+)
+from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
+from exchange_node.identity import NodeKeys, load_identity
+from exchange_node.metrics import Metrics
+from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2
+from exchange_node.protocol.cards import PeerCard, verify_card
+from exchange_node.protocol.envelope import Freshness, OpenedEnvelope, seal
+from exchange_node.protocol.errors import OpenError, wire_reason_name
+from exchange_node.protocol.keyring import Keyring
+from exchange_node.protocol.receipts import VerifiedReceipt, verify_receipt
+from exchange_node.store.records import OutboxItem, OutboxRow
+from exchange_node.store.sqlite import SqliteStore
+from exchange_node.tls import client_context, server_context, trust_peers
+
+log = structlog.get_logger("exchange_node.node")
+
+REVOCATIONS_META = "revoked_keys"
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class AuditSink:
+    """Group-commits audit events from asyncio code into the synchronous AuditLog.
+
+    ``await record(...)`` returns once the events are durably appended; concurrent
+    callers share one transaction. One dedicated thread keeps appends in order.
+    """
+
+    def __init__(self, audit: AuditLog, executor: concurrent.futures.Executor) -> None:
+        self.audit = audit
+        self._executor = executor
+        self._pending: list[tuple[list[AuditEvent], asyncio.Future]] = []
+        self._flushing: asyncio.Task | None = None
+
+    async def record(self, *events: AuditEvent) -> None:
+        if not events:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((list(events), fut))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            group, self._pending = self._pending, []
+            events = [e for evs, _ in group for e in evs]
+            try:
+                await loop.run_in_executor(self._executor, self.audit.append_many, events)
+            except Exception as exc:
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, fut in group:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    peer_id: str
+    message_id: bytes
+    outbox_id: int
+
+
+class Node:
+    """One running exchange node."""
+
+    def __init__(
+        self,
+        config: Config,
+        keys: NodeKeys,
+        store: SqliteStore,
+        audit: AuditLog,
+        at_rest: AtRest,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+        passphrase: bytes | None = None,
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.store = store
+        self.audit = audit
+        self.at_rest = at_rest
+        self.clock = clock
+        self.passphrase = passphrase
+        self.node_id = keys.local.node_id
+        self.keyring = Keyring()
+        self.metrics = Metrics()
+        self.freshness = Freshness(
+            max_skew_ms=config.protocol.max_clock_skew_seconds * 1000,
+            max_age_ms=config.protocol.retention_days * 86_400_000,
+        )
+        self.validators: list[Validator] = []
+        self.on_accepted: list[Callable[[Sequence[EnvelopeResult]], object]] = []
+        self.inbound_slots = asyncio.Semaphore(config.peer_api.max_concurrent_batches)
+        self.workers: dict[str, PeerWorker] = {}
+        self.log = log.bind(node=self.node_id)
+        self._audit_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit")
+        self.audit_sink = AuditSink(audit, self._audit_executor)
+        self._tls_by_fp: dict[bytes, str] = {}
+        self._paused: set[str] = set()
+        self._peer_state: tuple = ()
+        self._card_mtime = 0
+        self._client_ssl: dict[tuple[str, bytes], object] = {}
+        self._server_ssl = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task] = []
+        self.peer_port: int | None = None
+        self.local_port: int | None = None
+        self.ready = False
+
+    # --- construction -----------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, config: Config, *, clock: Callable[[], int] = wall_clock_ms) -> Node:
+        """Open everything the config names. Raises ConfigError for a bad setup."""
+        passphrase = None
+        if config.node.key_passphrase_env:
+            value = os.environ.get(config.node.key_passphrase_env)
+            if value is None:
+                raise ConfigError(
+                    f"{config.path}: [node] key_passphrase_env: environment variable "
+                    f"{config.node.key_passphrase_env} is not set"
+                )
+            passphrase = value.encode()
+        data = config.data_path
+        keys = load_identity(data, passphrase)
+        if keys.local.node_id != config.node.id:
+            raise ConfigError(
+                f"{config.path}: [node] id: expected {keys.local.node_id} (the id of the keys in {data}), got {config.node.id!r}"
+            )
+        store = await SqliteStore.open(data / "node.sqlite")
+        audit = AuditLog(
+            data / "audit.sqlite",
+            node_id=keys.local.node_id,
+            signing_key=keys.local.signing_key.private,
+        )
+        at_rest = AtRest.load_or_create(data / "keys" / "storage.key")
+        node = cls(config, keys, store, audit, at_rest, clock=clock, passphrase=passphrase)
+        node.reload_peers()
+        node._card_mtime = (data / "card.pb").stat().st_mtime_ns
+        return node
+
+    def now_ms(self) -> int:
+        return self.clock()
+
+    # --- peers --------------------------------------------------------------------------
+
+    def reload_peers(self) -> None:
+        """Rebuild the keyring, TLS trust and workers from the store's pinned peers."""
+        peers = self.store.list_peers()
+        revoked = json.loads((self.store.get_meta(REVOCATIONS_META) or b"{}").decode())
+        ring = Keyring(revoked={bytes.fromhex(k): v for k, v in revoked.items()})
+        for p in peers:
+            try:
+                card = verify_card(p.card)
+            except OpenError as exc:
+                self.log.error("peer.card_invalid", peer=p.node_id, reason=exc.reason.value)
+                continue
+            ring.peers[card.node_id] = card
+        self.keyring = ring
+        self._paused = {p.node_id for p in peers if p.paused}
+        self._tls_by_fp = {
+            c.tls_cert_sha256: c.node_id for c in ring.peers.values() if c.tls_cert_sha256
+        }
+        if self._server_ssl is not None:
+            trust_peers(self._server_ssl, [c.tls_certificate for c in ring.peers.values()])
+        self._peer_state = tuple((p.node_id, p.updated_at, p.paused) for p in peers)
+        if self.ready:
+            self._sync_workers()
+
+    def peer_by_tls_fingerprint(self, fp: bytes) -> str | None:
+        return self._tls_by_fp.get(fp)
+
+    def is_paused(self, peer_id: str) -> bool:
+        return peer_id in self._paused
+
+    def policy(self, peer_id: str) -> tuple[str, ...]:
+        record = self.store.get_peer(peer_id)
+        if record is not None and record.policy:
+            return tuple(record.policy)
+        return self.config.policy_for(peer_id)
+
+    def _sync_workers(self) -> None:
+        for peer_id in list(self.workers):
+            if peer_id not in self.keyring.peers:
+                worker = self.workers.pop(peer_id)
+                self._tasks.append(asyncio.create_task(worker.stop()))
+        for peer_id in self.keyring.peers:
+            if peer_id not in self.workers:
+                worker = PeerWorker(
+                    self,
+                    peer_id,
+                    batch_size=self.config.delivery.batch_size,
+                    backoff=Backoff(
+                        self.config.delivery.backoff_initial_ms, self.config.delivery.backoff_max_ms
+                    ),
+                )
+                self.workers[peer_id] = worker
+                worker.start()
+            else:
+                self.workers[peer_id].wake()
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        body: notice_pb2.Body,
+        recipients: Sequence[str] | None = None,
+        *,
+        actor: str = "operator",
+    ) -> list[Submitted]:
+        """Seal ``body`` to each recipient (default: every peer whose policy allows its
+        kind) and queue it. Durable when it returns; delivery happens in the background.
+
+        Raises ValueError naming an unknown peer or one whose policy forbids the kind.
+        """
+        kind = body.WhichOneof("content") or ""
+        if recipients is None:
+            targets = [
+                p
+                for p in sorted(self.keyring.peers)
+                if kind not in _POLICY_KINDS or kind in self.policy(p)
+            ]
+        else:
+            targets = list(dict.fromkeys(recipients))
+            for p in targets:
+                if p not in self.keyring.peers:
+                    raise ValueError(f"{p} is not a pinned peer")
+                if kind in _POLICY_KINDS and kind not in self.policy(p):
+                    raise PermissionError(f"policy for {p} does not allow {kind}")
+        body_bytes = body.SerializeToString()
+        now = self.now_ms()
+        items = []
+        for peer_id in targets:
+            sealed = seal(
+                body_bytes,
+                sender=self.keys.local,
+                recipient=self.keyring.peers[peer_id],
+                now_ms=now,
+            )
+            items.append(
+                OutboxItem(
+                    peer_id=peer_id,
+                    message_id=sealed.message_id,
+                    envelope=sealed.data,
+                    payload=self.at_rest.encrypt(
+                        body_bytes, _payload_context(peer_id, sealed.message_id)
+                    ),
+                    created_at=now,
+                )
+            )
+        ids = await self.store.enqueue(items) if items else []
+        await self.audit_sink.record(
+            *(
+                AuditEvent(
+                    time=now,
+                    kind=LeafKind.NOTICE_SUBMITTED,
+                    actor=actor,
+                    peer=i.peer_id,
+                    message_id=i.message_id.hex(),
+                    attrs={"kind": kind},
+                )
+                for i in items
+            )
+        )
+        for i in items:
+            worker = self.workers.get(i.peer_id)
+            if worker is not None:
+                worker.wake()
+        return [Submitted(i.peer_id, i.message_id, oid) for i, oid in zip(items, ids, strict=True)]
+
+    async def post_batch(self, peer_id: str, data: bytes) -> bytes:
+        card = self.keyring.require(peer_id)
+        url = card.endpoint.rstrip("/") + "/exchange/v1/batch"
+        started = time.perf_counter()
+        try:
+            async with self._http().post(
+                url, data=data, headers={"Content-Type": PROTOBUF}, ssl=self._ssl_for(card)
+            ) as resp:
+                body = await resp.read()
+                if resp.status == 200:
+                    self.metrics.send_latency.labels(peer_id).observe(time.perf_counter() - started)
+                    return body
+                retry = resp.headers.get("Retry-After")
+                raise DeliveryError(
+                    f"HTTP {resp.status}: {body[:200].decode(errors='replace')}",
+                    float(retry) if retry and retry.isdigit() else None,
+                )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+
+    def _ssl_for(self, card: PeerCard):
+        if card.endpoint.startswith("http://"):
+            if not self.config.peer_api.allow_plain_http:
+                raise DeliveryError(
+                    f"{card.node_id} has a plain http endpoint and allow_plain_http is false"
+                )
+            return None
+        key = (card.node_id, card.tls_cert_sha256)
+        ctx = self._client_ssl.get(key)
+        if ctx is None:
+            ctx = client_context(
+                self.keys.tls_cert_der,
+                self.keys.tls_key_path,
+                card.tls_certificate,
+                self.passphrase,
+            )
+            self._client_ssl[key] = ctx
+        return ctx
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.delivery.request_timeout_seconds),
+                connector=aiohttp.TCPConnector(limit=64),
+            )
+        return self._session
+
+    def verify_receipt_for(
+        self, peer_id: str, signed: bytes, batch_id: bytes, hashes: Sequence[bytes]
+    ) -> VerifiedReceipt:
+        return verify_receipt(
+            signed,
+            keyring=self.keyring,
+            receiver=peer_id,
+            sender=self.node_id,
+            batch_id=batch_id,
+            envelope_hashes=hashes,
+        )
+
+    async def fetch_card(self, peer_id: str) -> bytes:
+        card = self.keyring.require(peer_id)
+        url = card.endpoint.rstrip("/") + "/exchange/v1/card"
+        try:
+            async with self._http().get(url, ssl=self._ssl_for(card)) as resp:
+                if resp.status != 200:
+                    raise DeliveryError(f"card fetch: HTTP {resp.status}")
+                return await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryError(f"card fetch: {type(exc).__name__}: {exc}") from None
+
+    async def reseal(self, peer_id: str, rows: Sequence[OutboxRow]) -> None:
+        """The peer refused our seal (it rotated its key, or we did): refresh its card
+        when it has a newer one, then seal the same bodies again under the same ids."""
+        try:
+            fresh = await self.fetch_card(peer_id)
+            if verify_card(fresh).serial > self.keyring.require(peer_id).serial:
+                await self.accept_rotation(fresh, actor=peer_id)
+        except (DeliveryError, OpenError) as exc:
+            self.log.warning(
+                "peer.card_refresh_failed", peer=peer_id, error=str(getattr(exc, "detail", exc))
+            )
+        card = self.keyring.require(peer_id)
+        now = self.now_ms()
+        for row in rows:
+            if row.payload is None:
+                continue
+            body = self.at_rest.decrypt(row.payload, _payload_context(peer_id, row.message_id))
+            sealed = seal(
+                body, sender=self.keys.local, recipient=card, now_ms=now, message_id=row.message_id
+            )
+            await self.store.replace_envelope(row.id, sealed.data)
+        self.log.info("outbox.resealed", peer=peer_id, count=len(rows))
+
+    async def after_receipt(
+        self, peer_id: str, batch_id: bytes, rows: Sequence[OutboxRow], receipt: VerifiedReceipt
+    ) -> None:
+        now = self.now_ms()
+        events = []
+        counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        for row, o in zip(rows, receipt.outcomes, strict=True):
+            outcome = envelope_pb2.Outcome.Name(o.outcome).removeprefix("OUTCOME_").lower()
+            reason = wire_reason_name(o.reason) if o.reason else ""
+            counts[outcome] = counts.get(outcome, 0) + 1
+            self.metrics.sent.labels(peer_id, outcome, reason).inc()
+            events.append(
+                AuditEvent(
+                    time=now,
+                    kind=LeafKind.ENVELOPE_SENT,
+                    actor=self.node_id,
+                    peer=peer_id,
+                    message_id=row.message_id.hex(),
+                    reason=reason,
+                    attrs={"outcome": outcome, "batch_id": batch_id.hex()},
+                )
+            )
+        events.append(
+            AuditEvent(
+                time=now,
+                kind=LeafKind.RECEIPT_RECEIVED,
+                actor=self.node_id,
+                peer=peer_id,
+                attrs={
+                    "batch_id": batch_id.hex(),
+                    "receipt_sha256": hashlib.sha256(receipt.signed).hexdigest(),
+                    **{k: str(v) for k, v in counts.items()},
+                },
+            )
+        )
+        self.metrics.batch_size.labels(peer_id).observe(len(rows))
+        await self.audit_sink.record(*events)
+        if receipt.checkpoint:
+            await self._witness(peer_id, receipt)
+
+    async def _witness(self, peer_id: str, receipt: VerifiedReceipt) -> None:
+        """Check the receiver's audit checkpoint against the last one we hold from it."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        card = self.keyring.require(peer_id)
+        entry = card.signing_key(receipt.receipt.signer_key_id)
+        if entry is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fetch_proof(first: int, second: int) -> list[bytes]:
+            fut = asyncio.run_coroutine_threadsafe(
+                self._fetch_consistency(peer_id, first, second), loop
+            )
+            return fut.result(timeout=self.config.delivery.request_timeout_seconds)
+
+        try:
+            result = await loop.run_in_executor(
+                self._audit_executor,
+                lambda: self.audit.record_peer_checkpoint(
+                    peer_id,
+                    receipt.checkpoint.decode(),
+                    Ed25519PublicKey.from_public_bytes(entry.public),
+                    fetch_proof,
+                    now=self.now_ms(),
+                ),
+            )
+        except Exception as exc:
+            self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+            return
+        if not result.consistent:
+            self.metrics.checkpoint_alarm.labels(peer_id).inc()
+            self.log.error(
+                "audit.peer_checkpoint_inconsistent",
+                peer=peer_id,
+                reason=result.reason,
+                old_size=result.old_size,
+                new_size=result.new_size,
+            )
+
+    async def _fetch_consistency(self, peer_id: str, first: int, second: int) -> list[bytes]:
+        card = self.keyring.require(peer_id)
+        url = card.endpoint.rstrip("/") + "/exchange/v1/audit/consistency"
+        async with self._http().get(
+            url, params={"first": str(first), "second": str(second)}, ssl=self._ssl_for(card)
+        ) as resp:
+            if resp.status != 200:
+                raise DeliveryError(f"consistency proof: HTTP {resp.status}")
+            data = await resp.json()
+        return [bytes.fromhex(h) for h in data["proof"]]
+
+    def observe_failure(self, peer_id: str, detail: str) -> None:
+        self.metrics.delivery_errors.labels(peer_id).inc()
+
+    # --- receiving ----------------------------------------------------------------------
+
+    async def receive_batch(self, data: bytes, peer: str | None) -> bytes:
+        """Process one batch from ``peer`` (None on plain HTTP); return the signed receipt.
+
+        Raises BatchRefused for a batch refused as a whole.
+        """
+        now = self.now_ms()
+        batch = parse_batch(data, peer)
+        if batch.sender not in self.keyring.peers:
+            raise BatchRefused(403, "unknown_peer", "the batch sender is not a pinned peer")
+        ctx = ReceiverContext(
+            self.keys.local, self.keyring, self.freshness, self.policy, self.validators
+        )
+        results = check_envelopes(ctx, batch, now)
+        items = inbox_items(results, now)
+        stored = await self.store.accept(items) if items else []
+        results = merge_store_outcomes(results, stored)
+        accepted = [r for r in results if r.outcome == envelope_pb2.OUTCOME_ACCEPTED]
+        for r in accepted:
+            await self._apply_protocol_body(batch.sender, r.opened)
+        for hook in self.on_accepted:
+            res = hook(accepted)
+            if asyncio.iscoroutine(res):
+                await res
+        latest = self.audit.latest_checkpoint()
+        receipt = sign_receipt(
+            me=self.keys.local,
+            signing_key=self.keys.local.signing_key,
+            batch=batch,
+            results=results,
+            now_ms=now,
+            checkpoint=latest.note.encode() if latest else b"",
+        )
+        await self.store.store_sent_receipt(batch.sender, batch.batch_id, receipt, now)
+        await self.audit_sink.record(*self._receive_events(batch, results, receipt, now))
+        for r in results:
+            outcome = envelope_pb2.Outcome.Name(r.outcome).removeprefix("OUTCOME_").lower()
+            self.metrics.received.labels(
+                batch.sender, outcome, r.reason.value if r.reason else ""
+            ).inc()
+        worker = self.workers.get(batch.sender)
+        if worker is not None:
+            worker.wake(reset_backoff=True)  # the peer is evidently up
+        return receipt
+
+    def _receive_events(
+        self, batch, results: Sequence[EnvelopeResult], receipt: bytes, now: int
+    ) -> list[AuditEvent]:
+        events = []
+        for r in results:
+            rejected = r.outcome == envelope_pb2.OUTCOME_REJECTED
+            events.append(
+                AuditEvent(
+                    time=now,
+                    kind=LeafKind.ENVELOPE_REJECTED if rejected else LeafKind.ENVELOPE_RECEIVED,
+                    actor=batch.sender,
+                    peer=batch.sender,
+                    message_id=r.message_id.hex() if r.message_id else "",
+                    reason=r.reason.value if r.reason else "",
+                    attrs={
+                        "outcome": envelope_pb2.Outcome.Name(r.outcome)
+                        .removeprefix("OUTCOME_")
+                        .lower(),
+                        "envelope_sha256": r.envelope_hash.hex(),
+                        **({"kind": r.kind} if r.kind else {}),
+                    },
+                )
+            )
+        events.append(
+            AuditEvent(
+                time=now,
+                kind=LeafKind.RECEIPT_SENT,
+                actor=self.node_id,
+                peer=batch.sender,
+                attrs={
+                    "batch_id": batch.batch_id.hex(),
+                    "receipt_sha256": hashlib.sha256(receipt).hexdigest(),
+                },
+            )
+        )
+        return events
+
+    def audit_rejection(self, peer: str, code: str) -> None:
+        """Audit a batch refused as a whole (oversized, malformed, unknown peer)."""
+        event = AuditEvent(
+            time=self.now_ms(),
+            kind=LeafKind.ENVELOPE_REJECTED,
+            actor=peer or "unknown",
+            peer=peer,
+            reason=code,
+            attrs={"scope": "batch"},
+        )
+        task = asyncio.create_task(self.audit_sink.record(event))
+        self._tasks.append(task)
+
+    async def _apply_protocol_body(self, sender: str, opened: OpenedEnvelope | None) -> None:
+        if opened is None:
+            return
+        kind = opened.body.WhichOneof("content")
+        if kind == "card_announcement":
+            signed = opened.body.card_announcement.signed_card.SerializeToString()
+            try:
+                await self.accept_rotation(signed, actor=sender)
+            except OpenError as exc:
+                self.log.warning(
+                    "peer.rotation_refused", peer=sender, reason=exc.reason.value, detail=exc.detail
+                )
+        elif kind == "revocation_announcement":
+            signed = opened.body.revocation_announcement.signed_revocation.SerializeToString()
+            try:
+                await self.accept_revocation(signed, actor=sender)
+            except OpenError as exc:
+                self.log.warning(
+                    "peer.revocation_refused",
+                    peer=sender,
+                    reason=exc.reason.value,
+                    detail=exc.detail,
+                )
+
+    async def accept_rotation(self, signed_card: bytes, *, actor: str) -> PeerCard:
+        """Apply a peer's new card if a key we trust signed it; OpenError otherwise."""
+        card = self.keyring.rotate(signed_card)
+        record = self.store.get_peer(card.node_id)
+        await self.store.upsert_peer(card.node_id, card.signed, card.fingerprint, self.now_ms())
+        self._tls_by_fp[card.tls_cert_sha256] = card.node_id
+        if self._server_ssl is not None and card.tls_certificate:
+            trust_peers(self._server_ssl, [card.tls_certificate])
+        self._peer_state = ()  # force a reload on the next watch tick
+        await self.audit_sink.record(
+            AuditEvent(
+                time=self.now_ms(),
+                kind=LeafKind.KEY_ROTATED,
+                actor=actor,
+                peer=card.node_id,
+                attrs={
+                    "serial": str(card.serial),
+                    "signing_key": card.current_signing_key.key_id.hex(),
+                },
+            )
+        )
+        self.log.info("peer.rotated", peer=card.node_id, serial=card.serial, previous=bool(record))
+        return card
+
+    async def accept_revocation(self, signed: bytes, *, actor: str) -> None:
+        rev = self.keyring.revoke(signed)
+        await self._persist_revocations()
+        await self.audit_sink.record(
+            AuditEvent(
+                time=self.now_ms(),
+                kind=LeafKind.KEY_REVOKED,
+                actor=actor,
+                peer=rev.node_id,
+                attrs={"key_id": rev.key_id.hex(), "revoked_at": str(rev.revoked_at_ms)},
+            )
+        )
+        self.log.warning("peer.key_revoked", peer=rev.node_id, key_id=rev.key_id.hex())
+
+    async def _persist_revocations(self) -> None:
+        await self.store.set_meta(
+            REVOCATIONS_META,
+            json.dumps({k.hex(): v for k, v in self.keyring.revoked.items()}).encode(),
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the peer API, the local API and one worker per pinned peer."""
+        cfg = self.config
+        if cfg.peer_api.allow_plain_http:
+            self.log.warning(
+                "transport.plain_http",
+                message="PLAIN HTTP ENABLED: peer traffic is not protected by TLS; use only for demos and tests",
+            )
+            self._server_ssl = None
+        else:
+            self._server_ssl = server_context(
+                self.keys.tls_cert_der,
+                self.keys.tls_key_path,
+                [c.tls_certificate for c in self.keyring.peers.values()],
+                self.passphrase,
+            )
+        host, port = parse_listen(cfg.peer_api.listen)
+        self.peer_port = await self._serve(create_peer_app(self), host, port, self._server_ssl)
+        host, port = parse_listen(cfg.local_api.listen)
+        self.local_port = await self._serve(create_local_app(self), host, port, None)
+        await self.audit_sink.record(
+            AuditEvent(
+                time=self.now_ms(),
+                kind=LeafKind.CONFIG_LOADED,
+                actor="operator",
+                attrs={
+                    "config_sha256": hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()
+                    if cfg.path
+                    else "",
+                    "plain_http": str(cfg.peer_api.allow_plain_http).lower(),
+                },
+            )
+        )
+        await self.sign_checkpoint()
+        self.ready = True
+        self._sync_workers()
+        self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
+        self._tasks.append(asyncio.create_task(self._checkpoints(), name="checkpoints"))
+        self.log.info(
+            "node.started",
+            peer_port=self.peer_port,
+            local_port=self.local_port,
+            peers=len(self.keyring.peers),
+        )
+
+    async def _serve(self, app: web.Application, host: str, port: int, ssl_context) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=512)
+        await site.start()
+        self._runners.append(runner)
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def sign_checkpoint(self) -> None:
+        cp = await asyncio.get_running_loop().run_in_executor(
+            self._audit_executor, self.audit.sign_checkpoint, self.now_ms()
+        )
+        self.metrics.audit_size.set(cp.tree_size)
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.audit.checkpoint_interval_seconds)
+            try:
+                await self.sign_checkpoint()
+            except Exception as exc:
+                self.log.error("audit.checkpoint_failed", error=str(exc))
+
+    async def _watch(self) -> None:
+        """Pick up changes other processes (the CLI) made: peers, pauses, our own card;
+        refresh queue gauges; purge past the retention window once an hour."""
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                peers = self.store.list_peers()
+                state = tuple((p.node_id, p.updated_at, p.paused) for p in peers)
+                if state != self._peer_state:
+                    self.reload_peers()
+                mtime = (self.config.data_path / "card.pb").stat().st_mtime_ns
+                if mtime != self._card_mtime:
+                    self._card_mtime = mtime
+                    self.keys = load_identity(self.config.data_path, self.passphrase)
+                    self.log.info("identity.reloaded", serial=self.keys.card.serial)
+                self.update_gauges()
+                if time.monotonic() - last_purge > 3600:
+                    last_purge = time.monotonic()
+                    await self.store.purge_before(self.now_ms() - self.freshness.max_age_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.error("node.watch_failed", error=str(exc))
+
+    def update_gauges(self) -> None:
+        now = self.now_ms()
+        for q in self.store.queue_stats():
+            self.metrics.queue_depth.labels(q.peer_id).set(q.depth)
+            self.metrics.dead.labels(q.peer_id).set(q.dead)
+            age = (now - q.oldest_queued_at) / 1000 if q.oldest_queued_at else 0
+            self.metrics.oldest_age.labels(q.peer_id).set(age)
+
+    async def stop(self) -> None:
+        self.ready = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
+        self.workers.clear()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+        if self.audit_sink._flushing is not None:
+            await asyncio.gather(self.audit_sink._flushing, return_exceptions=True)
+        await self.store.close()
+        self._audit_executor.shutdown(wait=True)
+        self.audit.close()
+        self.log.info("node.stopped")
+
+
+_POLICY_KINDS = frozenset({"status_notice", "fraud_notice", "correction", "case_event"})
+
+
+def _payload_context(peer_id: str, message_id: bytes) -> bytes:
+    return b"outbox-payload\x00" + peer_id.encode() + b"\x00" + message_id
+
+
+def pinned_ids(cards: Iterable[PeerCard]) -> list[str]:
+    return sorted(c.node_id for c in cards)
