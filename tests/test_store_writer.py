@@ -150,3 +150,37 @@ async def test_connection_failure_is_raised_by_start(tmp_path):
     writer = GroupCommitWriter(broken)
     with pytest.raises(StoreError):
         writer.start()
+
+
+async def test_group_is_capped_by_total_weight_of_its_jobs(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path), max_group=16)
+    writer.start()
+    held, release = await _hold_writer(writer)
+    futures = [writer.submit(_insert(i), weight=w) for i, w in enumerate([10, 6, 10, 40, 1])]
+    release.set()
+    await asyncio.gather(held, *futures)
+    stats = writer.stats()
+    await writer.close()
+    # groups: [blocker] [10 + 6] [10] [40, alone though over the cap] [1]
+    assert (stats.transactions, stats.jobs) == (5, 6)
+    assert _stored(db_path) == [0, 1, 2, 3, 4]
+
+
+async def test_job_outside_transactions_runs_between_groups_in_queue_order(db_path):
+    seen_in_transaction = []
+
+    def probe(conn: sqlite3.Connection) -> int:
+        seen_in_transaction.append(conn.in_transaction)
+        return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    held, release = await _hold_writer(writer)
+    before = [writer.submit(_insert(i)) for i in range(3)]
+    counted = writer.submit(probe, transactional=False)
+    after = [writer.submit(_insert(i)) for i in range(3, 5)]
+    release.set()
+    await asyncio.gather(held, *before, *after)
+    assert await counted == 3
+    await writer.close()
+    assert seen_in_transaction == [False]

@@ -148,7 +148,7 @@ class SqliteStore:
             _check_outbox_item(item, f"items[{i}]")
         if not items:
             return []
-        return await self._write(partial(_enqueue, items=tuple(items)))
+        return await self._write(partial(_enqueue, items=tuple(items)), weight=len(items))
 
     def pending(self, peer_id: str, limit: int) -> list[OutboxRow]:
         _check_limit(limit)
@@ -173,7 +173,8 @@ class SqliteStore:
                     "outbox_id_invalid", "outbox ids are integers", f"outcomes[{i}]"
                 )
         return await self._write(
-            partial(_record_receipt, peer_id=peer_id, receipt=receipt, outcomes=checked)
+            partial(_record_receipt, peer_id=peer_id, receipt=receipt, outcomes=checked),
+            weight=len(checked),
         )
 
     async def record_attempt(
@@ -190,7 +191,7 @@ class SqliteStore:
                 args,
             )
 
-        await self._write(job)
+        await self._write(job, weight=len(args))
 
     async def replace_envelope(self, outbox_id: int, envelope: bytes) -> None:
         _check_bytes(envelope, "envelope")
@@ -318,7 +319,7 @@ class SqliteStore:
             _check_inbox_item(item, f"items[{i}]")
         if not items:
             return []
-        return await self._write(partial(_accept, items=tuple(items)))
+        return await self._write(partial(_accept, items=tuple(items)), weight=len(items))
 
     def inbox_feed(
         self, after_cursor: int, limit: int, kinds: Sequence[str] | None = None
@@ -367,7 +368,7 @@ class SqliteStore:
         for sql, cut in statements:
             total = 0
             while True:
-                n = await self._write(partial(_delete_chunk, sql=sql, cut=cut))
+                n = await self._write(partial(_delete_chunk, sql=sql, cut=cut), weight=PURGE_CHUNK)
                 total += n
                 if n < PURGE_CHUNK:
                     break
@@ -643,11 +644,15 @@ class SqliteStore:
     # --- plumbing ----------------------------------------------------------------------------
 
     async def _write(
-        self, fn: Callable[[sqlite3.Connection], T], *, transactional: bool = True
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        weight: int = 1,
+        transactional: bool = True,
     ) -> T:
         if self._closed:
             raise _closed_error()
-        return await self._writer.submit(fn, transactional=transactional)
+        return await self._writer.submit(fn, weight=weight, transactional=transactional)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._closed:
