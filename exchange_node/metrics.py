@@ -3,7 +3,17 @@ in tests). Names are stable: dashboards depend on them."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# *_created series double the output for no operational value.
+disable_created_metrics()
 
 
 class Metrics:

@@ -1,0 +1,858 @@
+"""``exchange-node``: the operator's command line.
+
+Every command prints a short human-readable result, or one ``error: ...`` line and a
+non-zero exit status; never a stack trace for something the operator can fix.
+Commands that change state while ``serve`` runs (peer add/pause/resume/remove, keys
+rotate, send) write to the node's store; the running node picks the change up within
+a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from exchange_node.audit import commands as audit_commands
+from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.audit.log import AuditLog, LeafFilter
+from exchange_node.config import NOTICE_KINDS, Config, ConfigError, load_config, render_config
+from exchange_node.errors import ExchangeError
+from exchange_node.identity import (
+    IdentityError,
+    create_identity,
+    load_identity,
+    revoke_key,
+    rotate_keys,
+)
+from exchange_node.logs import configure as configure_logs
+from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
+from exchange_node.protocol.cards import normalise_fingerprint, verify_card
+from exchange_node.protocol.errors import OpenError
+from exchange_node.protocol.keys import Suite
+from exchange_node.store.records import TOKEN_ROLES
+from exchange_node.store.sqlite import SqliteStore
+
+DEFAULT_CONFIG = "config/node.toml"
+
+
+class CliError(Exception):
+    """A problem to report in one line."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _iso(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _age(ms: int | None, now: int) -> str:
+    if not ms:
+        return "-"
+    s = max(0, (now - ms) // 1000)
+    return (
+        f"{s // 86400}d{s % 86400 // 3600}h"
+        if s >= 86400
+        else f"{s // 3600}h{s % 3600 // 60}m{s % 60}s"
+    )
+
+
+def _passphrase(cfg: Config) -> bytes | None:
+    env = cfg.node.key_passphrase_env
+    if not env:
+        return None
+    value = os.environ.get(env)
+    if value is None:
+        raise CliError(
+            f"{cfg.path}: [node] key_passphrase_env: environment variable {env} is not set"
+        )
+    return value.encode()
+
+
+def _cfg(args) -> Config:
+    return load_config(args.config)
+
+
+async def _store(cfg: Config) -> SqliteStore:
+    return await SqliteStore.open(cfg.data_path / "node.sqlite")
+
+
+def _audit(cfg: Config, write: bool = True) -> AuditLog:
+    keys = load_identity(cfg.data_path, _passphrase(cfg)) if write else None
+    return AuditLog(
+        cfg.data_path / "audit.sqlite",
+        node_id=cfg.node.id,
+        signing_key=keys.local.signing_key.private if keys else None,
+    )
+
+
+def _audit_event(cfg: Config, kind: str, **fields) -> None:
+    log = AuditLog(cfg.data_path / "audit.sqlite", node_id=cfg.node.id)
+    try:
+        log.append(
+            AuditEvent(time=now_ms(), kind=kind, actor=fields.pop("actor", "operator"), **fields)
+        )
+    finally:
+        log.close()
+
+
+# --- init / card ---------------------------------------------------------------------------
+
+
+def cmd_init(args) -> int:
+    config_path = Path(args.config)
+    if config_path.exists():
+        raise CliError(f"{config_path} already exists; refusing to overwrite it")
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_config(
+        node_id=args.node_id,
+        country=args.country,
+        display_name=args.display_name or args.node_id,
+        public_endpoint=args.endpoint,
+        peer_listen=args.peer_listen,
+        local_listen=args.local_listen,
+        allow_plain_http=args.plain_http,
+        data_dir=args.data_dir,
+    )
+    tmp = config_path.with_name(config_path.name + ".new")
+    tmp.write_text(text)
+    try:
+        cfg = load_config(tmp)
+    except ConfigError as exc:
+        tmp.unlink()
+        raise CliError(str(exc).replace(str(tmp), "init arguments")) from None
+    data = (config_path.parent / args.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys = create_identity(
+        data,
+        node_id=cfg.node.id,
+        country=cfg.node.country,
+        display_name=cfg.node.display_name,
+        endpoint=cfg.peer_api.public_endpoint,
+        suite=Suite.parse(cfg.node.suite),
+        now_ms=now_ms(),
+        passphrase=_passphrase(cfg),
+    )
+    tmp.rename(config_path)
+    print(f"created node {keys.local.node_id} ({cfg.node.country})")
+    print(f"  config:      {config_path}")
+    print(f"  data:        {data}")
+    print(f"  card:        {data / 'card.pb'}")
+    print(f"  fingerprint: {keys.fingerprint}")
+    print("Send card.pb to your peers and read them the fingerprint by phone.")
+    return 0
+
+
+def _describe_card(card) -> list[str]:
+    lines = [
+        f"node:        {card.node_id} ({card.country}) {card.display_name}",
+        f"endpoint:    {card.endpoint}",
+        f"serial:      {card.serial}, issued {_iso(card.issued_at_ms)}",
+        f"fingerprint: {card.fingerprint}",
+        f"tls sha256:  {card.tls_cert_sha256.hex()}",
+    ]
+    for k in card.signing_keys:
+        lines.append(
+            f"signing key:    {k.key_id.hex()} valid {_iso(k.not_before_ms)} .. {_iso(k.not_after_ms) if k.not_after_ms else 'open'}"
+        )
+    for k in card.encryption_keys:
+        suite = Suite.for_algorithm(k.algorithm).name.lower().replace("_", "-")
+        lines.append(
+            f"encryption key: {k.key_id.hex()} {suite} valid {_iso(k.not_before_ms)} .. {_iso(k.not_after_ms) if k.not_after_ms else 'open'}"
+        )
+    return lines
+
+
+def _read_card(path: str):
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read card: {exc.strerror}") from None
+    try:
+        return verify_card(data)
+    except OpenError as exc:
+        raise CliError(
+            f"{path}: not a valid node card ({exc.reason.value}: {exc.detail})"
+        ) from None
+
+
+def cmd_card_show(args) -> int:
+    if args.file:
+        card = _read_card(args.file)
+    else:
+        cfg = _cfg(args)
+        card = load_identity(cfg.data_path, _passphrase(cfg)).card
+    print("\n".join(_describe_card(card)))
+    return 0
+
+
+def cmd_card_export(args) -> int:
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    if args.out == "-":
+        sys.stdout.buffer.write(keys.card_bytes)
+    else:
+        Path(args.out).write_bytes(keys.card_bytes)
+        print(f"wrote {args.out} ({len(keys.card_bytes)} bytes); fingerprint {keys.fingerprint}")
+    return 0
+
+
+# --- peers -----------------------------------------------------------------------------------
+
+
+async def cmd_peer_add(args) -> int:
+    cfg = _cfg(args)
+    card = _read_card(args.card)
+    expected = normalise_fingerprint(args.fingerprint)
+    if card.fingerprint != expected:
+        raise CliError(
+            f"fingerprint mismatch: the card's is {card.fingerprint}, you were given {expected}; "
+            "nothing was pinned. Ask the peer's operator to read it again."
+        )
+    if card.node_id == cfg.node.id:
+        raise CliError("that is this node's own card")
+    allow = args.allow.split(",") if args.allow else None
+    for kind in allow or []:
+        if kind not in NOTICE_KINDS:
+            raise CliError(
+                f"--allow: unknown notice kind {kind!r}; expected some of {', '.join(NOTICE_KINDS)}"
+            )
+    store = await _store(cfg)
+    try:
+        existing = store.get_peer(card.node_id)
+        if existing is not None and verify_card(existing.card).serial > card.serial:
+            raise CliError(
+                f"{card.node_id} is already pinned with a newer card (serial {verify_card(existing.card).serial})"
+            )
+        await store.upsert_peer(card.node_id, card.signed, card.fingerprint, now_ms(), allow)
+    finally:
+        await store.close()
+    _audit_event(cfg, LeafKind.PEER_ADDED, peer=card.node_id, attrs={"serial": str(card.serial)})
+    print(
+        f"pinned {card.node_id} ({card.country}) at {card.endpoint}; fingerprint {card.fingerprint}"
+    )
+    if allow is not None:
+        print(f"  allowed notice kinds: {', '.join(allow)}")
+    return 0
+
+
+async def cmd_peer_list(args) -> int:
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        peers = store.list_peers()
+        stats = {q.peer_id: q for q in store.queue_stats()}
+    finally:
+        await store.close()
+    if not peers:
+        print("no peers pinned")
+        return 0
+    now = now_ms()
+    print(
+        f"{'PEER':<14} {'COUNTRY':<7} {'STATE':<7} {'QUEUED':>6} {'DEAD':>5} {'LAST CONTACT':<14} ENDPOINT"
+    )
+    for p in peers:
+        card = verify_card(p.card)
+        q = stats.get(p.node_id)
+        print(
+            f"{p.node_id:<14} {card.country:<7} {'paused' if p.paused else 'active':<7} "
+            f"{q.depth if q else 0:>6} {q.dead if q else 0:>5} {_age(q.last_contact_at if q else None, now):<14} {card.endpoint}"
+        )
+        if p.policy:
+            print(f"{'':<14} allows: {', '.join(p.policy)}")
+    return 0
+
+
+async def _peer_simple(args, action: Callable, kind: str, done: str) -> int:
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        if store.get_peer(args.peer) is None:
+            raise CliError(f"{args.peer} is not a pinned peer (see `exchange-node peer list`)")
+        result = await action(store)
+    finally:
+        await store.close()
+    _audit_event(cfg, kind, peer=args.peer)
+    print(done.format(peer=args.peer, result=result))
+    return 0
+
+
+async def cmd_peer_remove(args) -> int:
+    return await _peer_simple(
+        args,
+        lambda s: s.remove_peer(args.peer, force=args.force),
+        LeafKind.PEER_REMOVED,
+        "removed {peer}; {result} queued message(s) became dead letters",
+    )
+
+
+async def cmd_peer_pause(args) -> int:
+    return await _peer_simple(
+        args,
+        lambda s: s.set_paused(args.peer, True, now_ms()),
+        LeafKind.PEER_PAUSED,
+        "paused delivery to {peer}",
+    )
+
+
+async def cmd_peer_resume(args) -> int:
+    return await _peer_simple(
+        args,
+        lambda s: s.set_paused(args.peer, False, now_ms()),
+        LeafKind.PEER_RESUMED,
+        "resumed delivery to {peer}",
+    )
+
+
+async def cmd_peer_ping(args) -> int:
+    """Fetch the peer's card over mutual TLS and compare it with the pinned one."""
+    import aiohttp
+
+    from exchange_node.tls import client_context
+
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    store = await _store(cfg)
+    try:
+        record = store.get_peer(args.peer)
+    finally:
+        await store.close()
+    if record is None:
+        raise CliError(f"{args.peer} is not a pinned peer")
+    card = verify_card(record.card)
+    ssl = None
+    if card.endpoint.startswith("https://"):
+        ssl = client_context(
+            keys.tls_cert_der, keys.tls_key_path, card.tls_certificate, _passphrase(cfg)
+        )
+    elif not cfg.peer_api.allow_plain_http:
+        raise CliError(f"{args.peer}'s endpoint is plain http and allow_plain_http is false")
+    started = time.perf_counter()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.get(
+                card.endpoint.rstrip("/") + "/exchange/v1/card", ssl=ssl
+            ) as resp:
+                data = await resp.read()
+                status = resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise CliError(
+            f"{args.peer} unreachable at {card.endpoint}: {type(exc).__name__}: {exc}"
+        ) from None
+    elapsed = (time.perf_counter() - started) * 1000
+    if status != 200:
+        raise CliError(f"{args.peer} answered HTTP {status}")
+    live = verify_card(data)
+    same = live.card_bytes == card.card_bytes
+    print(f"{args.peer} reachable over {'mutual TLS' if ssl else 'PLAIN HTTP'} in {elapsed:.1f} ms")
+    print(
+        f"  its card: serial {live.serial}, fingerprint {live.fingerprint} ({'matches the pinned card' if same else 'DIFFERS from the pinned card'})"
+    )
+    return 0 if same or live.serial > card.serial else 1
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+async def cmd_keys_rotate(args) -> int:
+    """New keys; the new card is announced to every peer, signed by the old key."""
+    cfg = _cfg(args)
+    passphrase = _passphrase(cfg)
+    before = load_identity(cfg.data_path, passphrase)
+    after = rotate_keys(cfg.data_path, now_ms=now_ms(), passphrase=passphrase)
+    body = notice_pb2.Body(
+        card_announcement=notice_pb2.CardAnnouncement(
+            signed_card=card_pb2.SignedCard.FromString(after.card_bytes)
+        )
+    )
+    queued = await _enqueue(cfg, before, body, None)
+    _audit_event(
+        cfg,
+        LeafKind.KEY_ROTATED,
+        attrs={
+            "serial": str(after.card.serial),
+            "signing_key": after.card.current_signing_key.key_id.hex(),
+        },
+    )
+    print(f"rotated keys: card serial {after.card.serial}, fingerprint {after.fingerprint}")
+    print(f"  announced to {queued} peer(s); previous keys stay valid for 7 days")
+    return 0
+
+
+async def cmd_keys_revoke(args) -> int:
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    kid = bytes.fromhex(args.key_id)
+    if kid not in {k.key_id for k in keys.card.signing_keys + keys.card.encryption_keys}:
+        raise CliError(
+            f"{args.key_id} is not a key on this node's card (see `exchange-node card show`)"
+        )
+    if kid == keys.local.signing_key.key_id:
+        raise CliError(
+            "that is the current signing key: run `exchange-node keys rotate` first, then revoke it"
+        )
+    signed = revoke_key(keys, kid, now_ms=now_ms(), reason=args.reason)
+    body = notice_pb2.Body(
+        revocation_announcement=notice_pb2.RevocationAnnouncement(
+            signed_revocation=card_pb2.SignedRevocation.FromString(signed)
+        )
+    )
+    queued = await _enqueue(cfg, keys, body, None)
+    _audit_event(cfg, LeafKind.KEY_REVOKED, attrs={"key_id": kid.hex()})
+    print(f"revoked {kid.hex()}; announced to {queued} peer(s)")
+    return 0
+
+
+async def _enqueue(cfg: Config, keys, body: notice_pb2.Body, recipients: list[str] | None) -> int:
+    """Seal and queue a body from the CLI (the running node delivers it)."""
+    from exchange_node.at_rest import AtRest
+    from exchange_node.node import _payload_context
+    from exchange_node.protocol.envelope import seal
+    from exchange_node.store.records import OutboxItem
+
+    at_rest = AtRest.load_or_create(cfg.data_path / "keys" / "storage.key")
+    store = await _store(cfg)
+    try:
+        peers = {p.node_id: p for p in store.list_peers()}
+        targets = recipients or sorted(peers)
+        kind = body.WhichOneof("content") or ""
+        body_bytes = body.SerializeToString()
+        now = now_ms()
+        items = []
+        for peer_id in targets:
+            if peer_id not in peers:
+                raise CliError(f"{peer_id} is not a pinned peer")
+            allowed = peers[peer_id].policy or list(cfg.policy_for(peer_id))
+            if kind in NOTICE_KINDS and kind not in allowed:
+                if recipients:
+                    raise CliError(f"the policy for {peer_id} does not allow {kind}")
+                continue
+            sealed = seal(
+                body_bytes,
+                sender=keys.local,
+                recipient=verify_card(peers[peer_id].card),
+                now_ms=now,
+            )
+            items.append(
+                OutboxItem(
+                    peer_id,
+                    sealed.message_id,
+                    sealed.data,
+                    at_rest.encrypt(body_bytes, _payload_context(peer_id, sealed.message_id)),
+                    now,
+                )
+            )
+        if items:
+            await store.enqueue(items)
+    finally:
+        await store.close()
+    for i in items:
+        _audit_event(
+            cfg,
+            LeafKind.NOTICE_SUBMITTED,
+            peer=i.peer_id,
+            message_id=i.message_id.hex(),
+            attrs={"kind": kind},
+        )
+        print(f"  queued {kind} for {i.peer_id}: message {i.message_id.hex()}")
+    return len(items)
+
+
+def load_notice(path: str) -> notice_pb2.Body:
+    """A Body from a JSON file in the protobuf JSON mapping; ids are filled in."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CliError(f"{path}: cannot read JSON: {exc}") from None
+    try:
+        body = json_format.ParseDict(raw, notice_pb2.Body())
+    except json_format.ParseError as exc:
+        raise CliError(f"{path}: not a notice: {exc}") from None
+    kind = body.WhichOneof("content")
+    if kind is None:
+        raise CliError(f"{path}: give one of statusNotice, fraudNotice, correction, caseEvent")
+    inner = getattr(body, kind)
+    for field in ("notice_id", "event_id"):
+        if field in inner.DESCRIPTOR.fields_by_name and not getattr(inner, field):
+            setattr(inner, field, secrets.token_bytes(16))
+    return body
+
+
+async def cmd_send(args) -> int:
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    body = load_notice(args.file)
+    recipients = None if args.all else args.to
+    if not recipients and not args.all:
+        raise CliError("say where to send: --to PEER (repeatable) or --all")
+    n = await _enqueue(cfg, keys, body, recipients)
+    if n == 0:
+        raise CliError("no peer's policy allows this kind of notice; nothing queued")
+    return 0
+
+
+# --- status / serve ----------------------------------------------------------------------------
+
+
+async def cmd_status(args) -> int:
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        stats = store.queue_stats()
+        dead = store.dead_letters(limit=20)
+    finally:
+        await store.close()
+    now = now_ms()
+    print(f"node {cfg.node.id}")
+    print(
+        f"{'PEER':<14} {'STATE':<7} {'QUEUED':>6} {'OLDEST':>9} {'DELIVERED':>9} {'DEAD':>5} {'LAST CONTACT':<12} LAST ERROR"
+    )
+    for q in stats:
+        print(
+            f"{q.peer_id:<14} {'paused' if q.paused else 'active':<7} {q.depth:>6} {_age(q.oldest_queued_at, now):>9} "
+            f"{q.delivered:>9} {q.dead:>5} {_age(q.last_contact_at, now):<12} {q.last_error or ''}"
+        )
+    if dead:
+        print("dead letters:")
+        for d in dead:
+            print(
+                f"  {d.peer_id} message {d.message_id.hex()} reason {d.reason} queued {_iso(d.created_at)}"
+            )
+    return 0
+
+
+async def cmd_serve(args) -> int:
+    from exchange_node.node import Node
+
+    cfg = _cfg(args)
+    node = await Node.open(cfg)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.ready_file:
+        Path(args.ready_file).write_text(
+            json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
+        )
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+
+async def cmd_token_create(args) -> int:
+    cfg = _cfg(args)
+    if args.role not in TOKEN_ROLES:
+        raise CliError(
+            f"--role: expected one of {', '.join(sorted(TOKEN_ROLES))}, got {args.role!r}"
+        )
+    secret = "xn_" + secrets.token_urlsafe(32)
+    store = await _store(cfg)
+    try:
+        record = await store.create_token(args.name, args.role, secret, now_ms())
+    finally:
+        await store.close()
+    _audit_event(cfg, LeafKind.TOKEN_CREATED, attrs={"token": record.name, "role": record.role})
+    print(secret)
+    print(
+        f"token {record.name} ({record.role}) created; it is shown only this once", file=sys.stderr
+    )
+    return 0
+
+
+async def cmd_token_list(args) -> int:
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        tokens = store.list_tokens(include_revoked=args.all)
+    finally:
+        await store.close()
+    print(f"{'NAME':<24} {'ROLE':<18} {'CREATED':<24} REVOKED")
+    for t in tokens:
+        print(
+            f"{t.name:<24} {t.role:<18} {_iso(t.created_at):<24} {_iso(t.revoked_at) if t.revoked_at else ''}"
+        )
+    return 0
+
+
+async def cmd_token_revoke(args) -> int:
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        record = await store.revoke_token(args.name, now_ms())
+    finally:
+        await store.close()
+    _audit_event(cfg, LeafKind.TOKEN_REVOKED, attrs={"token": record.name})
+    print(f"revoked token {record.name}")
+    return 0
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+def _audit_path(cfg: Config) -> Path:
+    return cfg.data_path / "audit.sqlite"
+
+
+def _parse_time(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"time {text!r}: expected ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _filters(args) -> LeafFilter:
+    return LeafFilter(
+        since=_parse_time(args.since),
+        until=_parse_time(args.until),
+        peer=args.peer,
+        kind=args.kind,
+        message_id=args.message_id,
+        actor=args.actor,
+        limit=args.limit,
+    )
+
+
+def cmd_audit_verify(args) -> int:
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    ok, report = audit_commands.verify(_audit_path(cfg), keys.local.signing_key.public)
+    print(report)
+    return 0 if ok else 1
+
+
+def cmd_audit_show(args) -> int:
+    cfg = _cfg(args)
+    for line in audit_commands.show(_audit_path(cfg), _filters(args), as_json=args.json):
+        print(line)
+    return 0
+
+
+def cmd_audit_prove(args) -> int:
+    cfg = _cfg(args)
+    print(audit_commands.prove(_audit_path(cfg), args.seq))
+    return 0
+
+
+def cmd_audit_export(args) -> int:
+    cfg = _cfg(args)
+    print(audit_commands.export(_audit_path(cfg), args.out, _filters(args)))
+    return 0
+
+
+def cmd_audit_verify_bundle(args) -> int:
+    key = bytes.fromhex(args.key) if args.key else None
+    ok, report = audit_commands.verify_bundle(args.file, key)
+    print(report)
+    return 0 if ok else 1
+
+
+def cmd_audit_checkpoint(args) -> int:
+    cfg = _cfg(args)
+    log = _audit(cfg)
+    try:
+        cp = log.sign_checkpoint(now_ms())
+    finally:
+        log.close()
+    print(cp.note, end="")
+    return 0
+
+
+# --- demo -------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    from exchange_node.demo import run_demo
+
+    return run_demo(keep=args.keep, workdir=args.workdir)
+
+
+# --- parser ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="exchange-node", description="Signed, encrypted notice exchange between authorities."
+    )
+    p.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="create this node's identity and config")
+    s.add_argument("--node-id", required=True, help="e.g. JPN-ISA")
+    s.add_argument("--country", required=True, help="ICAO Doc 9303 code, e.g. JPN")
+    s.add_argument("--display-name", default="")
+    s.add_argument(
+        "--endpoint", required=True, help="URL peers use, e.g. https://jpn-isa.example:8443"
+    )
+    s.add_argument("--peer-listen", default="127.0.0.1:8443")
+    s.add_argument("--local-listen", default="127.0.0.1:8080")
+    s.add_argument("--data-dir", default="data")
+    s.add_argument(
+        "--plain-http", action="store_true", help="demo/testing only: no TLS between nodes"
+    )
+    s.set_defaults(func=cmd_init)
+
+    card = sub.add_parser("card", help="this node's card").add_subparsers(
+        dest="card_cmd", required=True
+    )
+    s = card.add_parser("show", help="print a card and its fingerprint")
+    s.add_argument("file", nargs="?", help="a card file (default: this node's)")
+    s.set_defaults(func=cmd_card_show)
+    s = card.add_parser("export", help="write this node's card for peers")
+    s.add_argument("--out", default="-")
+    s.set_defaults(func=cmd_card_export)
+
+    peer = sub.add_parser("peer", help="pinned peers").add_subparsers(
+        dest="peer_cmd", required=True
+    )
+    s = peer.add_parser("add", help="pin a peer's card after comparing its fingerprint")
+    s.add_argument("card")
+    s.add_argument("--fingerprint", required=True)
+    s.add_argument(
+        "--allow", help=f"comma-separated notice kinds ({','.join(NOTICE_KINDS)}); default all"
+    )
+    s.set_defaults(func=cmd_peer_add)
+    peer.add_parser("list").set_defaults(func=cmd_peer_list)
+    for name, func, helptext in (
+        ("remove", cmd_peer_remove, "unpin a peer"),
+        ("pause", cmd_peer_pause, "stop delivering to a peer"),
+        ("resume", cmd_peer_resume, "deliver to a paused peer again"),
+        ("ping", cmd_peer_ping, "check a peer is reachable and its card matches"),
+    ):
+        s = peer.add_parser(name, help=helptext)
+        s.add_argument("peer")
+        if name == "remove":
+            s.add_argument(
+                "--force",
+                action="store_true",
+                help="even with queued messages (they become dead letters)",
+            )
+        s.set_defaults(func=func)
+
+    keys = sub.add_parser("keys", help="key rotation and revocation").add_subparsers(
+        dest="keys_cmd", required=True
+    )
+    keys.add_parser("rotate", help="new keys; announce the new card to all peers").set_defaults(
+        func=cmd_keys_rotate
+    )
+    s = keys.add_parser("revoke", help="revoke one of this node's earlier keys")
+    s.add_argument("key_id")
+    s.add_argument("--reason", default="key compromised")
+    s.set_defaults(func=cmd_keys_revoke)
+
+    s = sub.add_parser("serve", help="run the node")
+    s.add_argument("--ready-file", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("send", help="queue a notice from a JSON file")
+    s.add_argument("file")
+    s.add_argument("--to", action="append", help="recipient node id (repeatable)")
+    s.add_argument("--all", action="store_true", help="every peer whose policy allows the notice")
+    s.set_defaults(func=cmd_send)
+
+    sub.add_parser("status", help="queues, dead letters, last contact per peer").set_defaults(
+        func=cmd_status
+    )
+
+    tok = sub.add_parser("token", help="local API tokens").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    s = tok.add_parser("create")
+    s.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
+    s.add_argument("--name", required=True)
+    s.set_defaults(func=cmd_token_create)
+    s = tok.add_parser("list")
+    s.add_argument("--all", action="store_true", help="include revoked tokens")
+    s.set_defaults(func=cmd_token_list)
+    s = tok.add_parser("revoke")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_token_revoke)
+
+    aud = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
+        dest="audit_cmd", required=True
+    )
+    aud.add_parser("verify", help="recompute the tree and check every checkpoint").set_defaults(
+        func=cmd_audit_verify
+    )
+    for name, func in (("show", cmd_audit_show), ("export", cmd_audit_export)):
+        s = aud.add_parser(name)
+        s.add_argument("--since")
+        s.add_argument("--until")
+        s.add_argument("--peer")
+        s.add_argument("--kind")
+        s.add_argument("--message-id")
+        s.add_argument("--actor")
+        s.add_argument("--limit", type=int)
+        if name == "show":
+            s.add_argument("--json", action="store_true", help="JSON lines for tools")
+        else:
+            s.add_argument("--out", required=True)
+        s.set_defaults(func=func)
+    s = aud.add_parser("prove", help="inclusion proof of one entry with its checkpoint")
+    s.add_argument("seq", type=int)
+    s.set_defaults(func=cmd_audit_prove)
+    s = aud.add_parser("verify-bundle", help="check an exported bundle offline")
+    s.add_argument("file")
+    s.add_argument("--key", help="the node's Ed25519 public key (hex), if known")
+    s.set_defaults(func=cmd_audit_verify_bundle)
+    aud.add_parser("checkpoint", help="sign a checkpoint now").set_defaults(
+        func=cmd_audit_checkpoint
+    )
+
+    s = sub.add_parser("demo", help="three nodes on loopback play a scenario")
+    s.add_argument("--keep", action="store_true", help="keep the working directory")
+    s.add_argument("--workdir", help="where to put the nodes (default: a temporary directory)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logs(args.log_level)
+    try:
+        result = args.func(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except (CliError, ConfigError, IdentityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ExchangeError as exc:
+        print(
+            f"error: {exc.code}: {exc.message}" + (f" (field {exc.field})" if exc.field else ""),
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
