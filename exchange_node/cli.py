@@ -343,12 +343,12 @@ async def cmd_peer_ping(args) -> int:
         raise CliError(f"{args.peer}'s endpoint is plain http and allow_plain_http is false")
     started = time.perf_counter()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            async with session.get(
-                card.endpoint.rstrip("/") + "/exchange/v1/card", ssl=ssl
-            ) as resp:
-                data = await resp.read()
-                status = resp.status
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(card.endpoint.rstrip("/") + "/exchange/v1/card", ssl=ssl) as resp,
+        ):
+            data = await resp.read()
+            status = resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise CliError(
             f"{args.peer} unreachable at {card.endpoint}: {type(exc).__name__}: {exc}"
