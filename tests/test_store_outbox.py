@@ -203,3 +203,11 @@ async def test_dead_letters_across_peers_are_listed_oldest_first(store):
 
 async def test_message_status_of_unknown_message_is_empty(store):
     assert store.message_status(mid(99)) == []
+
+
+async def test_receipt_with_an_unknown_outcome_is_refused_before_anything_is_stored(store):
+    [a] = await store.enqueue([item(JPN, 1)])
+    with pytest.raises(ValidationError) as err:
+        await store.record_receipt(JPN, receipt(), [(a, "maybe", None)])
+    assert (err.value.code, err.value.field) == ("outcome_invalid", "outcomes[0]")
+    assert [r.id for r in store.pending(JPN, 10)] == [a]

@@ -13,6 +13,11 @@ Sync or async, and what "durable" means:
   may still be committed.
 - **Reads are plain (synchronous) methods.** They are indexed point or range queries,
   fast enough to run on the event loop, and see every write whose call has returned.
+  Call them on the thread that opened the store (the event loop's), not from worker
+  threads.
+- **Concurrent writes are committed in groups**: writes awaited at the same time share
+  one transaction and one fsync, each still all-or-nothing on its own. Writes are applied
+  in the order they were called.
 - Errors are :class:`exchange_node.errors.ExchangeError` subclasses with stable codes;
   a failing write leaves the store unchanged (all of that call or none of it) and does not
   affect other callers' writes.

@@ -63,6 +63,8 @@ TOKEN_SECRET_MIN_CHARS = 22
 """A token secret is hashed with plain SHA-256, which is only sound for high-entropy
 secrets: at least 128 bits (``secrets.token_urlsafe(16)`` is 22 characters)."""
 
+_OUTCOMES = frozenset(o.value for o in Outcome)
+
 REASON_PEER_REMOVED = "peer_removed"
 REASON_UNSPECIFIED = "unspecified"
 
@@ -167,11 +169,13 @@ class SqliteStore:
     ) -> int:
         checked = []
         for i, (outbox_id, outcome, reason) in enumerate(outcomes):
-            checked.append((outbox_id, Outcome(outcome), reason))
-            if not isinstance(outbox_id, int):
+            if not isinstance(outbox_id, int) or outcome not in _OUTCOMES:
                 raise ValidationError(
-                    "outbox_id_invalid", "outbox ids are integers", f"outcomes[{i}]"
+                    "outcome_invalid",
+                    "each outcome is (outbox id, accepted|duplicate|rejected, reason or None)",
+                    f"outcomes[{i}]",
                 )
+            checked.append((outbox_id, Outcome(outcome), reason))
         return await self._write(
             partial(_record_receipt, peer_id=peer_id, receipt=receipt, outcomes=checked),
             weight=len(checked),
