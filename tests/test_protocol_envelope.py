@@ -592,3 +592,27 @@ def test_only_the_canonical_encoding_of_an_envelope_opens() -> None:
         except OpenError:
             pass
     assert opened == []
+
+
+# --- revoked recipient keys -------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="seal() seals to recipient.current_encryption_key without any revocation "
+    "check, and Keyring.revoke leaves a revoked encryption key first on the card it hands out",
+)
+def test_nothing_is_sealed_to_a_revoked_encryption_key() -> None:
+    jpn, phl = _nodes(Suite.MLKEM768_X25519)
+    ring = pinned_keyring(phl)
+    ring.revoke(
+        sign_revocation(
+            node_id="PHL-DFA",
+            revoked_key_id=phl.encryption_keys[0].key_id,
+            revoked_at_ms=NOW_MS,
+            reason="key compromised",
+            signer=phl.signing_key,
+        )
+    )
+    with pytest.raises((ValueError, OpenError)):
+        seal(BODY, sender=jpn.identity, recipient=ring.require("PHL-DFA"), now_ms=NOW_MS)
