@@ -418,3 +418,27 @@ def test_generator_reproduces_every_committed_file_exactly():
     assert sorted(texts) == sorted(p.name for p in VECTORS.glob("*.json"))
     for name, text in texts.items():
         assert (VECTORS / name).read_text() == text, f"{name} differs from the generator"
+
+
+# --- the specification quotes the vectors correctly ----------------------------------------
+
+SPEC = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+
+
+def test_spec_label_table_matches_the_framing_module():
+    for name, label in vars(framing).items():
+        if name.startswith("LABEL_"):
+            assert f"| `{name}` | `{label.decode()}` | `{label.hex()}` |" in SPEC
+
+
+def test_spec_worked_example_quotes_published_values():
+    quoted = [
+        _key("JPN-ISA/signing")["key_id"],
+        _key("JPN-ISA/signing")["key_id_input"][-64:],
+        _key("PHL-DFA/encryption/mlkem768-x25519")["key_id"],
+        _card("JPN-ISA")["fingerprint"],
+        _card("PHL-DFA")["fingerprint"],
+        SEALED["vectors"][0]["header_fields"]["message_id"],
+    ]
+    for value in quoted:
+        assert value in SPEC
