@@ -122,7 +122,7 @@ def _check(path: Path, cfg: Config) -> None:
     def bad(key: str, expected: str, got: object) -> ConfigError:
         return ConfigError(f"{path}: {key}: expected {expected}, got {got!r}")
 
-    if not NODE_ID_RE.match(cfg.node.id):
+    if not NODE_ID_RE.fullmatch(cfg.node.id):
         raise bad(
             "[node] id",
             "an upper-case node id like JPN-ISA (A-Z, 0-9, '-', 2-32 chars)",
@@ -203,7 +203,7 @@ def _check(path: Path, cfg: Config) -> None:
             cfg.audit.checkpoint_interval_seconds,
         )
     for peer_id, policy in cfg.peers.items():
-        if not NODE_ID_RE.match(peer_id):
+        if not NODE_ID_RE.fullmatch(peer_id):
             raise bad(f"[peers.{peer_id}]", "a node id like PHL-DFA", peer_id)
         for kind in policy.allow:
             if kind not in NOTICE_KINDS:

@@ -423,12 +423,6 @@ def test_garbage_revocation_is_malformed() -> None:
     assert info.value.reason is Reason.MALFORMED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keyring.revoke accepts a revocation signed by an already revoked key "
-    "(verify_revocation ignores Keyring.revoked): whoever stole a revoked key can "
-    "revoke the node's remaining keys",
-)
 def test_revoked_key_cannot_revoke_the_other_keys_of_its_node() -> None:
     node = make_node("JPN-ISA")
     successor = rotated(node, keep_old_signing=True)  # new key first, stolen key kept

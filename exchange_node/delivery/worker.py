@@ -31,10 +31,12 @@ from .receiver import new_batch_id
 
 log = structlog.get_logger("exchange_node.delivery")
 
-# Rejections that a fresh seal can cure: the peer rotated its encryption key, or our
-# signing key changed under the envelope. Everything else rejected is permanent.
+# Rejections that a fresh seal can cure: the peer rotated its encryption key, our
+# signing key changed under the envelope, or it waited in the queue past the peer's
+# freshness window (a long outage). Everything else rejected is permanent.
 RESEALABLE = frozenset(
     {
+        types_pb2.REASON_EXPIRED,
         types_pb2.REASON_UNKNOWN_RECIPIENT_KEY,
         types_pb2.REASON_SUITE_MISMATCH,
         types_pb2.REASON_KEY_REVOKED,

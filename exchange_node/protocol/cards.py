@@ -70,6 +70,10 @@ class PeerCard:
 
     @property
     def current_encryption_key(self) -> KeyEntry:
+        """The key to seal to. ValueError when every encryption key was revoked: the
+        peer must publish a new card (re-pinned out of band) before anything is sent."""
+        if not self.encryption_keys:
+            raise ValueError(f"{self.node_id} has no usable encryption key (all revoked)")
         return self.encryption_keys[0]
 
     def signing_key(self, kid: bytes) -> KeyEntry | None:
@@ -135,7 +139,7 @@ def issue_card(
     current signing key of the card being replaced as ``previous_signing_key``; it
     signs too, which is what lets peers accept the new card without a new pin.
     """
-    if not NODE_ID_RE.match(node_id):
+    if not NODE_ID_RE.fullmatch(node_id):
         raise ValueError(f"node id {node_id!r} must match {NODE_ID_RE.pattern}")
     card = card_pb2.NodeCard(
         version=CARD_VERSION,
@@ -205,9 +209,9 @@ def verify_card(signed: bytes) -> PeerCard:
         raise _fail(Reason.MALFORMED, "card does not parse") from None
     if card.version != CARD_VERSION:
         raise _fail(Reason.UNSUPPORTED_VERSION, f"card version {card.version}")
-    if not NODE_ID_RE.match(card.node_id):
+    if not NODE_ID_RE.fullmatch(card.node_id):
         raise _fail(Reason.MALFORMED, "card node id is not valid")
-    if not COUNTRY_RE.match(card.country):
+    if not COUNTRY_RE.fullmatch(card.country):
         raise _fail(Reason.MALFORMED, "card country is not an ICAO code")
     if not card.signing_keys or not card.encryption_keys:
         raise _fail(Reason.MALFORMED, "card needs a signing key and an encryption key")

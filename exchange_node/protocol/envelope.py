@@ -128,12 +128,17 @@ def parse_header(data: bytes) -> tuple[envelope_pb2.Envelope, envelope_pb2.Envel
         header = envelope_pb2.EnvelopeHeader.FromString(env.header)
     except DecodeError:
         raise OpenError(Reason.MALFORMED, "envelope does not parse") from None
+    # Only the canonical encoding opens: one envelope, one hash. Otherwise a re-encoded
+    # copy (unknown, repeated or reordered fields) would carry the same content under
+    # another envelope hash, and receipts and de-duplication key on that hash.
+    if envelope_pb2.Envelope(header=env.header, sealed=env.sealed).SerializeToString() != data:
+        raise OpenError(Reason.MALFORMED, "envelope is not canonically encoded")
     if header.version != PROTOCOL_VERSION:
         raise OpenError(Reason.UNSUPPORTED_VERSION, f"header version {header.version}")
     if (
         len(header.message_id) != MESSAGE_ID_LEN
-        or not NODE_ID_RE.match(header.sender)
-        or not NODE_ID_RE.match(header.recipient)
+        or not NODE_ID_RE.fullmatch(header.sender)
+        or not NODE_ID_RE.fullmatch(header.recipient)
         or not env.sealed
     ):
         raise OpenError(Reason.MALFORMED, "header field missing or invalid")

@@ -9,7 +9,7 @@ rotations signed by a key the node already trusts.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from google.protobuf.message import DecodeError
 
@@ -63,10 +63,10 @@ class Keyring:
     ) -> Keyring:
         """Rebuild from stored SignedCard bytes (already trusted when stored)."""
         ring = cls()
+        ring.revoked.update(revocations)
         for signed in cards:
             card = verify_card(signed)
-            ring.peers[card.node_id] = card
-        ring.revoked.update(revocations)
+            ring.peers[card.node_id] = _without_revoked(card, ring.revoked)
         return ring
 
     def pin(self, signed: bytes, expected_fingerprint: str) -> PeerCard:
@@ -78,8 +78,8 @@ class Keyring:
         expected = normalise_fingerprint(expected_fingerprint)
         if card.fingerprint != expected:
             raise FingerprintMismatch(expected, card.fingerprint)
-        self.peers[card.node_id] = card
-        return card
+        self.peers[card.node_id] = _without_revoked(card, self.revoked)
+        return self.peers[card.node_id]
 
     def rotate(self, signed: bytes) -> PeerCard:
         """Replace a pinned card by its successor; OpenError unless trusted."""
@@ -88,8 +88,8 @@ class Keyring:
         if pinned is None:
             raise OpenError(Reason.UNKNOWN_SENDER, "no pinned card for this node")
         new = verify_rotation(pinned, signed, frozenset(self.revoked))
-        self.peers[new.node_id] = new
-        return new
+        self.peers[new.node_id] = _without_revoked(new, self.revoked)
+        return self.peers[new.node_id]
 
     def revoke(self, signed: bytes) -> Revocation:
         """Apply a peer's signed revocation; OpenError unless it verifies."""
@@ -103,7 +103,13 @@ class Keyring:
         if pinned is None:
             raise OpenError(Reason.UNKNOWN_SENDER, "no pinned card for this node")
         rev = verify_revocation(signed, pinned)
+        signer = card_pb2.SignedRevocation.FromString(signed).signature.key_id
+        if signer in self.revoked and signer != rev.key_id:
+            # Whoever stole a revoked key must not be able to revoke the keys that
+            # replaced it (and so cut the node off).
+            raise OpenError(Reason.KEY_REVOKED, "revocation signed by an already revoked key")
         self.revoked[rev.key_id] = rev.revoked_at_ms
+        self.peers[node_id] = _without_revoked(pinned, self.revoked)
         return rev
 
     def remove(self, node_id: str) -> None:
@@ -134,3 +140,13 @@ class Keyring:
         if not entry.valid_at(at_ms):
             raise OpenError(Reason.KEY_NOT_VALID, "signing key not valid at created_at")
         return entry.public
+
+
+def _without_revoked(card: PeerCard, revoked: dict[bytes, int]) -> PeerCard:
+    """The card as this node uses it: revoked encryption keys removed, so nothing is
+    ever sealed to them. (Revoked signing keys stay listed so the refusal can name
+    KEY_REVOKED; :meth:`Keyring.signing_key` refuses them.)"""
+    usable = tuple(k for k in card.encryption_keys if k.key_id not in revoked)
+    if len(usable) == len(card.encryption_keys):
+        return card
+    return replace(card, encryption_keys=usable)

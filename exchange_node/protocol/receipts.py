@@ -21,6 +21,9 @@ from .keyring import Keyring
 from .keys import SigningKey, ed25519_public_key
 
 RECEIPT_VERSION = 1
+_KNOWN_OUTCOMES = frozenset(
+    {envelope_pb2.OUTCOME_ACCEPTED, envelope_pb2.OUTCOME_DUPLICATE, envelope_pb2.OUTCOME_REJECTED}
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,10 @@ def verify_receipt(
     outcomes = tuple(
         Outcome(o.envelope_hash, o.message_id, o.outcome, o.reason) for o in receipt.outcomes
     )
-    if any(o.outcome == envelope_pb2.OUTCOME_UNSPECIFIED for o in outcomes):
-        raise OpenError(Reason.MALFORMED, "receipt outcome unspecified")
+    for o in outcomes:
+        rejected = o.outcome == envelope_pb2.OUTCOME_REJECTED
+        if o.outcome not in _KNOWN_OUTCOMES or rejected != (o.reason != 0):
+            # A REJECTED without a reason, or an ACCEPTED with one, is not an answer
+            # the sender can act on: treat the whole receipt as malformed.
+            raise OpenError(Reason.MALFORMED, "receipt outcome and reason do not agree")
     return VerifiedReceipt(signed, receipt, outcomes)
