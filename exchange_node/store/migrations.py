@@ -166,7 +166,61 @@ _V1: tuple[str, ...] = (
     "CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Version 2: the local API's document index and repatriation cases (owned by
+# ``exchange_node/services/``). Personal data and case notes are stored encrypted
+# (``personal``, ``note`` are AES-GCM blobs from the node's at-rest key).
+_V2: tuple[str, ...] = (
+    """
+    CREATE TABLE doc_notices (
+        notice_id        TEXT PRIMARY KEY,
+        sender_node      TEXT NOT NULL,
+        sender_country   TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        issuing_state    TEXT NOT NULL,
+        document_type    TEXT NOT NULL,
+        number           TEXT NOT NULL,
+        issued_at_ms     INTEGER NOT NULL,
+        supersedes       TEXT,
+        detection_place  TEXT,
+        detected_at_ms   INTEGER,
+        detection_auth   TEXT,
+        effective_at_ms  INTEGER,
+        remarks          TEXT NOT NULL DEFAULT '',
+        reason           TEXT NOT NULL DEFAULT '',
+        message_id       BLOB,
+        indexed_at       INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE INDEX doc_notices_document ON doc_notices (issuing_state, number)",
+    "CREATE INDEX doc_notices_supersedes ON doc_notices (supersedes) WHERE supersedes IS NOT NULL",
+    """
+    CREATE TABLE cases (
+        case_ref     TEXT PRIMARY KEY,
+        opened_by    TEXT NOT NULL,
+        participants TEXT NOT NULL,
+        personal     BLOB,
+        opened_at    INTEGER NOT NULL
+    ) STRICT
+    """,
+    """
+    CREATE TABLE case_events (
+        case_ref    TEXT NOT NULL REFERENCES cases (case_ref),
+        sequence    INTEGER NOT NULL,
+        event_id    BLOB NOT NULL CHECK (length(event_id) = 16),
+        kind        TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        actor_role  TEXT NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        note        BLOB,
+        performed_by TEXT NOT NULL,
+        message_ids TEXT NOT NULL DEFAULT '{}',
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (case_ref, sequence)
+    ) STRICT
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
