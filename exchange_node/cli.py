@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import signal
 import sys
@@ -559,6 +560,8 @@ async def cmd_serve(args) -> int:
 
 async def cmd_token_create(args) -> int:
     cfg = _cfg(args)
+    if not re.fullmatch(r"[A-Za-z0-9._:@/+=-]{1,64}", args.name):
+        raise CliError(f"--name: use 1-64 of A-Z a-z 0-9 . _ : @ / + = - (e.g. narita-border-system), got {args.name!r}")
     if args.role not in TOKEN_ROLES:
         raise CliError(
             f"--role: expected one of {', '.join(sorted(TOKEN_ROLES))}, got {args.role!r}"
