@@ -70,10 +70,11 @@ def test_issued_card_verifies_with_its_fields(suite: Suite) -> None:
     assert card.signed == node.signed_card
 
 
-def test_issue_card_refuses_an_invalid_node_id() -> None:
+@pytest.mark.parametrize("node_id", ["phl dfa", "PHL-DFA\n", "-PHL", "P"])
+def test_issue_card_refuses_an_invalid_node_id(node_id: str) -> None:
     with pytest.raises(ValueError, match="node id"):
         issue_card(
-            node_id="phl dfa",
+            node_id=node_id,
             country="PHL",
             endpoint="https://x.example",
             display_name="x",
@@ -219,7 +220,9 @@ def test_card_with_a_wrong_signing_key_id_is_malformed() -> None:
     [
         (lambda c: setattr(c, "version", 2), Reason.UNSUPPORTED_VERSION),
         (lambda c: setattr(c, "node_id", "jpn-isa"), Reason.MALFORMED),
+        (lambda c: setattr(c, "node_id", "JPN-ISA\n"), Reason.MALFORMED),
         (lambda c: setattr(c, "country", "JAPAN"), Reason.MALFORMED),
+        (lambda c: setattr(c, "country", "JPN\n"), Reason.MALFORMED),
         (lambda c: c.ClearField("encryption_keys"), Reason.MALFORMED),
         (lambda c: setattr(c, "tls_certificate", b"another certificate"), Reason.MALFORMED),
         (lambda c: setattr(c, "tls_cert_sha256", b"short"), Reason.MALFORMED),
@@ -231,7 +234,9 @@ def test_card_with_a_wrong_signing_key_id_is_malformed() -> None:
     ids=[
         "version",
         "node_id",
+        "node_id_trailing_newline",
         "country",
+        "country_trailing_newline",
         "no_encryption_key",
         "tls_certificate_mismatch",
         "tls_hash_length",
@@ -430,6 +435,42 @@ def test_revoked_key_cannot_revoke_the_other_keys_of_its_node() -> None:
     ring.rotate(successor.signed_card)
     stolen = node.signing_key
     ring.revoke(_revoke(node, stolen.key_id))
-    with pytest.raises(OpenError):
+    with pytest.raises(OpenError) as info:
         ring.revoke(_revoke(node, successor.signing_key.key_id, signer=stolen))
+    assert info.value.reason is Reason.KEY_REVOKED
     assert successor.signing_key.key_id not in ring.revoked
+
+
+def test_revoked_encryption_key_is_dropped_from_the_card_the_keyring_hands_out() -> None:
+    node = make_node("JPN-ISA")
+    successor = rotated(node, new_signing=False)  # new encryption key first, old one kept
+    ring = pinned_keyring(node)
+    ring.rotate(successor.signed_card)
+    new_key, old_key = successor.encryption_keys
+    ring.revoke(_revoke(node, new_key.key_id))
+    card = ring.require("JPN-ISA")
+    assert [k.key_id for k in card.encryption_keys] == [old_key.key_id]
+    assert card.current_encryption_key.key_id == old_key.key_id
+
+
+def test_card_with_every_encryption_key_revoked_has_no_current_key() -> None:
+    node = make_node("JPN-ISA")
+    ring = pinned_keyring(node)
+    ring.revoke(_revoke(node, node.encryption_keys[0].key_id))
+    card = ring.require("JPN-ISA")
+    with pytest.raises(ValueError, match="no usable encryption key"):
+        _ = card.current_encryption_key
+
+
+def test_keyring_rebuilt_from_the_store_drops_revoked_encryption_keys() -> None:
+    node = rotated(make_node("JPN-ISA"), new_signing=False)
+    new_key, old_key = node.encryption_keys
+    ring = Keyring.from_cards([node.signed_card], [(new_key.key_id, NOW_MS)])
+    assert ring.require("JPN-ISA").current_encryption_key.key_id == old_key.key_id
+
+
+def test_pinning_keeps_earlier_revocations_of_the_cards_keys() -> None:
+    node = make_node("JPN-ISA")
+    ring = Keyring(revoked={node.encryption_keys[0].key_id: NOW_MS})
+    card = ring.pin(node.signed_card, node.fingerprint)
+    assert card.encryption_keys == ()

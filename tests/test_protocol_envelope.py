@@ -406,6 +406,21 @@ def _header_field_missing(name: str) -> Callable[[Suite], Attempt]:
     return build
 
 
+def _header_field_value(name: str, value: object) -> Callable[[Suite], Attempt]:
+    def build(suite: Suite) -> Attempt:
+        jpn, phl = _nodes(suite)
+        header = header_bytes(jpn, phl, **{name: value})
+        return _attempt(
+            suite, craft_envelope(header, BODY, signer=jpn.signing_key, to=phl.encryption_keys[0])
+        )
+
+    return build
+
+
+def _not_canonical(suite: Suite) -> Attempt:
+    return _attempt(suite, _attempt(suite).data + b"\x18\x00")  # an unknown varint field
+
+
 def _short_message_id(suite: Suite) -> Attempt:
     jpn, phl = _nodes(suite)
     header = header_bytes(jpn, phl, message_id=b"short")
@@ -481,6 +496,12 @@ CASES: dict[str, tuple[Callable[[Suite], Attempt], Reason]] = {
     "header_without_sender": (_header_field_missing("sender"), Reason.MALFORMED),
     "header_without_recipient": (_header_field_missing("recipient"), Reason.MALFORMED),
     "header_short_message_id": (_short_message_id, Reason.MALFORMED),
+    "header_sender_with_newline": (_header_field_value("sender", "JPN-ISA\n"), Reason.MALFORMED),
+    "header_recipient_with_newline": (
+        _header_field_value("recipient", "PHL-DFA\n"),
+        Reason.MALFORMED,
+    ),
+    "not_canonically_encoded": (_not_canonical, Reason.MALFORMED),
     "header_does_not_parse": (_header_does_not_parse, Reason.MALFORMED),
     "sealed_missing": (_sealed_missing, Reason.MALFORMED),
     "oversized": (_oversized, Reason.OVERSIZED),
@@ -606,3 +627,24 @@ def test_nothing_is_sealed_to_a_revoked_encryption_key() -> None:
     )
     with pytest.raises((ValueError, OpenError)):
         seal(BODY, sender=jpn.identity, recipient=ring.require("PHL-DFA"), now_ms=NOW_MS)
+
+
+def test_sealing_after_a_revocation_uses_the_remaining_encryption_key() -> None:
+    jpn, phl = _nodes(Suite.X25519)
+    phl_now = rotated(phl, new_signing=False)  # new encryption key first, old one kept
+    ring = pinned_keyring(phl_now)
+    new_key, old_key = phl_now.encryption_keys
+    ring.revoke(
+        sign_revocation(
+            node_id="PHL-DFA",
+            revoked_key_id=new_key.key_id,
+            revoked_at_ms=NOW_MS,
+            reason="key compromised",
+            signer=phl_now.signing_key,
+        )
+    )
+    sealed = seal(BODY, sender=jpn.identity, recipient=ring.require("PHL-DFA"), now_ms=NOW_MS)
+    header = envelope_pb2.EnvelopeHeader.FromString(
+        envelope_pb2.Envelope.FromString(sealed.data).header
+    )
+    assert header.recipient_key_id == old_key.key_id

@@ -1,13 +1,16 @@
 """Fuzzing the verifiers: random and mutated input never escapes as anything but
-OpenError, and nothing modified is ever accepted as different content.
+OpenError, and nothing modified is ever accepted.
 
-A mutation of a valid envelope must be refused, with one exception the property allows
-on purpose: a change to the outer protobuf framing only (the exact ``header`` and
-``sealed`` bytes unchanged) may open, to the original content. Whether it should is a
-separate question, pinned by test_only_the_canonical_encoding_of_an_envelope_opens.
+An envelope opens only if its bytes are exactly those of a valid envelope (the
+original, or for field swaps the other envelope when every field was taken from it);
+only the canonical encoding opens, so even a change to the outer protobuf framing
+alone is refused. Receipts and cards carry their signed content as exact bytes inside
+an unsigned wrapper, so for them the property is that the signed bytes are unchanged.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -59,24 +62,15 @@ def _open(suite: Suite, data: bytes):
 
 
 def _check_envelope(suite: Suite, mutated: bytes, originals: tuple[bytes, ...] = ()) -> None:
-    """The property: refused with OpenError, or opened to the content of one of the
-    ``originals`` (default: the first envelope) from its exact header and sealed bytes."""
+    """The property: refused with OpenError unless ``mutated`` is exactly one of the
+    ``originals`` (default: the first envelope)."""
     originals = originals or ENVELOPES[suite][:1]
     try:
         opened = _open(suite, mutated)
     except OpenError:
         return
-    outer = envelope_pb2.Envelope.FromString(mutated)
-    matches = [
-        o
-        for o in map(envelope_pb2.Envelope.FromString, originals)
-        if (o.header, o.sealed) == (outer.header, outer.sealed)
-    ]
-    assert matches, "a modified envelope opened"
-    reference = _open(suite, matches[0].SerializeToString())
-    assert opened.header_bytes == reference.header_bytes
-    assert opened.body_bytes == reference.body_bytes
-    assert opened.signature == reference.signature
+    assert mutated in originals, "a modified envelope opened"
+    assert opened.envelope_hash == hashlib.sha256(mutated).digest()
 
 
 suites = pytest.mark.parametrize("suite", BOTH_SUITES, ids=lambda s: s.name)

@@ -221,6 +221,21 @@ def test_receipt_with_an_unspecified_outcome_is_refused() -> None:
     assert _refusal(_receipt(outcomes=outcomes)) is Reason.MALFORMED
 
 
+@pytest.mark.parametrize(
+    ("outcome", "reason"),
+    [
+        (envelope_pb2.OUTCOME_REJECTED, types_pb2.REASON_UNSPECIFIED),
+        (envelope_pb2.OUTCOME_ACCEPTED, types_pb2.REASON_EXPIRED),
+        (envelope_pb2.OUTCOME_DUPLICATE, types_pb2.REASON_MALFORMED),
+        (7, types_pb2.REASON_UNSPECIFIED),
+    ],
+    ids=["rejected_without_reason", "accepted_with_reason", "duplicate_with_reason", "unknown"],
+)
+def test_receipt_whose_outcome_and_reason_disagree_is_refused(outcome: int, reason: int) -> None:
+    outcomes = [*OUTCOMES[:2], Outcome(HASHES[2], b"", outcome, reason)]
+    assert _refusal(_receipt(outcomes=outcomes)) is Reason.MALFORMED
+
+
 def test_hand_signed_receipt_equal_to_a_built_one_verifies() -> None:
     # Guards the helper above: a refusal of a hand-signed receipt is due to its change.
     assert _verify(_hand_signed(_as_built())).outcomes == tuple(OUTCOMES)
