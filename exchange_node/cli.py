@@ -31,6 +31,7 @@ from exchange_node.config import NOTICE_KINDS, Config, ConfigError, load_config,
 from exchange_node.errors import ExchangeError
 from exchange_node.identity import (
     IdentityError,
+    all_signing_public_keys,
     create_identity,
     load_identity,
     revoke_key,
@@ -561,7 +562,9 @@ async def cmd_serve(args) -> int:
 async def cmd_token_create(args) -> int:
     cfg = _cfg(args)
     if not re.fullmatch(r"[A-Za-z0-9._:@/+=-]{1,64}", args.name):
-        raise CliError(f"--name: use 1-64 of A-Z a-z 0-9 . _ : @ / + = - (e.g. narita-border-system), got {args.name!r}")
+        raise CliError(
+            f"--name: use 1-64 of A-Z a-z 0-9 . _ : @ / + = - (e.g. narita-border-system), got {args.name!r}"
+        )
     if args.role not in TOKEN_ROLES:
         raise CliError(
             f"--role: expected one of {', '.join(sorted(TOKEN_ROLES))}, got {args.role!r}"
@@ -642,8 +645,9 @@ def _filters(args) -> LeafFilter:
 
 def cmd_audit_verify(args) -> int:
     cfg = _cfg(args)
-    keys = load_identity(cfg.data_path, _passphrase(cfg))
-    ok, report = audit_commands.verify(_audit_path(cfg), keys.local.signing_key.public)
+    ok, report = audit_commands.verify(
+        _audit_path(cfg), all_signing_public_keys(cfg.data_path, _passphrase(cfg))
+    )
     print(report)
     return 0 if ok else 1
 

@@ -287,6 +287,18 @@ def rotate_keys(
     return load_identity(data_dir, passphrase)
 
 
+def all_signing_public_keys(data_dir: Path, passphrase: bytes | None = None) -> list[bytes]:
+    """Raw public keys of every signing key this node has had (current first): what an
+    auditor needs to check checkpoints signed before key rotations."""
+    current = load_identity(data_dir, passphrase).local.signing_key
+    keys = [current.public]
+    for path in sorted((Path(data_dir) / "keys").glob("signing-*.pem")):
+        k = load_private_key(path, passphrase)
+        if isinstance(k, SigningKey) and k.public not in keys:
+            keys.append(k.public)
+    return keys
+
+
 def revoke_key(keys: NodeKeys, key_id: bytes, *, now_ms: int, reason: str) -> bytes:
     """A signed revocation of one of this node's keys, signed by the current signing key
     (or by the key itself when it is the current one)."""

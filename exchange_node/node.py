@@ -750,6 +750,7 @@ class Node:
                 if mtime != self._card_mtime:
                     self._card_mtime = mtime
                     self.keys = load_identity(self.config.data_path, self.passphrase)
+                    self.audit.set_signing_key(self.keys.local.signing_key.private)
                     self.log.info("identity.reloaded", serial=self.keys.card.serial)
                 self.update_gauges()
                 if time.monotonic() - last_purge > 3600:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -36,13 +36,18 @@ def _key(public_key: bytes | Ed25519PublicKey) -> Ed25519PublicKey:
         ) from None
 
 
-def verify(db_path: str | Path, public_key: bytes | Ed25519PublicKey) -> tuple[bool, str]:
-    """Verify the whole log at ``db_path`` against the node's trusted public key.
+def verify(
+    db_path: str | Path,
+    public_key: bytes | Ed25519PublicKey | Sequence[bytes | Ed25519PublicKey],
+) -> tuple[bool, str]:
+    """Verify the whole log at ``db_path`` against the node's trusted public key (or
+    all its signing keys, current and earlier, when it has rotated).
 
     Returns ``(ok, report)``; the report names the first bad entry when not ok.
     """
+    keys = [public_key] if isinstance(public_key, bytes | Ed25519PublicKey) else list(public_key)
     with AuditLog.open(db_path) as log:
-        report = log.verify(_key(public_key))
+        report = log.verify([_key(k) for k in keys])
     lines = [
         f"audit log {db_path}: {'OK' if report.ok else 'FAILED'}",
         f"leaves: {report.leaves_checked}, Merkle nodes: {report.nodes_checked},"

@@ -623,7 +623,14 @@ class AuditLog:
 
     # -- verification ------------------------------------------------------------------
 
-    def verify(self, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+    def set_signing_key(self, signing_key: Ed25519PrivateKey) -> None:
+        """Sign future checkpoints with a new key (after the node rotated its keys)."""
+        with self._lock:
+            self._key = signing_key
+
+    def verify(
+        self, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None
+    ) -> VerifyReport:
         """Recompute the whole tree from the stored leaves and check everything.
 
         Checks, in leaf order: leaves are numbered 0..n-1 without gaps; each leaf's bytes
@@ -631,7 +638,7 @@ class AuditLog:
         hash and agree with the query columns; every stored node equals the recomputed
         subtree; every stored checkpoint's note is well-formed, signed by
         ``public_key`` (the signing key's public half if omitted; pass the key you trust,
-        never one read from the file) and its root equals the recomputed root at its
+        never one read from the file; or every key the node has signed with) and its root equals the recomputed root at its
         size. Problems name the first leaf they concern.
         """
         if public_key is None and self._key is not None:

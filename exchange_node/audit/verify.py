@@ -8,7 +8,7 @@ so ten million leaves verify without loading the log.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -64,7 +64,9 @@ class Verifier:
 
     db: sqlite3.Connection
     origin: str
-    public_key: Ed25519PublicKey | None
+    # One key, or every signing key the node has had: checkpoints signed before a key
+    # rotation carry the earlier key's signature.
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None
     problems: list[Problem] = field(default_factory=list)
     nodes_checked: int = 0
     _levels: dict[int, Iterator[tuple[int, bytes]]] = field(default_factory=dict)
@@ -206,7 +208,7 @@ class Verifier:
         ):
             try:
                 if self.public_key is not None:
-                    cp = verify_checkpoint(note, self.origin, self.public_key, origin=self.origin)
+                    cp = _verify_any(note, self.origin, self.public_key)
                 else:
                     cp = SignedCheckpoint(parse_checkpoint(note)[0], note)
             except ValidationError as exc:
@@ -235,3 +237,21 @@ class Verifier:
                 f"signed checkpoint of size {size} does not match the stored leaves"
                 " (leaves before it were altered and the nodes rewritten)",
             )
+
+
+def _verify_any(
+    note: str, origin: str, keys: Ed25519PublicKey | Sequence[Ed25519PublicKey]
+) -> SignedCheckpoint:
+    """Verify ``note`` by whichever of ``keys`` signed it (signed notes name the key by
+    its hash, so at most one matches); raise the last key's error if none does."""
+    candidates = [keys] if isinstance(keys, Ed25519PublicKey) else list(keys)
+    error: ValidationError | None = None
+    for key in candidates:
+        try:
+            return verify_checkpoint(note, origin, key, origin=origin)
+        except ValidationError as exc:
+            error = exc
+            if exc.code != "note_signature_missing":
+                break
+    assert error is not None, "no public key given"
+    raise error
