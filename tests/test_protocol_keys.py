@@ -233,3 +233,17 @@ def test_file_that_holds_no_key_is_refused(tmp_path: Path) -> None:
     path.chmod(0o600)
     with pytest.raises(ValueError, match="not an exchange-node private key"):
         load_private_key(path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="save_private_key treats passphrase=b'' as no passphrase (keys.py _pem: "
+    "`if passphrase`) and writes the key in clear; loading it back with b'' then fails",
+)
+def test_empty_passphrase_is_refused_rather_than_writing_the_key_in_clear(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "key.pem"
+    with pytest.raises(ValueError, match="passphrase"):
+        save_private_key(path, signing_key("file"), b"")
+    assert not path.exists()
