@@ -82,7 +82,7 @@ def _passphrase(cfg: Config) -> bytes | None:
         raise CliError(
             f"{cfg.path}: [node] key_passphrase_env: environment variable {env} is not set"
         )
-    return value.encode()
+    return value.encode() or None
 
 
 def _cfg(args) -> Config:

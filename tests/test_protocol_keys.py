@@ -235,11 +235,6 @@ def test_file_that_holds_no_key_is_refused(tmp_path: Path) -> None:
         load_private_key(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_private_key treats passphrase=b'' as no passphrase (keys.py _pem: "
-    "`if passphrase`) and writes the key in clear; loading it back with b'' then fails",
-)
 def test_empty_passphrase_is_refused_rather_than_writing_the_key_in_clear(
     tmp_path: Path,
 ) -> None:

@@ -186,7 +186,7 @@ def ed25519_public_key(public: bytes) -> ed25519.Ed25519PublicKey:
 def _pem(key, passphrase: bytes | None) -> bytes:
     encryption = (
         serialization.BestAvailableEncryption(passphrase)
-        if passphrase
+        if passphrase is not None
         else serialization.NoEncryption()
     )
     return key.private_bytes(
@@ -210,7 +210,13 @@ def write_secret_file(path: Path, data: bytes) -> None:
 def save_private_key(
     path: Path, key: SigningKey | EncryptionKey, passphrase: bytes | None = None
 ) -> None:
-    """Write a private key as PEM to a new 0600 file (FileExistsError if it exists)."""
+    """Write a private key as PEM to a new 0600 file (FileExistsError if it exists).
+
+    ``passphrase`` None writes the key unencrypted; an empty passphrase is refused
+    (ValueError) rather than silently taken to mean "no passphrase".
+    """
+    if passphrase is not None and not passphrase:
+        raise ValueError("empty passphrase: give a non-empty passphrase or none at all")
     parts = (key.private,) if isinstance(key, SigningKey) else key.parts
     write_secret_file(Path(path), b"".join(_pem(p, passphrase) for p in parts))
 
