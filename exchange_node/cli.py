@@ -78,11 +78,11 @@ def _passphrase(cfg: Config) -> bytes | None:
     if not env:
         return None
     value = os.environ.get(env)
-    if value is None:
+    if not value:
         raise CliError(
-            f"{cfg.path}: [node] key_passphrase_env: environment variable {env} is not set"
+            f"{cfg.path}: [node] key_passphrase_env: environment variable {env} is not set or empty"
         )
-    return value.encode() or None
+    return value.encode()
 
 
 def _cfg(args) -> Config:

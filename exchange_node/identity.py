@@ -208,16 +208,10 @@ def load_identity(data_dir: Path, passphrase: bytes | None = None) -> NodeKeys:
         tls_der = (keys_dir / "tls-cert.der").read_bytes()
     except FileNotFoundError as exc:
         raise IdentityError(f"{exc.filename}: missing; run `exchange-node init` first") from None
-    signing = []
-    for e in keyset["signing"]:
-        k = load_private_key(keys_dir / f"signing-{e['key_id']}.pem", passphrase)
-        assert isinstance(k, SigningKey)
-        signing.append(k)
-    encryption = []
-    for e in keyset["encryption"]:
-        k = load_private_key(keys_dir / f"encryption-{e['key_id']}.pem", passphrase)
-        assert isinstance(k, EncryptionKey)
-        encryption.append(k)
+    try:
+        signing, encryption = _load_private_keys(keys_dir, keyset, passphrase)
+    except (ValueError, FileNotFoundError) as exc:
+        raise IdentityError(str(exc)) from None
     if hashlib.sha256(tls_der).digest() != card.tls_cert_sha256:
         raise IdentityError(f"{keys_dir}/tls-cert.der does not match the card's TLS fingerprint")
     return NodeKeys(
@@ -231,6 +225,22 @@ def load_identity(data_dir: Path, passphrase: bytes | None = None) -> NodeKeys:
         display_name=keyset["display_name"],
         keyset=keyset,
     )
+
+
+def _load_private_keys(
+    keys_dir: Path, keyset: dict, passphrase: bytes | None
+) -> tuple[list[SigningKey], list[EncryptionKey]]:
+    signing = []
+    for e in keyset["signing"]:
+        k = load_private_key(keys_dir / f"signing-{e['key_id']}.pem", passphrase)
+        assert isinstance(k, SigningKey)
+        signing.append(k)
+    encryption = []
+    for e in keyset["encryption"]:
+        k = load_private_key(keys_dir / f"encryption-{e['key_id']}.pem", passphrase)
+        assert isinstance(k, EncryptionKey)
+        encryption.append(k)
+    return signing, encryption
 
 
 def rotate_keys(

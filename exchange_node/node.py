@@ -162,10 +162,10 @@ class Node:
         passphrase = None
         if config.node.key_passphrase_env:
             value = os.environ.get(config.node.key_passphrase_env)
-            if value is None:
+            if not value:
                 raise ConfigError(
                     f"{config.path}: [node] key_passphrase_env: environment variable "
-                    f"{config.node.key_passphrase_env} is not set"
+                    f"{config.node.key_passphrase_env} is not set or empty"
                 )
             passphrase = value.encode()
         data = config.data_path
