@@ -49,6 +49,7 @@ from exchange_node.protocol.keyring import Keyring
 from exchange_node.protocol.receipts import VerifiedReceipt, verify_receipt
 from exchange_node.store.records import OutboxItem, OutboxRow
 from exchange_node.store.sqlite import SqliteStore
+from exchange_node.services import Services
 from exchange_node.tls import client_context, server_context, trust_peers
 
 log = structlog.get_logger("exchange_node.node")
@@ -153,6 +154,8 @@ class Node:
         self.peer_port: int | None = None
         self.local_port: int | None = None
         self.ready = False
+        # Document index, notices and cases: registers validators and on_accepted hooks.
+        self.services = Services(self)
 
     # --- construction -----------------------------------------------------------------
 
