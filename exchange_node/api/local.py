@@ -1,8 +1,8 @@
 """The local API: what the authority's own systems and monitoring call.
 
 Health, readiness and metrics live here (loopback by default). The JSON API under
-``/api/v1`` for notices, lookups and cases is added by :func:`create_local_app`'s
-route modules.
+``/api/v1`` for notices, lookups, cases, audit and operations is in ``api/v1.py``;
+every error it returns is an RFC 9457 problem (``api/problems.py``).
 """
 
 from __future__ import annotations
@@ -40,9 +40,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_local_app(node: Node) -> web.Application:
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    from exchange_node.api.problems import problem_middleware
+    from exchange_node.api.v1 import MAX_BODY, add_routes
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[problem_middleware])
     app[NODE_KEY] = node
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_routes(app, node)
     return app

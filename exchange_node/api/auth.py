@@ -1,0 +1,81 @@
+"""Bearer tokens and roles for the local JSON API.
+
+``Authorization: Bearer xn_...``: the secret is hashed (SHA-256) and looked up among the
+active tokens in the store; the secret itself is never kept or logged. Every denial is
+answered 401 (no or unknown token) or 403 (a token without one of the endpoint's roles)
+and audited as ``auth.failed`` with the token's name when it is known.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from exchange_node.api.problems import ApiProblem
+from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.store.records import TokenRecord
+from exchange_node.store.sqlite import hash_token_secret
+
+if TYPE_CHECKING:
+    from exchange_node.node import Node
+
+TOKEN_KEY = "exchange_node.token"
+_AUDITABLE_NAME = re.compile(r"[A-Za-z0-9._:@/+\-]{1,120}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def actor_name(token: TokenRecord) -> str:
+    """The token's name as an audit actor (its id when the name has other characters)."""
+    return token.name if _AUDITABLE_NAME.fullmatch(token.name) else f"token:{token.id}"
+
+
+def current_token(request: web.Request) -> TokenRecord:
+    return request[TOKEN_KEY]
+
+
+async def _deny(node: Node, status: int, reason: str, actor: str, op: str, detail: str):
+    await node.audit_sink.record(
+        AuditEvent(
+            time=node.now_ms(),
+            kind=LeafKind.AUTH_FAILED,
+            actor=actor,
+            reason=reason,
+            attrs={"operation": op},
+        )
+    )
+    headers = {"WWW-Authenticate": 'Bearer realm="exchange-node"'} if status == 401 else None
+    raise ApiProblem(status, reason, detail, "Authorization" if status == 401 else None, headers)
+
+
+def require_roles(node: Node, op: str, roles: Sequence[str], handler: Handler) -> Handler:
+    """Wrap ``handler`` so that it runs only for an active token with one of ``roles``."""
+    allowed = frozenset(roles)
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            await _deny(
+                node, 401, "token_missing", "anonymous", op,
+                "send Authorization: Bearer <token> (create one with `exchange-node token create`)",
+            )  # fmt: skip
+        token = node.store.find_active_token(hash_token_secret(secret.strip()))
+        if token is None:
+            await _deny(
+                node, 401, "token_invalid", "anonymous", op,
+                "the token is unknown or revoked; ask the operator for a new one",
+            )  # fmt: skip
+        if token.role not in allowed:
+            await _deny(
+                node, 403, "role_forbidden", actor_name(token), op,
+                f"a {token.role} token may not call this; it needs one of: "
+                + ", ".join(sorted(allowed)),
+            )  # fmt: skip
+        request[TOKEN_KEY] = token
+        return await handler(request)
+
+    return guarded

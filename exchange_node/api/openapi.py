@@ -1,0 +1,90 @@
+"""The OpenAPI 3.1 document of the local JSON API, generated, never hand-edited.
+
+Schemas come from the msgspec Structs in ``api/schemas.py``; paths from the route table
+``api/v1.ROUTES``. The output is deterministic (sorted keys), so the copy kept in the
+repository (``docs/openapi.json``) can be compared byte for byte with what is served:
+regenerate it with ``python -m exchange_node.api.openapi > docs/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+
+from exchange_node.api import schemas as s
+
+_REF = "#/components/schemas/{name}"
+
+
+def _ref(t: type) -> dict:
+    return {"$ref": _REF.format(name=t.__name__)}
+
+
+def openapi_document() -> dict:
+    from exchange_node.api.v1 import ROUTES
+
+    _, components = msgspec.json.schema_components(
+        (*s.REQUEST_TYPES, *s.RESPONSE_TYPES), ref_template=_REF
+    )
+    problem = {"application/problem+json": {"schema": _ref(s.Problem)}}
+    paths: dict[str, dict] = {}
+    for r in ROUTES:
+        op: dict = {
+            "operationId": r.op,
+            "summary": r.summary,
+            "description": f"Roles: {', '.join(r.roles)}.",
+            "tags": [r.tag],
+            "security": [{"bearerAuth": []}],
+            "x-roles": list(r.roles),
+            "responses": {
+                str(r.status): {
+                    "description": "success",
+                    "content": {"application/json": {"schema": _ref(r.response)}},
+                },
+                "default": {"description": "an RFC 9457 problem", "content": problem},
+            },
+        }
+        if r.params:
+            op["parameters"] = [
+                {
+                    "name": p.name,
+                    "in": p.where,
+                    "description": p.description,
+                    "required": p.required,
+                    "schema": p.schema,
+                }
+                for p in r.params
+            ]
+        if r.request is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(r.request)}},
+            }
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "exchange-node local API",
+            "version": "1",
+            "description": "For authority systems on the node's own network: travel-document "
+            "notices and lookups, repatriation cases, audit and operations. Bearer tokens "
+            "from `exchange-node token create`; errors are RFC 9457 problem details.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def openapi_bytes() -> bytes:
+    return (json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n").encode()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.buffer.write(openapi_bytes())

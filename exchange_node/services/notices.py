@@ -1,0 +1,188 @@
+"""Travel-document notices: submitting this node's, checking and indexing peers'.
+
+Submission (:meth:`NoticeService.submit`) runs every domain rule with this node's
+country as the sender's (``config.node.country``), indexes the notice and queues it
+with ``node.submit``: durable when it returns, delivered in the background.
+
+Receipt: :meth:`NoticeService.validate` is a receiver validator; a notice that breaks a
+rule (a status notice not from the issuing state, a bad MRZ, a correction by someone
+else...) is REJECTED with INVALID_CONTENT in the signed receipt. Accepted notices are
+indexed by :meth:`NoticeService.on_accepted`, which also wakes the inbox long-pollers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from exchange_node.domain.documents import Detection, NoticeKind
+from exchange_node.errors import ExchangeError
+from exchange_node.pb.exchange.v1 import notice_pb2
+from exchange_node.protocol.errors import OpenError, Reason
+from exchange_node.services.documents import (
+    DOCUMENT_KINDS,
+    DocumentIndex,
+    IndexedNotice,
+    body_for,
+    notice_from_body,
+)
+
+if TYPE_CHECKING:
+    from exchange_node.delivery.receiver import EnvelopeResult
+    from exchange_node.node import Node, Submitted
+    from exchange_node.protocol.cards import PeerCard
+    from exchange_node.protocol.envelope import OpenedEnvelope
+
+log = structlog.get_logger("exchange_node.notices")
+
+_PENDING_LIMIT = 10_000
+
+
+class InboxSignal:
+    """Wakes every long-poller when something new is in the inbox."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> bool:
+        """True if woken before ``timeout`` seconds passed."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeDraft:
+    """A notice as an officer's system asks for it (already typed by the API layer)."""
+
+    kind: NoticeKind
+    document: notice_pb2.DocumentRef | None
+    effective_at_ms: int = 0
+    detection: Detection | None = None
+    remarks: str = ""
+    supersedes: bytes | None = None
+    reason: str = ""
+
+
+class NoticeService:
+    def __init__(self, node: Node, index: DocumentIndex) -> None:
+        self._node = node
+        self.index = index
+        self.inbox_signal = InboxSignal()
+        # Notices checked by validate() and not yet indexed, by (sender, message id); a
+        # correction may arrive in the same batch as the notice it corrects.
+        self._pending: dict[tuple[str, bytes], IndexedNotice] = {}
+        self._pending_ids: dict[str, IndexedNotice] = {}
+
+    @property
+    def _max_skew_ms(self) -> int:
+        return self._node.freshness.max_skew_ms
+
+    def _find(self, notice_id: str) -> IndexedNotice | None:
+        return self._pending_ids.get(notice_id) or self.index.get(notice_id)
+
+    def check(
+        self, draft: NoticeDraft, notice_id: bytes, now: int
+    ) -> tuple[notice_pb2.Body, IndexedNotice]:
+        """The wire body of ``draft`` and its index entry; raises the domain's errors."""
+        node = self._node
+        body = body_for(
+            draft.kind,
+            notice_id=notice_id,
+            document=draft.document,
+            effective_at_ms=draft.effective_at_ms,
+            detection=draft.detection,
+            remarks=draft.remarks,
+            supersedes=draft.supersedes,
+            reason=draft.reason,
+        )
+        entry = notice_from_body(
+            body,
+            sender_node=node.node_id,
+            sender_country=node.config.node.country,
+            issued_at_ms=now,
+            now_ms=now,
+            max_skew_ms=self._max_skew_ms,
+            find=self.index.get,
+            superseded_by=self.index.superseded_by,
+        )
+        return body, entry
+
+    async def submit(
+        self, draft: NoticeDraft, recipients: Sequence[str] | None, *, actor: str
+    ) -> tuple[IndexedNotice, list[Submitted]]:
+        """Check, index and queue a notice. Raises the domain's ``ExchangeError``s,
+        ``ValueError`` for an unknown recipient and ``PermissionError`` for a recipient
+        whose policy forbids the kind (nothing is indexed or queued then)."""
+        node = self._node
+        now = node.now_ms()
+        body, entry = self.check(draft, secrets.token_bytes(16), now)
+        kind = body.WhichOneof("content")
+        if recipients is not None:
+            for p in recipients:
+                if p not in node.keyring.peers:
+                    raise ValueError(p)
+                if kind not in node.policy(p):
+                    raise PermissionError(p)
+        await self.index.add([entry], now)
+        submitted = await node.submit(body, recipients, actor=actor)
+        return entry, submitted
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def validate(self, card: PeerCard, opened: OpenedEnvelope, kind: str) -> None:
+        if kind not in DOCUMENT_KINDS:
+            return
+        try:
+            entry = notice_from_body(
+                opened.body,
+                sender_node=card.node_id,
+                sender_country=card.country,
+                issued_at_ms=opened.header.created_at_ms,
+                now_ms=self._node.now_ms(),
+                max_skew_ms=self._max_skew_ms,
+                find=self._find,
+                superseded_by=self.index.superseded_by,
+                message_id=opened.message_id,
+            )
+        except ExchangeError as exc:
+            existing = self.index.get(_notice_id_of(opened.body))
+            if existing is not None and existing.message_id == opened.message_id:
+                return  # a repeat of a notice already indexed: the store says DUPLICATE
+            raise OpenError(Reason.INVALID_CONTENT, f"{exc.code}: {exc.message}") from None
+        if len(self._pending) > _PENDING_LIMIT:
+            self._pending.clear()
+            self._pending_ids.clear()
+        self._pending[(card.node_id, opened.message_id)] = entry
+        self._pending_ids[entry.notice.notice_id] = entry
+
+    async def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
+        entries = []
+        for r in results:
+            if r.kind not in DOCUMENT_KINDS or r.opened is None:
+                continue
+            entry = self._pending.pop((r.opened.sender, r.message_id), None)
+            if entry is not None:
+                self._pending_ids.pop(entry.notice.notice_id, None)
+                entries.append(entry)
+        if entries:
+            await self.index.add(entries, self._node.now_ms())
+        if results:
+            self.inbox_signal.notify()
+
+
+def _notice_id_of(body: notice_pb2.Body) -> str:
+    which = body.WhichOneof("content")
+    inner = getattr(body, which) if which else None
+    return inner.notice_id.hex() if inner is not None and hasattr(inner, "notice_id") else ""
