@@ -1,0 +1,136 @@
+"""Delivery between real nodes on loopback: order after an outage, duplicate batches,
+dead letters with their reason."""
+
+from __future__ import annotations
+
+import asyncio
+from itertools import groupby
+
+import aiohttp
+import pytest
+
+from exchange_node.cli import main
+from exchange_node.pb.exchange.v1 import envelope_pb2
+from exchange_node.protocol.envelope import seal
+from exchange_node.protocol.receipts import verify_receipt
+from exchange_node.store.records import OutboxState, Outcome
+from tests.node_helpers import (
+    batch_bytes,
+    fraud_notice,
+    make_net,
+    now_ms,
+    settled,
+    sha256,
+    wait_for,
+)
+
+JPN, PHL = "JPN-ISA", "PHL-DFA"
+
+
+@pytest.fixture
+async def net(tmp_path):
+    net = await make_net(tmp_path, [JPN, PHL])
+    yield net
+    await net.stop_all()
+
+
+async def test_notices_queued_during_an_outage_arrive_in_order_exactly_once(net):
+    jpn = await net[JPN].start()
+    phl = await net[PHL].start()
+    [first] = await jpn.submit(fraud_notice(), [PHL])
+    await wait_for(lambda: settled(jpn.store, [first.message_id]), what="first delivery")
+    await net[PHL].stop()
+
+    submitted = [(await jpn.submit(fraud_notice(f"P{i:07d}"), [PHL]))[0] for i in range(20)]
+    sent = {r.message_id: r.envelope for r in jpn.store.pending(PHL, 100)}
+    assert list(sent) == [s.message_id for s in submitted]
+
+    phl = await net[PHL].start()
+    await wait_for(lambda: settled(jpn.store, list(sent)), what="delivery after the outage")
+
+    inbox = [r for r in phl.store.inbox_feed(0, 1000) if r.sender == JPN]
+    assert [r.message_id for r in inbox] == [first.message_id, *sent]
+    assert [r.cursor for r in inbox] == sorted(r.cursor for r in inbox)
+
+    rows = [jpn.store.message_status(mid)[0] for mid in sent]
+    assert all(r.state is OutboxState.DELIVERED for r in rows)
+    assert all(r.outcome is Outcome.ACCEPTED and r.receipt_id is not None for r in rows)
+    for receipt_id, group in groupby(rows, key=lambda r: r.receipt_id):
+        stored = jpn.store.get_receipt(receipt_id)
+        verified = verify_receipt(
+            stored.receipt,
+            keyring=jpn.keyring,
+            receiver=PHL,
+            sender=JPN,
+            batch_id=stored.batch_id,
+            envelope_hashes=[sha256(sent[r.message_id]) for r in group],
+        )
+        assert all(o.outcome == envelope_pb2.OUTCOME_ACCEPTED for o in verified.outcomes)
+
+
+async def _post(url: str, data: bytes) -> tuple[int, bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url + "/exchange/v1/batch",
+            data=data,
+            headers={"Content-Type": "application/x-protobuf"},
+        ) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
+async def test_a_repeated_batch_is_answered_duplicate_and_stored_once(net):
+    phl = await net[PHL].start()
+    jpn = await net[JPN].open()
+    envelopes = [
+        seal(
+            fraud_notice(f"P{i:07d}").SerializeToString(),
+            sender=jpn.keys.local,
+            recipient=jpn.keyring.require(PHL),
+            now_ms=now_ms(),
+        )
+        for i in range(3)
+    ]
+    batch_id = bytes(range(16))
+    data = batch_bytes(JPN, [e.data for e in envelopes], batch_id)
+
+    answers = []
+    for _ in range(2):
+        status, receipt = await _post(net[PHL].url, data)
+        assert status == 200
+        answers.append(
+            verify_receipt(
+                receipt,
+                keyring=jpn.keyring,
+                receiver=PHL,
+                sender=JPN,
+                batch_id=batch_id,
+                envelope_hashes=[sha256(e.data) for e in envelopes],
+            )
+        )
+
+    assert [o.outcome for o in answers[0].outcomes] == [envelope_pb2.OUTCOME_ACCEPTED] * 3
+    assert [o.outcome for o in answers[1].outcomes] == [envelope_pb2.OUTCOME_DUPLICATE] * 3
+    inbox = [r.message_id for r in phl.store.inbox_feed(0, 1000)]
+    assert sorted(inbox) == sorted(e.message_id for e in envelopes)
+
+
+async def test_a_notice_the_receiver_refuses_becomes_a_dead_letter_with_its_reason(net, capsys):
+    phl = await net[PHL].start()
+    await phl.store.set_policy(JPN, ["status_notice", "correction"], now_ms())
+    jpn = await net[JPN].start()
+
+    [sub] = await jpn.submit(fraud_notice(), [PHL])
+    await wait_for(lambda: settled(jpn.store, [sub.message_id]), what="a final outcome")
+
+    [row] = jpn.store.message_status(sub.message_id)
+    assert row.state is OutboxState.DEAD
+    assert row.outcome is Outcome.REJECTED
+    assert row.reason == "policy_denied"
+    assert phl.store.get_inbox(JPN, sub.message_id) is None
+
+    code = await asyncio.to_thread(main, ["--config", str(net[JPN].config_path), "status"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"{PHL} message {sub.message_id.hex()} reason policy_denied" in out
