@@ -1,0 +1,122 @@
+"""Mutual TLS by pinned certificates: delivery works, and a certificate that is not the
+pinned one is refused on either side."""
+
+from __future__ import annotations
+
+import json
+import ssl
+
+import aiohttp
+import pytest
+
+from exchange_node.protocol.envelope import seal
+from exchange_node.store.records import OutboxState, Outcome
+from exchange_node.tls import client_context
+from tests.node_helpers import (
+    batch_bytes,
+    fraud_notice,
+    make_net,
+    make_node_dir,
+    now_ms,
+    pin,
+    settled,
+    wait_for,
+)
+
+JPN, PHL, IOM = "JPN-ISA", "PHL-DFA", "IOM-MNL"
+
+
+@pytest.fixture
+async def net(tmp_path):
+    net = await make_net(tmp_path, [JPN, PHL], tls=True)
+    yield net
+    await net.stop_all()
+
+
+async def test_notices_are_delivered_over_mutual_tls(net):
+    await net[PHL].start()
+    jpn = await net[JPN].start()
+
+    [sub] = await jpn.submit(fraud_notice(), [PHL])
+    await wait_for(lambda: settled(jpn.store, [sub.message_id]), what="delivery")
+
+    [row] = jpn.store.message_status(sub.message_id)
+    assert (row.state, row.outcome) == (OutboxState.DELIVERED, Outcome.ACCEPTED)
+
+
+async def post_as(nd, server_nd, server_card, data: bytes):
+    """POST a batch to ``server_nd`` presenting ``nd``'s TLS certificate."""
+    keys = nd.keys()
+    ctx = client_context(keys.tls_cert_der, keys.tls_key_path, server_card.tls_certificate)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            server_nd.endpoint + "/exchange/v1/batch",
+            data=data,
+            headers={"Content-Type": "application/x-protobuf"},
+            ssl=ctx,
+        ) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
+async def test_a_client_certificate_on_no_pinned_card_fails_the_handshake(net, tmp_path):
+    phl = await net[PHL].start()
+    stranger = make_node_dir(tmp_path / "elsewhere", IOM, tls=True)
+    keys = stranger.keys()
+    card = phl.keys.card
+    envelope = seal(
+        fraud_notice().SerializeToString(), sender=keys.local, recipient=card, now_ms=now_ms()
+    )
+
+    with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
+        await post_as(stranger, net[PHL], card, batch_bytes(IOM, [envelope.data]))
+    assert phl.store.inbox_feed(0, 10) == []
+
+
+async def test_a_client_certificate_of_an_unpinned_peer_is_refused_403(net, tmp_path):
+    # IOM was pinned when PHL started (so OpenSSL trusts its certificate), then removed:
+    # the peer API must refuse it by fingerprint.
+    iom_dir = make_node_dir(tmp_path / "elsewhere", IOM, tls=True)
+    iom_keys = iom_dir.keys()
+    await pin(net[PHL], iom_keys.card_bytes, iom_keys.fingerprint, IOM)
+    phl = await net[PHL].start()
+    await phl.store.remove_peer(IOM)
+    phl.reload_peers()
+    envelope = seal(
+        fraud_notice().SerializeToString(),
+        sender=iom_keys.local,
+        recipient=phl.keys.card,
+        now_ms=now_ms(),
+    )
+
+    status, body = await post_as(
+        iom_dir, net[PHL], phl.keys.card, batch_bytes(IOM, [envelope.data])
+    )
+
+    assert status == 403
+    assert json.loads(body)["code"] == "unknown_peer"
+    assert phl.store.inbox_feed(0, 10) == []
+
+
+async def test_a_server_certificate_other_than_the_pinned_one_is_refused_by_the_sender(
+    net, tmp_path
+):
+    # JPN pins a card for PHL-DFA whose TLS certificate is not the one PHL's server uses
+    # (an impostor's card, or a stale one): delivery must fail, not fall back.
+    impostor = make_node_dir(tmp_path / "impostor", PHL, tls=True, peer_port=net[PHL].peer_port)
+    wrong = impostor.keys()
+    await pin(net[JPN], wrong.card_bytes, wrong.fingerprint, PHL)
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+
+    [sub] = await jpn.submit(fraud_notice(), [PHL])
+
+    row = await wait_for(
+        lambda: next((r for r in jpn.store.message_status(sub.message_id) if r.last_error), None),
+        what="a recorded delivery error",
+    )
+    assert row.state is OutboxState.QUEUED
+    assert row.delivered_at is None and row.receipt_id is None
+    assert "certificate" in row.last_error.lower() or "ssl" in row.last_error.lower()
+    assert phl.store.inbox_feed(0, 10) == []
