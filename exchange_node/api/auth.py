@@ -22,7 +22,9 @@ from exchange_node.store.sqlite import hash_token_secret
 if TYPE_CHECKING:
     from exchange_node.node import Node
 
-TOKEN_KEY = "exchange_node.token"
+TOKEN_KEY = (
+    web.RequestKey("token", TokenRecord) if hasattr(web, "RequestKey") else "exchange_node.token"
+)
 _AUDITABLE_NAME = re.compile(r"[A-Za-z0-9._:@/+\-]{1,120}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

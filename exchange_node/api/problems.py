@@ -71,16 +71,19 @@ class ApiProblem(Exception):
 
 
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 
 
 def field_of(exc: msgspec.ValidationError) -> tuple[str, str | None]:
     """msgspec says e.g. "Expected `int`, got `str` - at `$.document.number`"."""
     text = str(exc)
     m = _MSGSPEC_PATH.search(text)
-    if not m:
-        return text, None
-    path = m.group(1).lstrip(".")
-    return text[: m.start()], path or None
+    path = m.group(1).lstrip(".") if m else ""
+    detail = text[: m.start()] if m else text
+    unknown = _UNKNOWN.search(detail)
+    if unknown:  # the offending field is the unknown one, inside the path
+        path = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+    return detail, path or None
 
 
 @web.middleware

@@ -613,7 +613,7 @@ async def get_status(request: web.Request) -> web.Response:
             country=node.config.node.country,
             ready=node.ready,
             peers=len(node.keyring.peers),
-            audit_size=node.audit.size(),
+            audit_size=node.audit.size,
             queued=sum(q.depth for q in stats),
             dead=sum(q.dead for q in stats),
         )

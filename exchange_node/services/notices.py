@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from exchange_node.domain.documents import Detection, NoticeKind
+from exchange_node.domain.documents import Detection, NoticeKind, check_detection
 from exchange_node.errors import ExchangeError
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.protocol.errors import OpenError, Reason
@@ -97,12 +97,16 @@ class NoticeService:
     ) -> tuple[notice_pb2.Body, IndexedNotice]:
         """The wire body of ``draft`` and its index entry; raises the domain's errors."""
         node = self._node
+        # The domain's own check first: the wire body cannot even be built without it.
+        detection = check_detection(
+            draft.kind, draft.detection, now_ms=now, max_skew_ms=self._max_skew_ms
+        )
         body = body_for(
             draft.kind,
             notice_id=notice_id,
             document=draft.document,
             effective_at_ms=draft.effective_at_ms,
-            detection=draft.detection,
+            detection=detection,
             remarks=draft.remarks,
             supersedes=draft.supersedes,
             reason=draft.reason,
