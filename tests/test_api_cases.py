@@ -121,6 +121,7 @@ async def test_consent_withdrawal_stops_the_case_and_refuses_travel_steps_everyw
 async def test_an_out_of_order_step_is_refused_locally_with_a_reason(network):
     nodes, (jpn, phl, iom) = network
     ref = await _open(jpn)
+    await eventually(lambda: nodes[2].services.cases.get(ref))
     status, problem = await iom.post(f"/api/v1/cases/{ref}/events", {"type": "depart"})
     assert status == 409
     assert problem["code"] == "illegal_transition"
@@ -133,6 +134,7 @@ async def test_a_role_may_not_take_another_roles_step(network):
     ref = await _open(jpn)
     await _step(jpn, ref, "record_consent", [phl, iom])
     await _step(jpn, ref, "record_assessment", [phl, iom])
+    await eventually(lambda: nodes[2].services.cases.get(ref))
     status, problem = await iom.post(f"/api/v1/cases/{ref}/events", {"type": "accept_return"})
     assert (status, problem["code"]) == (409, "role_not_permitted")
 
