@@ -348,13 +348,16 @@ async def submit_main(config: str, peer: str) -> None:
     n = 0
     while True:
         [sub] = await node.submit(fraud_notice(f"P{n:07d}"), [peer])
-        print(sub.message_id.hex(), flush=True)
+        print("ack", sub.message_id.hex(), flush=True)
         n += 1
 
 
 def main(argv: list[str]) -> None:
     """``node_helpers.py --config C serve --ready-file F [--crash-after-accept M]`` or
     ``node_helpers.py --config C submit PEER``."""
+    from exchange_node.logs import configure
+
+    configure("warning")  # logs to stderr: stdout carries only acknowledgements
     config = argv[argv.index("--config") + 1]
     if "submit" in argv:
         asyncio.run(submit_main(config, argv[argv.index("submit") + 1]))
