@@ -279,6 +279,24 @@ def audit_leaves(audit: AuditLog, kind: str) -> list:
     return [leaf.record for leaf in audit.query(kind=kind, limit=10_000)]
 
 
+# --- the command line in this process ---------------------------------------------------------
+
+
+def run_cli(args: Sequence[str]) -> int:
+    """``exchange-node ARGS`` in this process (call it off the event loop thread: it runs
+    its own loop). Restores the log set-up the CLI replaces, so later tests' logs do not
+    go to a stream captured for this one."""
+    import structlog
+
+    from exchange_node.cli import main
+
+    saved = structlog.get_config()
+    try:
+        return main(list(args))
+    finally:
+        structlog.configure(**saved)
+
+
 # --- node processes ---------------------------------------------------------------------------
 
 

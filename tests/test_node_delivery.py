@@ -9,7 +9,6 @@ from itertools import groupby
 import aiohttp
 import pytest
 
-from exchange_node.cli import main
 from exchange_node.pb.exchange.v1 import envelope_pb2
 from exchange_node.protocol.envelope import seal
 from exchange_node.protocol.receipts import verify_receipt
@@ -19,6 +18,7 @@ from tests.node_helpers import (
     fraud_notice,
     make_net,
     now_ms,
+    run_cli,
     settled,
     sha256,
     wait_for,
@@ -130,7 +130,7 @@ async def test_a_notice_the_receiver_refuses_becomes_a_dead_letter_with_its_reas
     assert row.reason == "policy_denied"
     assert phl.store.get_inbox(JPN, sub.message_id) is None
 
-    code = await asyncio.to_thread(main, ["--config", str(net[JPN].config_path), "status"])
+    code = await asyncio.to_thread(run_cli, ["--config", str(net[JPN].config_path), "status"])
     out = capsys.readouterr().out
     assert code == 0
     assert f"{PHL} message {sub.message_id.hex()} reason policy_denied" in out

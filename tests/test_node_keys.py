@@ -1,0 +1,155 @@
+"""Key rotation and revocation between running nodes: no pause in delivery, re-sealing
+when the peer's encryption key changed, revoked keys refused."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiohttp
+import pytest
+
+from exchange_node.identity import rotate_keys
+from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
+from exchange_node.protocol.envelope import seal
+from exchange_node.protocol.receipts import verify_receipt
+from exchange_node.store.records import OutboxState, Outcome
+from tests.node_helpers import (
+    batch_bytes,
+    fraud_notice,
+    make_net,
+    now_ms,
+    run_cli,
+    settled,
+    sha256,
+    wait_for,
+)
+
+JPN, PHL = "JPN-ISA", "PHL-DFA"
+
+
+@pytest.fixture
+async def net(tmp_path):
+    net = await make_net(tmp_path, [JPN, PHL])
+    yield net
+    await net.stop_all()
+
+
+async def cli(capsys, *args: str) -> str:
+    capsys.readouterr()
+    code = await asyncio.to_thread(run_cli, args)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def header(row) -> envelope_pb2.EnvelopeHeader:
+    return envelope_pb2.EnvelopeHeader.FromString(row.header)
+
+
+async def rotate_jpn(net, capsys) -> bytes:
+    """``exchange-node keys rotate`` on the running JPN node; the announcement's id."""
+    out = await cli(capsys, "--config", str(net[JPN].config_path), "keys", "rotate")
+    announcement = re.search(rf"for {PHL}: message ([0-9a-f]{{32}})", out).group(1)
+    jpn = net[JPN].running
+    await wait_for(lambda: jpn.keys.card.serial == 2, what="the running node to load its new keys")
+    return bytes.fromhex(announcement)
+
+
+async def test_notices_signed_after_a_rotation_are_accepted_after_the_announcement(net, capsys):
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    old_key = jpn.keys.local.signing_key.key_id
+
+    announcement = await rotate_jpn(net, capsys)
+    new_key = jpn.keys.local.signing_key.key_id
+    [sub] = await jpn.submit(fraud_notice(), [PHL])
+    await wait_for(lambda: settled(jpn.store, [announcement, sub.message_id]), what="delivery")
+
+    assert new_key != old_key
+    assert phl.keyring.require(JPN).serial == 2
+    [row] = jpn.store.message_status(sub.message_id)
+    assert (row.state, row.outcome) == (OutboxState.DELIVERED, Outcome.ACCEPTED)
+    inbox = {r.message_id: r for r in phl.store.inbox_feed(0, 100)}
+    assert inbox[announcement].cursor < inbox[sub.message_id].cursor
+    assert header(inbox[announcement]).sender_key_id == old_key
+    assert header(inbox[sub.message_id]).sender_key_id == new_key
+
+
+async def test_envelopes_sealed_to_a_retired_encryption_key_are_resealed_and_accepted(net):
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    await jpn.store.set_paused(PHL, True, now_ms())
+    jpn.reload_peers()
+    queued = [(await jpn.submit(fraud_notice(f"P{i:07d}"), [PHL]))[0].message_id for i in range(3)]
+
+    # PHL replaces its keys with no overlap: its old encryption key no longer opens
+    # anything. JPN learns the new card (as from PHL's announcement) while its queue,
+    # sealed to the old key, waits.
+    await net[PHL].stop()
+    rotated = rotate_keys(net[PHL].data, now_ms=now_ms(), overlap_ms=0)
+    phl = await net[PHL].start()
+    await jpn.accept_rotation(rotated.card_bytes, actor=PHL)
+    await jpn.store.set_paused(PHL, False, now_ms())
+    jpn.reload_peers()
+    await wait_for(lambda: settled(jpn.store, queued), what="delivery after re-sealing")
+
+    rows = [jpn.store.message_status(m)[0] for m in queued]
+    assert all((r.state, r.outcome) == (OutboxState.DELIVERED, Outcome.ACCEPTED) for r in rows)
+    refused = jpn.metrics.registry.get_sample_value(
+        "exchange_envelopes_sent_total",
+        {"peer": PHL, "outcome": "rejected", "reason": "unknown_recipient_key"},
+    )
+    assert refused == len(queued)
+    new_key = rotated.local.encryption_keys[0].key_id
+    assert all(header(phl.store.get_inbox(JPN, m)).recipient_key_id == new_key for m in queued)
+
+
+async def test_an_envelope_signed_by_a_revoked_key_is_rejected_key_revoked(net, capsys):
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    before = jpn.keys.local
+
+    announcement = await rotate_jpn(net, capsys)
+    await wait_for(lambda: settled(jpn.store, [announcement]), what="the rotation announcement")
+    out = await cli(
+        capsys,
+        "--config",
+        str(net[JPN].config_path),
+        "keys",
+        "revoke",
+        before.signing_key.key_id.hex(),
+    )
+    revocation = bytes.fromhex(re.search(r"message ([0-9a-f]{32})", out).group(1))
+    await wait_for(lambda: settled(jpn.store, [revocation]), what="the revocation")
+    assert before.signing_key.key_id in phl.keyring.revoked
+
+    stolen = seal(
+        fraud_notice().SerializeToString(),
+        sender=before,
+        recipient=jpn.keyring.require(PHL),
+        now_ms=now_ms(),
+    )
+    batch_id = bytes(range(16))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            net[PHL].url + "/exchange/v1/batch",
+            data=batch_bytes(JPN, [stolen.data], batch_id),
+            headers={"Content-Type": "application/x-protobuf"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+        signed = await resp.read()
+
+    [outcome] = verify_receipt(
+        signed,
+        keyring=jpn.keyring,
+        receiver=PHL,
+        sender=JPN,
+        batch_id=batch_id,
+        envelope_hashes=[sha256(stolen.data)],
+    ).outcomes
+    assert outcome.outcome == envelope_pb2.OUTCOME_REJECTED
+    assert outcome.reason == types_pb2.REASON_KEY_REVOKED
+    assert phl.store.get_inbox(JPN, stolen.message_id) is None
