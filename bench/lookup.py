@@ -1,0 +1,197 @@
+"""Document lookups through the local API at 1 million (or 10 million) indexed documents.
+
+    .venv/bin/python bench/lookup.py [--ten-million] [--seconds 10] [--concurrency 16]
+
+A node is created in a temporary directory, its document index loaded directly with N
+fraud notices (one per document), and started in a child process; this process is the
+client (aiohttp, keep-alive). Every lookup goes through the real path: bearer token,
+index query, history fold, JSON encoding and one durable ``document.lookup`` audit leaf
+per document. Prints hardware, then requests/s, lookups/s and p50/p99 latency for single
+lookups (GET) and batch lookups (POST, 100 documents each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import platform
+import random
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exchange_node.config import Config, LocalApiSection, NodeSection, PeerApiSection  # noqa: E402
+from exchange_node.identity import create_identity  # noqa: E402
+from exchange_node.protocol.keys import Suite  # noqa: E402
+from exchange_node.store.sqlite import SqliteStore  # noqa: E402
+
+STATES = ("PHL", "JPN", "THA", "VNM", "IDN", "D", "FRA", "GBR", "USA", "NGA")
+
+
+def number_of(i: int) -> str:
+    return f"P{i:08d}"
+
+
+def hardware() -> str:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"platform: {platform.platform()}\ncpu: {model}\ncores: {os.cpu_count()}\n"
+        f"python: {platform.python_version()}\nsqlite: {sqlite3.sqlite_version}"
+    )
+
+
+def load(db: Path, count: int) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    now = int(time.time() * 1000)
+    chunk = 100_000
+    sql = (
+        "INSERT INTO doc_notices (notice_id, sender_node, sender_country, kind, issuing_state, "
+        "document_type, number, issued_at_ms, supersedes, detection_place, detected_at_ms, "
+        "detection_auth, effective_at_ms, remarks, reason, message_id, indexed_at) "
+        "VALUES (?, 'JPN-ISA', 'JPN', 'COUNTERFEIT', ?, 'P', ?, ?, NULL, 'JPNRT', ?, '', NULL, "
+        "'', '', NULL, ?)"
+    )
+    for start in range(0, count, chunk):
+        rows = [
+            (f"{i:032x}", STATES[i % len(STATES)], number_of(i), now, now - 1000, now)
+            for i in range(start, min(count, start + chunk))
+        ]
+        conn.executemany(sql, rows)
+        conn.commit()
+    conn.close()
+
+
+def serve(data: str, port_queue, secret: str) -> None:
+    from exchange_node.node import Node
+
+    async def main() -> None:
+        config = Config(
+            node=NodeSection(id="BENCH-NODE", country="JPN", data_dir=data, suite="x25519"),
+            peer_api=PeerApiSection(listen="127.0.0.1:0", allow_plain_http=True),
+            local_api=LocalApiSection(listen="127.0.0.1:0"),
+        )
+        node = await Node.open(config)
+        await node.store.create_token("bench", "document_officer", secret, node.now_ms())
+        await node.start()
+        port_queue.put(node.local_port)
+        await asyncio.Event().wait()
+
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    asyncio.run(main())
+
+
+async def run_phase(url, secret, count, seconds, concurrency, batch):
+    headers = {"Authorization": f"Bearer {secret}"}
+    latencies: list[float] = []
+    requests = 0
+    deadline = time.perf_counter() + seconds
+    rng = random.Random(1)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal requests
+        while time.perf_counter() < deadline:
+            if batch:
+                ids = [rng.randrange(count) for _ in range(batch)]
+                body = {
+                    "documents": [
+                        {"issuing_state": STATES[i % len(STATES)], "document_number": number_of(i)}
+                        for i in ids
+                    ]
+                }
+                t0 = time.perf_counter()
+                async with session.post(
+                    f"{url}/api/v1/documents/lookup", json=body, headers=headers
+                ) as r:
+                    data = await r.json()
+                    assert r.status == 200 and all(x["known"] for x in data["results"]), r.status
+            else:
+                i = rng.randrange(count)
+                t0 = time.perf_counter()
+                async with session.get(
+                    f"{url}/api/v1/documents/{STATES[i % len(STATES)]}/{number_of(i)}",
+                    headers=headers,
+                ) as r:
+                    data = await r.json()
+                    assert r.status == 200 and data["known"], r.status
+            latencies.append(time.perf_counter() - t0)
+            requests += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    per = batch or 1
+    print(
+        f"{'batch of ' + str(batch) if batch else 'single':<13} concurrency {concurrency:>3}: "
+        f"{requests / elapsed:8.0f} requests/s  {requests * per / elapsed:9.0f} lookups/s  "
+        f"p50 {p(0.50):6.2f} ms  p99 {p(0.99):6.2f} ms  mean {statistics.mean(latencies) * 1000:6.2f} ms"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ten-million", action="store_true", help="index 10,000,000 documents")
+    ap.add_argument("--documents", type=int, default=None, help="index this many instead")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    count = args.documents or (10_000_000 if args.ten_million else 1_000_000)
+    print(hardware())
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        create_identity(
+            data, node_id="BENCH-NODE", country="JPN", display_name="bench",
+            endpoint="http://127.0.0.1:9", suite=Suite.X25519, now_ms=int(time.time() * 1000),
+        )  # fmt: skip
+
+        async def migrate() -> None:
+            await (await SqliteStore.open(data / "node.sqlite")).close()
+
+        asyncio.run(migrate())
+        t0 = time.perf_counter()
+        load(data / "node.sqlite", count)
+        print(f"indexed {count:,} documents in {time.perf_counter() - t0:.1f} s")
+        secret = "xn_" + secrets.token_urlsafe(32)
+        ctx = multiprocessing.get_context("spawn")
+        ports = ctx.Queue()
+        server = ctx.Process(target=serve, args=(str(data), ports, secret), daemon=True)
+        server.start()
+        try:
+            url = f"http://127.0.0.1:{ports.get(timeout=120)}"
+            asyncio.run(run_phase(url, secret, count, 2, 4, 0))  # warm-up
+            asyncio.run(run_phase(url, secret, count, args.seconds, 1, 0))
+            asyncio.run(run_phase(url, secret, count, args.seconds, args.concurrency, 0))
+            asyncio.run(run_phase(url, secret, count, args.seconds, 4, 100))
+        finally:
+            server.terminate()
+            server.join()
+
+
+if __name__ == "__main__":
+    main()
