@@ -39,8 +39,11 @@ async def witnessed(net) -> int:
     await deliver(jpn, 5)
     await phl.sign_checkpoint()
     await deliver(jpn)
-    held = await wait_for(lambda: jpn.audit.peer_checkpoint(PHL), what="a witnessed checkpoint")
-    assert held.note == phl.audit.latest_checkpoint().note
+    latest = phl.audit.latest_checkpoint()
+    held = await wait_for(
+        lambda: (cp := jpn.audit.peer_checkpoint(PHL)) and cp.note == latest.note and cp,
+        what="JPN to hold PHL's latest checkpoint",
+    )
     return held.tree_size
 
 
