@@ -31,7 +31,7 @@ EVENT = AuditEvent(
 def test_all_documented_kinds_are_defined() -> None:
     documented = {
         "envelope.sent", "envelope.received", "envelope.rejected", "receipt.sent",
-        "receipt.received", "document.lookup", "case.transition", "peer.added",
+        "receipt.received", "document.lookup", "case.transition", "case.accessed", "peer.added",
         "peer.removed", "peer.paused", "peer.resumed", "key.rotated", "key.revoked",
         "token.created", "token.revoked", "auth.failed", "config.loaded",
         "checkpoint.inconsistent", "notice.submitted",

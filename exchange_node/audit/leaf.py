@@ -40,6 +40,7 @@ class LeafKind(StrEnum):
     RECEIPT_RECEIVED = "receipt.received"
     DOCUMENT_LOOKUP = "document.lookup"
     CASE_TRANSITION = "case.transition"
+    CASE_ACCESSED = "case.accessed"
     PEER_ADDED = "peer.added"
     PEER_REMOVED = "peer.removed"
     PEER_PAUSED = "peer.paused"

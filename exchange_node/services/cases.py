@@ -27,7 +27,7 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -232,6 +232,30 @@ class CaseService:
     def require(self, case_ref: str) -> Case:
         ref = validate_case_reference(case_ref, "case_ref")
         case = self.get(ref)
+        if case is None:
+            raise NotFoundError(
+                "case_not_found", f"no case {ref} is known on this node", "case_ref"
+            )
+        return case
+
+    async def read(self, case_ref: str, *, actor: str, subject_hash: Callable[[str], str]) -> Case:
+        """:meth:`require`, recorded as one ``case.accessed`` leaf (found or not).
+
+        ``subject_hash`` maps the canonical reference to the keyed hash the leaf carries;
+        the reference itself stays out of the leaf. A malformed reference raises before
+        anything is recorded (there is no case it could name).
+        """
+        ref = validate_case_reference(case_ref, "case_ref")
+        case = self.get(ref)
+        await self._node.audit_sink.record(
+            AuditEvent(
+                time=self._node.now_ms(),
+                kind=LeafKind.CASE_ACCESSED,
+                actor=actor,
+                subject_hash=subject_hash(ref),
+                attrs={"found": "true" if case is not None else "false"},
+            )
+        )
         if case is None:
             raise NotFoundError(
                 "case_not_found", f"no case {ref} is known on this node", "case_ref"
