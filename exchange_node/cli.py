@@ -732,9 +732,19 @@ def _api_token(args) -> str:
     return value
 
 
+class ApiProblem(CliError):
+    """A problem-details answer from the local API: ``code: detail (field F)``."""
+
+    def __init__(self, code: str, detail: str, field: str | None) -> None:
+        super().__init__(f"{code}: {detail}" + (f" (field {field})" if field else ""))
+        self.code = code
+        self.detail = detail
+        self.field = field
+
+
 def _api_call(args, method: str, path: str, body: object | None = None) -> dict:
-    """One request to the running node's local API; a problem answer becomes a CliError
-    with its code, detail and field."""
+    """One request to the running node's local API; a problem answer raises
+    :class:`ApiProblem`, anything else that goes wrong a :class:`CliError`."""
     import urllib.error
     import urllib.request
 
@@ -756,7 +766,7 @@ def _api_call(args, method: str, path: str, body: object | None = None) -> dict:
             field = problem.get("field")
         except (ValueError, KeyError, TypeError):
             raise CliError(f"the node answered HTTP {exc.code} {exc.reason}") from None
-        raise CliError(f"{code}: {detail}" + (f" (field {field})" if field else "")) from None
+        raise ApiProblem(code, detail, field) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CliError(
@@ -808,8 +818,9 @@ def _print_answer(answer: dict) -> None:
             )
 
 
-def _batch_queries(path: str) -> list[dict]:
-    """``STATE NUMBER [TYPE]`` per line; blank lines and ``#`` comments are skipped."""
+def _batch_queries(path: str) -> list[tuple[int, dict]]:
+    """``(line number, query)`` for each ``STATE NUMBER [TYPE]`` line; blank lines and
+    ``#`` comments are skipped."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -824,7 +835,7 @@ def _batch_queries(path: str) -> list[dict]:
         query = {"issuing_state": words[0], "document_number": words[1]}
         if len(words) == 3:
             query["document_type"] = words[2]
-        queries.append(query)
+        queries.append((lineno, query))
     if not queries:
         raise CliError(f"{path}: no documents to look up (one STATE NUMBER [TYPE] per line)")
     return queries
@@ -840,19 +851,17 @@ def cmd_lookup(args) -> int:
         known = 0
         for start in range(0, len(queries), BATCH_CHUNK):
             chunk = queries[start : start + BATCH_CHUNK]
+            documents = [query for _, query in chunk]
             try:
-                page = _api_call(args, "POST", "/api/v1/documents/lookup", {"documents": chunk})
-            except CliError as exc:
-                # The API names the item by its index in the request; say which line.
-                raise CliError(
-                    re.sub(
-                        r"documents\[(\d+)\]",
-                        lambda m, start=start: (
-                            f"document {start + int(m.group(1)) + 1} of {args.batch}"
-                        ),
-                        str(exc),
-                    )
-                ) from None
+                page = _api_call(args, "POST", "/api/v1/documents/lookup", {"documents": documents})
+            except ApiProblem as exc:
+                # The API names the item by its index in the request; name the file's line.
+                m = re.fullmatch(r"documents\[(\d+)\]\.?(.*)", exc.field or "")
+                if m is None or int(m.group(1)) >= len(chunk):
+                    raise
+                where = f"{args.batch}:{chunk[int(m.group(1))][0]}"
+                field = f", field {m.group(2)}" if m.group(2) else ""
+                raise CliError(f"{exc.code}: {exc.detail} ({where}{field})") from None
             for answer in page["results"]:
                 if answer["known"]:
                     known += 1
