@@ -210,15 +210,41 @@ def _check(path: Path, cfg: Config) -> None:
                 raise bad(f"[peers.{peer_id}] allow", f"a list of {', '.join(NOTICE_KINDS)}", kind)
 
 
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "": Config,
+    "node": NodeSection,
+    "peer_api": PeerApiSection,
+    "local_api": LocalApiSection,
+    "protocol": ProtocolSection,
+    "delivery": DeliverySection,
+    "audit": AuditSection,
+}
+
+
 def _describe(exc: msgspec.ValidationError) -> str:
-    # msgspec says e.g. "Expected `int`, got `str` - at `$.delivery.batch_size`".
+    """Turn msgspec's message (e.g. "Expected `int`, got `str` - at `$.delivery.batch_size`")
+    into "[delivery] batch_size: ...", and say which keys a section accepts when a key
+    is unknown."""
     text = str(exc)
     m = re.search(r" - at `\$\.?(.*)`$", text)
-    if m:
-        parts = m.group(1).split(".")
-        key = f"[{'.'.join(parts[:-1])}] {parts[-1]}" if len(parts) > 1 else f"[{parts[0]}]"
-        return f"{key}: {text[: m.start()]}"
-    return text
+    if not m:
+        m_top = re.match(r"Object contains unknown field `(.+)`$", text)
+        if m_top:
+            return f"unknown section or key {m_top.group(1)!r}: expected one of {_keys(Config)}"
+        return text
+    parts = m.group(1).replace("[...]", ".*").split(".")
+    message = text[: m.start()]
+    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    if unknown:
+        section = _SECTIONS.get(parts[0]) if len(parts) == 1 else PeerPolicy
+        expected = f"expected one of {_keys(section)}" if section else "not a known key"
+        return f"[{'.'.join(parts)}]: unknown field `{unknown.group(1)}`; {expected}"
+    key = f"[{'.'.join(parts[:-1])}] {parts[-1]}" if len(parts) > 1 else f"[{parts[0]}]"
+    return f"{key}: {message}"
+
+
+def _keys(struct: type[msgspec.Struct]) -> str:
+    return ", ".join(f for f in struct.__struct_fields__ if f != "path")
 
 
 def load_config(path: str | Path) -> Config:

@@ -12,6 +12,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from exchange_node.delivery.receiver import (
     sign_receipt,
 )
 from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
+from exchange_node.errors import ExchangeError
 from exchange_node.identity import NodeKeys, load_identity
 from exchange_node.metrics import Metrics
 from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2
@@ -47,9 +49,9 @@ from exchange_node.protocol.envelope import Freshness, OpenedEnvelope, seal
 from exchange_node.protocol.errors import OpenError, wire_reason_name
 from exchange_node.protocol.keyring import Keyring
 from exchange_node.protocol.receipts import VerifiedReceipt, verify_receipt
+from exchange_node.services import Services
 from exchange_node.store.records import OutboxItem, OutboxRow
 from exchange_node.store.sqlite import SqliteStore
-from exchange_node.services import Services
 from exchange_node.tls import client_context, server_context, trust_peers
 
 log = structlog.get_logger("exchange_node.node")
@@ -205,7 +207,7 @@ class Node:
             except OpenError as exc:
                 self.log.error("peer.card_invalid", peer=p.node_id, reason=exc.reason.value)
                 continue
-            ring.peers[card.node_id] = card
+            ring.add_trusted(card)
         self.keyring = ring
         self._paused = {p.node_id for p in peers if p.paused}
         self._tls_by_fp = {
@@ -388,17 +390,24 @@ class Node:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryError(f"card fetch: {type(exc).__name__}: {exc}") from None
 
-    async def reseal(self, peer_id: str, rows: Sequence[OutboxRow]) -> None:
-        """The peer refused our seal (it rotated its key, or we did): refresh its card
-        when it has a newer one, then seal the same bodies again under the same ids."""
+    async def refresh_card(self, peer_id: str) -> bool:
+        """Fetch the peer's current card; adopt it if it is a rotation signed by a key we
+        trust. True if the pinned card changed."""
         try:
             fresh = await self.fetch_card(peer_id)
             if verify_card(fresh).serial > self.keyring.require(peer_id).serial:
                 await self.accept_rotation(fresh, actor=peer_id)
+                return True
         except (DeliveryError, OpenError) as exc:
             self.log.warning(
                 "peer.card_refresh_failed", peer=peer_id, error=str(getattr(exc, "detail", exc))
             )
+        return False
+
+    async def reseal(self, peer_id: str, rows: Sequence[OutboxRow]) -> None:
+        """The peer refused our seal (it rotated its key, or we did): refresh its card
+        when it has a newer one, then seal the same bodies again under the same ids."""
+        await self.refresh_card(peer_id)
         card = self.keyring.require(peer_id)
         now = self.now_ms()
         for row in rows:
@@ -497,6 +506,13 @@ class Node:
         async with self._http().get(
             url, params={"first": str(first), "second": str(second)}, ssl=self._ssl_for(card)
         ) as resp:
+            if 400 <= resp.status < 500:
+                # The peer cannot prove its own earlier checkpoint: for a witness that
+                # is "not proved", i.e. inconsistent, not a transport hiccup.
+                raise ExchangeError(
+                    "peer_proof_unavailable",
+                    f"{peer_id} could not prove consistency {first}->{second} (HTTP {resp.status})",
+                )
             if resp.status != 200:
                 raise DeliveryError(f"consistency proof: HTTP {resp.status}")
             data = await resp.json()
@@ -515,7 +531,12 @@ class Node:
         now = self.now_ms()
         batch = parse_batch(data, peer)
         if batch.sender not in self.keyring.peers:
-            raise BatchRefused(403, "unknown_peer", "the batch sender is not a pinned peer")
+            raise BatchRefused(
+                403,
+                "unknown_peer",
+                "the batch sender is not a pinned peer",
+                claimed_sender=_identifier(batch.sender),
+            )
         ctx = ReceiverContext(
             self.keys.local, self.keyring, self.freshness, self.policy, self.validators
         )
@@ -588,7 +609,7 @@ class Node:
         )
         return events
 
-    def audit_rejection(self, peer: str, code: str) -> None:
+    def audit_rejection(self, peer: str, code: str, attrs: dict[str, str] | None = None) -> None:
         """Audit a batch refused as a whole (oversized, malformed, unknown peer)."""
         event = AuditEvent(
             time=self.now_ms(),
@@ -596,7 +617,7 @@ class Node:
             actor=peer or "unknown",
             peer=peer,
             reason=code,
-            attrs={"scope": "batch"},
+            attrs={"scope": "batch", **(attrs or {})},
         )
         task = asyncio.create_task(self.audit_sink.record(event))
         self._tasks.append(task)
@@ -794,6 +815,13 @@ class Node:
 
 
 _POLICY_KINDS = frozenset({"status_notice", "fraud_notice", "correction", "case_event"})
+
+
+def _identifier(text: str) -> str:
+    """``text`` if it is safe to put in an audit leaf as an identifier, else a hash."""
+    if re.fullmatch(r"[A-Za-z0-9._:@/+=-]{1,64}", text):
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def _payload_context(peer_id: str, message_id: bytes) -> bytes:

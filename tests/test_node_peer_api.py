@@ -152,11 +152,6 @@ async def test_an_oversized_batch_is_refused_413_before_its_body_is_read(net):
     assert phl.store.inbox_feed(0, 10) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/peer.py post_batch returns 415 (and 411) without node.audit_rejection(): "
-    "no envelope.rejected leaf for a wrong content type",
-)
 async def test_a_batch_with_the_wrong_content_type_leaves_an_audit_leaf(net):
     phl = await net[PHL].start()
     jpn = await net[JPN].open()

@@ -98,13 +98,6 @@ async def test_a_receivers_log_rewritten_to_a_longer_history_raises_the_alarm(ne
     assert metric == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py Node._fetch_consistency raises DeliveryError for the peer's HTTP 404 "
-    "(it cannot prove a size it no longer has); AuditLog.record_peer_checkpoint counts only "
-    "an ExchangeError as 'not proved', so the DeliveryError escapes and _witness logs "
-    "audit.peer_checkpoint_unchecked: a truncated log never raises the alarm",
-)
 async def test_a_receivers_log_truncated_and_re_signed_raises_the_alarm(net):
     size = await witnessed(net)
     await rewrite_log(net[PHL], 2)

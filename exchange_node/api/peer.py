@@ -40,13 +40,16 @@ def _problem(
 
 
 def authenticated_peer(request: web.Request, node: Node) -> str | None:
-    """Node id of the TLS client, None on plain HTTP; raises 403 for an unknown cert."""
+    """Node id of the TLS client, None on plain HTTP; raises 403 for an unknown cert
+    (audited with the certificate's hash)."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     if ssl_object is None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
-    peer = node.peer_by_tls_fingerprint(hashlib.sha256(der).digest()) if der else None
+    fp = hashlib.sha256(der).digest() if der else b""
+    peer = node.peer_by_tls_fingerprint(fp) if der else None
     if peer is None:
+        node.audit_rejection("", "unknown_peer", {"tls_sha256": fp.hex()})
         raise web.HTTPForbidden(
             text='{"code":"unknown_peer","detail":"client certificate is not on a pinned card"}',
             content_type="application/json",
@@ -54,18 +57,28 @@ def authenticated_peer(request: web.Request, node: Node) -> str | None:
     return peer
 
 
+def _refuse(
+    node: Node, peer: str | None, status: int, code: str, message: str, **attrs: str
+) -> web.Response:
+    """Refuse a whole batch: audited (``envelope.rejected``, scope batch), then answered
+    with a problem document. Nothing of the batch is stored."""
+    node.audit_rejection(peer or "", code, attrs)
+    return _problem(status, code, message)
+
+
 async def post_batch(request: web.Request) -> web.StreamResponse:
     node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
     peer = authenticated_peer(request, node)
     if request.content_type != PROTOBUF:
-        return _problem(415, "unsupported_media_type", f"send the batch as {PROTOBUF}")
+        return _refuse(node, peer, 415, "unsupported_media_type", f"send the batch as {PROTOBUF}")
     limit = node.config.peer_api.max_batch_bytes
     if request.content_length is None:
-        return _problem(411, "length_required", "send Content-Length with the batch")
+        return _refuse(node, peer, 411, "length_required", "send Content-Length with the batch")
     if request.content_length > limit:
-        node.audit_rejection(peer or "", "batch_oversized")
-        return _problem(413, "batch_oversized", f"batches are limited to {limit} bytes")
+        return _refuse(node, peer, 413, "batch_oversized", f"batches are limited to {limit} bytes")
     if node.inbound_slots.locked():
+        # Back-pressure, not a refusal of content: counted, not audited (an overloaded
+        # node must not write more per request), and the sender retries.
         node.metrics.overload.inc()
         return _problem(
             429, "overloaded", "too many batches in progress; retry later", {"Retry-After": "1"}
@@ -75,8 +88,7 @@ async def post_batch(request: web.Request) -> web.StreamResponse:
         try:
             receipt = await node.receive_batch(data, peer)
         except BatchRefused as exc:
-            node.audit_rejection(peer or "", exc.code)
-            return _problem(exc.status, exc.code, exc.message)
+            return _refuse(node, peer, exc.status, exc.code, exc.message, **exc.attrs)
     return web.Response(body=receipt, content_type=PROTOBUF)
 
 

@@ -43,11 +43,13 @@ POLICY_KINDS = frozenset({"status_notice", "fraud_notice", "correction", "case_e
 class BatchRefused(Exception):
     """The batch as a whole is refused (HTTP 4xx); no envelope in it was processed."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, **attrs: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        # Identifiers for the audit leaf (e.g. the sender a batch claimed to be from).
+        self.attrs = attrs
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Protocol
 import structlog
 
 from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
-from exchange_node.protocol.errors import OpenError, wire_reason_name
+from exchange_node.protocol.errors import OpenError, Reason, wire_reason_name
 from exchange_node.protocol.receipts import VerifiedReceipt
 from exchange_node.store.base import Store
 from exchange_node.store.records import OutboxRow, ReceiptRecord
@@ -73,6 +73,8 @@ class WorkerHost(Protocol):
     ) -> VerifiedReceipt: ...
 
     async def reseal(self, peer_id: str, rows: Sequence[OutboxRow]) -> None: ...
+
+    async def refresh_card(self, peer_id: str) -> bool: ...
 
     async def after_receipt(
         self, peer_id: str, batch_id: bytes, rows: Sequence[OutboxRow], receipt: VerifiedReceipt
@@ -203,7 +205,18 @@ class PeerWorker:
         try:
             verified = self.host.verify_receipt_for(self.peer_id, signed, batch_id, hashes)
         except OpenError as exc:
-            raise DeliveryError(f"receipt refused: {exc.reason.value}: {exc.detail}") from None
+            # A peer that just rotated signs with a key we learn from its new card; its
+            # announcement may still be behind this receipt. Fetch the card once.
+            if exc.reason is not Reason.UNKNOWN_KEY or not await self.host.refresh_card(
+                self.peer_id
+            ):
+                raise DeliveryError(f"receipt refused: {exc.reason.value}: {exc.detail}") from None
+            try:
+                verified = self.host.verify_receipt_for(self.peer_id, signed, batch_id, hashes)
+            except OpenError as again:
+                raise DeliveryError(
+                    f"receipt refused: {again.reason.value}: {again.detail}"
+                ) from None
         outcomes: list[tuple[int, StoreOutcome, str | None]] = []
         reseal: list[OutboxRow] = []
         for row, o in zip(rows, verified.outcomes, strict=True):

@@ -65,9 +65,14 @@ class Keyring:
         ring = cls()
         ring.revoked.update(revocations)
         for signed in cards:
-            card = verify_card(signed)
-            ring.peers[card.node_id] = _without_revoked(card, ring.revoked)
+            ring.add_trusted(verify_card(signed))
         return ring
+
+    def add_trusted(self, card: PeerCard) -> PeerCard:
+        """Add a card this node already trusts (pinned earlier and read back from its
+        store); revoked encryption keys are dropped from it as always."""
+        self.peers[card.node_id] = _without_revoked(card, self.revoked)
+        return self.peers[card.node_id]
 
     def pin(self, signed: bytes, expected_fingerprint: str) -> PeerCard:
         """Pin a peer's card after an out-of-band fingerprint comparison.
