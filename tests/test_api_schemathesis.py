@@ -1,6 +1,6 @@
 """Property-based test of the local API against the OpenAPI document it serves.
 
-One real node runs on loopback. For each tag of the document, schemathesis generates
+A real node runs on loopback (with one pinned peer). For each tag of the document, schemathesis generates
 requests for every operation of that tag (valid and invalid ones: its fuzzing phase),
 sends them with a token of the tag's role, and checks that no answer is a server error
 and that every answer matches the document: a declared status code, a declared content
@@ -8,7 +8,7 @@ type, and a body valid against the declared schema.
 
 So that answers with data are checked too, not only refusals, the node first holds a
 case, a notice, a sent message and audit entries, and part of the generated requests
-name them (``KNOWN``); the rest name whatever schemathesis makes up.
+name them (:func:`_seed`); the rest name whatever schemathesis makes up.
 
 The inbox long-poll may legitimately hold a request for up to 60 s; the generated
 ``wait`` is capped at 1 s here (the test's requests, not the served document) so that
