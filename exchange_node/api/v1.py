@@ -466,7 +466,7 @@ async def get_case(request: web.Request) -> web.Response:
     case = await services.cases.read(
         request.match_info["case_ref"],
         actor=actor_name(current_token(request)),
-        subject_hash=lambda ref: services.subject_hash("case", ref),
+        subject_hash=services.case_subject_hash,
     )
     return _json(case_out(node, case))
 

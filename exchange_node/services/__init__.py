@@ -49,3 +49,8 @@ class Services:
         """Keyed hash of a document for ``document.lookup`` leaves (type left out, so an
         auditor holding the key can test a document whatever type was asked)."""
         return keyed_hash(self._subject_key, f"{issuing_state}:{number}")
+
+    def case_subject_hash(self, case_ref: str) -> str:
+        """Keyed hash of a case reference for ``case.accessed`` leaves. The ``case:``
+        prefix keeps it apart from document hashes (no ICAO code is lower case)."""
+        return keyed_hash(self._subject_key, f"case:{case_ref}")
