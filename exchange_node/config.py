@@ -4,7 +4,7 @@ Only the composition root (``node.py``) and the CLI call :func:`load_config`. A 
 stops start-up with :class:`ConfigError`, whose one-line message names the file, the key
 and what is expected, e.g.::
 
-    config/node.toml: [delivery] batch_size: expected an integer between 1 and 500, got 0
+    config/node.toml: [delivery] batch_size: expected a number between 1 and 500, got 0
 """
 
 from __future__ import annotations
@@ -118,6 +118,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# (section, key, lowest, highest) for every numeric setting.
+_RANGES: tuple[tuple[str, str, float, float], ...] = (
+    ("peer_api", "max_batch_bytes", 1024, 64 * 1024 * 1024),
+    ("peer_api", "max_concurrent_batches", 1, 256),
+    ("protocol", "max_clock_skew_seconds", 0, 3600),
+    ("protocol", "retention_days", 1, 3650),
+    ("delivery", "batch_size", 1, 500),
+    ("delivery", "backoff_initial_ms", 1, 3_600_000),
+    ("delivery", "backoff_max_ms", 1, 86_400_000),
+    ("delivery", "request_timeout_seconds", 1, 600),
+    ("audit", "checkpoint_interval_seconds", 1, 86400),
+)
+
+
 def _check(path: Path, cfg: Config) -> None:
     def bad(key: str, expected: str, got: object) -> ConfigError:
         return ConfigError(f"{path}: {key}: expected {expected}, got {got!r}")
@@ -164,43 +178,15 @@ def _check(path: Path, cfg: Config) -> None:
             "https:// (or allow_plain_http = true)",
             cfg.peer_api.public_endpoint,
         )
-    if not 1024 <= cfg.peer_api.max_batch_bytes <= 64 * 1024 * 1024:
-        raise bad(
-            "[peer_api] max_batch_bytes",
-            "an integer between 1024 and 67108864",
-            cfg.peer_api.max_batch_bytes,
-        )
-    if not 1 <= cfg.peer_api.max_concurrent_batches <= 256:
-        raise bad(
-            "[peer_api] max_concurrent_batches",
-            "an integer between 1 and 256",
-            cfg.peer_api.max_concurrent_batches,
-        )
-    if not 0 <= cfg.protocol.max_clock_skew_seconds <= 3600:
-        raise bad(
-            "[protocol] max_clock_skew_seconds",
-            "an integer between 0 and 3600",
-            cfg.protocol.max_clock_skew_seconds,
-        )
-    if not 1 <= cfg.protocol.retention_days <= 3650:
-        raise bad(
-            "[protocol] retention_days",
-            "an integer between 1 and 3650",
-            cfg.protocol.retention_days,
-        )
-    if not 1 <= cfg.delivery.batch_size <= 500:
-        raise bad("[delivery] batch_size", "an integer between 1 and 500", cfg.delivery.batch_size)
-    if not 1 <= cfg.delivery.backoff_initial_ms <= cfg.delivery.backoff_max_ms:
+    for section, key, low, high in _RANGES:
+        value = getattr(getattr(cfg, section), key)
+        if not low <= value <= high:
+            raise bad(f"[{section}] {key}", f"a number between {low} and {high}", value)
+    if cfg.delivery.backoff_initial_ms > cfg.delivery.backoff_max_ms:
         raise bad(
             "[delivery] backoff_initial_ms",
-            "between 1 and backoff_max_ms",
+            "at most backoff_max_ms",
             cfg.delivery.backoff_initial_ms,
-        )
-    if not 1 <= cfg.audit.checkpoint_interval_seconds <= 86400:
-        raise bad(
-            "[audit] checkpoint_interval_seconds",
-            "an integer between 1 and 86400",
-            cfg.audit.checkpoint_interval_seconds,
         )
     for peer_id, policy in cfg.peers.items():
         if not NODE_ID_RE.fullmatch(peer_id):
