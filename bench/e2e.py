@@ -248,6 +248,66 @@ def _exp_receipt_overlap() -> None:
     W.run = run
 
 
+def _exp_writer_linger() -> None:
+    """The store writer commits as soon as one job is queued. Under a stream of single
+    Node.submit calls (each sealing on the loop first) that is about 2.5 jobs per COMMIT,
+    and each COMMIT costs the writer thread CPU and the loop the GIL. Wait up to 1 ms for
+    more jobs when a group would otherwise close with fewer than 8 (PostgreSQL's
+    commit_delay / commit_siblings idea)."""
+    import queue as queue_mod
+
+    from exchange_node.store import writer as writer_mod
+
+    W = writer_mod.GroupCommitWriter
+    linger_s, siblings = 0.001, 8
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            carry = None
+            while True:
+                first = carry if carry is not None else self._queue.get()
+                carry = None
+                if first is writer_mod._STOP:
+                    break
+                if not first.transactional:
+                    self._run_raw(conn, first)
+                    continue
+                group, weight = [first], first.weight
+                lingered = False
+                while weight < self._max_group:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue_mod.Empty:
+                        if lingered or len(group) >= siblings:
+                            break
+                        lingered = True
+                        try:
+                            job = self._queue.get(timeout=linger_s)
+                        except queue_mod.Empty:
+                            break
+                    if (
+                        job is writer_mod._STOP
+                        or not job.transactional
+                        or (weight + job.weight > self._max_group)
+                    ):
+                        carry = job
+                        break
+                    group.append(job)
+                    weight += job.weight
+                self._run_group(conn, group)
+        finally:
+            conn.close()
+
+    W._run = _run
+
+
 # --- --trace: wall time of each stage of the delivery path (the code itself unchanged) --------
 
 TRACE: dict[str, list[float]] = {}
@@ -356,6 +416,7 @@ def print_trace(title: str, summary: dict[str, dict[str, float]]) -> None:
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "policy-cache": _exp_policy_cache,
     "receipt-overlap": _exp_receipt_overlap,
+    "writer-linger": _exp_writer_linger,
 }
 
 
@@ -665,6 +726,9 @@ async def sender_main(args) -> dict:
         await submit_and_wait(deadline)
 
     # 1. idle pair.
+    TRACE.clear()
+    if args.trace:
+        os.kill(rpid, signal.SIGUSR1)  # the receiver's trace restarts with each phase
     lat = []
     deadline = time.perf_counter() + args.phase_timeout
     c0 = cpu()
@@ -681,6 +745,10 @@ async def sender_main(args) -> dict:
         "cpu_sender_per_notice": (c1[0] - c0[0]) / len(lat),
         "cpu_receiver_per_notice": (c1[1] - c0[1]) / len(lat),
     }
+
+    out["trace_idle"] = trace_summary()
+    if args.trace:
+        os.kill(rpid, signal.SIGUSR1)
 
     # 2. paced, open-loop.
     if args.rate > 0 and args.rate_seconds > 0:
@@ -735,7 +803,7 @@ async def sender_main(args) -> dict:
     s_threads0, r_threads0 = thread_cpu(), thread_cpu(rpid)
     TRACE.clear()
     if args.trace:
-        os.kill(rpid, signal.SIGUSR1)  # the receiver starts its trace afresh too
+        os.kill(rpid, signal.SIGUSR1)
     c0 = cpu()
     t_start = time.perf_counter()
 
@@ -853,7 +921,15 @@ def role_receiver(args) -> int:
     apply_experiments(args.experiment)
     if args.trace:
         install_trace()
-        signal.signal(signal.SIGUSR1, lambda *_: TRACE.clear())
+        phase = iter(range(100))
+
+        def next_phase(*_):
+            # Keep what the phase that ended measured (1 = idle), then start afresh.
+            if args.result:
+                Path(f"{args.result}.{next(phase)}").write_text(json.dumps(trace_summary()))
+            TRACE.clear()
+
+        signal.signal(signal.SIGUSR1, next_phase)
     code = cli_main(["--config", args.config, "serve", "--ready-file", args.ready_file])
     if args.trace and args.result:
         Path(args.result).write_text(json.dumps(trace_summary()))
@@ -1038,6 +1114,11 @@ def run_suite(args, suite: str, work: Path) -> dict:
         flush=True,
     )
     if args.trace:
+        print("stage timings, idle pair (wall time):")
+        print_trace("sender", out["trace_idle"])
+        idle_r = Path(f"{rtrace}.1")
+        if idle_r.exists():
+            print_trace("receiver", json.loads(idle_r.read_text()))
         print("stage timings, throughput phase (wall time; awaited stages include waiting):")
         print_trace("sender", out["trace"])
         if rtrace.exists():
