@@ -128,126 +128,6 @@ def ms(seconds: float) -> str:
 # --- experiments: candidate optimisations, patched in at run time ----------------------------
 
 
-def _exp_policy_cache() -> None:
-    """Node.policy reads the peer's row (card blob included) from SQLite on the event loop
-    for every Node.submit. Serve it from memory, rebuilt whenever the pinned peers change
-    (reload_peers already runs then)."""
-    from exchange_node import node as node_mod
-
-    orig_policy, orig_reload = node_mod.Node.policy, node_mod.Node.reload_peers
-
-    def reload_peers(self):
-        self._bench_policy = {}
-        orig_reload(self)
-
-    def policy(self, peer_id):
-        cache = self.__dict__.setdefault("_bench_policy", {})
-        if peer_id not in cache:
-            cache[peer_id] = orig_policy(self, peer_id)
-        return cache[peer_id]
-
-    node_mod.Node.reload_peers = reload_peers
-    node_mod.Node.policy = policy
-
-
-def _exp_receipt_overlap() -> None:
-    """PeerWorker.send awaits three more commits after verifying a receipt (record_receipt,
-    touch_contact, the audit append in after_receipt) before the next batch can leave.
-    Settle a receipt in the background while the next batch is on the wire: at most one
-    settle in flight, rows being settled are left out of the next batch, FIFO kept."""
-    from exchange_node.delivery import worker as worker_mod
-
-    W = worker_mod.PeerWorker
-    orig_send = W.send
-
-    async def send(self, rows):
-        settling = self.__dict__.setdefault("_bench_settling", set())
-        prev = self.__dict__.get("_bench_task")
-        host = self.host
-        real_store = host.store
-
-        class _Deferred:
-            """The host as send() sees it: the three settle calls are captured."""
-
-            def __getattr__(self, name):
-                return getattr(host, name)
-
-        calls = []
-        deferred = _Deferred()
-
-        class _Store:
-            def __getattr__(self, name):
-                return getattr(real_store, name)
-
-            async def record_receipt(self, *a, **kw):
-                calls.append(("record_receipt", a, kw))
-
-            async def touch_contact(self, *a, **kw):
-                calls.append(("touch_contact", a, kw))
-
-        deferred.store = _Store()
-
-        async def after_receipt(*a, **kw):
-            calls.append(("after_receipt", a, kw))
-
-        deferred.after_receipt = after_receipt
-        self.host = deferred
-        try:
-            await orig_send(self, rows)
-        finally:
-            self.host = host
-        if prev is not None:
-            await prev  # one settle in flight: bounded memory, receipts stored in order
-        ids = {r.id for r in rows}
-        settling |= ids
-
-        async def settle():
-            try:
-                for name, a, kw in calls:
-                    target = real_store if name != "after_receipt" else host
-                    await getattr(target, name)(*a, **kw)
-            finally:
-                settling.difference_update(ids)
-
-        self._bench_task = asyncio.create_task(settle())
-
-    orig_pending = None
-
-    def pending_excluding(store, peer_id, limit, settling):
-        rows = orig_pending(store, peer_id, limit + len(settling))
-        return [r for r in rows if r.id not in settling][:limit]
-
-    from exchange_node.store.sqlite import SqliteStore
-
-    orig_pending = SqliteStore.pending
-    orig_run = W.run
-
-    async def run(self):
-        settling = self.__dict__.setdefault("_bench_settling", set())
-        store = self.host.store
-
-        class _View:
-            def __getattr__(self, name):
-                return getattr(store, name)
-
-            def pending(self, peer_id, limit):
-                return pending_excluding(store, peer_id, limit, settling)
-
-        host = self.host
-
-        class _Host:
-            def __getattr__(self, name):
-                return getattr(host, name)
-
-        view_host = _Host()
-        view_host.store = _View()
-        self.host = view_host
-        await orig_run(self)
-
-    W.send = send
-    W.run = run
-
-
 def _exp_writer_linger() -> None:
     """The store writer commits as soon as one job is queued. Under a stream of single
     Node.submit calls (each sealing on the loop first) that is about 2.5 jobs per COMMIT,
@@ -348,7 +228,7 @@ def install_trace() -> None:
 
     N = node_mod.Node
     _timed_async(N, "submit", "sender: Node.submit (whole)")
-    _timed_sync(N, "policy", "sender: Node.policy (SQLite read on the loop)")
+    _timed_sync(N, "policy", "sender: Node.policy")
     _timed_sync(node_mod, "seal", "sender: seal")
     _timed_async(SqliteStore, "enqueue", "sender: store.enqueue (group commit)")
     _timed_sync(SqliteStore, "pending", "sender: store.pending (SQLite read on the loop)")
@@ -361,9 +241,9 @@ def install_trace() -> None:
     _timed_async(N, "_witness", "sender: _witness (peer checkpoint)")
     _timed_async(N, "receive_batch", "receiver: receive_batch (whole)")
     _timed_sync(node_mod, "parse_batch", "receiver: parse_batch")
-    _timed_sync(node_mod, "check_envelopes", "receiver: check_envelopes (open+validate)")
+    _timed_async(N, "_open_all", "receiver: open envelopes (crypto threads)")
+    _timed_sync(node_mod, "validate_envelopes", "receiver: validate_envelopes (on the loop)")
     _timed_async(SqliteStore, "accept", "receiver: store.accept")
-    _timed_sync(AuditLog, "latest_checkpoint", "receiver: audit.latest_checkpoint (on the loop)")
     _timed_sync(node_mod, "sign_receipt", "receiver: sign_receipt")
     _timed_async(SqliteStore, "store_sent_receipt", "receiver: store.store_sent_receipt")
     _timed_async(node_mod.AuditSink, "record", "both: AuditSink.record (awaited)")
@@ -414,8 +294,6 @@ def print_trace(title: str, summary: dict[str, dict[str, float]]) -> None:
 
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {
-    "policy-cache": _exp_policy_cache,
-    "receipt-overlap": _exp_receipt_overlap,
     "writer-linger": _exp_writer_linger,
 }
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +34,12 @@ from exchange_node.delivery.receiver import (
     EnvelopeResult,
     ReceiverContext,
     Validator,
-    check_envelopes,
     inbox_items,
     merge_store_outcomes,
+    open_envelopes,
     parse_batch,
     sign_receipt,
+    validate_envelopes,
 )
 from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
 from exchange_node.errors import ExchangeError
@@ -144,8 +146,16 @@ class Node:
         self.log = log.bind(node=self.node_id)
         self._audit_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit")
         self.audit_sink = AuditSink(audit, self._audit_executor)
+        # Opening envelopes is mostly OpenSSL work that releases the GIL: a batch is
+        # opened in slices on these threads, one per core.
+        self._crypto_threads = max(1, min(4, os.cpu_count() or 1))
+        self._crypto_pool = concurrent.futures.ThreadPoolExecutor(
+            self._crypto_threads, thread_name_prefix="crypto"
+        )
+        self._checkpoint_note = b""
         self._tls_by_fp: dict[bytes, str] = {}
         self._paused: set[str] = set()
+        self._policies: dict[str, tuple[str, ...]] = {}
         self._peer_state: tuple = ()
         self._card_mtime = 0
         self._client_ssl: dict[tuple[str, bytes], object] = {}
@@ -210,6 +220,7 @@ class Node:
             ring.add_trusted(card)
         self.keyring = ring
         self._paused = {p.node_id for p in peers if p.paused}
+        self._policies = {p.node_id: tuple(p.policy) for p in peers if p.policy}
         self._tls_by_fp = {
             c.tls_cert_sha256: c.node_id for c in ring.peers.values() if c.tls_cert_sha256
         }
@@ -226,10 +237,16 @@ class Node:
         return peer_id in self._paused
 
     def policy(self, peer_id: str) -> tuple[str, ...]:
-        record = self.store.get_peer(peer_id)
-        if record is not None and record.policy:
-            return tuple(record.policy)
-        return self.config.policy_for(peer_id)
+        """Notice kinds allowed with ``peer_id``: the policy stored with the peer (set by
+        ``peer add --allow`` or the API), else the config file's. Kept in memory and
+        rebuilt with the peers, so the hot paths never query for it."""
+        policy = self._policies.get(peer_id)
+        return policy if policy is not None else self.config.policy_for(peer_id)
+
+    async def set_policy(self, peer_id: str, kinds: Sequence[str]) -> None:
+        """Store and apply at once which notice kinds may go to and come from a peer."""
+        await self.store.set_policy(peer_id, kinds, self.now_ms())
+        self.reload_peers()
 
     def _sync_workers(self) -> None:
         for peer_id in list(self.workers):
@@ -540,7 +557,7 @@ class Node:
         ctx = ReceiverContext(
             self.keys.local, self.keyring, self.freshness, self.policy, self.validators
         )
-        results = check_envelopes(ctx, batch, now)
+        results = validate_envelopes(ctx, batch.sender, await self._open_all(ctx, batch, now))
         items = inbox_items(results, now)
         stored = await self.store.accept(items) if items else []
         results = merge_store_outcomes(results, stored)
@@ -551,26 +568,52 @@ class Node:
             res = hook(accepted)
             if asyncio.iscoroutine(res):
                 await res
-        latest = self.audit.latest_checkpoint()
         receipt = sign_receipt(
             me=self.keys.local,
             signing_key=self.keys.local.signing_key,
             batch=batch,
             results=results,
             now_ms=now,
-            checkpoint=latest.note.encode() if latest else b"",
+            checkpoint=self._checkpoint_note,
         )
-        await self.store.store_sent_receipt(batch.sender, batch.batch_id, receipt, now)
-        await self.audit_sink.record(*self._receive_events(batch, results, receipt, now))
-        for r in results:
-            outcome = envelope_pb2.Outcome.Name(r.outcome).removeprefix("OUTCOME_").lower()
-            self.metrics.received.labels(
-                batch.sender, outcome, r.reason.value if r.reason else ""
-            ).inc()
+        # Both durable before the receipt leaves; neither needs the other.
+        await asyncio.gather(
+            self.store.store_sent_receipt(batch.sender, batch.batch_id, receipt, now),
+            self.audit_sink.record(*self._receive_events(batch, results, receipt, now)),
+        )
+        counts = Counter(
+            (
+                envelope_pb2.Outcome.Name(r.outcome).removeprefix("OUTCOME_").lower(),
+                r.reason.value if r.reason else "",
+            )
+            for r in results
+        )
+        for (outcome, reason), n in counts.items():
+            self.metrics.received.labels(batch.sender, outcome, reason).inc(n)
         worker = self.workers.get(batch.sender)
         if worker is not None:
             worker.wake(reset_backoff=True)  # the peer is evidently up
         return receipt
+
+    async def _open_all(
+        self, ctx: ReceiverContext, batch: envelope_pb2.Batch, now: int
+    ) -> list[EnvelopeResult]:
+        """Open a batch's envelopes, on the crypto threads when it is worth it."""
+        envs = batch.envelopes
+        if len(envs) < 2 * _CRYPTO_CHUNK_MIN:
+            return open_envelopes(ctx, batch.sender, envs, 0, now)
+        n = min(self._crypto_threads, len(envs) // _CRYPTO_CHUNK_MIN)
+        size = -(-len(envs) // n)
+        loop = asyncio.get_running_loop()
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._crypto_pool, open_envelopes, ctx, batch.sender, envs[i : i + size], i, now
+                )
+                for i in range(0, len(envs), size)
+            )
+        )
+        return [r for part in parts for r in part]
 
     def _receive_events(
         self, batch, results: Sequence[EnvelopeResult], receipt: bytes, now: int
@@ -749,6 +792,9 @@ class Node:
         cp = await asyncio.get_running_loop().run_in_executor(
             self._audit_executor, self.audit.sign_checkpoint, self.now_ms()
         )
+        # Receipts carry this note; kept here so answering a batch never waits on the
+        # audit database's lock.
+        self._checkpoint_note = cp.note.encode()
         self.metrics.audit_size.set(cp.tree_size)
 
     async def _checkpoints(self) -> None:
@@ -810,9 +856,12 @@ class Node:
             await asyncio.gather(self.audit_sink._flushing, return_exceptions=True)
         await self.store.close()
         self._audit_executor.shutdown(wait=True)
+        self._crypto_pool.shutdown(wait=True)
         self.audit.close()
         self.log.info("node.stopped")
 
+
+_CRYPTO_CHUNK_MIN = 16  # envelopes; smaller batches are opened inline
 
 _POLICY_KINDS = frozenset({"status_notice", "fraud_notice", "correction", "case_event"})
 

@@ -212,7 +212,7 @@ async def test_a_peer_status_notice_not_from_the_issuing_state_is_rejected_on_re
     from exchange_node.config import NOTICE_KINDS
     from exchange_node.pb.exchange.v1 import notice_pb2
 
-    await phl.store.set_policy("JPN-ISA", NOTICE_KINDS, phl.now_ms())
+    await phl.set_policy("JPN-ISA", NOTICE_KINDS)
     body = notice_pb2.Body(
         status_notice=notice_pb2.TravelDocumentStatusNotice(
             notice_id=b"\x01" * 16,

@@ -102,10 +102,21 @@ def check_envelopes(
 ) -> list[EnvelopeResult]:
     """Open and check every envelope (no I/O). Verified ones come back with
     outcome ACCEPTED *provisionally*: the store decides ACCEPTED or DUPLICATE."""
+    return validate_envelopes(
+        ctx, batch.sender, open_envelopes(ctx, batch.sender, batch.envelopes, 0, now_ms)
+    )
+
+
+def open_envelopes(
+    ctx: ReceiverContext, sender: str, envelopes: Sequence[bytes], first_index: int, now_ms: int
+) -> list[EnvelopeResult]:
+    """Phase one: the cryptography and the sender's policy, for a slice of a batch.
+
+    Touches no store and mutates nothing shared, so slices may run on worker threads
+    (the cryptography releases the GIL)."""
     results = []
-    allowed = set(ctx.policy(batch.sender))
-    for i, data in enumerate(batch.envelopes):
-        h = envelope_hash(data)
+    allowed = set(ctx.policy(sender))
+    for i, data in enumerate(envelopes, first_index):
         try:
             opened = open_envelope(
                 data,
@@ -113,33 +124,57 @@ def check_envelopes(
                 keyring=ctx.keyring,
                 now_ms=now_ms,
                 freshness=ctx.freshness,
-                expected_sender=batch.sender,
+                expected_sender=sender,
             )
             kind = body_kind(opened)
             if kind in POLICY_KINDS and kind not in allowed:
-                raise OpenError(Reason.POLICY_DENIED, f"{kind} not allowed from {batch.sender}")
-            card = ctx.keyring.require(batch.sender)
-            for validate in ctx.validators:
-                validate(card, opened, kind)
+                raise OpenError(Reason.POLICY_DENIED, f"{kind} not allowed from {sender}")
         except OpenError as exc:
-            mid = _message_id_of(data)
-            log.warning(
-                "envelope.rejected",
-                peer=batch.sender,
-                message_id=mid.hex(),
-                reason=exc.reason.value,
-                detail=exc.detail,
-            )
-            results.append(
-                EnvelopeResult(i, h, mid, envelope_pb2.OUTCOME_REJECTED, exc.reason, "", None)
-            )
+            results.append(_rejected(sender, i, envelope_hash(data), _message_id_of(data), exc))
             continue
         results.append(
             EnvelopeResult(
-                i, h, opened.message_id, envelope_pb2.OUTCOME_ACCEPTED, None, kind, opened
+                i,
+                opened.envelope_hash,
+                opened.message_id,
+                envelope_pb2.OUTCOME_ACCEPTED,
+                None,
+                kind,
+                opened,
             )
         )
     return results
+
+
+def validate_envelopes(
+    ctx: ReceiverContext, sender: str, results: list[EnvelopeResult]
+) -> list[EnvelopeResult]:
+    """Phase two, on the event loop and in batch order: the domain validators (they
+    may read the store, and a case event may depend on the one before it)."""
+    if not ctx.validators:
+        return results
+    card = ctx.keyring.require(sender)
+    out = []
+    for r in results:
+        if r.opened is not None:
+            try:
+                for validate in ctx.validators:
+                    validate(card, r.opened, r.kind)
+            except OpenError as exc:
+                r = _rejected(sender, r.index, r.envelope_hash, r.message_id, exc)
+        out.append(r)
+    return out
+
+
+def _rejected(sender: str, index: int, h: bytes, mid: bytes, exc: OpenError) -> EnvelopeResult:
+    log.warning(
+        "envelope.rejected",
+        peer=sender,
+        message_id=mid.hex(),
+        reason=exc.reason.value,
+        detail=exc.detail,
+    )
+    return EnvelopeResult(index, h, mid, envelope_pb2.OUTCOME_REJECTED, exc.reason, "", None)
 
 
 def _message_id_of(data: bytes) -> bytes:

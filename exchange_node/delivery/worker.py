@@ -121,6 +121,8 @@ class PeerWorker:
         self._stopping = False
         self.in_flight = False
         self._reseals: dict[int, int] = {}
+        self._settling: frozenset[int] = frozenset()
+        self._settle_task: asyncio.Task | None = None
         self.log = log.bind(peer=peer_id)
 
     def start(self) -> None:
@@ -142,6 +144,7 @@ class PeerWorker:
             except TimeoutError:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
+        await self._settled()
 
     async def _sleep(self, seconds: float | None) -> None:
         try:
@@ -155,7 +158,7 @@ class PeerWorker:
             if self.host.is_paused(self.peer_id):
                 await self._sleep(self.idle_poll_s)
                 continue
-            rows = self.host.store.pending(self.peer_id, self.batch_size)
+            rows = self._next_rows()
             if not rows:
                 await self._sleep(self.idle_poll_s)
                 continue
@@ -229,18 +232,57 @@ class PeerWorker:
                 reseal.append(row)
             else:
                 outcomes.append((row.id, StoreOutcome.REJECTED, wire_reason_name(o.reason)))
-        now = self.host.now_ms()
-        await self.host.store.record_receipt(
-            self.peer_id,
-            ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now),
-            outcomes,
+        # The receiver has stored the batch: the next batch may go out while this
+        # receipt is recorded (overlapping the two doubles what one peer link can
+        # carry). At most one settlement runs at a time; its rows stay out of the
+        # next batch until it is done. Should it fail, they are simply still queued
+        # and a resend is answered DUPLICATE.
+        await self._settled()
+        ids = frozenset(r.id for r in rows)
+        self._settling |= ids
+        self._settle_task = asyncio.create_task(
+            self._settle(batch_id, signed, rows, verified, outcomes, reseal, ids),
+            name=f"settle:{self.peer_id}",
         )
-        await self.host.store.touch_contact(self.peer_id, now, None)
-        for row_id, _, _ in outcomes:
-            self._reseals.pop(row_id, None)
-        await self.host.after_receipt(self.peer_id, batch_id, rows, verified)
-        if reseal:
-            await self.host.reseal(self.peer_id, reseal)
+
+    def _next_rows(self) -> list[OutboxRow]:
+        """The oldest queued rows not being settled, at most one batch of them."""
+        rows = self.host.store.pending(self.peer_id, self.batch_size + len(self._settling))
+        return [r for r in rows if r.id not in self._settling][: self.batch_size]
+
+    async def _settled(self) -> None:
+        if self._settle_task is not None:
+            await asyncio.gather(self._settle_task, return_exceptions=True)
+            self._settle_task = None
+
+    async def _settle(
+        self,
+        batch_id: bytes,
+        signed: bytes,
+        rows: Sequence[OutboxRow],
+        verified: VerifiedReceipt,
+        outcomes: list[tuple[int, StoreOutcome, str | None]],
+        reseal: list[OutboxRow],
+        ids: frozenset[int],
+    ) -> None:
+        try:
+            now = self.host.now_ms()
+            await self.host.store.record_receipt(
+                self.peer_id,
+                ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now),
+                outcomes,
+            )
+            await self.host.store.touch_contact(self.peer_id, now, None)
+            for row_id, _, _ in outcomes:
+                self._reseals.pop(row_id, None)
+            await self.host.after_receipt(self.peer_id, batch_id, rows, verified)
+            if reseal:
+                await self.host.reseal(self.peer_id, reseal)
+        except Exception as exc:
+            self.log.exception("outbox.settle_failed", error=str(exc))
+        finally:
+            self._settling -= ids
+            self.wake()
 
 
 def _sha256(data: bytes) -> bytes:

@@ -392,7 +392,11 @@ def _family(kind: NoticeKind) -> str:
 def _clean_text(value: str, field: str, code: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(code, f"expected text, got {type(value).__name__}", field)
-    if any(unicodedata.category(c) == "Cc" and c not in " \t\n" for c in value):
+    # isprintable() is a fast C check that is True for nearly all real text; only
+    # text it flags gets the per-character look.
+    if not value.isprintable() and any(
+        unicodedata.category(c) == "Cc" and c not in " \t\n" for c in value
+    ):
         raise ValidationError(code, "the text contains control characters", field)
     return " ".join(value.split())
 
