@@ -19,8 +19,10 @@ import os
 import platform
 import random
 import secrets
+import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -154,6 +156,65 @@ async def run_phase(url, secret, count, seconds, concurrency, batch):
     )
 
 
+WRK_SCRIPT = """
+math.randomseed(7)
+local states = {%(states)s}
+request = function()
+  local i = math.random(0, %(count)d - 1)
+  local path = string.format("/api/v1/documents/%%s/P%%08d", states[(i %% %(n)d) + 1], i)
+  return wrk.format("GET", path, {["Authorization"] = "Bearer %(secret)s"})
+end
+done = function(summary, latency, requests)
+  io.write(string.format("WRK %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status, summary.errors.timeout))
+end
+"""
+
+
+def wrk_phase(
+    url: str, secret: str, count: int, seconds: float, connections: int, server_pid: int
+) -> None:
+    """Single lookups driven by wrk (a C load generator), so the client's own cost does
+    not eat the server's CPU the way a Python client on the same 2 cores does."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(
+        WRK_SCRIPT
+        % {
+            "states": ", ".join(f'"{st}"' for st in STATES),
+            "n": len(STATES),
+            "count": count,
+            "secret": secret,
+        }
+    )
+    cpu0 = _cpu(server_pid)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
+    cpu = _cpu(server_pid) - cpu0
+    script.unlink()
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRK ")), None)
+    if line is None:
+        print(f"wrk gave no result:\n{out}")
+        return
+    n, duration_us, p50, p99, bad_status, timeouts = (int(x) for x in line.split()[1:])
+    rate = n / (duration_us / 1e6)
+    errors = f"  ERRORS {bad_status} status, {timeouts} timeouts" if bad_status or timeouts else ""
+    print(
+        f"{'single (wrk)':<13} connections {connections:>3}: {rate:8.0f} requests/s  "
+        f"{rate:9.0f} lookups/s  p50 {p50 / 1000:6.2f} ms  p99 {p99 / 1000:6.2f} ms  "
+        f"server CPU {cpu / n * 1e6:5.0f} us/lookup{errors}"
+    )
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ten-million", action="store_true", help="index 10,000,000 documents")
@@ -188,6 +249,11 @@ def main() -> None:
             asyncio.run(run_phase(url, secret, count, args.seconds, 1, 0))
             asyncio.run(run_phase(url, secret, count, args.seconds, args.concurrency, 0))
             asyncio.run(run_phase(url, secret, count, args.seconds, 4, 100))
+            if shutil.which("wrk"):
+                for connections in (1, 8, 32):
+                    wrk_phase(url, secret, count, args.seconds, connections, server.pid)
+            else:
+                print("wrk not found (apt-get install wrk): C-client phase skipped")
         finally:
             server.terminate()
             server.join()

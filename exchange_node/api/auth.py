@@ -9,6 +9,8 @@ and audited as ``auth.failed`` with the token's name when it is known.
 from __future__ import annotations
 
 import re
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,33 @@ TOKEN_KEY = (
 _AUDITABLE_NAME = re.compile(r"[A-Za-z0-9._:@/+\-]{1,120}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TokenCache:
+    """Active tokens by secret hash, each answer kept for at most ``ttl`` seconds.
+
+    A lookup per request is a database read on the event loop; with the cache a busy
+    border system costs one read a second. The price: a token revoked from the command
+    line (another process) stops working within ``ttl`` seconds, not at once.
+    """
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[bytes, tuple[TokenRecord | None, float]] = {}
+
+    def find(self, node: Node, secret_hash: bytes) -> TokenRecord | None:
+        now = time.monotonic()
+        hit = self._entries.get(secret_hash)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        token = node.store.find_active_token(secret_hash)
+        if len(self._entries) > 10_000:  # unknown secrets must not grow it without bound
+            self._entries.clear()
+        self._entries[secret_hash] = (token, now + self.ttl)
+        return token
+
+
+_CACHES: weakref.WeakKeyDictionary[Node, TokenCache] = weakref.WeakKeyDictionary()
 
 
 def actor_name(token: TokenRecord) -> str:
@@ -56,6 +85,7 @@ async def _deny(node: Node, status: int, reason: str, actor: str, op: str, detai
 def require_roles(node: Node, op: str, roles: Sequence[str], handler: Handler) -> Handler:
     """Wrap ``handler`` so that it runs only for an active token with one of ``roles``."""
     allowed = frozenset(roles)
+    tokens = _CACHES.setdefault(node, TokenCache())
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
@@ -65,7 +95,7 @@ def require_roles(node: Node, op: str, roles: Sequence[str], handler: Handler) -
                 node, 401, "token_missing", "anonymous", op,
                 "send Authorization: Bearer <token> (create one with `exchange-node token create`)",
             )  # fmt: skip
-        token = node.store.find_active_token(hash_token_secret(secret.strip()))
+        token = tokens.find(node, hash_token_secret(secret.strip()))
         if token is None:
             await _deny(
                 node, 401, "token_invalid", "anonymous", op,
