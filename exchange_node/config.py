@@ -62,7 +62,7 @@ class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class DeliverySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     batch_size: int = 200
     backoff_initial_ms: int = 500
-    backoff_max_ms: int = 300_000
+    backoff_max_ms: int = 60_000
     request_timeout_seconds: float = 30.0
 
 
@@ -295,7 +295,7 @@ retention_days = 30              # older envelopes are refused; duplicates remem
 [delivery]
 batch_size = 200                 # envelopes per batch (1-500)
 backoff_initial_ms = 500         # first retry delay after a failure
-backoff_max_ms = 300000          # retry delay cap (5 minutes)
+backoff_max_ms = 60000           # retry delay cap: a returning peer is served within a minute
 request_timeout_seconds = 30
 
 [audit]
