@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import machine  # bench/machine.py: the scripts run from bench/
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,21 +35,6 @@ from exchange_node.audit.writer import AuditWriter  # noqa: E402
 NODE = "JPN-ISA"
 T0 = 1_700_000_000_000
 SUBJECT_KEY = b"s" * 32
-
-
-def hardware() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"platform: {platform.platform()}\ncpu: {cpu}\ncores: {os.cpu_count()}\n"
-        f"python: {sys.version.split()[0]}"
-    )
 
 
 def events(start: int, n: int) -> list[AuditEvent]:
@@ -189,7 +175,7 @@ def main() -> None:
     args = ap.parse_args()
     n = 10_000_000 if args.ten_million else args.leaves
     print("# audit log benchmark")
-    print(hardware())
+    print(machine.text())
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="audit-bench-") as d:
         print(f"directory: {d}")
         if not args.skip_appends:

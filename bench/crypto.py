@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import cryptography
 import google.protobuf
+import machine  # bench/machine.py: the scripts run from bench/
 from cryptography.hazmat.backends.openssl import backend as openssl_backend
 
 from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2
@@ -59,35 +58,11 @@ BATCH_SIZE = 200
 # --- hardware ---------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """Other work on the machine skews every figure; say how much there was."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
-    except OSError:
-        return "unknown"
-
-
 def hardware() -> list[tuple[str, str]]:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return [
-        ("platform", platform.platform()),
-        ("cpu", cpu_model()),
-        ("cores", f"{os.cpu_count()} (usable by this process: {usable or os.cpu_count()})"),
-        ("python", f"{platform.python_implementation()} {platform.python_version()}"),
+    return machine.rows(
         ("cryptography", f"{cryptography.__version__} ({openssl_backend.openssl_version_text()})"),
         ("protobuf", f"{google.protobuf.__version__}"),
-        ("load average", load_average()),
-    ]
+    )
 
 
 # --- measurement ------------------------------------------------------------------------
@@ -345,7 +320,7 @@ def main() -> None:
         f"  ({1e6 / r.both / BATCH_SIZE:.2f} us per envelope)"
     )
     print()
-    print(f"load average at the end: {load_average()}")
+    print(f"load average at the end: {machine.load_average()}")
 
 
 if __name__ == "__main__":

@@ -1081,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        print(f"\nload average at the end: {_crypto_bench().load_average()}")
+        print(f"\nload average at the end: {_crypto_bench().machine.load_average()}")
         if args.keep or failed:
             print(f"kept {work}")
         else:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import machine  # bench/machine.py: the scripts run from bench/
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -42,21 +42,6 @@ STATES = ("PHL", "JPN", "THA", "VNM", "IDN", "D", "FRA", "GBR", "USA", "NGA")
 
 def number_of(i: int) -> str:
     return f"P{i:08d}"
-
-
-def hardware() -> str:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"platform: {platform.platform()}\ncpu: {model}\ncores: {os.cpu_count()}\n"
-        f"python: {platform.python_version()}\nsqlite: {sqlite3.sqlite_version}"
-    )
 
 
 def load(db: Path, count: int) -> None:
@@ -223,7 +208,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
     count = args.documents or (10_000_000 if args.ten_million else 1_000_000)
-    print(hardware())
+    print(machine.text(("sqlite", sqlite3.sqlite_version)))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         create_identity(

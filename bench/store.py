@@ -16,14 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import machine  # bench/machine.py: the scripts run from bench/
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -35,23 +37,6 @@ ENVELOPE = os.urandom(2048)  # a sealed notice: HPKE enc (1,120 B hybrid) + ciph
 PAYLOAD = os.urandom(1024)
 HEADER, BODY, SIGNATURE = os.urandom(120), os.urandom(1500), os.urandom(64)
 CONCURRENCY = (1, 10, 100)
-
-
-def hardware() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import sqlite3
-
-    return (
-        f"platform: {platform.platform()}\ncpu: {cpu}\ncores: {os.cpu_count()}\n"
-        f"python: {platform.python_version()}\nsqlite: {sqlite3.sqlite_version}"
-    )
 
 
 def filesystem(path: Path) -> str:
@@ -184,7 +169,7 @@ def main() -> None:
     base = args.dir or REPO
     with tempfile.TemporaryDirectory(prefix="bench-store-", dir=base) as tmp:
         db = Path(tmp) / "bench.db"
-        print(hardware())
+        print(machine.text(("sqlite", sqlite3.sqlite_version)))
         print(f"database: {filesystem(Path(tmp).resolve())}, synchronous=FULL, WAL")
         print(f"envelope {len(ENVELOPE)} B + payload {len(PAYLOAD)} B per outbox row; "
               f"inbox row {len(HEADER) + len(BODY) + len(SIGNATURE)} B")  # fmt: skip
