@@ -165,7 +165,7 @@ def fraud_notice_body(
                 document_number="P1234567A",
                 mrz=(
                     "P<PHLSPECIMEN<<MARIA<<<<<<<<<<<<<<<<<<<<<<<<\n"
-                    "P1234567A0PHL8001014F3001014<<<<<<<<<<<<<<02"
+                    "P1234567A1PHL8001014F3001019<<<<<<<<<<<<<<00"
                 ),
             ),
             fraud_type=notice_pb2.FRAUD_TYPE_FORGED,
