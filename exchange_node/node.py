@@ -28,6 +28,7 @@ from exchange_node.api.peer import PROTOBUF, create_peer_app
 from exchange_node.at_rest import AtRest
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog
+from exchange_node.audit.writer import AuditWriter
 from exchange_node.config import Config, ConfigError, parse_listen
 from exchange_node.delivery.receiver import (
     BatchRefused,
@@ -63,45 +64,6 @@ REVOCATIONS_META = "revoked_keys"
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class AuditSink:
-    """Group-commits audit events from asyncio code into the synchronous AuditLog.
-
-    ``await record(...)`` returns once the events are durably appended; concurrent
-    callers share one transaction. One dedicated thread keeps appends in order.
-    """
-
-    def __init__(self, audit: AuditLog, executor: concurrent.futures.Executor) -> None:
-        self.audit = audit
-        self._executor = executor
-        self._pending: list[tuple[list[AuditEvent], asyncio.Future]] = []
-        self._flushing: asyncio.Task | None = None
-
-    async def record(self, *events: AuditEvent) -> None:
-        if not events:
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._pending.append((list(events), fut))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        await fut
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            group, self._pending = self._pending, []
-            events = [e for evs, _ in group for e in evs]
-            try:
-                await loop.run_in_executor(self._executor, self.audit.append_many, events)
-            except Exception as exc:
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for _, fut in group:
-                if not fut.done():
-                    fut.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -145,7 +107,8 @@ class Node:
         self.workers: dict[str, PeerWorker] = {}
         self.log = log.bind(node=self.node_id)
         self._audit_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit")
-        self.audit_sink = AuditSink(audit, self._audit_executor)
+        self.audit_writer = AuditWriter(audit, executor=self._audit_executor)
+        self.audit_writer.start()
         # Opening envelopes is mostly OpenSSL work that releases the GIL: a batch is
         # opened in slices on these threads, one per core.
         self._crypto_threads = max(1, min(4, os.cpu_count() or 1))
@@ -162,7 +125,8 @@ class Node:
         self._server_ssl = None
         self._session: aiohttp.ClientSession | None = None
         self._runners: list[web.AppRunner] = []
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task] = []  # long-running loops, cancelled at stop
+        self._background: set[asyncio.Task] = set()  # one-off work, awaited at stop
         self.peer_port: int | None = None
         self.local_port: int | None = None
         self.ready = False
@@ -210,7 +174,11 @@ class Node:
         """Rebuild the keyring, TLS trust and workers from the store's pinned peers."""
         peers = self.store.list_peers()
         revoked = json.loads((self.store.get_meta(REVOCATIONS_META) or b"{}").decode())
-        ring = Keyring(revoked={bytes.fromhex(k): v for k, v in revoked.items()})
+        # Revocations are never undone; one applied in memory whose write has not yet
+        # returned must survive this reload, or the revoked key would be trusted again.
+        ring = Keyring(
+            revoked={**{bytes.fromhex(k): v for k, v in revoked.items()}, **self.keyring.revoked}
+        )
         for p in peers:
             try:
                 card = verify_card(p.card)
@@ -252,7 +220,7 @@ class Node:
         for peer_id in list(self.workers):
             if peer_id not in self.keyring.peers:
                 worker = self.workers.pop(peer_id)
-                self._tasks.append(asyncio.create_task(worker.stop()))
+                self._spawn(worker.stop())
         for peer_id in self.keyring.peers:
             if peer_id not in self.workers:
                 worker = PeerWorker(
@@ -318,7 +286,7 @@ class Node:
                 )
             )
         ids = await self.store.enqueue(items) if items else []
-        await self.audit_sink.record(
+        await self.audit_writer.record(
             *(
                 AuditEvent(
                     time=now,
@@ -473,7 +441,7 @@ class Node:
             )
         )
         self.metrics.batch_size.labels(peer_id).observe(len(rows))
-        await self.audit_sink.record(*events)
+        await self.audit_writer.record(*events)
         if receipt.checkpoint:
             await self._witness(peer_id, receipt)
 
@@ -579,7 +547,7 @@ class Node:
         # Both durable before the receipt leaves; neither needs the other.
         await asyncio.gather(
             self.store.store_sent_receipt(batch.sender, batch.batch_id, receipt, now),
-            self.audit_sink.record(*self._receive_events(batch, results, receipt, now)),
+            self.audit_writer.record(*self._receive_events(batch, results, receipt, now)),
         )
         counts = Counter(
             (
@@ -662,8 +630,7 @@ class Node:
             reason=code,
             attrs={"scope": "batch", **(attrs or {})},
         )
-        task = asyncio.create_task(self.audit_sink.record(event))
-        self._tasks.append(task)
+        self._spawn(self.audit_writer.record(event))
 
     async def _apply_protocol_body(self, sender: str, opened: OpenedEnvelope | None) -> None:
         if opened is None:
@@ -698,7 +665,7 @@ class Node:
         if self._server_ssl is not None and card.tls_certificate:
             trust_peers(self._server_ssl, [card.tls_certificate])
         self._peer_state = ()  # force a reload on the next watch tick
-        await self.audit_sink.record(
+        await self.audit_writer.record(
             AuditEvent(
                 time=self.now_ms(),
                 kind=LeafKind.KEY_ROTATED,
@@ -716,7 +683,7 @@ class Node:
     async def accept_revocation(self, signed: bytes, *, actor: str) -> None:
         rev = self.keyring.revoke(signed)
         await self._persist_revocations()
-        await self.audit_sink.record(
+        await self.audit_writer.record(
             AuditEvent(
                 time=self.now_ms(),
                 kind=LeafKind.KEY_REVOKED,
@@ -755,7 +722,7 @@ class Node:
         self.peer_port = await self._serve(create_peer_app(self), host, port, self._server_ssl)
         host, port = parse_listen(cfg.local_api.listen)
         self.local_port = await self._serve(create_local_app(self), host, port, None)
-        await self.audit_sink.record(
+        await self.audit_writer.record(
             AuditEvent(
                 time=self.now_ms(),
                 kind=LeafKind.CONFIG_LOADED,
@@ -839,6 +806,13 @@ class Node:
             age = (now - q.oldest_queued_at) / 1000 if q.oldest_queued_at else 0
             self.metrics.oldest_age.labels(q.peer_id).set(age)
 
+    def _spawn(self, coro) -> None:
+        """Run one-off work (an audit leaf, a worker stop) in the background; it is
+        finished, not cancelled, when the node stops."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
         self.ready = False
         for task in self._tasks:
@@ -852,8 +826,8 @@ class Node:
         self._runners.clear()
         if self._session is not None:
             await self._session.close()
-        if self.audit_sink._flushing is not None:
-            await asyncio.gather(self.audit_sink._flushing, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.audit_writer.close()
         await self.store.close()
         self._audit_executor.shutdown(wait=True)
         self._crypto_pool.shutdown(wait=True)

@@ -327,7 +327,7 @@ async def _lookup(
                 attrs={"found": "true" if answer.records else "false"},
             )
         )
-    await node.audit_sink.record(*events)
+    await node.audit_writer.record(*events)
     return answers
 
 

@@ -11,6 +11,7 @@ exception and none of its leaves is stored.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
 from exchange_node.audit.leaf import AuditEvent
 from exchange_node.audit.log import AuditLog
@@ -19,12 +20,22 @@ from exchange_node.errors import ConflictError
 
 class AuditWriter:
     """Batches concurrent appends to one :class:`AuditLog`. Use ``async with`` or call
-    :meth:`start` and :meth:`close` (which commits what is queued before returning)."""
+    :meth:`start` and :meth:`close` (which commits what is queued before returning).
 
-    def __init__(self, log: AuditLog, max_batch: int = 2000) -> None:
+    ``executor`` runs the commits (default: asyncio's); the node passes its single audit
+    thread so appends, checkpoint signing and peer witnessing never interleave.
+    """
+
+    def __init__(
+        self,
+        log: AuditLog,
+        max_batch: int = 2000,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
         self._log = log
         self._max_batch = max_batch
-        self._queue: list[tuple[AuditEvent, asyncio.Future[int]]] = []
+        self._executor = executor
+        self._queue: list[tuple[list[AuditEvent], asyncio.Future[range]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -42,10 +53,18 @@ class AuditWriter:
 
     async def append(self, event: AuditEvent) -> int:
         """Append ``event``; returns its seq once it is committed."""
+        return (await self.record(event)).start
+
+    async def record(self, *events: AuditEvent) -> range:
+        """Append ``events`` in order, in one transaction; returns their seqs once they
+        are committed (durable)."""
         if self._closing or self._task is None:
             raise ConflictError("audit_writer_closed", "the audit writer is not running", None)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((event, fut))
+        fut: asyncio.Future[range] = asyncio.get_running_loop().create_future()
+        if not events:
+            fut.set_result(range(0))
+            return await fut
+        self._queue.append((list(events), fut))
         self._wake.set()
         return await fut
 
@@ -56,23 +75,34 @@ class AuditWriter:
         if self._task is not None:
             await self._task
 
+    def _take(self) -> list[tuple[list[AuditEvent], asyncio.Future[range]]]:
+        """Whole callers' event lists, up to about ``max_batch`` events."""
+        taken, n = [], 0
+        while self._queue and (not taken or n + len(self._queue[0][0]) <= self._max_batch):
+            entry = self._queue.pop(0)
+            taken.append(entry)
+            n += len(entry[0])
+        return taken
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                events = [e for e, _ in batch]
+                batch = self._take()
+                events = [e for evs, _ in batch for e in evs]
                 try:
-                    seqs = await asyncio.to_thread(self._log.append_many, events)
+                    seqs = await loop.run_in_executor(self._executor, self._log.append_many, events)
                 except Exception as exc:  # every caller in the batch learns of it
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
-                for seq, (_, fut) in zip(seqs, batch, strict=True):
+                first = seqs.start
+                for evs, fut in batch:
                     if not fut.done():
-                        fut.set_result(seq)
+                        fut.set_result(range(first, first + len(evs)))
+                    first += len(evs)
             if self._closing:
                 return
