@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from exchange_node.store.base import StoreError
 from tests.node_helpers import fraud_notice, make_net, now_ms, settled, wait_for
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
@@ -42,3 +43,23 @@ async def test_notices_resealed_after_an_expired_batch_still_arrive_before_later
 
     inbox = [r.message_id for r in phl.store.inbox_feed(0, 1000) if r.sender == JPN]
     assert inbox == sent
+
+
+async def test_a_failed_queue_read_does_not_stop_the_peer_worker(net):
+    await net[PHL].start()
+    jpn = await net[JPN].open()
+    read = jpn.store.pending
+    failures = []
+
+    def flaky_pending(peer_id: str, limit: int):
+        if not failures:
+            failures.append(peer_id)
+            raise StoreError("store_unavailable", "the database could not be read (locked)")
+        return read(peer_id, limit)
+
+    jpn.store.pending = flaky_pending
+    await jpn.start()
+    [sub] = await jpn.submit(fraud_notice(), [PHL])
+
+    await wait_for(lambda: settled(jpn.store, [sub.message_id]), timeout=5, what="delivery")
+    assert failures == [PHL]

@@ -158,7 +158,12 @@ class PeerWorker:
             if self.host.is_paused(self.peer_id):
                 await self._sleep(self.idle_poll_s)
                 continue
-            rows = self._next_rows()
+            try:
+                rows = self._next_rows()
+            except Exception as exc:  # the store could not be read: try again later
+                self.log.error("outbox.store_failed", error=str(exc))
+                await self._sleep(self.backoff.next_delay_s())
+                continue
             if not rows:
                 await self._sleep(self.idle_poll_s)
                 continue
