@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from exchange_node.identity import revoke_key
+from exchange_node.protocol.errors import OpenError, Reason
 from exchange_node.store.base import StoreError
 from tests.node_helpers import fraud_notice, make_net, now_ms, settled, wait_for
 
@@ -63,3 +65,23 @@ async def test_a_failed_queue_read_does_not_stop_the_peer_worker(net):
 
     await wait_for(lambda: settled(jpn.store, [sub.message_id]), timeout=5, what="delivery")
     assert failures == [PHL]
+
+
+async def test_a_revocation_applied_while_the_peers_are_reloaded_is_kept(net):
+    jpn = await net[JPN].open()
+    phl_keys = net[PHL].keys()
+    kid = phl_keys.local.signing_key.key_id
+    signed = revoke_key(phl_keys, kid, now_ms=now_ms(), reason="key compromised")
+    write = jpn.store.set_meta
+
+    async def set_meta_during_reload(key: str, value: bytes) -> None:
+        jpn.reload_peers()  # a watch tick lands while the revocation is being written
+        await write(key, value)
+
+    jpn.store.set_meta = set_meta_during_reload
+    await jpn.accept_revocation(signed, actor=PHL)
+
+    assert kid in jpn.keyring.revoked
+    with pytest.raises(OpenError) as refused:
+        jpn.keyring.signing_key(PHL, kid, now_ms())
+    assert refused.value.reason is Reason.KEY_REVOKED
