@@ -26,6 +26,7 @@ from aiohttp import web
 from exchange_node.api.local import create_local_app
 from exchange_node.api.peer import PROTOBUF, create_peer_app
 from exchange_node.at_rest import AtRest
+from exchange_node.audit.checkpoint import parse_checkpoint
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog
 from exchange_node.audit.writer import AuditWriter
@@ -355,14 +356,35 @@ class Node:
     def verify_receipt_for(
         self, peer_id: str, signed: bytes, batch_id: bytes, hashes: Sequence[bytes]
     ) -> VerifiedReceipt:
-        return verify_receipt(
-            signed,
-            keyring=self.keyring,
-            receiver=peer_id,
-            sender=self.node_id,
-            batch_id=batch_id,
-            envelope_hashes=hashes,
-        )
+        """Verify a peer's receipt for our batch; a refused receipt is audited (the batch
+        stays queued and is sent again)."""
+        try:
+            return verify_receipt(
+                signed,
+                keyring=self.keyring,
+                receiver=peer_id,
+                sender=self.node_id,
+                batch_id=batch_id,
+                envelope_hashes=hashes,
+            )
+        except OpenError as exc:
+            self._spawn(
+                self.audit_writer.record(
+                    AuditEvent(
+                        time=self.now_ms(),
+                        kind=LeafKind.RECEIPT_RECEIVED,
+                        actor=peer_id,
+                        peer=peer_id,
+                        reason=exc.reason.value,
+                        attrs={
+                            "outcome": "refused",
+                            "batch_id": batch_id.hex(),
+                            "receipt_sha256": hashlib.sha256(signed).hexdigest(),
+                        },
+                    )
+                )
+            )
+            raise
 
     async def fetch_card(self, peer_id: str) -> bytes:
         card = self.keyring.require(peer_id)
@@ -454,19 +476,42 @@ class Node:
         if entry is None:
             return
         loop = asyncio.get_running_loop()
+        # Fetch the consistency proof here, on the loop, before handing the check to the
+        # audit thread: a slow peer must never hold the thread every audit append needs.
+        note = receipt.checkpoint.decode()
+        try:
+            new_size = parse_checkpoint(note)[0].tree_size
+            held = await loop.run_in_executor(
+                self._audit_executor, self.audit.peer_checkpoint, peer_id
+            )
+        except Exception as exc:
+            self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+            return
+        proofs: dict[tuple[int, int], list[bytes] | ExchangeError] = {}
+        if held is not None and held.tree_size != new_size and min(held.tree_size, new_size) > 0:
+            sizes = (min(held.tree_size, new_size), max(held.tree_size, new_size))
+            try:
+                proofs[sizes] = await self._fetch_consistency(peer_id, *sizes)
+            except ExchangeError as exc:  # the peer cannot prove it: recorded as such
+                proofs[sizes] = exc
+            except (DeliveryError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+                return
 
         def fetch_proof(first: int, second: int) -> list[bytes]:
-            fut = asyncio.run_coroutine_threadsafe(
-                self._fetch_consistency(peer_id, first, second), loop
-            )
-            return fut.result(timeout=self.config.delivery.request_timeout_seconds)
+            answer = proofs.get((first, second))
+            if answer is None:
+                raise DeliveryError(f"no consistency proof fetched for {first}->{second}")
+            if isinstance(answer, ExchangeError):
+                raise answer
+            return answer
 
         try:
             result = await loop.run_in_executor(
                 self._audit_executor,
                 lambda: self.audit.record_peer_checkpoint(
                     peer_id,
-                    receipt.checkpoint.decode(),
+                    note,
                     Ed25519PublicKey.from_public_bytes(entry.public),
                     fetch_proof,
                     now=self.now_ms(),

@@ -114,12 +114,7 @@ class NodeDir:
     async def stop(self) -> None:
         if self.node is not None:
             node, self.node = self.node, None
-            if node.ready or node._runners:
-                await node.stop()
-            else:
-                await node.store.close()
-                node._audit_executor.shutdown(wait=True)
-                node.audit.close()
+            await node.stop()  # also right for a node opened but never started
 
 
 def make_node_dir(
