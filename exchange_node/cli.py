@@ -689,6 +689,95 @@ def cmd_audit_checkpoint(args) -> int:
     return 0
 
 
+# --- proof of delivery -------------------------------------------------------------------------
+
+
+async def cmd_proof_export(args) -> int:
+    """Everything a court's expert needs to check one delivery offline."""
+    from exchange_node.audit.bundle import export_bundle
+    from exchange_node.evidence import build_proof, verify_proof
+
+    cfg = _cfg(args)
+    try:
+        mid = bytes.fromhex(args.message_id)
+    except ValueError:
+        raise CliError(f"message id {args.message_id!r}: expected 32 hex digits") from None
+    store = await _store(cfg)
+    try:
+        rows = [r for r in store.message_status(mid) if args.peer in (None, r.peer_id)]
+        if len(rows) != 1:
+            peers = ", ".join(r.peer_id for r in store.message_status(mid)) or "none"
+            raise CliError(
+                f"message {args.message_id}: name one recipient with --peer (recipients: {peers})"
+            )
+        row = rows[0]
+        if row.receipt_id is None:
+            raise CliError(
+                f"message {args.message_id} to {row.peer_id}: no receipt yet (state {row.state.value})"
+            )
+        envelope = store.get_outbox(row.outbox_id).envelope  # type: ignore[union-attr]
+        receipt = store.get_receipt(row.receipt_id).receipt  # type: ignore[union-attr]
+        peer = store.get_peer(row.peer_id)
+        if peer is None:
+            raise CliError(f"{row.peer_id} is no longer pinned: its card is not available")
+    finally:
+        await store.close()
+    log = _audit(cfg)
+    try:
+        log.sign_checkpoint(now_ms())  # so the proof covers the latest entries
+        public_key = log.stored_public_key()
+        bundle = export_bundle(log, log.iter_query(LeafFilter(message_id=mid.hex())), public_key)
+    finally:
+        log.close()
+    data = build_proof(
+        sender=cfg.node.id,
+        recipient=row.peer_id,
+        message_id=mid,
+        envelope=envelope,
+        receipt=receipt,
+        recipient_card=peer.card,
+        audit_bundle=bundle,
+    )
+    Path(args.out).write_bytes(data)
+    report = verify_proof(data)
+    print(
+        f"wrote {args.out}: {row.peer_id} {report.outcome} message {mid.hex()} ({'verifies' if report.ok else 'DOES NOT VERIFY'})"
+    )
+    print(f"  recipient card fingerprint: {report.recipient_fingerprint}")
+    print(f"  audit key fingerprint:      {report.audit_key_fingerprint}")
+    return 0 if report.ok else 1
+
+
+def cmd_proof_verify(args) -> int:
+    from exchange_node.evidence import verify_proof
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
+    key = None
+    if args.audit_key:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(args.audit_key))
+        except ValueError:
+            raise CliError(
+                "--audit-key: expected the sender's Ed25519 public key, 64 hex digits"
+            ) from None
+    r = verify_proof(data, recipient_fingerprint=args.fingerprint, audit_key=key)
+    print(f"delivery proof {args.file}: {'OK' if r.ok else 'FAILED'}")
+    print(
+        f"  {r.sender} -> {r.recipient}, message {r.message_id}: {r.outcome or '-'} at {_iso(r.received_at_ms)}"
+    )
+    trust = "as given" if args.fingerprint else "compare it with the recipient's operator"
+    print(f"  recipient card fingerprint {r.recipient_fingerprint} ({trust})")
+    print(f"  sender audit key fingerprint {r.audit_key_fingerprint}")
+    for problem in r.problems:
+        print(f"  problem: {problem}")
+    return 0 if r.ok else 1
+
+
 # --- demo -------------------------------------------------------------------------------------------
 
 
@@ -1145,6 +1234,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("case_ref")
     api_client_options(s)
     s.set_defaults(func=cmd_case_show)
+
+    proof = sub.add_parser("proof", help="proof of delivery for a court or auditor").add_subparsers(
+        dest="proof_cmd", required=True
+    )
+    s = proof.add_parser(
+        "export", help="signed receipt, recipient card and audit proof in one file"
+    )
+    s.add_argument("message_id")
+    s.add_argument("--peer", help="the recipient, when the message went to several")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_proof_export)
+    s = proof.add_parser("verify", help="check a delivery proof offline")
+    s.add_argument("file")
+    s.add_argument("--fingerprint", help="the recipient's card fingerprint, obtained out of band")
+    s.add_argument("--audit-key", help="the sender's audit (signing) public key, hex")
+    s.set_defaults(func=cmd_proof_verify)
 
     s = sub.add_parser("demo", help="three nodes on loopback play a scenario")
     s.add_argument("--keep", action="store_true", help="keep the working directory")

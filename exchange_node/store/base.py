@@ -117,6 +117,10 @@ class Store(Protocol):
 
     def get_receipt(self, receipt_id: int) -> StoredReceipt | None: ...
 
+    def get_outbox(self, outbox_id: int) -> OutboxRow | None:
+        """One outbox row; its sealed envelope is kept after delivery as evidence."""
+        ...
+
     def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
         """Dead rows (oldest first), for one peer or all."""
         ...

@@ -301,6 +301,10 @@ class SqliteStore:
         )
         return StoredReceipt(*rows[0]) if rows else None
 
+    def get_outbox(self, outbox_id: int) -> OutboxRow | None:
+        rows = self._read(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
+        return _outbox_row(rows[0]) if rows else None
+
     def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
         _check_limit(limit)
         if peer_id is None:
