@@ -4,12 +4,14 @@ A destination state (JPN-ISA), an origin state (PHL-DFA) and IOM (IOM-MNL) are c
 with fresh identities in a temporary directory, exchange and pin each other's cards,
 and run as separate ``exchange-node serve`` processes talking mutual TLS. Then:
 
-1. Immigration at Narita detects a counterfeit Philippine passport and notifies every
-   peer; signed receipts come back.
-2. The issuing state (PHL) publishes a REVOKED status notice for that document.
+1. Immigration at Narita detects a counterfeit Philippine passport; its border system
+   submits a fraud detection through the node's local API; signed receipts come back.
+2. The issuing state's system reads the notice from its inbox feed and publishes a
+   REVOKED status notice; a later lookup at JPN answers REVOKED with the history.
 3. IOM's node goes down; notices queue for it; it comes back and receives them all,
    in order, without anyone doing anything.
-4. Every node's audit log verifies.
+4. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
+   audit log verifies.
 
 The demo prints a timeline and exits 0 only if every check held.
 """
@@ -30,9 +32,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from cryptography.exceptions import InvalidSignature
 
-from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2
+from exchange_node.pb.exchange.v1 import envelope_pb2
 from exchange_node.protocol.cards import verify_card
 from exchange_node.protocol.framing import LABEL_RECEIPT_SIGNATURE, frame
 from exchange_node.protocol.keys import ed25519_public_key
@@ -223,6 +226,23 @@ class Demo:
             ok = ok and bool(good)
         return ok
 
+    async def api(
+        self, node: DemoNode, token: str, method: str, path: str, body
+    ) -> tuple[int, dict]:
+        """Call a node's local API as an authority system would."""
+        url = f"http://127.0.0.1:{node.local_port}{path}"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.request(method, url, json=body, headers=headers) as resp,
+        ):
+            answer = await resp.json(content_type=None)
+        if resp.status >= 400:
+            self.say(
+                f"   {node.node_id} answered {resp.status}: {answer.get('code')}: {answer.get('detail')}"
+            )
+        return resp.status, answer
+
     async def inbox(self, node: DemoNode) -> list:
         store = await SqliteStore.open(node.dir / "data" / "node.sqlite")
         try:
@@ -235,54 +255,90 @@ class Demo:
     async def scenario(self) -> None:
         jpn, phl, iom = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"], self.nodes["IOM-MNL"]
         now = int(time.time() * 1000)
-        doc = {"issuingState": "PHL", "documentType": "P", "documentNumber": "P4366918B"}
+        doc = {"issuing_state": "PHL", "document_type": "P", "document_number": "P4366918B"}
+
+        tokens = {
+            n.node_id: self.cli(
+                n, "token", "create", "--role", "document_officer", "--name", name
+            ).strip()
+            for n, name in ((jpn, "narita-border"), (phl, "dfa-passports"))
+        }
+        self.say("   each authority's system got a document_officer token for its node's local API")
 
         self.say("1. Narita immigration detects a counterfeit Philippine passport P4366918B")
-        fraud = {
-            "fraudNotice": {
+        status, answer = await self.api(
+            jpn,
+            tokens[jpn.node_id],
+            "POST",
+            "/api/v1/notices",
+            {
+                "kind": "COUNTERFEIT",
                 "document": doc,
-                "fraudType": "FRAUD_TYPE_COUNTERFEIT",
-                "detectedAtMs": str(now - 3_600_000),
-                "detectionPlace": "JPNRT",
-                "detectingAuthority": "Immigration Services Agency, Narita Airport",
+                "detection": {
+                    "place": "JPNRT",
+                    "detected_at_ms": now - 3_600_000,
+                    "authority": "Immigration Services Agency, Narita Airport",
+                },
                 "remarks": "Data page substituted; laminate does not match specimen",
-            }
-        }
-        msgs = self.send(jpn, fraud, None)
-        self.say(f"   JPN-ISA -> all peers: fraud detection notice queued as {len(msgs)} envelopes")
+                "recipients": "all",
+            },
+        )
+        msgs = {m["recipient"]: m["message_id"] for m in answer.get("messages", [])}
+        self.say(f"   border system -> JPN-ISA local API: {status}, notice {answer.get('notice_id', '?')[:12]}.. "
+                 f"queued for {', '.join(sorted(msgs))}")  # fmt: skip
         delivered = await self.wait_delivered(jpn, msgs)
         self.check(
-            self.report_delivery(jpn, delivered),
+            status == 202 and self.report_delivery(jpn, delivered),
             "fraud notice delivered to PHL-DFA and IOM-MNL with verified signed receipts",
         )
-        phl_inbox = await self.inbox(phl)
-        got = [r for r in phl_inbox if r.message_id.hex() == msgs.get("PHL-DFA")]
-        if got:
-            body = notice_pb2.Body.FromString(got[0].body)
-            self.say(
-                f"   PHL-DFA inbox: {notice_pb2.FraudType.Name(body.fraud_notice.fraud_type)} for "
-                f"{body.fraud_notice.document.issuing_state} {body.fraud_notice.document.document_number} "
-                f"from {got[0].sender}, evidence kept ({len(got[0].header)}+{len(got[0].body)}+{len(got[0].signature)} bytes)"
-            )
-        self.check(
-            len(got) == 1,
-            "the issuing state's node holds the notice with the sender's signature as evidence",
-        )
 
-        self.say("2. The issuing state checks its records and revokes the passport")
-        status = {
-            "statusNotice": {
+        self.say("2. The issuing state's system reads its inbox feed and revokes the passport")
+        status, feed = await self.api(phl, tokens[phl.node_id], "GET", "/api/v1/inbox?wait=5", None)
+        seen = [i for i in feed.get("items", []) if i["message_id"] == msgs.get("PHL-DFA")]
+        if seen and seen[0]["notice"]:
+            n = seen[0]["notice"]
+            self.say(f"   PHL-DFA inbox: {n['kind']} of {n['document']['issuing_state']} "
+                     f"{n['document']['document_number']} from {n['sender_node']} at {n['detection']['place']}")  # fmt: skip
+        self.check(len(seen) == 1, "the issuing state's inbox feed shows the fraud notice")
+        status, answer = await self.api(
+            phl,
+            tokens[phl.node_id],
+            "POST",
+            "/api/v1/notices",
+            {
+                "kind": "REVOKED",
                 "document": doc,
-                "status": "DOCUMENT_STATUS_REVOKED",
-                "effectiveAtMs": str(now),
+                "effective_at_ms": now,
                 "remarks": "Number belongs to a blank stolen in 2025; revoked",
-            }
-        }
-        msgs = self.send(phl, status, None)
+                "recipients": "all",
+            },
+        )
+        msgs = {m["recipient"]: m["message_id"] for m in answer.get("messages", [])}
         delivered = await self.wait_delivered(phl, msgs)
         self.check(
-            self.report_delivery(phl, delivered),
+            status == 202 and self.report_delivery(phl, delivered),
             "REVOKED status notice delivered to JPN-ISA and IOM-MNL with signed receipts",
+        )
+
+        self.say(
+            "   later the same passport is presented at Kansai; the border system asks JPN-ISA"
+        )
+        started = time.perf_counter()
+        status, answer = await self.api(
+            jpn, tokens[jpn.node_id], "GET", "/api/v1/documents/PHL/P4366918B?type=P", None
+        )
+        elapsed = (time.perf_counter() - started) * 1000
+        record = (answer.get("records") or [{}])[0]
+        kinds = [
+            f"{h['notice']['kind']} by {h['notice']['sender_node']}"
+            for h in record.get("history", [])
+        ]
+        self.say(
+            f"   answer in {elapsed:.1f} ms: status {record.get('status')}; history: {'; '.join(kinds)}"
+        )
+        self.check(
+            status == 200 and record.get("status") == "REVOKED" and len(kinds) == 2,
+            "the lookup answers REVOKED by the issuing state, with the fraud detection in the history",
         )
 
         self.say("3. IOM-MNL goes down for maintenance")
@@ -330,6 +386,12 @@ class Demo:
         )
 
         self.say("4. Auditors verify each node's tamper-evident log")
+        shown = self.cli(jpn, "audit", "show", "--kind", "document.lookup", "--json")
+        lookups = [json.loads(line) for line in shown.splitlines() if line.strip()]
+        self.check(
+            any(e.get("actor") == "narita-border" and e.get("subject_hash") for e in lookups),
+            "JPN-ISA's log names who looked the passport up (token narita-border), with a keyed hash, not the number",
+        )
         for n in self.nodes.values():
             self.cli(n, "audit", "checkpoint")
             out = self.cli(n, "audit", "verify")
