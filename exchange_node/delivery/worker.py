@@ -274,24 +274,37 @@ class PeerWorker:
         reseal: list[OutboxRow],
         ids: frozenset[int],
     ) -> None:
+        # Each step on its own: a failure in one (say the audit append) must not skip
+        # the others, in particular not the re-seal of refused rows.
+        steps = [lambda: self._record(batch_id, signed, outcomes)]
+        if reseal:
+            steps.append(lambda: self.host.reseal(self.peer_id, reseal))
+        steps.append(lambda: self.host.after_receipt(self.peer_id, batch_id, rows, verified))
         try:
-            now = self.host.now_ms()
-            await self.host.store.record_receipt(
-                self.peer_id,
-                ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now),
-                outcomes,
-            )
-            await self.host.store.touch_contact(self.peer_id, now, None)
-            for row_id, _, _ in outcomes:
-                self._reseals.pop(row_id, None)
-            await self.host.after_receipt(self.peer_id, batch_id, rows, verified)
-            if reseal:
-                await self.host.reseal(self.peer_id, reseal)
-        except Exception as exc:
-            self.log.exception("outbox.settle_failed", error=str(exc))
+            for step in steps:
+                try:
+                    await step()
+                except Exception as exc:
+                    self.log.exception("outbox.settle_failed", error=str(exc))
         finally:
             self._settling -= ids
             self.wake()
+
+    async def _record(
+        self,
+        batch_id: bytes,
+        signed: bytes,
+        outcomes: list[tuple[int, StoreOutcome, str | None]],
+    ) -> None:
+        now = self.host.now_ms()
+        await self.host.store.record_receipt(
+            self.peer_id,
+            ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now),
+            outcomes,
+        )
+        await self.host.store.touch_contact(self.peer_id, now, None)
+        for row_id, _, _ in outcomes:
+            self._reseals.pop(row_id, None)
 
 
 def _sha256(data: bytes) -> bytes:
