@@ -103,11 +103,18 @@ def _audit(cfg: Config, write: bool = True) -> AuditLog:
 
 
 def _audit_event(cfg: Config, kind: str, **fields) -> None:
+    _audit_events(
+        cfg, [AuditEvent(time=now_ms(), kind=kind, actor=fields.pop("actor", "operator"), **fields)]
+    )
+
+
+def _audit_events(cfg: Config, events: list[AuditEvent]) -> None:
+    """Append events to the node's audit log, durably, in one transaction."""
+    if not events:
+        return
     log = AuditLog(cfg.data_path / "audit.sqlite", node_id=cfg.node.id)
     try:
-        log.append(
-            AuditEvent(time=now_ms(), kind=kind, actor=fields.pop("actor", "operator"), **fields)
-        )
+        log.append_many(events)
     finally:
         log.close()
 
@@ -420,56 +427,54 @@ async def cmd_keys_revoke(args) -> int:
 
 
 async def _enqueue(cfg: Config, keys, body: notice_pb2.Body, recipients: list[str] | None) -> int:
-    """Seal and queue a body from the CLI (the running node delivers it)."""
+    """Seal and queue a body from the CLI, as ``Node.submit`` does (the running node
+    delivers it). Peers' revoked keys are applied: nothing is sealed to them."""
     from exchange_node.at_rest import AtRest
-    from exchange_node.node import _payload_context
-    from exchange_node.protocol.envelope import seal
-    from exchange_node.store.records import OutboxItem
+    from exchange_node.delivery.outbox import choose_recipients, keyring_from_store, seal_for
 
     at_rest = AtRest.load_or_create(cfg.data_path / "keys" / "storage.key")
+    kind = body.WhichOneof("content") or ""
+    now = now_ms()
     store = await _store(cfg)
     try:
-        peers = {p.node_id: p for p in store.list_peers()}
-        targets = recipients or sorted(peers)
-        kind = body.WhichOneof("content") or ""
-        body_bytes = body.SerializeToString()
-        now = now_ms()
-        items = []
-        for peer_id in targets:
-            if peer_id not in peers:
-                raise CliError(f"{peer_id} is not a pinned peer")
-            allowed = peers[peer_id].policy or list(cfg.policy_for(peer_id))
-            if kind in NOTICE_KINDS and kind not in allowed:
-                if recipients:
-                    raise CliError(f"the policy for {peer_id} does not allow {kind}")
-                continue
-            sealed = seal(
-                body_bytes,
+        keyring, peers = keyring_from_store(store)
+        stored_policy = {p.node_id: tuple(p.policy) for p in peers if p.policy}
+        try:
+            targets = choose_recipients(
+                kind,
+                recipients,
+                keyring.peers,
+                lambda p: stored_policy.get(p) or cfg.policy_for(p),
+            )
+            items = seal_for(
+                body.SerializeToString(),
                 sender=keys.local,
-                recipient=verify_card(peers[peer_id].card),
+                keyring=keyring,
+                recipients=targets,
+                at_rest=at_rest,
                 now_ms=now,
             )
-            items.append(
-                OutboxItem(
-                    peer_id,
-                    sealed.message_id,
-                    sealed.data,
-                    at_rest.encrypt(body_bytes, _payload_context(peer_id, sealed.message_id)),
-                    now,
-                )
-            )
+        except (ValueError, PermissionError) as exc:
+            raise CliError(str(exc)) from None
         if items:
             await store.enqueue(items)
     finally:
         await store.close()
+    _audit_events(
+        cfg,
+        [
+            AuditEvent(
+                time=now,
+                kind=LeafKind.NOTICE_SUBMITTED,
+                actor="operator",
+                peer=i.peer_id,
+                message_id=i.message_id.hex(),
+                attrs={"kind": kind},
+            )
+            for i in items
+        ],
+    )
     for i in items:
-        _audit_event(
-            cfg,
-            LeafKind.NOTICE_SUBMITTED,
-            peer=i.peer_id,
-            message_id=i.message_id.hex(),
-            attrs={"kind": kind},
-        )
         print(f"  queued {kind} for {i.peer_id}: message {i.message_id.hex()}")
     return len(items)
 

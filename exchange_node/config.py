@@ -16,10 +16,10 @@ from pathlib import Path
 
 import msgspec
 
+from exchange_node.protocol.cards import NODE_ID_RE
+
 NOTICE_KINDS = ("status_notice", "fraud_notice", "correction", "case_event")
 """Kinds of notice a peer policy can allow. Pings and key announcements always pass."""
-
-NODE_ID_RE = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,31}$")
 
 
 class ConfigError(Exception):

@@ -26,7 +26,7 @@ from exchange_node.pb.exchange.v1 import envelope_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import ed25519_public_key
-from exchange_node.protocol.receipts import receipt_signature_input
+from exchange_node.protocol.receipts import outcome_name, receipt_signature_input
 
 PROOF_FORMAT = "exchange-node/delivery-proof/v1"
 
@@ -137,7 +137,7 @@ def verify_proof(
     if not listed:
         r.problems.append("envelope_not_in_receipt: the receipt does not list this envelope")
     else:
-        r.outcome = envelope_pb2.Outcome.Name(listed[0].outcome).removeprefix("OUTCOME_").lower()
+        r.outcome = outcome_name(listed[0].outcome)
         if r.outcome not in ("accepted", "duplicate"):
             r.problems.append(f"not_delivered: the receipt says {r.outcome}")
     try:

@@ -5,11 +5,12 @@ Layout under the data directory (created 0700; key files 0600)::
     keys/signing-<key id>.pem      Ed25519 signing keys (current and earlier)
     keys/encryption-<key id>.pem   HPKE keys (current and earlier, for decryption)
     keys/tls-key.pem, tls-cert.der the TLS key and self-signed certificate
-    keys/keyset.json               which keys are current and their validity windows
     card.pb                        the current SignedCard, as published to peers
 
-Every file is written to a temporary name, fsynced and renamed, so a crash leaves
-either the old identity or the new one, never a mix.
+The card is the one record of which keys are current and their validity windows:
+nothing else repeats it. Key files are written first (new names, fsynced), the card
+last (temporary name, fsynced, renamed), so a crash leaves either the old identity or
+the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from exchange_node.protocol.cards import CardKey, PeerCard, issue_card, sign_revocation, verify_card
+from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keyring import LocalIdentity
 from exchange_node.protocol.keys import (
     EncryptionKey,
@@ -53,10 +54,8 @@ class NodeKeys:
     tls_cert_der: bytes
     tls_key_path: Path
     tls_cert_path: Path
-    country: str
-    endpoint: str
-    display_name: str
-    keyset: dict
+    # Every signing key listed on the card (current first), for re-issuing it.
+    signing_keys: tuple[SigningKey, ...]
 
     @property
     def card_bytes(self) -> bytes:
@@ -115,39 +114,6 @@ def make_tls_certificate(node_id: str, now_ms: int) -> tuple[ec.EllipticCurvePri
     return key, cert.public_bytes(serialization.Encoding.DER)
 
 
-def _entry(kid: bytes, nb: int, na: int = 0) -> dict:
-    return {"key_id": kid.hex(), "not_before_ms": nb, "not_after_ms": na}
-
-
-def _issue(
-    keys_dir: Path,
-    keyset: dict,
-    signing: dict[str, SigningKey],
-    encryption: dict[str, EncryptionKey],
-    tls_der: bytes,
-    now_ms: int,
-    previous: SigningKey | None,
-) -> bytes:
-    return issue_card(
-        node_id=keyset["node_id"],
-        country=keyset["country"],
-        endpoint=keyset["endpoint"],
-        display_name=keyset["display_name"],
-        signing_keys=[
-            CardKey(signing[e["key_id"]], e["not_before_ms"], e["not_after_ms"])
-            for e in keyset["signing"]
-        ],
-        encryption_keys=[
-            CardKey(encryption[e["key_id"]], e["not_before_ms"], e["not_after_ms"])
-            for e in keyset["encryption"]
-        ],
-        tls_certificate=tls_der,
-        serial=keyset["serial"],
-        issued_at_ms=now_ms,
-        previous_signing_key=previous,
-    )
-
-
 def create_identity(
     data_dir: Path,
     *,
@@ -161,8 +127,8 @@ def create_identity(
 ) -> NodeKeys:
     """Create keys, TLS certificate and the first card. Refuses to overwrite."""
     keys_dir = Path(data_dir) / "keys"
-    if (keys_dir / "keyset.json").exists():
-        raise IdentityError(f"{keys_dir} already holds an identity; refusing to overwrite it")
+    if (Path(data_dir) / "card.pb").exists():
+        raise IdentityError(f"{data_dir} already holds an identity; refusing to overwrite it")
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(Path(data_dir), 0o700)
     os.chmod(keys_dir, 0o700)
@@ -173,7 +139,7 @@ def create_identity(
     tls_key, tls_der = make_tls_certificate(node_id, now_ms)
     enc = (
         serialization.BestAvailableEncryption(passphrase)
-        if passphrase
+        if passphrase is not None
         else serialization.NoEncryption()
     )
     write_secret_file(
@@ -181,19 +147,17 @@ def create_identity(
         tls_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc),
     )
     _atomic_write(keys_dir / "tls-cert.der", tls_der, 0o644)
-    keyset = {
-        "node_id": node_id,
-        "country": country,
-        "display_name": display_name,
-        "endpoint": endpoint,
-        "serial": 1,
-        "signing": [_entry(sk.key_id, now_ms)],
-        "encryption": [_entry(ek.key_id, now_ms)],
-    }
-    card = _issue(
-        keys_dir, keyset, {sk.key_id.hex(): sk}, {ek.key_id.hex(): ek}, tls_der, now_ms, None
+    card = issue_card(
+        node_id=node_id,
+        country=country,
+        endpoint=endpoint,
+        display_name=display_name,
+        signing_keys=[CardKey(sk, now_ms)],
+        encryption_keys=[CardKey(ek, now_ms)],
+        tls_certificate=tls_der,
+        serial=1,
+        issued_at_ms=now_ms,
     )
-    _atomic_write(keys_dir / "keyset.json", json.dumps(keyset, indent=2).encode())
     _atomic_write(Path(data_dir) / "card.pb", card, 0o644)
     return load_identity(data_dir, passphrase)
 
@@ -203,44 +167,39 @@ def load_identity(data_dir: Path, passphrase: bytes | None = None) -> NodeKeys:
     data_dir = Path(data_dir)
     keys_dir = data_dir / "keys"
     try:
-        keyset = json.loads((keys_dir / "keyset.json").read_text())
         card = verify_card((data_dir / "card.pb").read_bytes())
         tls_der = (keys_dir / "tls-cert.der").read_bytes()
     except FileNotFoundError as exc:
         raise IdentityError(f"{exc.filename}: missing; run `exchange-node init` first") from None
+    except OpenError as exc:
+        raise IdentityError(f"{data_dir / 'card.pb'}: not a valid card ({exc.detail})") from None
     try:
-        signing, encryption = _load_private_keys(keys_dir, keyset, passphrase)
+        signing = [_load(keys_dir, "signing", k.key_id, passphrase) for k in card.signing_keys]
+        encryption = [
+            _load(keys_dir, "encryption", k.key_id, passphrase) for k in card.encryption_keys
+        ]
     except (ValueError, FileNotFoundError) as exc:
         raise IdentityError(str(exc)) from None
     if hashlib.sha256(tls_der).digest() != card.tls_cert_sha256:
         raise IdentityError(f"{keys_dir}/tls-cert.der does not match the card's TLS fingerprint")
     return NodeKeys(
-        local=LocalIdentity(keyset["node_id"], signing[0], tuple(encryption)),
+        local=LocalIdentity(card.node_id, signing[0], tuple(encryption)),  # type: ignore[arg-type]
         card=card,
         tls_cert_der=tls_der,
         tls_key_path=keys_dir / "tls-key.pem",
         tls_cert_path=keys_dir / "tls-cert.der",
-        country=keyset["country"],
-        endpoint=keyset["endpoint"],
-        display_name=keyset["display_name"],
-        keyset=keyset,
+        signing_keys=tuple(signing),  # type: ignore[arg-type]
     )
 
 
-def _load_private_keys(
-    keys_dir: Path, keyset: dict, passphrase: bytes | None
-) -> tuple[list[SigningKey], list[EncryptionKey]]:
-    signing = []
-    for e in keyset["signing"]:
-        k = load_private_key(keys_dir / f"signing-{e['key_id']}.pem", passphrase)
-        assert isinstance(k, SigningKey)
-        signing.append(k)
-    encryption = []
-    for e in keyset["encryption"]:
-        k = load_private_key(keys_dir / f"encryption-{e['key_id']}.pem", passphrase)
-        assert isinstance(k, EncryptionKey)
-        encryption.append(k)
-    return signing, encryption
+def _load(keys_dir: Path, kind: str, key_id: bytes, passphrase: bytes | None):
+    key = load_private_key(keys_dir / f"{kind}-{key_id.hex()}.pem", passphrase)
+    expected = SigningKey if kind == "signing" else EncryptionKey
+    if not isinstance(key, expected) or key.key_id != key_id:
+        raise ValueError(
+            f"{keys_dir}/{kind}-{key_id.hex()}.pem does not hold the key the card lists"
+        )
+    return key
 
 
 def rotate_keys(
@@ -259,41 +218,40 @@ def rotate_keys(
     """
     current = load_identity(data_dir, passphrase)
     keys_dir = Path(data_dir) / "keys"
-    keyset = dict(current.keyset)
     sk = SigningKey.generate()
     ek = EncryptionKey.generate(suite or current.local.encryption_keys[0].suite)
     save_private_key(keys_dir / f"signing-{sk.key_id.hex()}.pem", sk, passphrase)
     save_private_key(keys_dir / f"encryption-{ek.key_id.hex()}.pem", ek, passphrase)
+    end = now_ms + overlap_ms
 
-    def retire(entries: list[dict]) -> list[dict]:
-        out = []
-        for e in entries:
-            na = e["not_after_ms"] or now_ms + overlap_ms
-            if na > now_ms:
-                out.append({**e, "not_after_ms": min(na, now_ms + overlap_ms)})
-        return out
+    def retire(entries, keys) -> list[CardKey]:
+        by_id = {k.key_id: k for k in keys}
+        return [
+            CardKey(by_id[e.key_id], e.not_before_ms, min(e.not_after_ms or end, end))
+            for e in entries
+            if (e.not_after_ms or end) > now_ms
+        ]
 
-    keyset["signing"] = [_entry(sk.key_id, now_ms), *retire(keyset["signing"])]
-    keyset["encryption"] = [_entry(ek.key_id, now_ms), *retire(keyset["encryption"])]
-    keyset["serial"] = keyset["serial"] + 1
-    signing = {k.key_id.hex(): k for k in (current.local.signing_key, sk)}
-    for e in keyset["signing"]:
-        if e["key_id"] not in signing:
-            signing[e["key_id"]] = load_private_key(
-                keys_dir / f"signing-{e['key_id']}.pem", passphrase
-            )  # type: ignore[assignment]
-    encryption = {k.key_id.hex(): k for k in (*current.local.encryption_keys, ek)}
-    card = _issue(
-        keys_dir,
-        keyset,
-        signing,
-        encryption,
-        current.tls_cert_der,
-        now_ms,
-        current.local.signing_key,
+    card = current.card
+    signed = issue_card(
+        node_id=card.node_id,
+        country=card.country,
+        endpoint=card.endpoint,
+        display_name=card.display_name,
+        signing_keys=[
+            CardKey(sk, now_ms),
+            *retire(card.signing_keys, current.signing_keys),
+        ],
+        encryption_keys=[
+            CardKey(ek, now_ms),
+            *retire(card.encryption_keys, current.local.encryption_keys),
+        ],
+        tls_certificate=current.tls_cert_der,
+        serial=card.serial + 1,
+        issued_at_ms=now_ms,
+        previous_signing_key=current.local.signing_key,
     )
-    _atomic_write(keys_dir / "keyset.json", json.dumps(keyset, indent=2).encode())
-    _atomic_write(Path(data_dir) / "card.pb", card, 0o644)
+    _atomic_write(Path(data_dir) / "card.pb", signed, 0o644)
     return load_identity(data_dir, passphrase)
 
 

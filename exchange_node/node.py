@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
-import json
 import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,13 @@ from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog
 from exchange_node.audit.writer import AuditWriter
 from exchange_node.config import Config, ConfigError, parse_listen
+from exchange_node.delivery.outbox import (
+    choose_recipients,
+    keyring_from_store,
+    payload_context,
+    seal_for,
+    store_revocations,
+)
 from exchange_node.delivery.receiver import (
     BatchRefused,
     EnvelopeResult,
@@ -52,15 +58,13 @@ from exchange_node.protocol.cards import PeerCard, verify_card
 from exchange_node.protocol.envelope import Freshness, OpenedEnvelope, seal
 from exchange_node.protocol.errors import OpenError, wire_reason_name
 from exchange_node.protocol.keyring import Keyring
-from exchange_node.protocol.receipts import VerifiedReceipt, verify_receipt
+from exchange_node.protocol.receipts import VerifiedReceipt, outcome_name, verify_receipt
 from exchange_node.services import Services
-from exchange_node.store.records import OutboxItem, OutboxRow
+from exchange_node.store.records import OutboxRow
 from exchange_node.store.sqlite import SqliteStore
 from exchange_node.tls import client_context, server_context, trust_peers
 
 log = structlog.get_logger("exchange_node.node")
-
-REVOCATIONS_META = "revoked_keys"
 
 
 def wall_clock_ms() -> int:
@@ -173,20 +177,7 @@ class Node:
 
     def reload_peers(self) -> None:
         """Rebuild the keyring, TLS trust and workers from the store's pinned peers."""
-        peers = self.store.list_peers()
-        revoked = json.loads((self.store.get_meta(REVOCATIONS_META) or b"{}").decode())
-        # Revocations are never undone; one applied in memory whose write has not yet
-        # returned must survive this reload, or the revoked key would be trusted again.
-        ring = Keyring(
-            revoked={**{bytes.fromhex(k): v for k, v in revoked.items()}, **self.keyring.revoked}
-        )
-        for p in peers:
-            try:
-                card = verify_card(p.card)
-            except OpenError as exc:
-                self.log.error("peer.card_invalid", peer=p.node_id, reason=exc.reason.value)
-                continue
-            ring.add_trusted(card)
+        ring, peers = keyring_from_store(self.store, self.keyring.revoked)
         self.keyring = ring
         self._paused = {p.node_id for p in peers if p.paused}
         self._policies = {p.node_id: tuple(p.policy) for p in peers if p.policy}
@@ -249,43 +240,20 @@ class Node:
         """Seal ``body`` to each recipient (default: every peer whose policy allows its
         kind) and queue it. Durable when it returns; delivery happens in the background.
 
-        Raises ValueError naming an unknown peer or one whose policy forbids the kind.
+        Raises ValueError naming an unknown peer, PermissionError naming one whose
+        policy forbids the kind (nothing is queued then).
         """
         kind = body.WhichOneof("content") or ""
-        if recipients is None:
-            targets = [
-                p
-                for p in sorted(self.keyring.peers)
-                if kind not in _POLICY_KINDS or kind in self.policy(p)
-            ]
-        else:
-            targets = list(dict.fromkeys(recipients))
-            for p in targets:
-                if p not in self.keyring.peers:
-                    raise ValueError(f"{p} is not a pinned peer")
-                if kind in _POLICY_KINDS and kind not in self.policy(p):
-                    raise PermissionError(f"policy for {p} does not allow {kind}")
-        body_bytes = body.SerializeToString()
+        targets = choose_recipients(kind, recipients, self.keyring.peers, self.policy)
         now = self.now_ms()
-        items = []
-        for peer_id in targets:
-            sealed = seal(
-                body_bytes,
-                sender=self.keys.local,
-                recipient=self.keyring.peers[peer_id],
-                now_ms=now,
-            )
-            items.append(
-                OutboxItem(
-                    peer_id=peer_id,
-                    message_id=sealed.message_id,
-                    envelope=sealed.data,
-                    payload=self.at_rest.encrypt(
-                        body_bytes, _payload_context(peer_id, sealed.message_id)
-                    ),
-                    created_at=now,
-                )
-            )
+        items = seal_for(
+            body.SerializeToString(),
+            sender=self.keys.local,
+            keyring=self.keyring,
+            recipients=targets,
+            at_rest=self.at_rest,
+            now_ms=now,
+        )
         ids = await self.store.enqueue(items) if items else []
         await self.audit_writer.record(
             *(
@@ -420,7 +388,7 @@ class Node:
         for row in rows:
             if row.payload is None:
                 continue
-            body = self.at_rest.decrypt(row.payload, _payload_context(peer_id, row.message_id))
+            body = self.at_rest.decrypt(row.payload, payload_context(peer_id, row.message_id))
             sealed = seal(
                 body, sender=self.keys.local, recipient=card, now_ms=now, message_id=row.message_id
             )
@@ -432,12 +400,13 @@ class Node:
     ) -> None:
         now = self.now_ms()
         events = []
-        counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        counts: Counter[tuple[str, str]] = Counter()
+        per_outcome: Counter[str] = Counter()
         for row, o in zip(rows, receipt.outcomes, strict=True):
-            outcome = envelope_pb2.Outcome.Name(o.outcome).removeprefix("OUTCOME_").lower()
+            outcome = outcome_name(o.outcome)
             reason = wire_reason_name(o.reason) if o.reason else ""
-            counts[outcome] = counts.get(outcome, 0) + 1
-            self.metrics.sent.labels(peer_id, outcome, reason).inc()
+            counts[outcome, reason] += 1
+            per_outcome[outcome] += 1
             events.append(
                 AuditEvent(
                     time=now,
@@ -458,10 +427,12 @@ class Node:
                 attrs={
                     "batch_id": batch_id.hex(),
                     "receipt_sha256": hashlib.sha256(receipt.signed).hexdigest(),
-                    **{k: str(v) for k, v in counts.items()},
+                    **{k: str(per_outcome[k]) for k in ("accepted", "duplicate", "rejected")},
                 },
             )
         )
+        for (outcome, reason), n in counts.items():
+            self.metrics.sent.labels(peer_id, outcome, reason).inc(n)
         self.metrics.batch_size.labels(peer_id).observe(len(rows))
         await self.audit_writer.record(*events)
         if receipt.checkpoint:
@@ -596,7 +567,7 @@ class Node:
         )
         counts = Counter(
             (
-                envelope_pb2.Outcome.Name(r.outcome).removeprefix("OUTCOME_").lower(),
+                outcome_name(r.outcome),
                 r.reason.value if r.reason else "",
             )
             for r in results
@@ -643,9 +614,7 @@ class Node:
                     message_id=r.message_id.hex() if r.message_id else "",
                     reason=r.reason.value if r.reason else "",
                     attrs={
-                        "outcome": envelope_pb2.Outcome.Name(r.outcome)
-                        .removeprefix("OUTCOME_")
-                        .lower(),
+                        "outcome": outcome_name(r.outcome),
                         "envelope_sha256": r.envelope_hash.hex(),
                         **({"kind": r.kind} if r.kind else {}),
                     },
@@ -727,7 +696,7 @@ class Node:
 
     async def accept_revocation(self, signed: bytes, *, actor: str) -> None:
         rev = self.keyring.revoke(signed)
-        await self._persist_revocations()
+        await store_revocations(self.store, self.keyring)
         await self.audit_writer.record(
             AuditEvent(
                 time=self.now_ms(),
@@ -738,12 +707,6 @@ class Node:
             )
         )
         self.log.warning("peer.key_revoked", peer=rev.node_id, key_id=rev.key_id.hex())
-
-    async def _persist_revocations(self) -> None:
-        await self.store.set_meta(
-            REVOCATIONS_META,
-            json.dumps({k.hex(): v for k, v in self.keyring.revoked.items()}).encode(),
-        )
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -856,7 +819,12 @@ class Node:
         finished, not cancelled, when the node stops."""
         task = asyncio.create_task(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("node.background_failed", error=repr(task.exception()))
 
     async def stop(self) -> None:
         self.ready = False
@@ -882,19 +850,9 @@ class Node:
 
 _CRYPTO_CHUNK_MIN = 16  # envelopes; smaller batches are opened inline
 
-_POLICY_KINDS = frozenset({"status_notice", "fraud_notice", "correction", "case_event"})
-
 
 def _identifier(text: str) -> str:
     """``text`` if it is safe to put in an audit leaf as an identifier, else a hash."""
     if re.fullmatch(r"[A-Za-z0-9._:@/+=-]{1,64}", text):
         return text
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-def _payload_context(peer_id: str, message_id: bytes) -> bytes:
-    return b"outbox-payload\x00" + peer_id.encode() + b"\x00" + message_id
-
-
-def pinned_ids(cards: Iterable[PeerCard]) -> list[str]:
-    return sorted(c.node_id for c in cards)

@@ -2,8 +2,9 @@
 
 Order of work for a batch from an authenticated peer:
 
-1. every envelope is opened and checked (protocol core), then against policy and the
-   domain rules (validators); failures become REJECTED with a wire reason;
+1. every envelope is opened and checked (protocol core, on crypto threads when the
+   batch is large), then against policy and, in order on the event loop, the domain
+   rules (validators); failures become REJECTED with a wire reason;
 2. the envelopes that passed are stored in ONE group commit, which de-duplicates by
    (sender, message id): ACCEPTED only once durably stored, DUPLICATE for a repeat;
 3. the receipt is signed over the exact outcome list and kept;
@@ -33,11 +34,11 @@ from exchange_node.protocol.receipts import Outcome, build_receipt
 from exchange_node.store.records import InboxItem
 from exchange_node.store.records import Outcome as StoreOutcome
 
+from .outbox import POLICY_KINDS
+
 log = structlog.get_logger("exchange_node.receiver")
 
 MAX_BATCH_ENVELOPES = 500
-
-POLICY_KINDS = frozenset({"status_notice", "fraud_notice", "correction", "case_event"})
 
 
 class BatchRefused(Exception):
@@ -95,16 +96,6 @@ def parse_batch(data: bytes, peer_id: str | None) -> envelope_pb2.Batch:
             413, "batch_too_many", f"at most {MAX_BATCH_ENVELOPES} envelopes per batch"
         )
     return batch
-
-
-def check_envelopes(
-    ctx: ReceiverContext, batch: envelope_pb2.Batch, now_ms: int
-) -> list[EnvelopeResult]:
-    """Open and check every envelope (no I/O). Verified ones come back with
-    outcome ACCEPTED *provisionally*: the store decides ACCEPTED or DUPLICATE."""
-    return validate_envelopes(
-        ctx, batch.sender, open_envelopes(ctx, batch.sender, batch.envelopes, 0, now_ms)
-    )
 
 
 def open_envelopes(

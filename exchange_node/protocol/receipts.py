@@ -45,6 +45,11 @@ class VerifiedReceipt:
         return self.receipt.checkpoint
 
 
+def outcome_name(outcome: int) -> str:
+    """Stable lower-case name of an ``exchange.v1.Outcome``, e.g. ``accepted``."""
+    return envelope_pb2.Outcome.Name(outcome).removeprefix("OUTCOME_").lower()
+
+
 def receipt_signature_input(receipt_bytes: bytes) -> bytes:
     return frame(LABEL_RECEIPT_SIGNATURE, receipt_bytes)
 
