@@ -42,6 +42,7 @@ from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import Suite
+from exchange_node.services.documents import DOCUMENT_KINDS, DocumentIndex, notice_from_body
 from exchange_node.store.records import TOKEN_ROLES
 from exchange_node.store.sqlite import SqliteStore
 
@@ -506,9 +507,33 @@ async def cmd_send(args) -> int:
     recipients = None if args.all else args.to
     if not recipients and not args.all:
         raise CliError("say where to send: --to PEER (repeatable) or --all")
-    n = await _enqueue(cfg, keys, body, recipients)
-    if n == 0:
-        raise CliError("no peer's policy allows this kind of notice; nothing queued")
+    kind = body.WhichOneof("content")
+    if kind not in DOCUMENT_KINDS:
+        raise CliError(
+            f"{args.file}: send takes travel document notices; use `exchange-node case` for {kind}"
+        )
+    # The same domain rules as the local API (issuing state, MRZ, supersession), and the
+    # notice goes into this node's own index, so it can be looked up and corrected.
+    store = await _store(cfg)
+    try:
+        index = DocumentIndex(store)
+        now = now_ms()
+        entry = notice_from_body(
+            body,
+            sender_node=cfg.node.id,
+            sender_country=cfg.node.country,
+            issued_at_ms=now,
+            now_ms=now,
+            max_skew_ms=cfg.protocol.max_clock_skew_seconds * 1000,
+            find=index.get,
+            superseded_by=index.superseded_by,
+        )
+        n = await _enqueue(cfg, keys, body, recipients)
+        if n == 0:
+            raise CliError("no peer's policy allows this kind of notice; nothing queued")
+        await index.add([entry], now)
+    finally:
+        await store.close()
     return 0
 
 

@@ -21,6 +21,7 @@ from exchange_node.api import schemas as s
 from exchange_node.api.auth import actor_name, current_token, require_roles
 from exchange_node.api.problems import ApiProblem
 from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.delivery.outbox import RecipientNotAllowed, UnknownRecipient
 from exchange_node.domain.documents import Detection, DocumentKey, DocumentRecord, NoticeKind
 from exchange_node.domain.repatriation import EventType, allowed_events
 from exchange_node.errors import ValidationError
@@ -173,8 +174,8 @@ async def post_notice(request: web.Request) -> web.Response:
     actor = actor_name(current_token(request))
     try:
         entry, submitted = await node.services.notices.submit(draft, recipients, actor=actor)
-    except PermissionError as exc:
-        peer = str(exc.args[0]) if exc.args else "a recipient"
+    except RecipientNotAllowed as exc:
+        peer = exc.peer
         raise ApiProblem(
             403,
             "policy_denied",
@@ -182,9 +183,9 @@ async def post_notice(request: web.Request) -> web.Response:
             "the operator to change the peer's policy",
             "recipients",
         ) from None
-    except ValueError as exc:
+    except UnknownRecipient as exc:
         raise ValidationError(
-            "unknown_peer", f"{exc.args[0]} is not a pinned peer of this node", "recipients"
+            "unknown_peer", f"{exc.peer} is not a pinned peer of this node", "recipients"
         ) from None
     return _json(
         s.NoticeAccepted(

@@ -30,6 +30,19 @@ REVOCATIONS_META = "revoked_keys"
 """Store meta key holding revoked peer key ids (hex) and when they were revoked."""
 
 
+class UnknownRecipient(ValueError):
+    def __init__(self, peer: str) -> None:
+        super().__init__(f"{peer} is not a pinned peer")
+        self.peer = peer
+
+
+class RecipientNotAllowed(PermissionError):
+    def __init__(self, peer: str, kind: str) -> None:
+        super().__init__(f"the policy for {peer} does not allow {kind}")
+        self.peer = peer
+        self.kind = kind
+
+
 def choose_recipients(
     kind: str,
     requested: Sequence[str] | None,
@@ -39,8 +52,8 @@ def choose_recipients(
     """The peers to send a ``kind`` body to.
 
     ``requested`` None means every pinned peer whose policy allows the kind. A named
-    peer that is not pinned raises ValueError; one whose policy forbids the kind raises
-    PermissionError (nothing is queued for anyone).
+    peer that is not pinned raises UnknownRecipient (a ValueError); one whose policy
+    forbids the kind raises RecipientNotAllowed (a PermissionError).
     """
     governed = kind in POLICY_KINDS
     if requested is None:
@@ -48,9 +61,9 @@ def choose_recipients(
     targets = list(dict.fromkeys(requested))
     for p in targets:
         if p not in pinned:
-            raise ValueError(f"{p} is not a pinned peer")
+            raise UnknownRecipient(p)
         if governed and kind not in policy(p):
-            raise PermissionError(f"the policy for {p} does not allow {kind}")
+            raise RecipientNotAllowed(p, kind)
     return targets
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from exchange_node.delivery.outbox import choose_recipients
 from exchange_node.domain.documents import Detection, NoticeKind, check_detection
 from exchange_node.errors import ExchangeError
 from exchange_node.pb.exchange.v1 import notice_pb2
@@ -127,18 +128,16 @@ class NoticeService:
         self, draft: NoticeDraft, recipients: Sequence[str] | None, *, actor: str
     ) -> tuple[IndexedNotice, list[Submitted]]:
         """Check, index and queue a notice. Raises the domain's ``ExchangeError``s,
-        ``ValueError`` for an unknown recipient and ``PermissionError`` for a recipient
-        whose policy forbids the kind (nothing is indexed or queued then)."""
+        ``UnknownRecipient`` / ``RecipientNotAllowed`` (from ``choose_recipients``) for
+        a recipient not pinned or whose policy forbids the kind (nothing is indexed or
+        queued then)."""
         node = self._node
         now = node.now_ms()
         body, entry = self.check(draft, secrets.token_bytes(16), now)
-        kind = body.WhichOneof("content")
-        if recipients is not None:
-            for p in recipients:
-                if p not in node.keyring.peers:
-                    raise ValueError(p)
-                if kind not in node.policy(p):
-                    raise PermissionError(p)
+        # Refuse before indexing: a notice is indexed only if it is sent.
+        choose_recipients(
+            body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
+        )
         await self.index.add([entry], now)
         submitted = await node.submit(body, recipients, actor=actor)
         return entry, submitted
