@@ -75,15 +75,9 @@ def _age(ms: int | None, now: int) -> str:
 
 
 def _passphrase(cfg: Config) -> bytes | None:
-    env = cfg.node.key_passphrase_env
-    if not env:
-        return None
-    value = os.environ.get(env)
-    if not value:
-        raise CliError(
-            f"{cfg.path}: [node] key_passphrase_env: environment variable {env} is not set or empty"
-        )
-    return value.encode()
+    from exchange_node.node import key_passphrase
+
+    return key_passphrase(cfg)
 
 
 def _cfg(args) -> Config:

@@ -67,6 +67,20 @@ from exchange_node.tls import client_context, server_context, trust_peers
 log = structlog.get_logger("exchange_node.node")
 
 
+def key_passphrase(config: Config) -> bytes | None:
+    """The private-key passphrase from the environment variable the config names, or
+    None when keys are unencrypted. ConfigError if the variable is unset or empty."""
+    env = config.node.key_passphrase_env
+    if not env:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise ConfigError(
+            f"{config.path}: [node] key_passphrase_env: environment variable {env} is not set or empty"
+        )
+    return value.encode()
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -143,15 +157,7 @@ class Node:
     @classmethod
     async def open(cls, config: Config, *, clock: Callable[[], int] = wall_clock_ms) -> Node:
         """Open everything the config names. Raises ConfigError for a bad setup."""
-        passphrase = None
-        if config.node.key_passphrase_env:
-            value = os.environ.get(config.node.key_passphrase_env)
-            if not value:
-                raise ConfigError(
-                    f"{config.path}: [node] key_passphrase_env: environment variable "
-                    f"{config.node.key_passphrase_env} is not set or empty"
-                )
-            passphrase = value.encode()
+        passphrase = key_passphrase(config)
         data = config.data_path
         keys = load_identity(data, passphrase)
         if keys.local.node_id != config.node.id:
