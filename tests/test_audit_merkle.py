@@ -5,29 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import random
-from pathlib import Path
 
 import pytest
 
 from exchange_node.audit import merkle
+from tests.vector_paths import MERKLE
 
-
-def _vectors_dir() -> Path:
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "vectors"]
-    if env := os.environ.get("EXCHANGE_NODE_SHARED"):
-        candidates += [Path(env) / "vectors", Path(env)]
-    for c in candidates:
-        if (c / "rfc9162-merkle").is_dir():
-            return c / "rfc9162-merkle"
-    raise RuntimeError(
-        f"RFC 9162 vectors not found in {[str(c) for c in candidates]};"
-        " put shared/ beside the repository or set EXCHANGE_NODE_SHARED"
-    )
-
-
-VECTORS = _vectors_dir()
+VECTORS = MERKLE
 
 
 def _b64(text: str | None) -> bytes:

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from exchange_node.domain.mrz import MrzFormat, MrzNames, check_digit, parse_mrz
 from exchange_node.errors import ValidationError
+from tests.vector_paths import ICAO_SPECIMENS
 
-
-def _specimen_file() -> Path:
-    """shared/ lives beside the repository; elsewhere, EXCHANGE_NODE_SHARED points to it."""
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "vectors"]
-    if env := os.environ.get("EXCHANGE_NODE_SHARED"):
-        candidates += [Path(env) / "vectors", Path(env)]
-    for candidate in candidates:
-        path = candidate / "icao9303" / "specimen-mrz.json"
-        if path.is_file():
-            return path
-    raise RuntimeError(
-        f"ICAO specimen vectors not found in {[str(c) for c in candidates]}; "
-        "put shared/ beside the repository or set EXCHANGE_NODE_SHARED"
-    )
-
-
-SPECIMENS = json.loads(_specimen_file().read_text())["specimens"]
+SPECIMENS = json.loads(ICAO_SPECIMENS.read_text())["specimens"]
 
 
 def _ids(specimen: dict) -> str:
