@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from pathlib import Path
 
 import aiohttp
 import pytest
 from test_api_support import Client, eventually, make_node, pin_all, token
 
-from exchange_node.api.openapi import openapi_bytes
+from exchange_node.api.openapi import openapi_bytes, openapi_document
 
 DOC = {"issuing_state": "PHL", "document_number": "P1234567A", "document_type": "P"}
 DETECTION = {"place": "JPNRT", "detected_at_ms": 1_700_000_000_000, "authority": "ISA Narita"}
@@ -344,3 +345,33 @@ async def test_the_served_openapi_document_is_the_one_in_the_repository(pair):
     assert served == kept == openapi_bytes(), (
         "regenerate: python -m exchange_node.api.openapi > docs/openapi.json"
     )
+
+
+def test_openapi_descriptions_do_not_depend_on_how_msgspec_renders_docstrings():
+    """Every description is cleaned text: no continuation indent, no edge blank lines,
+    whatever a msgspec release does with a Struct's docstring."""
+
+    def descriptions(value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k == "description" and isinstance(v, str):
+                    yield v
+                else:
+                    yield from descriptions(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from descriptions(v)
+
+    found = list(descriptions(openapi_document()))
+    assert any("\n" in d for d in found)  # multi-line docstrings are there to be cleaned
+    assert [d for d in found if d != inspect.cleandoc(d)] == []
+
+
+def test_openapi_normalisation_dedents_descriptions_at_any_depth():
+    from exchange_node.api.openapi import _normalised
+
+    rendered = {"a": [{"description": "First line,\n    continued.\n"}], "title": "  kept  "}
+    assert _normalised(rendered) == {
+        "a": [{"description": "First line,\ncontinued."}],
+        "title": "  kept  ",
+    }

@@ -8,6 +8,7 @@ regenerate it with ``python -m exchange_node.api.openapi > docs/openapi.json``.
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import msgspec
@@ -62,22 +63,42 @@ def openapi_document() -> dict:
                 "content": {"application/json": {"schema": _ref(r.request)}},
             }
         paths.setdefault(r.path, {})[r.method.lower()] = op
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "exchange-node local API",
-            "version": "1",
-            "description": "For authority systems on the node's own network: travel-document "
-            "notices and lookups, repatriation cases, audit and operations. Bearer tokens "
-            "from `exchange-node token create`; errors are RFC 9457 problem details.",
-        },
-        "servers": [{"url": "/"}],
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    return _normalised(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "exchange-node local API",
+                "version": "1",
+                "description": "For authority systems on the node's own network: travel-document "
+                "notices and lookups, repatriation cases, audit and operations. Bearer tokens "
+                "from `exchange-node token create`; errors are RFC 9457 problem details.",
+            },
+            "servers": [{"url": "/"}],
+            "paths": paths,
+            "components": {
+                "schemas": components,
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+    )
+
+
+def _normalised(value):
+    """``value`` with every ``description`` cleaned as :func:`inspect.cleandoc` does.
+
+    Struct docstrings reach the schema as msgspec chooses to render them, and releases
+    differ (0.23 dedents continuation lines, earlier ones keep them indented). Cleaning
+    them here makes the document depend on the docstrings alone, not on a library's
+    formatting, so the copy in the repository stays byte for byte what is served.
+    """
+    if isinstance(value, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _normalised(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_normalised(v) for v in value]
+    return value
 
 
 def openapi_bytes() -> bytes:
