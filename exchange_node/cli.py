@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from exchange_node.audit import commands as audit_commands
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog, LeafFilter
+from exchange_node.build_info import version_line
 from exchange_node.config import NOTICE_KINDS, Config, ConfigError, load_config, render_config
 from exchange_node.errors import ExchangeError
 from exchange_node.identity import (
@@ -1081,6 +1082,14 @@ def cmd_case_show(args) -> int:
 # --- parser ------------------------------------------------------------------------------------------
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: one unwrapped line (argparse's own action re-wraps it)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="exchange-node", description="Signed, encrypted notice exchange between authorities."
@@ -1089,6 +1098,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action=_PrintVersion, nargs=0, help="print what runs and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="create this node's identity and config")

@@ -8,9 +8,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     disable_created_metrics,
     generate_latest,
 )
+
+from exchange_node.build_info import build_info
 
 # *_created series double the output for no operational value.
 disable_created_metrics()
@@ -73,6 +76,10 @@ class Metrics:
             registry=r,
         )
         self.audit_size = Gauge("exchange_audit_tree_size", "Leaves in the audit log", registry=r)
+        # exchange_build_info{version=...,protocol=...,python=...,cryptography=...,openssl=...} 1
+        Info(
+            "exchange_build", "What runs: release, protocol and library versions", registry=r
+        ).info(build_info())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,10 +3,13 @@ with each peer's queue depth and the age of its oldest queued notice."""
 
 from __future__ import annotations
 
+import re
+
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import exchange_node
 from tests.node_helpers import fraud_notice, make_net
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
@@ -61,3 +64,42 @@ async def test_metrics_show_queue_depth_and_oldest_age_per_peer(net):
     }
     assert samples[("exchange_outbox_queue_depth", (("peer", PHL),))] == 3
     assert 90 <= samples[("exchange_outbox_oldest_age_seconds", (("peer", PHL),))] < 100
+
+
+async def test_metrics_say_which_release_protocol_and_libraries_run(net):
+    import platform
+
+    import cryptography
+
+    jpn = await net[JPN].start()
+
+    _, text = await get(jpn, "/metrics")
+
+    [info] = [
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "exchange_build_info"
+    ]
+    assert info.value == 1
+    assert info.labels["version"] == exchange_node.__version__
+    assert info.labels["protocol"] == "1"
+    assert info.labels["python"] == platform.python_version()
+    assert info.labels["cryptography"] == cryptography.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+\w*", info.labels["openssl"])
+
+
+def test_version_prints_one_line_naming_what_runs(capsys):
+    from exchange_node.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert re.fullmatch(
+        rf"exchange-node {re.escape(exchange_node.__version__)} \(protocol 1; Python [\d.]+;"
+        r" cryptography [\d.]+; OpenSSL [\w.]+\)\n",
+        out,
+    )
