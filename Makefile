@@ -1,18 +1,29 @@
-# Everything a newcomer needs: `make demo` and `make test` set up .venv themselves.
+# Everything a newcomer needs: `make demo` and `make test` set up .venv themselves, from
+# the exact versions and hashes in requirements.lock (`make lock` refreshes it on purpose).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# uv resolves the lock (universal: every platform and Python >= 3.11, with hashes);
+# plain pip installs from it, so a newcomer needs nothing but Python and make.
+UV_VERSION := 0.13.9
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
+# Twice quiet: errors still show, a machine's own index warnings do not.
+PIP := $(BIN)/python -m pip --quiet --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint proto bench clean
+.PHONY: setup demo test lint lock proto bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+# A changed lock rebuilds the environment from scratch: nothing unlocked stays behind.
+$(STAMP): $(LOCK) pyproject.toml
+	@echo "Setting up $(VENV) from $(LOCK) (once; about half a minute)"
+	@rm -rf $(VENV)
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install --require-hashes --no-deps -r $(LOCK)
+	@$(PIP) install --no-deps --no-build-isolation -e .
+	@$(PIP) check
+	@touch $(STAMP)
 
 setup: $(STAMP)
 
@@ -21,6 +32,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Re-resolve every dependency to the newest versions pyproject.toml allows.
+lock:
+	$(PYTHON) -m venv .tools/lock
+	.tools/lock/bin/python -m pip --quiet --disable-pip-version-check install uv==$(UV_VERSION)
+	.tools/lock/bin/uv pip compile pyproject.toml --extra dev --universal \
+		--python-version 3.11 --generate-hashes --upgrade --quiet -o $(LOCK)
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
