@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from exchange_node.audit import merkle  # noqa: E402
 from exchange_node.audit.leaf import AuditEvent, LeafKind, keyed_hash  # noqa: E402
 from exchange_node.audit.log import AuditLog  # noqa: E402
-from exchange_node.audit.writer import AuditWriter  # noqa: E402
+from exchange_node.store.sqlite import SqliteStore  # noqa: E402
 
 NODE = "JPN-ISA"
 T0 = 1_700_000_000_000
@@ -94,23 +94,26 @@ def bench_appends(directory: Path) -> None:
             dt = time.perf_counter() - t
             print(f"append_many, batches of {size:>5}:     {rate(rounds * size, dt)}")
 
-        async def concurrent(n: int, tasks: int) -> float:
-            async with AuditWriter(log) as writer:
+    async def concurrent(path: Path, n: int, tasks: int) -> float:
+        """The node's path: leaves appended in store transactions, group-committed."""
+        async with await SqliteStore.open(path) as store:
+            with AuditLog(path, node_id=NODE) as node_log:
+                store.attach_audit(node_log.append_on)
                 evs = events(0, n)
                 per = n // tasks
 
                 async def worker(k: int) -> None:
                     for e in evs[k * per : (k + 1) * per]:
-                        await writer.append(e)
+                        await store.append_audit([e])
 
                 t = time.perf_counter()
                 await asyncio.gather(*(worker(k) for k in range(tasks)))
                 return time.perf_counter() - t
 
-        for tasks in (1, 100):
-            n = 3000 if tasks == 1 else 50_000
-            dt = asyncio.run(concurrent(n, tasks))
-            print(f"AuditWriter, {tasks:>3} concurrent tasks:  {rate(n, dt)}")
+    for tasks in (1, 100):
+        n = 3000 if tasks == 1 else 50_000
+        dt = asyncio.run(concurrent(directory / f"node-{tasks}.sqlite", n, tasks))
+        print(f"store.append_audit, {tasks:>3} concurrent tasks:  {rate(n, dt)}")
 
 
 def build(log: AuditLog, n: int) -> float:

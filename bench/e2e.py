@@ -246,8 +246,8 @@ def install_trace() -> None:
     _timed_async(SqliteStore, "accept", "receiver: store.accept")
     _timed_sync(node_mod, "sign_receipt", "receiver: sign_receipt")
     _timed_async(SqliteStore, "store_sent_receipt", "receiver: store.store_sent_receipt")
-    _timed_async(node_mod.AuditWriter, "record", "both: AuditWriter.record (awaited)")
-    _timed_sync(AuditLog, "append_many", "both: AuditLog.append_many (audit thread)")
+    _timed_async(SqliteStore, "transaction", "both: store.transaction (awaited, leaves included)")
+    _timed_sync(AuditLog, "append_on", "both: AuditLog.append_on (store writer thread)")
 
     orig_start = N.start
 

@@ -92,7 +92,7 @@ async def _store(cfg: Config) -> SqliteStore:
 def _audit(cfg: Config, write: bool = True) -> AuditLog:
     keys = load_identity(cfg.data_path, _passphrase(cfg)) if write else None
     return AuditLog(
-        cfg.data_path / "audit.sqlite",
+        _audit_path(cfg),
         node_id=cfg.node.id,
         signing_key=keys.local.signing_key.private if keys else None,
     )
@@ -108,7 +108,7 @@ def _audit_events(cfg: Config, events: list[AuditEvent]) -> None:
     """Append events to the node's audit log, durably, in one transaction."""
     if not events:
         return
-    log = AuditLog(cfg.data_path / "audit.sqlite", node_id=cfg.node.id)
+    log = AuditLog(_audit_path(cfg), node_id=cfg.node.id)
     try:
         log.append_many(events)
     finally:
@@ -639,7 +639,10 @@ async def cmd_token_revoke(args) -> int:
 
 
 def _audit_path(cfg: Config) -> Path:
-    return cfg.data_path / "audit.sqlite"
+    """The node's database, where its audit log lives (created and migrated if need be)."""
+    from exchange_node.node import prepare_database
+
+    return prepare_database(cfg.data_path)
 
 
 def _parse_time(text: str | None) -> int | None:

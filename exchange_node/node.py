@@ -25,10 +25,11 @@ from aiohttp import web
 from exchange_node.api.local import create_local_app
 from exchange_node.api.peer import PROTOBUF, create_peer_app
 from exchange_node.at_rest import AtRest
+from exchange_node.audit import leaves
 from exchange_node.audit.checkpoint import parse_checkpoint
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog
-from exchange_node.audit.writer import AuditWriter
+from exchange_node.audit.migrate import adopt_audit_file
 from exchange_node.config import Config, ConfigError, parse_listen
 from exchange_node.delivery.outbox import (
     choose_recipients,
@@ -61,7 +62,7 @@ from exchange_node.protocol.keyring import Keyring
 from exchange_node.protocol.receipts import VerifiedReceipt, outcome_name, verify_receipt
 from exchange_node.services import Services
 from exchange_node.store.records import OutboxRow
-from exchange_node.store.sqlite import SqliteStore
+from exchange_node.store.sqlite import SqliteStore, SqliteTransaction
 from exchange_node.tls import client_context, server_context, trust_peers
 
 log = structlog.get_logger("exchange_node.node")
@@ -79,6 +80,20 @@ def key_passphrase(config: Config) -> bytes | None:
             f"{config.path}: [node] key_passphrase_env: environment variable {env} is not set or empty"
         )
     return value.encode()
+
+
+DATABASE = "node.sqlite"
+"""The node's one database in its data directory: state, index, outbox and audit log."""
+
+
+def prepare_database(data_dir: Path) -> Path:
+    """The node's database, created (0600) and migrated, with an audit log kept in a file
+    of its own by an earlier release adopted into it. Node.open and the offline commands
+    both start here."""
+    path = data_dir / DATABASE
+    SqliteStore.prepare(path)
+    adopt_audit_file(data_dir, path)
+    return path
 
 
 def wall_clock_ms() -> int:
@@ -121,13 +136,20 @@ class Node:
             max_age_ms=config.protocol.retention_days * 86_400_000,
         )
         self.validators: list[Validator] = []
+        # Run inside the receiving transaction (write what accepted envelopes index);
+        # must only write through the transaction and may be run again after a rollback.
+        self.apply_accepted: list[
+            Callable[[SqliteTransaction, Sequence[EnvelopeResult], int], None]
+        ] = []
+        # Run after the receipt is committed (wake long-pollers, apply announcements).
         self.on_accepted: list[Callable[[Sequence[EnvelopeResult]], object]] = []
         self.inbound_slots = asyncio.Semaphore(config.peer_api.max_concurrent_batches)
         self.workers: dict[str, PeerWorker] = {}
         self.log = log.bind(node=self.node_id)
+        # Checkpoint signing and peer witnessing: off the loop, one at a time. Leaves are
+        # appended by the store's writer, in the transaction of the change they record.
         self._audit_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit")
-        self.audit_writer = AuditWriter(audit, executor=self._audit_executor)
-        self.audit_writer.start()
+        store.attach_audit(audit.append_on)
         # Opening envelopes is mostly OpenSSL work that releases the GIL: a batch is
         # opened in slices on these threads, one per core.
         self._crypto_threads = max(1, min(4, os.cpu_count() or 1))
@@ -164,9 +186,10 @@ class Node:
             raise ConfigError(
                 f"{config.path}: [node] id: expected {keys.local.node_id} (the id of the keys in {data}), got {config.node.id!r}"
             )
-        store = await SqliteStore.open(data / "node.sqlite")
+        database = prepare_database(data)
+        store = await SqliteStore.open(database)
         audit = AuditLog(
-            data / "audit.sqlite",
+            database,
             node_id=keys.local.node_id,
             signing_key=keys.local.signing_key.private,
         )
@@ -242,12 +265,16 @@ class Node:
         recipients: Sequence[str] | None = None,
         *,
         actor: str = "operator",
+        also: Callable[[SqliteTransaction], object] | None = None,
+        label: str = "notice.submit",
     ) -> list[Submitted]:
         """Seal ``body`` to each recipient (default: every peer whose policy allows its
-        kind) and queue it. Durable when it returns; delivery happens in the background.
+        kind) and queue it, with its ``notice.submitted`` leaves and whatever ``also``
+        writes (the caller's index or case rows), in one transaction. Durable when it
+        returns; delivery happens in the background.
 
         Raises ValueError naming an unknown peer, PermissionError naming one whose
-        policy forbids the kind (nothing is queued then).
+        policy forbids the kind (nothing is queued or written then).
         """
         kind = body.WhichOneof("content") or ""
         targets = choose_recipients(kind, recipients, self.keyring.peers, self.policy)
@@ -260,25 +287,25 @@ class Node:
             at_rest=self.at_rest,
             now_ms=now,
         )
-        ids = await self.store.enqueue(items) if items else []
-        await self.audit_writer.record(
-            *(
-                AuditEvent(
-                    time=now,
-                    kind=LeafKind.NOTICE_SUBMITTED,
-                    actor=actor,
-                    peer=i.peer_id,
-                    message_id=i.message_id.hex(),
-                    attrs={"kind": kind},
-                )
-                for i in items
-            )
-        )
+        events = [leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items]
+
+        def work(tx: SqliteTransaction) -> list[int]:
+            if also is not None:
+                also(tx)
+            ids = tx.enqueue(items)
+            tx.audit(events)
+            return ids
+
+        ids = await self.store.transaction(work, label=label, weight=2 * len(items) + 1)
         for i in items:
             worker = self.workers.get(i.peer_id)
             if worker is not None:
                 worker.wake()
         return [Submitted(i.peer_id, i.message_id, oid) for i, oid in zip(items, ids, strict=True)]
+
+    async def record_audit(self, *events: AuditEvent) -> range:
+        """Append leaves that record no other change (lookups, refusals); durable on return."""
+        return await self.store.append_audit(events)
 
     async def post_batch(self, peer_id: str, data: bytes) -> bytes:
         card = self.keyring.require(peer_id)
@@ -343,18 +370,9 @@ class Node:
             )
         except OpenError as exc:
             self._spawn(
-                self.audit_writer.record(
-                    AuditEvent(
-                        time=self.now_ms(),
-                        kind=LeafKind.RECEIPT_RECEIVED,
-                        actor=peer_id,
-                        peer=peer_id,
-                        reason=exc.reason.value,
-                        attrs={
-                            "outcome": "refused",
-                            "batch_id": batch_id.hex(),
-                            "receipt_sha256": hashlib.sha256(signed).hexdigest(),
-                        },
+                self.record_audit(
+                    leaves.receipt_refused(
+                        self.now_ms(), peer_id, batch_id, signed, exc.reason.value
                     )
                 )
             )
@@ -401,46 +419,36 @@ class Node:
             await self.store.replace_envelope(row.id, sealed.data)
         self.log.info("outbox.resealed", peer=peer_id, count=len(rows))
 
+    def settlement_events(
+        self,
+        peer_id: str,
+        batch_id: bytes,
+        rows: Sequence[OutboxRow],
+        receipt: VerifiedReceipt,
+        now: int,
+    ) -> list[AuditEvent]:
+        """The leaves settling ``receipt`` (committed with the outcomes it applies)."""
+        settled = [
+            (
+                row.message_id,
+                outcome_name(o.outcome),
+                wire_reason_name(o.reason) if o.reason else "",
+            )
+            for row, o in zip(rows, receipt.outcomes, strict=True)
+        ]
+        return leaves.settlement(now, self.node_id, peer_id, batch_id, receipt.signed, settled)
+
     async def after_receipt(
         self, peer_id: str, batch_id: bytes, rows: Sequence[OutboxRow], receipt: VerifiedReceipt
     ) -> None:
-        now = self.now_ms()
-        events = []
-        counts: Counter[tuple[str, str]] = Counter()
-        per_outcome: Counter[str] = Counter()
-        for row, o in zip(rows, receipt.outcomes, strict=True):
-            outcome = outcome_name(o.outcome)
-            reason = wire_reason_name(o.reason) if o.reason else ""
-            counts[outcome, reason] += 1
-            per_outcome[outcome] += 1
-            events.append(
-                AuditEvent(
-                    time=now,
-                    kind=LeafKind.ENVELOPE_SENT,
-                    actor=self.node_id,
-                    peer=peer_id,
-                    message_id=row.message_id.hex(),
-                    reason=reason,
-                    attrs={"outcome": outcome, "batch_id": batch_id.hex()},
-                )
-            )
-        events.append(
-            AuditEvent(
-                time=now,
-                kind=LeafKind.RECEIPT_RECEIVED,
-                actor=self.node_id,
-                peer=peer_id,
-                attrs={
-                    "batch_id": batch_id.hex(),
-                    "receipt_sha256": hashlib.sha256(receipt.signed).hexdigest(),
-                    **{k: str(per_outcome[k]) for k in ("accepted", "duplicate", "rejected")},
-                },
-            )
+        """Count a settled receipt and witness the checkpoint it carries."""
+        counts = Counter(
+            (outcome_name(o.outcome), wire_reason_name(o.reason) if o.reason else "")
+            for o in receipt.outcomes
         )
         for (outcome, reason), n in counts.items():
             self.metrics.sent.labels(peer_id, outcome, reason).inc(n)
         self.metrics.batch_size.labels(peer_id).observe(len(rows))
-        await self.audit_writer.record(*events)
         if receipt.checkpoint:
             await self._witness(peer_id, receipt)
 
@@ -549,8 +557,30 @@ class Node:
         )
         results = validate_envelopes(ctx, batch.sender, await self._open_all(ctx, batch, now))
         items = inbox_items(results, now)
-        stored = await self.store.accept(items) if items else []
-        results = merge_store_outcomes(results, stored)
+        checkpoint = self._checkpoint_note
+
+        def work(tx: SqliteTransaction) -> tuple[list[EnvelopeResult], bytes]:
+            # The inbox rows, what they index, the receipt and every leaf: one commit,
+            # so ACCEPTED in the receipt means stored, indexed and audited.
+            merged = merge_store_outcomes(results, tx.accept(items) if items else [])
+            accepted = [r for r in merged if r.outcome == envelope_pb2.OUTCOME_ACCEPTED]
+            for apply in self.apply_accepted:
+                apply(tx, accepted, now)
+            receipt = sign_receipt(
+                me=self.keys.local,
+                signing_key=self.keys.local.signing_key,
+                batch=batch,
+                results=merged,
+                now_ms=now,
+                checkpoint=checkpoint,
+            )
+            tx.store_sent_receipt(batch.sender, batch.batch_id, receipt, now)
+            tx.audit(self._receive_events(batch, merged, receipt, now))
+            return merged, receipt
+
+        results, receipt = await self.store.transaction(
+            work, label="batch.receive", weight=3 * len(results) + 2
+        )
         accepted = [r for r in results if r.outcome == envelope_pb2.OUTCOME_ACCEPTED]
         for r in accepted:
             await self._apply_protocol_body(batch.sender, r.opened)
@@ -558,19 +588,6 @@ class Node:
             res = hook(accepted)
             if asyncio.iscoroutine(res):
                 await res
-        receipt = sign_receipt(
-            me=self.keys.local,
-            signing_key=self.keys.local.signing_key,
-            batch=batch,
-            results=results,
-            now_ms=now,
-            checkpoint=self._checkpoint_note,
-        )
-        # Both durable before the receipt leaves; neither needs the other.
-        await asyncio.gather(
-            self.store.store_sent_receipt(batch.sender, batch.batch_id, receipt, now),
-            self.audit_writer.record(*self._receive_events(batch, results, receipt, now)),
-        )
         counts = Counter(
             (
                 outcome_name(r.outcome),
@@ -608,49 +625,24 @@ class Node:
     def _receive_events(
         self, batch, results: Sequence[EnvelopeResult], receipt: bytes, now: int
     ) -> list[AuditEvent]:
-        events = []
-        for r in results:
-            rejected = r.outcome == envelope_pb2.OUTCOME_REJECTED
-            events.append(
-                AuditEvent(
-                    time=now,
-                    kind=LeafKind.ENVELOPE_REJECTED if rejected else LeafKind.ENVELOPE_RECEIVED,
-                    actor=batch.sender,
-                    peer=batch.sender,
-                    message_id=r.message_id.hex() if r.message_id else "",
-                    reason=r.reason.value if r.reason else "",
-                    attrs={
-                        "outcome": outcome_name(r.outcome),
-                        "envelope_sha256": r.envelope_hash.hex(),
-                        **({"kind": r.kind} if r.kind else {}),
-                    },
-                )
+        events = [
+            leaves.envelope_received(
+                now,
+                batch.sender,
+                r.message_id,
+                r.envelope_hash,
+                outcome_name(r.outcome),
+                r.reason.value if r.reason else "",
+                r.kind,
             )
-        events.append(
-            AuditEvent(
-                time=now,
-                kind=LeafKind.RECEIPT_SENT,
-                actor=self.node_id,
-                peer=batch.sender,
-                attrs={
-                    "batch_id": batch.batch_id.hex(),
-                    "receipt_sha256": hashlib.sha256(receipt).hexdigest(),
-                },
-            )
-        )
+            for r in results
+        ]
+        events.append(leaves.receipt_sent(now, self.node_id, batch.sender, batch.batch_id, receipt))
         return events
 
     def audit_rejection(self, peer: str, code: str, attrs: dict[str, str] | None = None) -> None:
         """Audit a batch refused as a whole (oversized, malformed, unknown peer)."""
-        event = AuditEvent(
-            time=self.now_ms(),
-            kind=LeafKind.ENVELOPE_REJECTED,
-            actor=peer or "unknown",
-            peer=peer,
-            reason=code,
-            attrs={"scope": "batch", **(attrs or {})},
-        )
-        self._spawn(self.audit_writer.record(event))
+        self._spawn(self.record_audit(leaves.batch_refused(self.now_ms(), peer, code, attrs)))
 
     async def _apply_protocol_body(self, sender: str, opened: OpenedEnvelope | None) -> None:
         if opened is None:
@@ -685,7 +677,7 @@ class Node:
         if self._server_ssl is not None and card.tls_certificate:
             trust_peers(self._server_ssl, [card.tls_certificate])
         self._peer_state = ()  # force a reload on the next watch tick
-        await self.audit_writer.record(
+        await self.record_audit(
             AuditEvent(
                 time=self.now_ms(),
                 kind=LeafKind.KEY_ROTATED,
@@ -703,7 +695,7 @@ class Node:
     async def accept_revocation(self, signed: bytes, *, actor: str) -> None:
         rev = self.keyring.revoke(signed)
         await store_revocations(self.store, self.keyring)
-        await self.audit_writer.record(
+        await self.record_audit(
             AuditEvent(
                 time=self.now_ms(),
                 kind=LeafKind.KEY_REVOKED,
@@ -736,7 +728,7 @@ class Node:
         self.peer_port = await self._serve(create_peer_app(self), host, port, self._server_ssl)
         host, port = parse_listen(cfg.local_api.listen)
         self.local_port = await self._serve(create_local_app(self), host, port, None)
-        await self.audit_writer.record(
+        await self.record_audit(
             AuditEvent(
                 time=self.now_ms(),
                 kind=LeafKind.CONFIG_LOADED,
@@ -846,7 +838,6 @@ class Node:
         if self._session is not None:
             await self._session.close()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.audit_writer.close()
         await self.store.close()
         self._audit_executor.shutdown(wait=True)
         self._crypto_pool.shutdown(wait=True)

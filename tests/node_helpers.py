@@ -353,6 +353,25 @@ async def serve_main(config: str, ready_file: str, crash_marker: str | None) -> 
     await node.stop()
 
 
+async def submit_notice_main(config: str, peer: str, number: str) -> None:
+    """A sender process that submits one fraud detection through the notice service (the
+    local API's path: indexed and queued), printing its message id when it returns."""
+    from exchange_node.domain.documents import Detection, NoticeKind
+    from exchange_node.services.notices import NoticeDraft
+
+    node = await Node.open(load_config(config))
+    draft = NoticeDraft(
+        kind=NoticeKind.COUNTERFEIT,
+        document=notice_pb2.DocumentRef(
+            issuing_state="PHL", document_type="P", document_number=number
+        ),
+        detection=Detection("JPNRT", now_ms() - 60_000, "Narita"),
+    )
+    _, [sub] = await node.services.notices.submit(draft, [peer], actor="crash-test")
+    print("ack", sub.message_id.hex(), flush=True)
+    await node.stop()
+
+
 async def submit_main(config: str, peer: str) -> None:
     """A sender process: submit notices to ``peer`` forever, printing each message id once
     ``Node.submit`` has returned (the submission is acknowledged: durable)."""
@@ -366,12 +385,21 @@ async def submit_main(config: str, peer: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``node_helpers.py --config C serve --ready-file F [--crash-after-accept M]`` or
-    ``node_helpers.py --config C submit PEER``."""
+    """``node_helpers.py --config C serve --ready-file F [--crash-after-accept M]``,
+    ``node_helpers.py --config C submit PEER`` or ``... submit-notice PEER NUMBER``; any
+    of them with ``--crash-at LABEL:POINT`` (store/faults.py)."""
     from exchange_node.logs import configure
 
     configure("warning")  # logs to stderr: stdout carries only acknowledgements
     config = argv[argv.index("--config") + 1]
+    if "--crash-at" in argv:
+        from exchange_node.store import faults
+
+        faults.arm_from(argv[argv.index("--crash-at") + 1])
+    if "submit-notice" in argv:
+        i = argv.index("submit-notice")
+        asyncio.run(submit_notice_main(config, argv[i + 1], argv[i + 2]))
+        return
     if "submit" in argv:
         asyncio.run(submit_main(config, argv[argv.index("submit") + 1]))
         return

@@ -43,7 +43,7 @@ def test_verify_reports_ok_for_an_intact_log(db: Path) -> None:
 
 def test_verify_names_the_first_bad_entry(db: Path) -> None:
     with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM leaves WHERE seq = 7")
+        c.execute("DELETE FROM audit_leaves WHERE seq = 7")
     ok, text = commands.verify(db, KEY.public_key())
     assert not ok and "first bad entry: seq 7" in text
 

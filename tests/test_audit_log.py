@@ -220,9 +220,9 @@ def test_refuses_to_sign_after_the_log_was_rewritten(db: Path, log: AuditLog) ->
     filled(log, 10)
     log.sign_checkpoint(now=1)
     with raw(db) as c:  # rewrite history: a different leaf 9 and matching hashes
-        c.execute("DELETE FROM leaves WHERE seq = 9")
-        c.execute("DELETE FROM nodes WHERE idx >= 4 AND level = 1")
-        c.execute("UPDATE meta SET value = 9 WHERE key = 'tree_size'")
+        c.execute("DELETE FROM audit_leaves WHERE seq = 9")
+        c.execute("DELETE FROM audit_nodes WHERE idx >= 4 AND level = 1")
+        c.execute("UPDATE audit_meta SET value = 9 WHERE key = 'tree_size'")
     log.append(event(99))
     with pytest.raises(ConflictError) as exc:
         log.sign_checkpoint(now=2)
@@ -235,9 +235,9 @@ def test_refuses_to_sign_a_smaller_tree_even_if_checkpoints_were_deleted(
     filled(log, 10)
     log.sign_checkpoint(now=1)
     with raw(db) as c:
-        c.execute("DELETE FROM checkpoints")
-        c.execute("DELETE FROM leaves WHERE seq >= 8")
-        c.execute("UPDATE meta SET value = 8 WHERE key = 'tree_size'")
+        c.execute("DELETE FROM audit_checkpoints")
+        c.execute("DELETE FROM audit_leaves WHERE seq >= 8")
+        c.execute("UPDATE audit_meta SET value = 8 WHERE key = 'tree_size'")
     with pytest.raises(ConflictError):
         log.sign_checkpoint(now=2)
 
@@ -267,7 +267,7 @@ def test_flipped_byte_in_a_leaf_names_that_seq(db: Path, log: AuditLog) -> None:
     data = bytearray(log.leaf(6).data)
     data[data.index(b"PHL")] ^= 0x01
     with raw(db) as c:
-        c.execute("UPDATE leaves SET data = ? WHERE seq = 6", (bytes(data),))
+        c.execute("UPDATE audit_leaves SET data = ? WHERE seq = 6", (bytes(data),))
     report = log.verify()
     assert not report.ok and report.first_bad_seq == 6
     assert report.problems[0].code == "leaf_hash_mismatch"
@@ -278,7 +278,7 @@ def test_leaf_rewritten_with_matching_hash_is_caught_by_the_tree(db: Path, log: 
     forged = log.leaf(6).data.replace(b"PHL-DFA", b"PHL-DFB")
     with raw(db) as c:
         c.execute(
-            "UPDATE leaves SET data = ?, hash = ?, peer = 'PHL-DFB' WHERE seq = 6",
+            "UPDATE audit_leaves SET data = ?, hash = ?, peer = 'PHL-DFB' WHERE seq = 6",
             (forged, merkle.leaf_hash(forged)),
         )
     report = log.verify()
@@ -287,14 +287,14 @@ def test_leaf_rewritten_with_matching_hash_is_caught_by_the_tree(db: Path, log: 
 
 
 def test_deleted_leaf_names_that_seq(db: Path, log: AuditLog) -> None:
-    _tampered(db, log, "DELETE FROM leaves WHERE seq = 9")
+    _tampered(db, log, "DELETE FROM audit_leaves WHERE seq = 9")
     report = log.verify()
     assert report.first_bad_seq == 9
     assert report.problems[0].code == "leaf_missing"
 
 
 def test_deleted_last_leaf_is_detected(db: Path, log: AuditLog) -> None:
-    _tampered(db, log, "DELETE FROM leaves WHERE seq = 15")
+    _tampered(db, log, "DELETE FROM audit_leaves WHERE seq = 15")
     report = log.verify()
     assert not report.ok and report.first_bad_seq == 15
 
@@ -303,23 +303,23 @@ def test_reordered_leaves_name_the_first_moved_seq(db: Path, log: AuditLog) -> N
     filled(log, 16)
     log.sign_checkpoint(now=1)
     with raw(db) as c:
-        c.execute("UPDATE leaves SET seq = -1 WHERE seq = 4")
-        c.execute("UPDATE leaves SET seq = 4 WHERE seq = 11")
-        c.execute("UPDATE leaves SET seq = 11 WHERE seq = -1")
+        c.execute("UPDATE audit_leaves SET seq = -1 WHERE seq = 4")
+        c.execute("UPDATE audit_leaves SET seq = 4 WHERE seq = 11")
+        c.execute("UPDATE audit_leaves SET seq = 11 WHERE seq = -1")
     report = log.verify()
     assert report.first_bad_seq == 4
     assert report.problems[0].code == "leaf_misplaced"
 
 
 def test_altered_query_column_is_detected(db: Path, log: AuditLog) -> None:
-    _tampered(db, log, "UPDATE leaves SET actor = 'someone-else' WHERE seq = 3")
+    _tampered(db, log, "UPDATE audit_leaves SET actor = 'someone-else' WHERE seq = 3")
     report = log.verify()
     assert report.first_bad_seq == 3
     assert report.problems[0].code == "leaf_columns_mismatch"
 
 
 def test_altered_interior_node_is_detected(db: Path, log: AuditLog) -> None:
-    _tampered(db, log, "UPDATE nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 1")
+    _tampered(db, log, "UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 2 AND idx = 1")
     report = log.verify()
     assert report.first_bad_seq == 4
     assert report.problems[0].code == "node_mismatch"
@@ -334,7 +334,7 @@ def test_checkpoint_signed_by_another_key_is_reported(log: AuditLog) -> None:
 
 
 def test_proof_from_a_corrupted_store_is_refused(db: Path, log: AuditLog) -> None:
-    _tampered(db, log, "UPDATE nodes SET hash = zeroblob(32) WHERE level = 3 AND idx = 1")
+    _tampered(db, log, "UPDATE audit_nodes SET hash = zeroblob(32) WHERE level = 3 AND idx = 1")
     with pytest.raises(ExchangeError) as exc:
         log.inclusion_proof(2)
     assert exc.value.code == "audit_log_corrupt"
@@ -380,10 +380,10 @@ def test_older_consistent_peer_checkpoint_is_stale_not_an_alarm(log: AuditLog, p
 def _truncate(path: Path, keep: int) -> None:
     """What an operator with database access would do to rewrite history quietly."""
     with raw(path) as c:
-        c.execute("DELETE FROM leaves WHERE seq >= ?", (keep,))
-        c.execute("DELETE FROM nodes WHERE ((idx + 1) << level) > ?", (keep,))
-        c.execute("DELETE FROM checkpoints")
-        c.execute("UPDATE meta SET value = ? WHERE key = 'tree_size'", (keep,))
+        c.execute("DELETE FROM audit_leaves WHERE seq >= ?", (keep,))
+        c.execute("DELETE FROM audit_nodes WHERE ((idx + 1) << level) > ?", (keep,))
+        c.execute("DELETE FROM audit_checkpoints")
+        c.execute("UPDATE audit_meta SET value = ? WHERE key = 'tree_size'", (keep,))
 
 
 def test_truncated_regrown_and_resigned_peer_log_is_exposed(tmp_path: Path, log: AuditLog) -> None:

@@ -51,13 +51,13 @@ async def rewrite_log(nd, leaves: int) -> None:
     """What someone covering their tracks might do: replace PHL's whole audit history
     with ``leaves`` innocuous entries and sign it afresh with PHL's own key."""
     await nd.stop()
-    path = nd.data / "audit.sqlite"
+    path = nd.data / "node.sqlite"
     db = sqlite3.connect(path)
     with db:
-        db.execute("DELETE FROM leaves")
-        db.execute("DELETE FROM nodes")
-        db.execute("DELETE FROM checkpoints")
-        db.execute("UPDATE meta SET value = 0 WHERE key = 'tree_size'")
+        db.execute("DELETE FROM audit_leaves")
+        db.execute("DELETE FROM audit_nodes")
+        db.execute("DELETE FROM audit_checkpoints")
+        db.execute("UPDATE audit_meta SET value = 0 WHERE key = 'tree_size'")
     db.close()
     key = nd.keys().local.signing_key.private
     with AuditLog(path, node_id=nd.node_id, signing_key=key) as log:

@@ -69,7 +69,7 @@ def current_token(request: web.Request) -> TokenRecord:
 
 
 async def _deny(node: Node, status: int, reason: str, actor: str, op: str, detail: str):
-    await node.audit_writer.record(
+    await node.record_audit(
         AuditEvent(
             time=node.now_ms(),
             kind=LeafKind.AUTH_FAILED,

@@ -328,7 +328,7 @@ async def _lookup(
                 attrs={"found": "true" if answer.records else "false"},
             )
         )
-    await node.audit_writer.record(*events)
+    await node.record_audit(*events)
     return answers
 
 

@@ -46,52 +46,11 @@ from exchange_node.audit.checkpoint import (
 from exchange_node.audit.leaf import AuditEvent, LeafKind, LeafRecord, decode_leaf, encode_leaf
 from exchange_node.audit.verify import Verifier, VerifyReport
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
+from exchange_node.store.migrations import AUDIT_TABLES
 
 FORMAT = "exchange-node-audit/1"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leaves (
-    seq INTEGER PRIMARY KEY,
-    data BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    time INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    peer TEXT NOT NULL,
-    message_id TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS leaves_time ON leaves(time);
-CREATE INDEX IF NOT EXISTS leaves_actor ON leaves(actor, time);
-CREATE INDEX IF NOT EXISTS leaves_peer ON leaves(peer, time) WHERE peer != '';
-CREATE INDEX IF NOT EXISTS leaves_message ON leaves(message_id) WHERE message_id != '';
-CREATE TABLE IF NOT EXISTS nodes (
-    level INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    hash BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    tree_size INTEGER PRIMARY KEY,
-    root BLOB NOT NULL,
-    time INTEGER NOT NULL,
-    note TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS peer_checkpoints (
-    id INTEGER PRIMARY KEY,
-    peer TEXT NOT NULL,
-    tree_size INTEGER NOT NULL,
-    root BLOB NOT NULL,
-    time INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    note TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS peer_checkpoints_peer ON peer_checkpoints(peer, status, tree_size);
-"""
+_SCHEMA = ";\n".join(AUDIT_TABLES) + ";"
 
 _QUERY_MAX = 10_000
 
@@ -217,6 +176,7 @@ class AuditLog:
         # checkpoint copy each page once instead of many times (measured: +30% appends).
         self._db.execute("PRAGMA wal_autocheckpoint=4000")
         self._frontier: merkle.Frontier | None = None
+        self._writer_frontier: merkle.Frontier | None = None  # append_on's, one thread
         self._last_signed: tuple[int, bytes] | None = None
         self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
         with self._transaction():
@@ -234,7 +194,7 @@ class AuditLog:
             raise NotFoundError("audit_log_missing", f"no audit log at {path}", "path")
         try:
             with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
-                row = db.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+                row = db.execute("SELECT value FROM audit_meta WHERE key = 'origin'").fetchone()
             db.close()
         except sqlite3.DatabaseError:
             row = None
@@ -258,10 +218,10 @@ class AuditLog:
         self.close()
 
     def _init_meta(self) -> None:
-        rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        rows = dict(self._db.execute("SELECT key, value FROM audit_meta").fetchall())
         if not rows:
             self._db.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                "INSERT INTO audit_meta(key, value) VALUES (?, ?)",
                 [("format", FORMAT), ("origin", self.origin), ("tree_size", 0)],
             )
             rows = {"format": FORMAT, "origin": self.origin}
@@ -280,12 +240,12 @@ class AuditLog:
             # Recorded for bundles' convenience only; verification takes the key from
             # the caller, never from the file it is checking.
             self._db.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('public_key', ?)", (pub,)
+                "INSERT OR REPLACE INTO audit_meta(key, value) VALUES ('public_key', ?)", (pub,)
             )
 
     def stored_public_key(self) -> bytes | None:
         """The public key last used to sign here, as recorded in the file (untrusted)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'public_key'").fetchone()
+        row = self._db.execute("SELECT value FROM audit_meta WHERE key = 'public_key'").fetchone()
         return bytes(row[0]) if row else None
 
     class _Txn:
@@ -312,18 +272,10 @@ class AuditLog:
     # -- tree access --------------------------------------------------------------
 
     def _stored_size(self) -> int:
-        return int(self._db.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()[0])
+        return int(self._db.execute(_TREE_SIZE).fetchone()[0])
 
     def _node(self, level: int, idx: int) -> bytes:
-        if level == 0:
-            row = self._db.execute("SELECT hash FROM leaves WHERE seq = ?", (idx,)).fetchone()
-        else:
-            row = self._db.execute(
-                "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, idx)
-            ).fetchone()
-        if row is None:
-            raise _corrupt(f"Merkle node (level {level}, index {idx}) is missing")
-        return row[0]
+        return _node_on(self._db, level, idx)
 
     def _subtree_hash(self, start: int, end: int) -> bytes:
         return merkle.fold_right([self._node(lv, i) for lv, i in merkle.range_nodes(start, end)])
@@ -364,48 +316,50 @@ class AuditLog:
         return self.append_many((event,)).start
 
     def append_many(self, events: Iterable[AuditEvent]) -> range:
-        """Append leaves in order, in one transaction; return their seqs.
+        """Append leaves in order, in one transaction of this object's own connection;
+        return their seqs (stand-alone logs: tools, tests, benchmarks).
 
         All or nothing: when it returns every leaf is committed (fsynced); when it
-        raises none is.
+        raises none is. A node appends through :meth:`append_on` instead, inside the
+        transaction of the change the leaves record.
         """
         with self._lock, self._transaction():
             frontier = self._current_frontier().copy()
-            start = frontier.size
-            leaf_rows = []
-            node_rows: list[tuple[int, int, bytes]] = []
-            for ev in events:
-                seq = frontier.size
-                data = encode_leaf(seq, ev)
-                h = merkle.leaf_hash(data)
-                leaf_rows.append(
-                    (seq, data, h, ev.time, str(ev.kind), ev.actor, ev.peer, ev.message_id)
-                )
-                node_rows.extend(frontier.push(h))
-            if not leaf_rows:
-                return range(start, start)  # rolls back nothing, commits nothing
-            self._db.executemany(
-                "INSERT INTO leaves(seq, data, hash, time, kind, actor, peer, message_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                leaf_rows,
-            )
-            self._db.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?, ?, ?)", node_rows)
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'tree_size'", (frontier.size,))
+            seqs = _append_rows(self._db, frontier, events)
             # If the commit fails the frontier is reloaded from the file next time.
             self._frontier = None
         self._frontier = frontier
-        return range(start, frontier.size)
+        return seqs
+
+    def append_on(self, conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> range:
+        """Append leaves on ``conn``, inside the transaction the caller has open on the
+        same database; return their seqs. Durable when, and only if, that transaction
+        commits: a change and the leaves recording it stand or fall together.
+
+        Called by one thread only (the store's writer). Its frontier is cached for that
+        thread and trusted only while the tree size ``conn`` sees matches it, so a
+        rolled-back append is never built upon.
+        """
+        size = int(conn.execute(_TREE_SIZE).fetchone()[0])
+        frontier = self._writer_frontier
+        if frontier is None or frontier.size != size:
+            nodes = merkle.frontier_nodes(size)
+            frontier = merkle.Frontier(size, [_node_on(conn, lv, i) for lv, i in nodes])
+        frontier = frontier.copy()
+        seqs = _append_rows(conn, frontier, events)
+        self._writer_frontier = frontier
+        return seqs
 
     # -- checkpoints ---------------------------------------------------------------
 
     def _checkpoint_row(self, tree_size: int | None) -> SignedCheckpoint | None:
         if tree_size is None:
             row = self._db.execute(
-                "SELECT note FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+                "SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1"
             ).fetchone()
         else:
             row = self._db.execute(
-                "SELECT note FROM checkpoints WHERE tree_size = ?", (tree_size,)
+                "SELECT note FROM audit_checkpoints WHERE tree_size = ?", (tree_size,)
             ).fetchone()
         if row is None:
             return None
@@ -420,7 +374,9 @@ class AuditLog:
     def checkpoints(self) -> list[SignedCheckpoint]:
         """Every checkpoint signed here, smallest first."""
         with self._transaction(write=False):
-            rows = self._db.execute("SELECT note FROM checkpoints ORDER BY tree_size").fetchall()
+            rows = self._db.execute(
+                "SELECT note FROM audit_checkpoints ORDER BY tree_size"
+            ).fetchall()
         return [SignedCheckpoint(parse_checkpoint(n)[0], n) for (n,) in rows]
 
     def sign_checkpoint(self, now: int) -> SignedCheckpoint:
@@ -455,7 +411,7 @@ class AuditLog:
                 return last
             signed = sign_checkpoint(Checkpoint(self.origin, size, root), self._key, self.origin)
             self._db.execute(
-                "INSERT INTO checkpoints(tree_size, root, time, note) VALUES (?, ?, ?, ?)",
+                "INSERT INTO audit_checkpoints(tree_size, root, time, note) VALUES (?, ?, ?, ?)",
                 (size, root, now, signed.note),
             )
         self._last_signed = (size, root)
@@ -477,7 +433,7 @@ class AuditLog:
     def leaf(self, seq: int) -> StoredLeaf:
         """The stored leaf at ``seq``. Raises ``NotFoundError`` (``leaf_not_found``)."""
         with self._lock:
-            row = self._db.execute("SELECT data FROM leaves WHERE seq = ?", (seq,)).fetchone()
+            row = self._db.execute("SELECT data FROM audit_leaves WHERE seq = ?", (seq,)).fetchone()
         if row is None:
             raise NotFoundError("leaf_not_found", f"no leaf at seq {seq}", "seq")
         return StoredLeaf(seq, row[0])
@@ -500,7 +456,7 @@ class AuditLog:
                     " wait for the next checkpoint",
                     "seq",
                 )
-            row = self._db.execute("SELECT data FROM leaves WHERE seq = ?", (seq,)).fetchone()
+            row = self._db.execute("SELECT data FROM audit_leaves WHERE seq = ?", (seq,)).fetchone()
             if row is None:
                 raise _corrupt(f"leaf {seq} is missing", "seq")
             path = merkle.inclusion_proof(seq, cp.tree_size, self._subtree_hash)
@@ -598,7 +554,7 @@ class AuditLog:
         limit = 1000 if f.limit is None else f.limit
         if not 0 < limit <= _QUERY_MAX:
             raise ValidationError("limit_invalid", f"limit must be 1..{_QUERY_MAX}", "limit")
-        sql = "SELECT seq, data FROM leaves"
+        sql = "SELECT seq, data FROM audit_leaves"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq LIMIT ?"
@@ -676,7 +632,7 @@ class AuditLog:
         new_size, new_root = new.tree_size, new.root_hash
         with self._lock:
             row = self._db.execute(
-                "SELECT tree_size, root FROM peer_checkpoints WHERE peer = ?"
+                "SELECT tree_size, root FROM audit_peer_checkpoints WHERE peer = ?"
                 " AND status IN ('first', 'consistent') ORDER BY tree_size DESC LIMIT 1",
                 (peer_id,),
             ).fetchone()
@@ -713,7 +669,7 @@ class AuditLog:
     ) -> PeerCheckpointResult:
         with self._transaction():
             self._db.execute(
-                "INSERT INTO peer_checkpoints(peer, tree_size, root, time, status, reason, note)"
+                "INSERT INTO audit_peer_checkpoints(peer, tree_size, root, time, status, reason, note)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (peer_id, cp.tree_size, cp.root_hash, now, status, reason, cp.note),
             )
@@ -738,11 +694,53 @@ class AuditLog:
         """The latest consistent checkpoint held from ``peer_id``, or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT note FROM peer_checkpoints WHERE peer = ?"
+                "SELECT note FROM audit_peer_checkpoints WHERE peer = ?"
                 " AND status IN ('first', 'consistent') ORDER BY tree_size DESC LIMIT 1",
                 (peer_id,),
             ).fetchone()
         return None if row is None else SignedCheckpoint(parse_checkpoint(row[0])[0], row[0])
+
+
+_TREE_SIZE = "SELECT value FROM audit_meta WHERE key = 'tree_size'"
+
+
+def _node_on(conn: sqlite3.Connection, level: int, idx: int) -> bytes:
+    if level == 0:
+        row = conn.execute("SELECT hash FROM audit_leaves WHERE seq = ?", (idx,)).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, idx)
+        ).fetchone()
+    if row is None:
+        raise _corrupt(f"Merkle node (level {level}, index {idx}) is missing")
+    return row[0]
+
+
+def _append_rows(
+    conn: sqlite3.Connection, frontier: merkle.Frontier, events: Iterable[AuditEvent]
+) -> range:
+    """Write ``events`` as the next leaves after ``frontier`` (advanced in place), with
+    the subtree hashes they complete and the new tree size. The caller owns the
+    transaction."""
+    start = frontier.size
+    leaf_rows = []
+    node_rows: list[tuple[int, int, bytes]] = []
+    for ev in events:
+        seq = frontier.size
+        data = encode_leaf(seq, ev)
+        h = merkle.leaf_hash(data)
+        leaf_rows.append((seq, data, h, ev.time, str(ev.kind), ev.actor, ev.peer, ev.message_id))
+        node_rows.extend(frontier.push(h))
+    if not leaf_rows:
+        return range(start, start)
+    conn.executemany(
+        "INSERT INTO audit_leaves(seq, data, hash, time, kind, actor, peer, message_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        leaf_rows,
+    )
+    conn.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?, ?, ?)", node_rows)
+    conn.execute("UPDATE audit_meta SET value = ? WHERE key = 'tree_size'", (frontier.size,))
+    return range(start, frontier.size)
 
 
 def _proves(fn: ConsistencyProofFn, m: int, n: int, root_m: bytes, root_n: bytes) -> bool:

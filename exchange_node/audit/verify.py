@@ -85,7 +85,7 @@ class Verifier:
         """The stored node (level, idx); nodes are requested in increasing idx per level."""
         if level not in self._levels:
             cur = self.db.execute(
-                "SELECT idx, hash FROM nodes WHERE level = ? ORDER BY idx", (level,)
+                "SELECT idx, hash FROM audit_nodes WHERE level = ? ORDER BY idx", (level,)
             )
             self._levels[level] = iter(cur)
             self._heads[level] = next(self._levels[level], None)
@@ -110,7 +110,7 @@ class Verifier:
         expected = 0
         broken_at: int | None = None  # the tree cannot be recomputed past a missing leaf
         rows = self.db.execute(
-            "SELECT seq, data, hash, time, kind, actor, peer, message_id FROM leaves ORDER BY seq"
+            "SELECT seq, data, hash, time, kind, actor, peer, message_id FROM audit_leaves ORDER BY seq"
         )
         while cp_index < len(checkpoints) and checkpoints[cp_index][0] == 0:
             self._check_root(checkpoints[cp_index], frontier)
@@ -166,7 +166,7 @@ class Verifier:
                 cp_index += 1
         size = expected
         stored_size = int(
-            self.db.execute("SELECT value FROM meta WHERE key = 'tree_size'").fetchone()[0]
+            self.db.execute("SELECT value FROM audit_meta WHERE key = 'tree_size'").fetchone()[0]
         )
         if stored_size != size:
             self.problem(
@@ -198,13 +198,13 @@ class Verifier:
         )
 
     def _unvisited_levels(self) -> list[int]:
-        levels = [lv for (lv,) in self.db.execute("SELECT DISTINCT level FROM nodes")]
+        levels = [lv for (lv,) in self.db.execute("SELECT DISTINCT level FROM audit_nodes")]
         return [lv for lv in levels if lv not in self._levels]
 
     def _load_checkpoints(self) -> list[tuple[int, bytes, str]]:
         out = []
         for tree_size, root, note in self.db.execute(
-            "SELECT tree_size, root, note FROM checkpoints ORDER BY tree_size"
+            "SELECT tree_size, root, note FROM audit_checkpoints ORDER BY tree_size"
         ):
             try:
                 if self.public_key is not None:

@@ -76,6 +76,15 @@ class WorkerHost(Protocol):
 
     async def refresh_card(self, peer_id: str) -> bool: ...
 
+    def settlement_events(
+        self,
+        peer_id: str,
+        batch_id: bytes,
+        rows: Sequence[OutboxRow],
+        receipt: VerifiedReceipt,
+        now: int,
+    ) -> list: ...
+
     async def after_receipt(
         self, peer_id: str, batch_id: bytes, rows: Sequence[OutboxRow], receipt: VerifiedReceipt
     ) -> None: ...
@@ -276,7 +285,7 @@ class PeerWorker:
     ) -> None:
         # Each step on its own: a failure in one (say the audit append) must not skip
         # the others, in particular not the re-seal of refused rows.
-        steps = [lambda: self._record(batch_id, signed, outcomes)]
+        steps = [lambda: self._record(batch_id, signed, rows, verified, outcomes)]
         if reseal:
             steps.append(lambda: self.host.reseal(self.peer_id, reseal))
         steps.append(lambda: self.host.after_receipt(self.peer_id, batch_id, rows, verified))
@@ -294,15 +303,22 @@ class PeerWorker:
         self,
         batch_id: bytes,
         signed: bytes,
+        rows: Sequence[OutboxRow],
+        verified: VerifiedReceipt,
         outcomes: list[tuple[int, StoreOutcome, str | None]],
     ) -> None:
+        """The receipt, the outcomes it settles, the contact and the leaves recording
+        them: one transaction."""
         now = self.host.now_ms()
-        await self.host.store.record_receipt(
-            self.peer_id,
-            ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now),
-            outcomes,
-        )
-        await self.host.store.touch_contact(self.peer_id, now, None)
+        record = ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now)
+        events = self.host.settlement_events(self.peer_id, batch_id, rows, verified, now)
+
+        def work(tx) -> None:
+            tx.record_receipt(self.peer_id, record, outcomes)
+            tx.touch_contact(self.peer_id, now)
+            tx.audit(events)
+
+        await self.host.store.transaction(work, label="receipt.settle", weight=2 * len(rows) + 2)
         for row_id, _, _ in outcomes:
             self._reseals.pop(row_id, None)
 

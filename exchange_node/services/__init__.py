@@ -43,6 +43,7 @@ class Services:
         self.cases = CaseService(node)
         self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
         node.validators.extend([self.notices.validate, self.cases.validate])
+        node.apply_accepted.append(self.notices.apply_accepted)
         node.on_accepted.extend([self.notices.on_accepted, self.cases.on_accepted])
 
     def subject_hash(self, issuing_state: str, number: str) -> str:

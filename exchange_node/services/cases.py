@@ -247,7 +247,7 @@ class CaseService:
         """
         ref = validate_case_reference(case_ref, "case_ref")
         case = self.get(ref)
-        await self._node.audit_writer.record(
+        await self._node.record_audit(
             AuditEvent(
                 time=self._node.now_ms(),
                 kind=LeafKind.CASE_ACCESSED,
@@ -619,7 +619,7 @@ class CaseService:
     async def _audit(
         self, ref, kind: EventType, actor: str, peer: str, from_status, state: CaseState, seq, now
     ) -> None:
-        await self._node.audit_writer.record(
+        await self._node.record_audit(
             AuditEvent(
                 time=now,
                 kind=LeafKind.CASE_TRANSITION,

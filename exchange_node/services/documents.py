@@ -12,7 +12,6 @@ indexing hook use, and what the submit path checks before anything is sent.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -30,6 +29,7 @@ from exchange_node.domain.documents import (
 from exchange_node.domain.mrz import parse_mrz
 from exchange_node.errors import NotFoundError, ValidationError
 from exchange_node.pb.exchange.v1 import notice_pb2
+from exchange_node.store.records import NoticeRow
 from exchange_node.store.sqlite import SqliteStore
 
 DOCUMENT_KINDS = frozenset({"status_notice", "fraud_notice", "correction"})
@@ -280,59 +280,55 @@ def body_for(
 
 # --- the index ------------------------------------------------------------------------------
 
-_COLS = (
-    "notice_id, sender_node, sender_country, kind, issuing_state, document_type, number, "
-    "issued_at_ms, supersedes, detection_place, detected_at_ms, detection_auth, "
-    "effective_at_ms, remarks, reason, message_id"
-)
 
-
-def _row(r: tuple) -> IndexedNotice:
-    detection = Detection(r[9], r[10], r[11] or "") if r[9] is not None else None
+def from_row(r: NoticeRow) -> IndexedNotice:
+    """The index entry of a stored row."""
+    detection = (
+        Detection(r.detection_place, r.detected_at_ms, r.detection_auth or "")
+        if r.detection_place is not None
+        else None
+    )
     # Rows were validated when they were indexed: skip DocumentKey's checks on the hot
     # lookup path by building the key without re-validating.
     key = object.__new__(DocumentKey)
-    object.__setattr__(key, "issuing_state", r[4])
-    object.__setattr__(key, "document_type", r[5])
-    object.__setattr__(key, "number", r[6])
+    object.__setattr__(key, "issuing_state", r.issuing_state)
+    object.__setattr__(key, "document_type", r.document_type)
+    object.__setattr__(key, "number", r.number)
     notice = Notice(
-        notice_id=r[0],
-        sender_node=r[1],
-        sender_country=r[2],
-        kind=NoticeKind(r[3]),
+        notice_id=r.notice_id,
+        sender_node=r.sender_node,
+        sender_country=r.sender_country,
+        kind=NoticeKind(r.kind),
         document=key,
-        issued_at_ms=r[7],
-        supersedes=r[8],
+        issued_at_ms=r.issued_at_ms,
+        supersedes=r.supersedes,
         detection=detection,
     )
-    return IndexedNotice(notice, r[12], r[13], r[14], r[15])
+    return IndexedNotice(notice, r.effective_at_ms, r.remarks, r.reason, r.message_id)
 
 
-def _params(entry: IndexedNotice, now_ms: int) -> tuple:
+def to_row(entry: IndexedNotice) -> NoticeRow:
+    """The row that indexes ``entry``."""
     n = entry.notice
     d = n.detection
-    return (
-        n.notice_id,
-        n.sender_node,
-        n.sender_country,
-        str(n.kind),
-        n.document.issuing_state,
-        n.document.document_type,
-        n.document.number,
-        n.issued_at_ms,
-        n.supersedes,
-        d.place if d else None,
-        d.detected_at_ms if d else None,
-        d.authority if d else None,
-        entry.effective_at_ms,
-        entry.remarks,
-        entry.reason,
-        entry.message_id,
-        now_ms,
+    return NoticeRow(
+        notice_id=n.notice_id,
+        sender_node=n.sender_node,
+        sender_country=n.sender_country,
+        kind=str(n.kind),
+        issuing_state=n.document.issuing_state,
+        document_type=n.document.document_type,
+        number=n.document.number,
+        issued_at_ms=n.issued_at_ms,
+        supersedes=n.supersedes,
+        detection_place=d.place if d else None,
+        detected_at_ms=d.detected_at_ms if d else None,
+        detection_auth=d.authority if d else None,
+        effective_at_ms=entry.effective_at_ms,
+        remarks=entry.remarks,
+        reason=entry.reason,
+        message_id=entry.message_id,
     )
-
-
-_INSERT = f"INSERT OR IGNORE INTO doc_notices ({_COLS}, indexed_at) VALUES ({', '.join('?' * 17)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,44 +353,22 @@ class DocumentIndex:
         self._store = store
 
     def get(self, notice_id: str) -> IndexedNotice | None:
-        rows = self._store._read(
-            f"SELECT {_COLS} FROM doc_notices WHERE notice_id = ?", (notice_id,)
-        )
-        return _row(rows[0]) if rows else None
+        row = self._store.notice(notice_id)
+        return from_row(row) if row is not None else None
 
     def superseded_by(self, notice_id: str) -> str | None:
-        rows = self._store._read(
-            "SELECT notice_id FROM doc_notices WHERE supersedes = ? ORDER BY issued_at_ms, "
-            "notice_id LIMIT 1",
-            (notice_id,),
-        )
-        return rows[0][0] if rows else None
+        return self._store.notice_superseded_by(notice_id)
 
     async def add(self, entries: Sequence[IndexedNotice], now_ms: int) -> None:
-        """Index ``entries`` (a notice id already indexed is kept as it was)."""
-        if not entries:
-            return
-        params = [_params(e, now_ms) for e in entries]
-
-        def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(_INSERT, params)
-
-        await self._store._write(job, weight=len(params))
-
-    def add_many_sync(
-        self, conn: sqlite3.Connection, entries: Sequence[IndexedNotice], now_ms: int
-    ) -> None:
-        """Bulk load on a caller-owned connection (benchmarks, imports)."""
-        conn.executemany(_INSERT, [_params(e, now_ms) for e in entries])
+        """Index ``entries`` in a transaction of their own (a notice id already indexed
+        is kept as it was). Operations that index as part of a larger change use
+        ``tx.index_notices`` inside their own transaction instead."""
+        await self._store.index_notices([to_row(e) for e in entries], now_ms)
 
     def lookup(self, issuing_state: str, number: str, document_type: str = "") -> DocumentAnswer:
         """Everything known about a document. Arguments must already be normalised
         (build a ``DocumentKey`` first)."""
-        rows = self._store._read(
-            f"SELECT {_COLS} FROM doc_notices WHERE issuing_state = ? AND number = ?",
-            (issuing_state, number),
-        )
-        entries = [_row(r) for r in rows]
+        entries = [from_row(r) for r in self._store.notices_for_document(issuing_state, number)]
         if document_type:
             entries = [e for e in entries if e.notice.document.document_type in ("", document_type)]
             groups = {document_type: entries} if entries else {}
@@ -414,7 +388,7 @@ class DocumentIndex:
         return DocumentAnswer(issuing_state, number, document_type, tuple(records))
 
     def count(self) -> int:
-        return self._store._read("SELECT count(*) FROM doc_notices")[0][0]
+        return self._store.count_notices()
 
 
 def with_message(entry: IndexedNotice, message_id: bytes) -> IndexedNotice:

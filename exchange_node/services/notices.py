@@ -31,6 +31,7 @@ from exchange_node.services.documents import (
     IndexedNotice,
     body_for,
     notice_from_body,
+    to_row,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from exchange_node.node import Node, Submitted
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
+    from exchange_node.store.sqlite import SqliteTransaction
 
 log = structlog.get_logger("exchange_node.notices")
 
@@ -138,8 +140,12 @@ class NoticeService:
         choose_recipients(
             body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
         )
-        await self.index.add([entry], now)
-        submitted = await node.submit(body, recipients, actor=actor)
+        row = to_row(entry)
+        # Indexed in the same transaction that queues it: a notice lookups show is a
+        # notice that is sent, and the other way round.
+        submitted = await node.submit(
+            body, recipients, actor=actor, also=lambda tx: tx.index_notices([row], now)
+        )
         return entry, submitted
 
     # --- receiving -------------------------------------------------------------------------
@@ -170,17 +176,27 @@ class NoticeService:
         self._pending[(card.node_id, opened.message_id)] = entry
         self._pending_ids[entry.notice.notice_id] = entry
 
-    async def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
-        entries = []
+    def apply_accepted(
+        self, tx: SqliteTransaction, results: Sequence[EnvelopeResult], now: int
+    ) -> None:
+        """Index the accepted notices inside the receiving transaction. Reads the checked
+        entries without consuming them: the transaction may be run again."""
+        rows = [
+            to_row(entry)
+            for r in results
+            if r.kind in DOCUMENT_KINDS and r.opened is not None
+            if (entry := self._pending.get((r.opened.sender, r.message_id))) is not None
+        ]
+        tx.index_notices(rows, now)
+
+    def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
+        """After the commit: forget the checked entries, wake the inbox long-pollers."""
         for r in results:
             if r.kind not in DOCUMENT_KINDS or r.opened is None:
                 continue
             entry = self._pending.pop((r.opened.sender, r.message_id), None)
             if entry is not None:
                 self._pending_ids.pop(entry.notice.notice_id, None)
-                entries.append(entry)
-        if entries:
-            await self.index.add(entries, self._node.now_ms())
         if results:
             self.inbox_signal.notify()
 

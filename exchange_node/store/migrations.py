@@ -220,7 +220,68 @@ _V2: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+AUDIT_TABLES: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS audit_meta (
+        key TEXT PRIMARY KEY,
+        value NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS audit_leaves (
+        seq INTEGER PRIMARY KEY,
+        data BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        time INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        message_id TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS audit_leaves_time ON audit_leaves(time)",
+    "CREATE INDEX IF NOT EXISTS audit_leaves_actor ON audit_leaves(actor, time)",
+    "CREATE INDEX IF NOT EXISTS audit_leaves_peer ON audit_leaves(peer, time) WHERE peer != ''",
+    "CREATE INDEX IF NOT EXISTS audit_leaves_message ON audit_leaves(message_id) WHERE message_id != ''",
+    """
+    CREATE TABLE IF NOT EXISTS audit_nodes (
+        level INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS audit_checkpoints (
+        tree_size INTEGER PRIMARY KEY,
+        root BLOB NOT NULL,
+        time INTEGER NOT NULL,
+        note TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS audit_peer_checkpoints (
+        id INTEGER PRIMARY KEY,
+        peer TEXT NOT NULL,
+        tree_size INTEGER NOT NULL,
+        root BLOB NOT NULL,
+        time INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        note TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS audit_peer_checkpoints_peer ON audit_peer_checkpoints(peer, status, tree_size)",
+)
+"""The audit log's tables (``exchange_node.audit.log``). In a node's database they come
+with migration 3, so a change and the leaves that record it commit in one transaction;
+a stand-alone audit file (tools, tests) gets them from ``AuditLog`` itself. Idempotent."""
+
+# 3: the audit log moves into the node's database (it was a file of its own, audit.sqlite;
+# Node.open copies an old one over, see exchange_node/audit/migrate.py).
+_V3 = AUDIT_TABLES
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

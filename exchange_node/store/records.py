@@ -275,3 +275,27 @@ class StoreInfo:
     page_count: int
     page_size: int
     wal_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRow:
+    """One travel-document notice in the index (``doc_notices``), as the store keeps it;
+    the services turn it into their ``IndexedNotice``. ``detection_*`` are all None for
+    a status notice or a withdrawal."""
+
+    notice_id: str
+    sender_node: str
+    sender_country: str
+    kind: str
+    issuing_state: str
+    document_type: str
+    number: str
+    issued_at_ms: int
+    supersedes: str | None
+    detection_place: str | None
+    detected_at_ms: int | None
+    detection_auth: str | None
+    effective_at_ms: int
+    remarks: str
+    reason: str
+    message_id: bytes | None

@@ -18,7 +18,9 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +35,7 @@ from exchange_node.store.records import (
     InboxItem,
     InboxOutcome,
     InboxRow,
+    NoticeRow,
     OutboxItem,
     OutboxRow,
     OutboxState,
@@ -47,6 +50,10 @@ from exchange_node.store.records import (
     WriterStats,
 )
 from exchange_node.store.writer import DEFAULT_MAX_GROUP, GroupCommitWriter
+
+AuditAppender = Callable[[sqlite3.Connection, Sequence[Any]], range]
+"""Appends audit events as leaves on the connection given, inside its open transaction
+(``AuditLog.append_on``); attached by the composition root with :meth:`SqliteStore.attach_audit`."""
 
 T = TypeVar("T")
 
@@ -74,6 +81,70 @@ def hash_token_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8")).digest()
 
 
+class SqliteTransaction:
+    """The writes of one unit of work, on the writer's connection inside one transaction.
+
+    Handed to the function given to :meth:`SqliteStore.transaction`, and valid only while
+    it runs (on the writer thread). Everything it writes, audit leaves included, commits
+    together or not at all; reads through it see the transaction's own writes. The
+    function may be run again after a rollback, so it must not change anything outside
+    the transaction: it returns what the caller needs, and the caller acts on it once
+    the awaited call returns.
+    """
+
+    __slots__ = ("_conn", "_audit")
+
+    def __init__(self, conn: sqlite3.Connection, audit: AuditAppender | None) -> None:
+        self._conn = conn
+        self._audit = audit
+
+    def audit(self, events: Sequence[Any]) -> range:
+        """Append ``events`` as audit leaves in this transaction; their seqs."""
+        if not events:
+            return range(0)
+        if self._audit is None:
+            raise StoreError("audit_not_attached", "no audit log is attached to this store")
+        return self._audit(self._conn, events)
+
+    def enqueue(self, items: Sequence[OutboxItem]) -> list[int]:
+        for i, item in enumerate(items):
+            _check_outbox_item(item, f"items[{i}]")
+        return _enqueue(self._conn, tuple(items)) if items else []
+
+    def accept(self, items: Sequence[InboxItem]) -> list[InboxOutcome]:
+        for i, item in enumerate(items):
+            _check_inbox_item(item, f"items[{i}]")
+        return _accept(self._conn, tuple(items)) if items else []
+
+    def record_receipt(
+        self,
+        peer_id: str,
+        receipt: ReceiptRecord,
+        outcomes: Sequence[tuple[int, Outcome, str | None]],
+    ) -> int:
+        return _record_receipt(self._conn, peer_id, receipt, _checked_outcomes(outcomes))
+
+    def store_sent_receipt(self, peer_id: str, batch_id: bytes, receipt: bytes, at: int) -> bytes:
+        _check_bytes(batch_id, "batch_id")
+        _check_bytes(receipt, "receipt")
+        return _store_sent_receipt(self._conn, peer_id, batch_id, receipt, at)
+
+    def touch_contact(self, peer_id: str, at: int) -> None:
+        """Record a successful contact with the peer."""
+        _update_peer(self._conn, peer_id, _CONTACT_OK, (at,))
+
+    def index_notices(self, rows: Sequence[NoticeRow], at: int) -> None:
+        """Index notices; a notice id already indexed keeps its first row."""
+        if rows:
+            self._conn.executemany(_NOTICE_INSERT, [(*_notice_values(r), at) for r in rows])
+
+    def notice(self, notice_id: str) -> NoticeRow | None:
+        return _notice(self._conn, notice_id)
+
+    def notice_superseded_by(self, notice_id: str) -> str | None:
+        return _superseded_by(self._conn, notice_id)
+
+
 class SqliteStore:
     """SQLite implementation of :class:`exchange_node.store.base.Store`.
 
@@ -87,6 +158,7 @@ class SqliteStore:
         self._writer = writer
         self._db = reader
         self._closed = False
+        self._audit: AuditAppender | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -125,6 +197,18 @@ class SqliteStore:
             raise
         return cls(spath, writer, reader)
 
+    @staticmethod
+    def prepare(path: str | os.PathLike[str]) -> None:
+        """Create (mode 0600) and migrate the database at ``path`` without opening a
+        store: for tools that work on the file directly. Same errors as :meth:`open`."""
+        spath = str(path)
+        if not Path(spath).parent.is_dir():
+            raise StoreError(
+                "store_dir_missing", f"directory {Path(spath).parent} does not exist", "store.path"
+            )
+        _create_private(spath)
+        _connect_writer(spath).close()
+
     async def close(self) -> None:
         """Finish every queued write, then close both connections. Idempotent."""
         if self._closed:
@@ -142,6 +226,60 @@ class SqliteStore:
     @property
     def path(self) -> str:
         return self._path
+
+    # --- units of work -----------------------------------------------------------------------
+
+    def attach_audit(self, appender: AuditAppender) -> None:
+        """Let transactions append audit leaves (the audit log's tables are in this
+        database, created by migration 3)."""
+        self._audit = appender
+
+    async def transaction(
+        self, work: Callable[[SqliteTransaction], T], *, label: str, weight: int = 1
+    ) -> T:
+        """Run ``work`` in one transaction and return its result once committed.
+
+        All or nothing: when the call returns, every write ``work`` made through its
+        :class:`SqliteTransaction` (state, index and outbox rows, audit leaves) is
+        committed and fsynced; when it raises, none is. ``label`` names the operation
+        for fault injection (``store/faults.py``); ``weight`` is about how many rows it
+        writes (group-commit sizing).
+        """
+        audit = self._audit
+        return await self._write(lambda conn: work(SqliteTransaction(conn, audit)),
+                                 weight=weight, label=label)  # fmt: skip
+
+    async def append_audit(self, events: Sequence[Any]) -> range:
+        """Append audit leaves that record no other change (lookups, refusals, logins)."""
+        return await self.transaction(lambda tx: tx.audit(events), label="audit.append",
+                                      weight=len(events))  # fmt: skip
+
+    # --- documents index ---------------------------------------------------------------------
+
+    def notice(self, notice_id: str) -> NoticeRow | None:
+        rows = self._read(
+            f"SELECT {_NOTICE_COLS} FROM doc_notices WHERE notice_id = ?", (notice_id,)
+        )
+        return NoticeRow(*rows[0]) if rows else None
+
+    def notice_superseded_by(self, notice_id: str) -> str | None:
+        rows = self._read(_SUPERSEDED_BY, (notice_id,))
+        return rows[0][0] if rows else None
+
+    def notices_for_document(self, issuing_state: str, number: str) -> list[NoticeRow]:
+        rows = self._read(
+            f"SELECT {_NOTICE_COLS} FROM doc_notices WHERE issuing_state = ? AND number = ?",
+            (issuing_state, number),
+        )
+        return [NoticeRow(*r) for r in rows]
+
+    def count_notices(self) -> int:
+        return self._read("SELECT count(*) FROM doc_notices")[0][0]
+
+    async def index_notices(self, rows: Sequence[NoticeRow], at: int) -> None:
+        """Index notices in a transaction of their own (imports, tests)."""
+        await self.transaction(lambda tx: tx.index_notices(rows, at), label="notice.index",
+                               weight=len(rows))  # fmt: skip
 
     # --- outbox ----------------------------------------------------------------------------
 
@@ -167,15 +305,7 @@ class SqliteStore:
         receipt: ReceiptRecord,
         outcomes: Sequence[tuple[int, Outcome, str | None]],
     ) -> int:
-        checked = []
-        for i, (outbox_id, outcome, reason) in enumerate(outcomes):
-            if not isinstance(outbox_id, int) or outcome not in _OUTCOMES:
-                raise ValidationError(
-                    "outcome_invalid",
-                    "each outcome is (outbox id, accepted|duplicate|rejected, reason or None)",
-                    f"outcomes[{i}]",
-                )
-            checked.append((outbox_id, Outcome(outcome), reason))
+        checked = _checked_outcomes(outcomes)
         return await self._write(
             partial(_record_receipt, peer_id=peer_id, receipt=receipt, outcomes=checked),
             weight=len(checked),
@@ -392,19 +522,11 @@ class SqliteStore:
         _check_bytes(receipt, "receipt")
         created = _now_ms() if at is None else at
 
-        def job(conn: sqlite3.Connection) -> bytes:
-            conn.execute(
-                "INSERT INTO sent_receipts (peer_id, batch_id, receipt, created_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (peer_id, batch_id) DO NOTHING",
-                (peer_id, batch_id, receipt, created),
+        return await self._write(
+            partial(
+                _store_sent_receipt, peer_id=peer_id, batch_id=batch_id, receipt=receipt, at=created
             )
-            return _rows(
-                conn,
-                "SELECT receipt FROM sent_receipts WHERE peer_id = ? AND batch_id = ?",
-                (peer_id, batch_id),
-            )[0][0]
-
-        return await self._write(job)
+        )
 
     def get_sent_receipt(self, peer_id: str, batch_id: bytes) -> bytes | None:
         rows = self._read(
@@ -484,20 +606,14 @@ class SqliteStore:
 
     async def touch_contact(self, peer_id: str, at: int, error: str | None) -> None:
         if error is None:
-            await self._update_peer(
-                peer_id, "last_contact_at = ?, last_error = NULL, last_error_at = NULL", (at,)
-            )
+            await self._update_peer(peer_id, _CONTACT_OK, (at,))
         else:
             await self._update_peer(peer_id, "last_error = ?, last_error_at = ?", (error, at))
 
     async def _update_peer(self, node_id: str, assignments: str, args: tuple[Any, ...]) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            cur = conn.execute(f"UPDATE peers SET {assignments} WHERE node_id = ?",
-                               (*args, node_id))  # fmt: skip
-            if cur.rowcount == 0:
-                raise _peer_not_found(node_id)
-
-        await self._write(job)
+        await self._write(
+            partial(_update_peer, node_id=node_id, assignments=assignments, args=args)
+        )
 
     # --- tokens ------------------------------------------------------------------------------
 
@@ -657,10 +773,13 @@ class SqliteStore:
         *,
         weight: int = 1,
         transactional: bool = True,
+        label: str = "",
     ) -> T:
         if self._closed:
             raise _closed_error()
-        return await self._writer.submit(fn, weight=weight, transactional=transactional)
+        return await self._writer.submit(
+            fn, weight=weight, transactional=transactional, label=label
+        )
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._closed:
@@ -773,6 +892,74 @@ def _accept(conn: sqlite3.Connection, items: tuple[InboxItem, ...]) -> list[Inbo
         )
         outcomes.append(InboxOutcome(Outcome.ACCEPTED, cursor=cursor))
     return outcomes
+
+
+_CONTACT_OK = "last_contact_at = ?, last_error = NULL, last_error_at = NULL"
+
+
+def _update_peer(
+    conn: sqlite3.Connection, node_id: str, assignments: str, args: tuple[Any, ...]
+) -> None:
+    cur = conn.execute(f"UPDATE peers SET {assignments} WHERE node_id = ?", (*args, node_id))
+    if cur.rowcount == 0:
+        raise _peer_not_found(node_id)
+
+
+def _checked_outcomes(
+    outcomes: Sequence[tuple[int, Outcome, str | None]],
+) -> list[tuple[int, Outcome, str | None]]:
+    checked = []
+    for i, (outbox_id, outcome, reason) in enumerate(outcomes):
+        if not isinstance(outbox_id, int) or outcome not in _OUTCOMES:
+            raise ValidationError(
+                "outcome_invalid",
+                "each outcome is (outbox id, accepted|duplicate|rejected, reason or None)",
+                f"outcomes[{i}]",
+            )
+        checked.append((outbox_id, Outcome(outcome), reason))
+    return checked
+
+
+def _store_sent_receipt(
+    conn: sqlite3.Connection, peer_id: str, batch_id: bytes, receipt: bytes, at: int
+) -> bytes:
+    conn.execute(
+        "INSERT INTO sent_receipts (peer_id, batch_id, receipt, created_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (peer_id, batch_id) DO NOTHING",
+        (peer_id, batch_id, receipt, at),
+    )
+    return _rows(
+        conn,
+        "SELECT receipt FROM sent_receipts WHERE peer_id = ? AND batch_id = ?",
+        (peer_id, batch_id),
+    )[0][0]
+
+
+_NOTICE_COLS = (
+    "notice_id, sender_node, sender_country, kind, issuing_state, document_type, number, "
+    "issued_at_ms, supersedes, detection_place, detected_at_ms, detection_auth, "
+    "effective_at_ms, remarks, reason, message_id"
+)
+_notice_values = attrgetter(*(f.name for f in fields(NoticeRow)))
+_NOTICE_INSERT = (
+    f"INSERT OR IGNORE INTO doc_notices ({_NOTICE_COLS}, indexed_at) VALUES ({', '.join('?' * 17)})"
+)
+
+
+def _notice(conn: sqlite3.Connection, notice_id: str) -> NoticeRow | None:
+    rows = _rows(conn, f"SELECT {_NOTICE_COLS} FROM doc_notices WHERE notice_id = ?", (notice_id,))
+    return NoticeRow(*rows[0]) if rows else None
+
+
+_SUPERSEDED_BY = (
+    "SELECT notice_id FROM doc_notices WHERE supersedes = ? ORDER BY issued_at_ms, "
+    "notice_id LIMIT 1"
+)
+
+
+def _superseded_by(conn: sqlite3.Connection, notice_id: str) -> str | None:
+    rows = _rows(conn, _SUPERSEDED_BY, (notice_id,))
+    return rows[0][0] if rows else None
 
 
 def _delete_chunk(conn: sqlite3.Connection, sql: str, cut: int) -> int:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from exchange_node.errors import ExchangeError
+from exchange_node.store import faults
 from exchange_node.store.base import StoreError
 from exchange_node.store.records import WriterStats
 
@@ -43,6 +44,7 @@ class _Job:
     weight: int = 1
     # False for jobs that must run outside any transaction (checkpoint, pragmas).
     transactional: bool = True
+    label: str = ""  # the unit of work, for fault injection (store/faults.py)
     result: Any = None
     error: BaseException | None = None
 
@@ -99,6 +101,7 @@ class GroupCommitWriter:
         *,
         weight: int = 1,
         transactional: bool = True,
+        label: str = "",
     ) -> asyncio.Future[T]:
         """Queue ``fn`` for the writer thread; the future resolves after its COMMIT.
 
@@ -117,6 +120,7 @@ class GroupCommitWriter:
             future=loop.create_future(),
             weight=max(1, weight),
             transactional=transactional,
+            label=label,
         )
         self._queue.put(job)
         return job.future
@@ -199,7 +203,10 @@ class GroupCommitWriter:
                     conn.execute("ROLLBACK TO job")
                     job.error = _wrap(exc)
                 conn.execute("RELEASE job")
+            labels = tuple(job.label for job in group if job.error is None)
+            faults.reached(labels, "applied")
             conn.execute("COMMIT")
+            faults.reached(labels, "committed")
         except BaseException as exc:
             _rollback_quietly(conn)
             if len(group) == 1:
