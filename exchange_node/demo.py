@@ -29,6 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,8 @@ from exchange_node.protocol.framing import LABEL_RECEIPT_SIGNATURE, frame
 from exchange_node.protocol.keys import ed25519_public_key
 from exchange_node.store.records import OutboxState
 from exchange_node.store.sqlite import SqliteStore
+
+PASSPORT = {"issuing_state": "PHL", "document_type": "P", "document_number": "P4366918B"}
 
 NODES = (
     ("JPN-ISA", "JPN", "Immigration Services Agency of Japan", "destination state"),
@@ -76,6 +81,8 @@ class Demo:
     nodes: dict[str, DemoNode] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     checks: list[tuple[bool, str]] = field(default_factory=list)
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)  # (node id, role)
+    now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
@@ -85,12 +92,28 @@ class Demo:
         print(f"          {'PASS' if ok else 'FAIL'}  {text}", flush=True)
         return ok
 
+    def run_cli(self, node: DemoNode | None, *args: str) -> subprocess.CompletedProcess:
+        """``exchange-node [--config node] args``, whatever its exit status."""
+        config = ["--config", str(node.config)] if node is not None else []
+        cmd = [sys.executable, "-m", "exchange_node.cli", *config, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
     def cli(self, node: DemoNode, *args: str) -> str:
-        cmd = [sys.executable, "-m", "exchange_node.cli", "--config", str(node.config), *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        res = self.run_cli(node, *args)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {res.stderr.strip()}")
         return res.stdout
+
+    def create_tokens(self, wanted: list[tuple[DemoNode, str, str]]) -> None:
+        """``token create`` for each (node, role, name), the commands run side by side."""
+        with ThreadPoolExecutor(len(wanted)) as pool:
+            made = {
+                (n.node_id, role): pool.submit(
+                    self.cli, n, "token", "create", "--role", role, "--name", name
+                )
+                for n, role, name in wanted
+            }
+        self.tokens.update({key: future.result().strip() for key, future in made.items()})
 
     # --- set-up -------------------------------------------------------------------
 
@@ -187,8 +210,7 @@ class Demo:
     async def wait_delivered(
         self, sender: DemoNode, messages: dict[str, str], timeout: float = 30
     ) -> dict:
-        store = await SqliteStore.open(sender.dir / "data" / "node.sqlite")
-        try:
+        async with _store(sender) as store:
             deadline = time.monotonic() + timeout
             while True:
                 rows = {p: store.message_status(bytes.fromhex(m)) for p, m in messages.items()}
@@ -200,8 +222,6 @@ class Demo:
                     }
                     return {p: (rows[p][0] if rows[p] else None, receipts[p]) for p in messages}
                 await asyncio.sleep(0.1)
-        finally:
-            await store.close()
 
     def report_delivery(self, sender: DemoNode, delivered: dict) -> bool:
         ok = True
@@ -244,39 +264,40 @@ class Demo:
         return resp.status, answer
 
     async def inbox(self, node: DemoNode) -> list:
-        store = await SqliteStore.open(node.dir / "data" / "node.sqlite")
-        try:
+        async with _store(node) as store:
             return store.inbox_feed(0, 1000)
-        finally:
-            await store.close()
 
     # --- scenario ----------------------------------------------------------------------
 
     async def scenario(self) -> None:
-        jpn, phl, iom = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"], self.nodes["IOM-MNL"]
-        now = int(time.time() * 1000)
-        doc = {"issuing_state": "PHL", "document_type": "P", "document_number": "P4366918B"}
+        self.create_tokens(
+            [
+                (self.nodes["JPN-ISA"], "document_officer", "narita-border"),
+                (self.nodes["PHL-DFA"], "document_officer", "dfa-passports"),
+            ]
+        )
+        self.say("   each authority's system got a token for its node's local API")
+        fraud = await self.fraud_detection()
+        await self.revocation_and_lookup(fraud)
+        await self.outage()
+        self.audit()
 
-        tokens = {
-            n.node_id: self.cli(
-                n, "token", "create", "--role", "document_officer", "--name", name
-            ).strip()
-            for n, name in ((jpn, "narita-border"), (phl, "dfa-passports"))
-        }
-        self.say("   each authority's system got a document_officer token for its node's local API")
-
+    async def fraud_detection(self) -> dict[str, str]:
+        """Story 1: a border system reports a counterfeit; both peers sign receipts.
+        Returns the message id per recipient."""
+        jpn = self.nodes["JPN-ISA"]
         self.say("1. Narita immigration detects a counterfeit Philippine passport P4366918B")
         status, answer = await self.api(
             jpn,
-            tokens[jpn.node_id],
+            self.tokens[jpn.node_id, "document_officer"],
             "POST",
             "/api/v1/notices",
             {
                 "kind": "COUNTERFEIT",
-                "document": doc,
+                "document": PASSPORT,
                 "detection": {
                     "place": "JPNRT",
-                    "detected_at_ms": now - 3_600_000,
+                    "detected_at_ms": self.now_ms - 3_600_000,
                     "authority": "Immigration Services Agency, Narita Airport",
                 },
                 "remarks": "Data page substituted; laminate does not match specimen",
@@ -291,10 +312,17 @@ class Demo:
             status == 202 and self.report_delivery(jpn, delivered),
             "fraud notice delivered to PHL-DFA and IOM-MNL with verified signed receipts",
         )
+        return msgs
 
+    async def revocation_and_lookup(self, fraud: dict[str, str]) -> None:
+        """Stories 2 and 3: the issuing state finds the fraud notice (message ids
+        ``fraud``) in its inbox feed and revokes; a lookup at the border answers REVOKED
+        with the history."""
+        jpn, phl = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"]
+        phl_token = self.tokens[phl.node_id, "document_officer"]
         self.say("2. The issuing state's system reads its inbox feed and revokes the passport")
-        status, feed = await self.api(phl, tokens[phl.node_id], "GET", "/api/v1/inbox?wait=5", None)
-        seen = [i for i in feed.get("items", []) if i["message_id"] == msgs.get("PHL-DFA")]
+        status, feed = await self.api(phl, phl_token, "GET", "/api/v1/inbox?wait=5", None)
+        seen = [i for i in feed.get("items", []) if i["message_id"] == fraud.get("PHL-DFA")]
         if seen and seen[0]["notice"]:
             n = seen[0]["notice"]
             self.say(f"   PHL-DFA inbox: {n['kind']} of {n['document']['issuing_state']} "
@@ -302,13 +330,13 @@ class Demo:
         self.check(len(seen) == 1, "the issuing state's inbox feed shows the fraud notice")
         status, answer = await self.api(
             phl,
-            tokens[phl.node_id],
+            phl_token,
             "POST",
             "/api/v1/notices",
             {
                 "kind": "REVOKED",
-                "document": doc,
-                "effective_at_ms": now,
+                "document": PASSPORT,
+                "effective_at_ms": self.now_ms,
                 "remarks": "Number belongs to a blank stolen in 2025; revoked",
                 "recipients": "all",
             },
@@ -325,7 +353,11 @@ class Demo:
         )
         started = time.perf_counter()
         status, answer = await self.api(
-            jpn, tokens[jpn.node_id], "GET", "/api/v1/documents/PHL/P4366918B?type=P", None
+            jpn,
+            self.tokens[jpn.node_id, "document_officer"],
+            "GET",
+            "/api/v1/documents/PHL/P4366918B?type=P",
+            None,
         )
         elapsed = (time.perf_counter() - started) * 1000
         record = (answer.get("records") or [{}])[0]
@@ -341,6 +373,9 @@ class Demo:
             "the lookup answers REVOKED by the issuing state, with the fraud detection in the history",
         )
 
+    async def outage(self) -> None:
+        """Story 10: a peer is down; notices queue for it and arrive, in order, after."""
+        jpn, iom = self.nodes["JPN-ISA"], self.nodes["IOM-MNL"]
         self.say("3. IOM-MNL goes down for maintenance")
         self.stop(iom)
         queued = []
@@ -353,7 +388,7 @@ class Demo:
                         "documentNumber": f"P77100{i:02d}C",
                     },
                     "fraudType": "FRAUD_TYPE_IMPOSTOR",
-                    "detectedAtMs": str(now - 60_000 * (3 - i)),
+                    "detectedAtMs": str(self.now_ms - 60_000 * (3 - i)),
                     "detectionPlace": "JPNKIX",
                     "detectingAuthority": "Immigration Services Agency, Kansai",
                 }
@@ -385,6 +420,9 @@ class Demo:
             "after the outage every queued notice arrived, in order, exactly once",
         )
 
+    def audit(self) -> None:
+        """Story 13: the lookup is audited by who and a keyed hash; every log verifies."""
+        jpn = self.nodes["JPN-ISA"]
         self.say("4. Auditors verify each node's tamper-evident log")
         shown = self.cli(jpn, "audit", "show", "--kind", "document.lookup", "--json")
         lookups = [json.loads(line) for line in shown.splitlines() if line.strip()]
@@ -434,6 +472,16 @@ def _receipt_signed_by(signed: bytes, node: DemoNode) -> bool:
     except InvalidSignature:
         return False
     return receipt.receiver == node.node_id
+
+
+@asynccontextmanager
+async def _store(node: DemoNode) -> AsyncIterator[SqliteStore]:
+    """The node's store, opened beside the running node (as the CLI does)."""
+    store = await SqliteStore.open(node.dir / "data" / "node.sqlite")
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def _free_port() -> int:
