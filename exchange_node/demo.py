@@ -10,7 +10,14 @@ and run as separate ``exchange-node serve`` processes talking mutual TLS. Then:
    REVOKED status notice; a later lookup at JPN answers REVOKED with the history.
 3. IOM's node goes down; notices queue for it; it comes back and receives them all,
    in order, without anyone doing anything.
-4. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
+4. A repatriation case, driven by each authority's case system through its own node's
+   local API: JPN opens it naming PHL and IOM, records consent; IOM records the
+   assessment; PHL accepts the return; IOM requests and PHL issues the travel document.
+   All three nodes show the same state and timeline, every step with signed receipts.
+5. A second case in which consent is withdrawn after PHL accepted: a travel step is
+   refused on each node's local API (409 ``illegal_transition``) and every node shows
+   the case stopped.
+6. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
    audit log verifies.
 
 The demo prints a timeline and exits 0 only if every check held.
@@ -81,11 +88,16 @@ class Demo:
     nodes: dict[str, DemoNode] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     checks: list[tuple[bool, str]] = field(default_factory=list)
+    parts: int = 0
     tokens: dict[tuple[str, str], str] = field(default_factory=dict)  # (node id, role)
     now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+    def part(self, text: str) -> None:
+        self.parts += 1
+        self.say(f"{self.parts}. {text}")
 
     def check(self, ok: bool, text: str) -> bool:
         self.checks.append((ok, text))
@@ -247,7 +259,7 @@ class Demo:
         return ok
 
     async def api(
-        self, node: DemoNode, token: str, method: str, path: str, body
+        self, node: DemoNode, token: str, method: str, path: str, body, quiet: bool = False
     ) -> tuple[int, dict]:
         """Call a node's local API as an authority system would."""
         url = f"http://127.0.0.1:{node.local_port}{path}"
@@ -257,7 +269,7 @@ class Demo:
             session.request(method, url, json=body, headers=headers) as resp,
         ):
             answer = await resp.json(content_type=None)
-        if resp.status >= 400:
+        if resp.status >= 400 and not quiet:
             self.say(
                 f"   {node.node_id} answered {resp.status}: {answer.get('code')}: {answer.get('detail')}"
             )
@@ -270,23 +282,29 @@ class Demo:
     # --- scenario ----------------------------------------------------------------------
 
     async def scenario(self) -> None:
+        jpn, phl, iom = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"], self.nodes["IOM-MNL"]
         self.create_tokens(
             [
-                (self.nodes["JPN-ISA"], "document_officer", "narita-border"),
-                (self.nodes["PHL-DFA"], "document_officer", "dfa-passports"),
+                (jpn, "document_officer", "narita-border"),
+                (phl, "document_officer", "dfa-passports"),
+                (jpn, "case_officer", "isa-victim-protection"),
+                (phl, "case_officer", "dfa-assistance-to-nationals"),
+                (iom, "case_officer", "iom-mnl-case-worker"),
             ]
         )
         self.say("   each authority's system got a token for its node's local API")
         fraud = await self.fraud_detection()
         await self.revocation_and_lookup(fraud)
         await self.outage()
+        await self.repatriation()
+        await self.consent_withdrawn()
         self.audit()
 
     async def fraud_detection(self) -> dict[str, str]:
         """Story 1: a border system reports a counterfeit; both peers sign receipts.
         Returns the message id per recipient."""
         jpn = self.nodes["JPN-ISA"]
-        self.say("1. Narita immigration detects a counterfeit Philippine passport P4366918B")
+        self.part("Narita immigration detects a counterfeit Philippine passport P4366918B")
         status, answer = await self.api(
             jpn,
             self.tokens[jpn.node_id, "document_officer"],
@@ -320,7 +338,7 @@ class Demo:
         with the history."""
         jpn, phl = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"]
         phl_token = self.tokens[phl.node_id, "document_officer"]
-        self.say("2. The issuing state's system reads its inbox feed and revokes the passport")
+        self.part("The issuing state's system reads its inbox feed and revokes the passport")
         status, feed = await self.api(phl, phl_token, "GET", "/api/v1/inbox?wait=5", None)
         seen = [i for i in feed.get("items", []) if i["message_id"] == fraud.get("PHL-DFA")]
         if seen and seen[0]["notice"]:
@@ -376,7 +394,7 @@ class Demo:
     async def outage(self) -> None:
         """Story 10: a peer is down; notices queue for it and arrive, in order, after."""
         jpn, iom = self.nodes["JPN-ISA"], self.nodes["IOM-MNL"]
-        self.say("3. IOM-MNL goes down for maintenance")
+        self.part("IOM-MNL goes down for maintenance")
         self.stop(iom)
         queued = []
         for i in range(3):
@@ -420,10 +438,148 @@ class Demo:
             "after the outage every queued notice arrived, in order, exactly once",
         )
 
+    async def repatriation(self) -> None:
+        """Stories 5-8: a case across the three nodes, up to the travel document."""
+        jpn, phl, iom = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"], self.nodes["IOM-MNL"]
+        self.part("A trafficking victim from the Philippines is identified in Tokyo")
+        ref = await self.open_case(
+            {"full_name": "Maria Santos", "nationality": "PHL", "sex": "F", "languages": "fil, en"},
+            "referred by a shelter in Tokyo; wishes to return home",
+        )
+        if ref is None:
+            return
+        self.check(
+            re.fullmatch(r"JPN-[0-9]{4}-[A-Z2-7]{8}", ref) is not None,
+            f"the case reference {ref} is pseudonymous: state, year, random characters",
+        )
+        steps = [
+            (jpn, "record_consent", "she consents to an assisted return; JPN-ISA records it"),
+            (iom, "record_assessment", "IOM-MNL records the joint risk and family assessment"),
+            (phl, "accept_return", "PHL-DFA accepts her return"),
+            (iom, "request_travel_document", "IOM-MNL requests a travel document"),
+            (phl, "issue_travel_document", "PHL-DFA issues it"),
+        ]
+        done = await self.case_steps(ref, steps)
+        views = await self.case_views(ref, lambda n, v: _receipted(n, v, len(steps) + 1))
+        self.say(f"   timeline on each node: {_timeline_text(views[jpn.node_id])}")
+        self.check(
+            done
+            and _same_case(views)
+            and views[jpn.node_id]["status"] == "TRAVEL_DOCUMENT_ISSUED"
+            and len(views[jpn.node_id]["timeline"]) == len(steps) + 1,
+            "JPN-ISA, PHL-DFA and IOM-MNL show the same case: TRAVEL_DOCUMENT_ISSUED, "
+            f"the same {len(steps) + 1} steps by the same nodes at the same times",
+        )
+        self.check(
+            all(_receipted(n, v, len(steps) + 1) for n, v in views.items()),
+            "every node's own steps reached both other participants, each with a signed receipt",
+        )
+        self.check(
+            (views[phl.node_id].get("personal_data") or {}).get("full_name") == "Maria Santos",
+            "the origin state's node holds the personal data sent, sealed, with the case",
+        )
+
+    async def consent_withdrawn(self) -> None:
+        """Stories 5-8 when consent is withdrawn after the origin state accepted: travel
+        steps are refused on every node and the case is stopped everywhere."""
+        jpn, phl, iom = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"], self.nodes["IOM-MNL"]
+        self.part("A second case: the person withdraws her consent before travel")
+        ref = await self.open_case(
+            {"nationality": "PHL", "sex": "F"}, "identified during a labour inspection in Osaka"
+        )
+        if ref is None:
+            return
+        steps = [
+            (iom, "record_consent", "she consents; IOM-MNL records it"),
+            (iom, "record_assessment", "IOM-MNL records the assessment"),
+            (phl, "accept_return", "PHL-DFA accepts her return"),
+            (iom, "withdraw_consent", "she changes her mind; IOM-MNL records the withdrawal"),
+        ]
+        done = await self.case_steps(ref, steps)
+        refused = []
+        for node, kind in (
+            (jpn, "request_travel_document"),
+            (phl, "issue_travel_document"),
+            (iom, "plan_travel"),
+        ):
+            self.say(f"   {node.node_id}'s case system still tries to {kind}")
+            status, problem = await self.case_api(node, "POST", f"/{ref}/events", {"type": kind})
+            refused.append((status, problem.get("code")))
+        self.check(
+            done and set(refused) == {(409, "illegal_transition")},
+            "each travel step is refused on the local API: 409 illegal_transition",
+        )
+        views = await self.case_views(ref, lambda n, v: _receipted(n, v, len(steps) + 1))
+        self.check(
+            _same_case(views)
+            and all(
+                v["status"] == "CONSENT_WITHDRAWN"
+                and v["consent"] is False
+                and v["allowed_events"] == []
+                and len(v["timeline"]) == len(steps) + 1
+                for v in views.values()
+            ),
+            "every participant shows the case stopped: CONSENT_WITHDRAWN, no step allowed, "
+            "nothing recorded after the withdrawal",
+        )
+
+    async def case_api(self, node: DemoNode, method: str, path: str, body=None, **kw):
+        """The node's cases API with its case officer's token."""
+        token = self.tokens[node.node_id, "case_officer"]
+        return await self.api(node, token, method, "/api/v1/cases" + path, body, **kw)
+
+    async def open_case(self, personal: dict, note: str) -> str | None:
+        """JPN-ISA opens a case with PHL-DFA and IOM-MNL; the reference once every
+        participant holds it (None, after a failed check, if not)."""
+        jpn = self.nodes["JPN-ISA"]
+        body = {
+            "participants": [
+                {"node_id": "PHL-DFA", "role": "ORIGIN_STATE"},
+                {"node_id": "IOM-MNL", "role": "IOM"},
+            ],
+            "personal_data": personal,
+            "note": note,
+        }
+        status, answer = await self.case_api(jpn, "POST", "", body)
+        ref = answer.get("case_ref")
+        self.say(f"   JPN-ISA's case system opens case {ref} naming PHL-DFA (origin state) "
+                 f"and IOM-MNL: {status} {answer.get('status')}")  # fmt: skip
+        if status == 201 and await self.replicated(ref, 1):
+            return ref
+        self.check(False, "the case opening reached every participant")
+        return None
+
+    async def case_steps(self, ref: str, steps: list[tuple[DemoNode, str, str]]) -> bool:
+        """Each step on its actor's local API, once every participant has the one before."""
+        for node, kind, story in steps:
+            status, answer = await self.case_api(node, "POST", f"/{ref}/events", {"type": kind})
+            self.say(f"   {story}: {kind} -> {answer.get('status', status)}")
+            if status != 202 or not await self.replicated(ref, answer["sequence"]):
+                return self.check(False, f"{kind} by {node.node_id} reached every participant")
+        return True
+
+    async def replicated(self, ref: str, steps: int) -> bool:
+        """Every participant shows at least ``steps`` steps of the case."""
+        views = await self.case_views(ref, lambda _, v: len(v.get("timeline", ())) >= steps)
+        return all(len(v.get("timeline", ())) >= steps for v in views.values())
+
+    async def case_views(self, ref: str, until, timeout: float = 15) -> dict[str, dict]:
+        """The case as each participant's local API shows it, by node id, once
+        ``until(node_id, view)`` holds for all of them (or at the timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            views = {}
+            for n in self.nodes.values():
+                status, view = await self.case_api(n, "GET", f"/{ref}", quiet=True)
+                views[n.node_id] = view if status == 200 else {}
+            if all(until(n, v) for n, v in views.items()) or time.monotonic() > deadline:
+                return views
+            await asyncio.sleep(0.05)
+
     def audit(self) -> None:
         """Story 13: the lookup is audited by who and a keyed hash; every log verifies."""
         jpn = self.nodes["JPN-ISA"]
-        self.say("4. Auditors verify each node's tamper-evident log")
+        self.part("Auditors verify each node's tamper-evident log")
         shown = self.cli(jpn, "audit", "show", "--kind", "document.lookup", "--json")
         lookups = [json.loads(line) for line in shown.splitlines() if line.strip()]
         self.check(
@@ -472,6 +628,37 @@ def _receipt_signed_by(signed: bytes, node: DemoNode) -> bool:
     except InvalidSignature:
         return False
     return receipt.receiver == node.node_id
+
+
+def _steps(view: dict) -> list[tuple]:
+    return [
+        (e["sequence"], e["type"], e["actor"], e["at_ms"], e["from_status"], e["to_status"])
+        for e in view.get("timeline", ())
+    ]
+
+
+def _same_case(views: dict[str, dict]) -> bool:
+    """Every node holds the case in the same state with the same timeline."""
+    seen = {(v.get("status"), v.get("consent"), tuple(_steps(v))) for v in views.values()}
+    return len(seen) == 1 and bool(next(iter(seen))[2])
+
+
+def _receipted(me: str, view: dict, steps: int) -> bool:
+    """Node ``me``'s view has ``steps`` steps and each of its own steps went to every
+    other participant with a signed receipt."""
+    others = {p["node_id"] for p in view.get("participants", ())} - {me}
+    return len(view.get("timeline", ())) == steps and all(
+        {d["recipient"] for d in e["deliveries"] if d["state"] == "accepted" and d["receipt_id"]}
+        == others
+        for e in view["timeline"]
+        if e["actor"] == me
+    )
+
+
+def _timeline_text(view: dict) -> str:
+    return "; ".join(
+        f"{e['sequence']} {e['type']} by {e['actor']}" for e in view.get("timeline", ())
+    )
 
 
 @asynccontextmanager
