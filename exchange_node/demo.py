@@ -17,7 +17,10 @@ and run as separate ``exchange-node serve`` processes talking mutual TLS. Then:
 5. A second case in which consent is withdrawn after PHL accepted: a travel step is
    refused on each node's local API (409 ``illegal_transition``) and every node shows
    the case stopped.
-6. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
+6. While JPN's border system keeps submitting notices to PHL and IOM, JPN's operator
+   rotates its keys with ``keys rotate``: every notice, signed with the old key or the
+   new one, is delivered with a signed receipt, and both peers now pin JPN's new card.
+7. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
    audit log verifies.
 
 The demo prints a timeline and exits 0 only if every check held.
@@ -238,12 +241,7 @@ class Demo:
     def report_delivery(self, sender: DemoNode, delivered: dict) -> bool:
         ok = True
         for peer, (row, receipt) in delivered.items():
-            good = (
-                row is not None
-                and row.outcome is not None
-                and row.outcome.value == "accepted"
-                and receipt
-            )
+            good = _accepted(row) and receipt
             if good:
                 valid = _receipt_signed_by(receipt.receipt, self.nodes[peer])
                 self.say(
@@ -257,6 +255,15 @@ class Demo:
                 )
             ok = ok and bool(good)
         return ok
+
+    def verified(self, delivered: dict) -> int:
+        """How many of ``delivered`` were accepted with a receipt signed by the recipient."""
+        return sum(
+            _accepted(row)
+            and receipt is not None
+            and _receipt_signed_by(receipt.receipt, self.nodes[row.peer_id])
+            for row, receipt in delivered.values()
+        )
 
     async def api(
         self, node: DemoNode, token: str, method: str, path: str, body, quiet: bool = False
@@ -290,6 +297,8 @@ class Demo:
                 (jpn, "case_officer", "isa-victim-protection"),
                 (phl, "case_officer", "dfa-assistance-to-nationals"),
                 (iom, "case_officer", "iom-mnl-case-worker"),
+                (phl, "operator", "dfa-operations"),
+                (iom, "operator", "iom-mnl-operations"),
             ]
         )
         self.say("   each authority's system got a token for its node's local API")
@@ -298,6 +307,7 @@ class Demo:
         await self.outage()
         await self.repatriation()
         await self.consent_withdrawn()
+        await self.key_rotation()
         self.audit()
 
     async def fraud_detection(self) -> dict[str, str]:
@@ -576,6 +586,113 @@ class Demo:
                 return views
             await asyncio.sleep(0.05)
 
+    async def key_rotation(self) -> None:
+        """Story 11: JPN-ISA rotates its keys with the CLI while notices flow to both
+        peers; every notice arrives, and the peers pin the new card on their own."""
+        jpn = self.nodes["JPN-ISA"]
+        peers = [self.nodes["PHL-DFA"], self.nodes["IOM-MNL"]]
+        self.part("JPN-ISA's yearly key rotation, in the middle of traffic")
+        old_key = _signing_key_id(jpn)
+        sent: list[tuple[str, str]] = []  # (recipient, message id), in submission order
+        stop = asyncio.Event()
+        traffic = asyncio.create_task(self.submit_until(stop, jpn, peers, sent))
+        await asyncio.sleep(0.5)
+        out = await asyncio.to_thread(self.cli, jpn, "keys", "rotate")
+        rotated = re.search(r"rotated keys: card serial (\d+), fingerprint (\S+)", out)
+        self.say(
+            f"   JPN-ISA's operator runs `keys rotate`: {rotated.group(0) if rotated else out}"
+        )
+        serial, fingerprint = (int(rotated.group(1)), rotated.group(2)) if rotated else (0, "")
+        new_key = _signing_key_id(jpn)
+        # The running node takes the new keys up within a second; keep the traffic going
+        # until a few notices are out under the new signing key.
+        await self.wait_signed_with(jpn, sent, new_key, 4)
+        stop.set()
+        await traffic
+        signers = await self.signers(jpn, [m for _, m in sent])
+        before = sum(signers.get(m) == old_key for _, m in sent)
+        after = sum(signers.get(m) == new_key for _, m in sent)
+        self.say(f"   {len(sent)} messages submitted ({len(sent) // len(peers)} notices to each peer): "
+                 f"{before} signed with the old key, {after} with the new one")  # fmt: skip
+        delivered = await self.wait_delivered(jpn, {f"{p}#{m}": m for p, m in sent})
+        good = self.verified(delivered)
+        self.say(f"   {good} of {len(sent)} accepted, each with a signed receipt that verifies")
+        self.check(
+            before > 0 and after > 0 and good == len(sent) == before + after,
+            "every notice submitted before and after the rotation was delivered with a signed receipt",
+        )
+        pinned = {p.node_id: await self.pinned_card(p, jpn.node_id) for p in peers}
+        for peer, (fp, sn) in pinned.items():
+            self.say(f"   {peer} now pins JPN-ISA card serial {sn}, fingerprint {fp}")
+        self.check(
+            serial > 1 and all(v == (fingerprint, serial) for v in pinned.values()),
+            f"PHL-DFA and IOM-MNL took up JPN-ISA's new card (serial {serial}) without a phone call",
+        )
+
+    async def submit_until(
+        self, stop: asyncio.Event, sender: DemoNode, to: list[DemoNode], sent: list
+    ) -> None:
+        """A border system's steady traffic: a fraud detection every 0.1 s, through the
+        local API, to ``to``; appends (recipient, message id) to ``sent``."""
+        token = self.tokens[sender.node_id, "document_officer"]
+        i = 0
+        while not stop.is_set():
+            body = {
+                "kind": "IMPOSTOR",
+                "document": {**PASSPORT, "document_number": f"P{5520000 + i}D"},
+                "detection": {
+                    "place": "JPNHND",
+                    "detected_at_ms": self.now_ms + i,
+                    "authority": "Immigration Services Agency, Haneda Airport",
+                },
+                "recipients": [n.node_id for n in to],
+            }
+            status, answer = await self.api(sender, token, "POST", "/api/v1/notices", body)
+            sent += [(m["recipient"], m["message_id"]) for m in answer.get("messages", [])]
+            i += 1
+            await asyncio.sleep(0.1)
+
+    async def wait_signed_with(
+        self, sender: DemoNode, sent: list, key_id: bytes, count: int, timeout: float = 10
+    ) -> None:
+        """Until ``count`` of the messages in ``sent`` are signed with ``key_id``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            signers = await self.signers(sender, [m for _, m in sent])
+            if sum(k == key_id for k in signers.values()) >= count:
+                return
+            await asyncio.sleep(0.2)
+
+    async def signers(self, sender: DemoNode, message_ids: list[str]) -> dict[str, bytes]:
+        """The signing key id on each message's envelope as queued at the sender."""
+        out = {}
+        async with _store(sender) as store:
+            for mid in message_ids:
+                rows = store.message_status(bytes.fromhex(mid))
+                row = store.get_outbox(rows[0].outbox_id) if rows else None
+                if row is not None:
+                    envelope = envelope_pb2.Envelope.FromString(row.envelope)
+                    header = envelope_pb2.EnvelopeHeader.FromString(envelope.header)
+                    out[mid] = header.sender_key_id
+        return out
+
+    async def pinned_card(self, node: DemoNode, peer: str) -> tuple[str, int]:
+        """(fingerprint, serial) of ``peer``'s card as ``node`` pins it: the fingerprint
+        from its operator API, the serial from the card in its store."""
+        token = self.tokens[node.node_id, "operator"]
+        deadline = time.monotonic() + 10
+        while True:
+            status, answer = await self.api(node, token, "GET", "/api/v1/peers", None)
+            fp = next(
+                (p["fingerprint"] for p in answer.get("peers", ()) if p["node_id"] == peer), ""
+            )
+            async with _store(node) as store:
+                record = store.get_peer(peer)
+            serial = verify_card(record.card).serial if record else 0
+            if serial > 1 or time.monotonic() > deadline:
+                return fp, serial
+            await asyncio.sleep(0.2)
+
     def audit(self) -> None:
         """Story 13: the lookup is audited by who and a keyed hash; every log verifies."""
         jpn = self.nodes["JPN-ISA"]
@@ -612,6 +729,15 @@ class Demo:
         print()
         print(f"demo: {passed} passed, {failed} failed")
         return 0 if failed == 0 and passed > 0 else 1
+
+
+def _accepted(row) -> bool:
+    return row is not None and row.outcome is not None and row.outcome.value == "accepted"
+
+
+def _signing_key_id(node: DemoNode) -> bytes:
+    """The current signing key on the node's own card."""
+    return verify_card(node.card.read_bytes()).current_signing_key.key_id
 
 
 def _receipt_signed_by(signed: bytes, node: DemoNode) -> bool:
