@@ -20,7 +20,10 @@ and run as separate ``exchange-node serve`` processes talking mutual TLS. Then:
 6. While JPN's border system keeps submitting notices to PHL and IOM, JPN's operator
    rotates its keys with ``keys rotate``: every notice, signed with the old key or the
    new one, is delivered with a signed receipt, and both peers now pin JPN's new card.
-7. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
+7. A court asks for proof that the Narita notice reached PHL: ``proof export`` writes
+   one file; ``proof verify`` checks it offline and succeeds with PHL's card
+   fingerprint (the recipient's, obtained out of band) and fails with any other.
+8. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
    audit log verifies.
 
 The demo prints a timeline and exits 0 only if every check held.
@@ -308,6 +311,7 @@ class Demo:
         await self.repatriation()
         await self.consent_withdrawn()
         await self.key_rotation()
+        await self.proof_of_delivery(fraud["PHL-DFA"])
         self.audit()
 
     async def fraud_detection(self) -> dict[str, str]:
@@ -692,6 +696,46 @@ class Demo:
             if serial > 1 or time.monotonic() > deadline:
                 return fp, serial
             await asyncio.sleep(0.2)
+
+    async def proof_of_delivery(self, message_id: str) -> None:
+        """Story 14: JPN-ISA exports the proof that its fraud notice reached PHL-DFA;
+        it verifies offline against PHL-DFA's fingerprint, and against no other."""
+        jpn, phl = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"]
+        self.part("A court asks JPN-ISA to prove that the Narita notice reached PHL-DFA")
+        proof = self.work / "proof.json"
+        export = self.run_cli(jpn, "proof", "export", message_id, "--out", str(proof))
+        self.say(
+            f"   proof export: {export.stdout.splitlines()[0] if export.stdout else export.stderr.strip()}"
+        )
+        self.check(
+            export.returncode == 0 and "(verifies)" in export.stdout,
+            f"JPN-ISA exports one file for message {message_id[:12]}..",
+        )
+        self.say(
+            "   the court's expert checks it offline, with the fingerprint PHL-DFA gave by phone"
+        )
+        good, wrong = await asyncio.gather(
+            asyncio.to_thread(self.run_cli, None, "proof", "verify", str(proof),
+                              "--fingerprint", phl.fingerprint),
+            asyncio.to_thread(self.run_cli, None, "proof", "verify", str(proof),
+                              "--fingerprint", jpn.fingerprint),
+        )  # fmt: skip
+        self.say(
+            f"   -> exit {good.returncode}: {' / '.join(good.stdout.strip().splitlines()[:2])}"
+        )
+        self.check(
+            good.returncode == 0
+            and f"{jpn.node_id} -> {phl.node_id}, message {message_id}: accepted" in good.stdout,
+            "proof verify with PHL-DFA's fingerprint: OK, the signed receipt says accepted",
+        )
+        problems = [ln.strip() for ln in wrong.stdout.splitlines() if "problem:" in ln]
+        self.say(
+            f"   with another fingerprint (JPN-ISA's own) -> exit {wrong.returncode}: {'; '.join(problems)}"
+        )
+        self.check(
+            wrong.returncode != 0 and any("card_untrusted" in p for p in problems),
+            "proof verify with any other fingerprint fails (card_untrusted, non-zero exit)",
+        )
 
     def audit(self) -> None:
         """Story 13: the lookup is audited by who and a keyed hash; every log verifies."""
