@@ -315,8 +315,8 @@ class Demo:
         self.audit()
 
     async def fraud_detection(self) -> dict[str, str]:
-        """Story 1: a border system reports a counterfeit; both peers sign receipts.
-        Returns the message id per recipient."""
+        """A border system reports a counterfeit; both peers sign receipts. Returns the
+        message id per recipient."""
         jpn = self.nodes["JPN-ISA"]
         self.part("Narita immigration detects a counterfeit Philippine passport P4366918B")
         status, answer = await self.api(
@@ -347,9 +347,9 @@ class Demo:
         return msgs
 
     async def revocation_and_lookup(self, fraud: dict[str, str]) -> None:
-        """Stories 2 and 3: the issuing state finds the fraud notice (message ids
-        ``fraud``) in its inbox feed and revokes; a lookup at the border answers REVOKED
-        with the history."""
+        """The issuing state finds the fraud notice (message ids ``fraud``) in its inbox
+        feed and revokes the passport; a lookup at the border answers REVOKED with the
+        history."""
         jpn, phl = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"]
         phl_token = self.tokens[phl.node_id, "document_officer"]
         self.part("The issuing state's system reads its inbox feed and revokes the passport")
@@ -618,7 +618,7 @@ class Demo:
         after = sum(signers.get(m) == new_key for _, m in sent)
         self.say(f"   {len(sent)} messages submitted ({len(sent) // len(peers)} notices to each peer): "
                  f"{before} signed with the old key, {after} with the new one")  # fmt: skip
-        delivered = await self.wait_delivered(jpn, {f"{p}#{m}": m for p, m in sent})
+        delivered = await self.wait_delivered(jpn, {m: m for _, m in sent})
         good = self.verified(delivered)
         self.say(f"   {good} of {len(sent)} accepted, each with a signed receipt that verifies")
         self.check(
@@ -651,7 +651,7 @@ class Demo:
                 },
                 "recipients": [n.node_id for n in to],
             }
-            status, answer = await self.api(sender, token, "POST", "/api/v1/notices", body)
+            _, answer = await self.api(sender, token, "POST", "/api/v1/notices", body)
             sent += [(m["recipient"], m["message_id"]) for m in answer.get("messages", [])]
             i += 1
             await asyncio.sleep(0.1)
