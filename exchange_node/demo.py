@@ -22,7 +22,7 @@ and run as separate ``exchange-node serve`` processes talking mutual TLS. Then:
    new one, is delivered with a signed receipt, and both peers now pin JPN's new card.
 7. A court asks for proof that the Narita notice reached PHL: ``proof export`` writes
    one file; ``proof verify`` checks it offline and succeeds with PHL's card
-   fingerprint (the recipient's, obtained out of band) and fails with any other.
+   fingerprint (the recipient's, obtained out of band) and fails with another.
 8. The lookup is in JPN's audit log (who, and a keyed hash of what); every node's
    audit log verifies.
 
@@ -699,7 +699,7 @@ class Demo:
 
     async def proof_of_delivery(self, message_id: str) -> None:
         """Story 14: JPN-ISA exports the proof that its fraud notice reached PHL-DFA;
-        it verifies offline against PHL-DFA's fingerprint, and against no other."""
+        it verifies offline against PHL-DFA's fingerprint, not against another."""
         jpn, phl = self.nodes["JPN-ISA"], self.nodes["PHL-DFA"]
         self.part("A court asks JPN-ISA to prove that the Narita notice reached PHL-DFA")
         proof = self.work / "proof.json"
@@ -734,7 +734,7 @@ class Demo:
         )
         self.check(
             wrong.returncode != 0 and any("card_untrusted" in p for p in problems),
-            "proof verify with any other fingerprint fails (card_untrusted, non-zero exit)",
+            "proof verify with another fingerprint fails (card_untrusted, non-zero exit)",
         )
 
     def audit(self) -> None:
