@@ -34,9 +34,10 @@ from exchange_node.identity import (
     IdentityError,
     all_signing_public_keys,
     create_identity,
+    finish_rotation,
     load_identity,
+    prepare_rotation,
     revoke_key,
-    rotate_keys,
 )
 from exchange_node.logs import configure as configure_logs
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
@@ -378,13 +379,17 @@ async def cmd_keys_rotate(args) -> int:
     cfg = _cfg(args)
     passphrase = _passphrase(cfg)
     before = load_identity(cfg.data_path, passphrase)
-    after = rotate_keys(cfg.data_path, now_ms=now_ms(), passphrase=passphrase)
+    successor = prepare_rotation(cfg.data_path, now_ms=now_ms(), passphrase=passphrase)
     body = notice_pb2.Body(
         card_announcement=notice_pb2.CardAnnouncement(
-            signed_card=card_pb2.SignedCard.FromString(after.card_bytes)
+            signed_card=card_pb2.SignedCard.FromString(successor)
         )
     )
+    # The announcement is queued before the new card becomes current: a running node
+    # takes up the new keys only then, so whatever it signs with them is queued behind
+    # the announcement and every peer knows the keys by the time it arrives.
     queued = await _enqueue(cfg, before, body, None)
+    after = finish_rotation(cfg.data_path, passphrase)
     _audit_event(
         cfg,
         LeafKind.KEY_ROTATED,

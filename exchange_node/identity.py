@@ -6,11 +6,18 @@ Layout under the data directory (created 0700; key files 0600)::
     keys/encryption-<key id>.pem   HPKE keys (current and earlier, for decryption)
     keys/tls-key.pem, tls-cert.der the TLS key and self-signed certificate
     card.pb                        the current SignedCard, as published to peers
+    card-next.pb                   during a rotation: the successor card, not yet current
 
 The card is the one record of which keys are current and their validity windows:
 nothing else repeats it. Key files are written first (new names, fsynced), the card
 last (temporary name, fsynced, renamed), so a crash leaves either the old identity or
 the new one, never a mix.
+
+A rotation is two steps, so that peers can be told before the new keys are used: the
+successor card is written as ``card-next.pb`` (:func:`prepare_rotation`), and only
+once its announcement is queued does it become ``card.pb`` (:func:`finish_rotation`),
+which a running node takes up. A rotation interrupted between the two is finished by
+the next one, under the same serial and keys, never redone with others.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from exchange_node.protocol.keys import (
 
 ROTATION_OVERLAP_MS = 7 * 24 * 3600 * 1000
 """How long keys replaced by a rotation stay valid, so envelopes in flight still open."""
+
+NEXT_CARD = "card-next.pb"
 
 
 class IdentityError(Exception):
@@ -75,7 +84,11 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
@@ -162,17 +175,20 @@ def create_identity(
     return load_identity(data_dir, passphrase)
 
 
-def load_identity(data_dir: Path, passphrase: bytes | None = None) -> NodeKeys:
-    """Load the identity written by :func:`create_identity` / :func:`rotate_keys`."""
+def load_identity(
+    data_dir: Path, passphrase: bytes | None = None, *, card_file: str = "card.pb"
+) -> NodeKeys:
+    """Load the identity written by :func:`create_identity` / :func:`rotate_keys`
+    (``card_file``: the card naming the keys, by default the current one)."""
     data_dir = Path(data_dir)
     keys_dir = data_dir / "keys"
     try:
-        card = verify_card((data_dir / "card.pb").read_bytes())
+        card = verify_card((data_dir / card_file).read_bytes())
         tls_der = (keys_dir / "tls-cert.der").read_bytes()
     except FileNotFoundError as exc:
         raise IdentityError(f"{exc.filename}: missing; run `exchange-node init` first") from None
     except OpenError as exc:
-        raise IdentityError(f"{data_dir / 'card.pb'}: not a valid card ({exc.detail})") from None
+        raise IdentityError(f"{data_dir / card_file}: not a valid card ({exc.detail})") from None
     try:
         signing = [_load(keys_dir, "signing", k.key_id, passphrase) for k in card.signing_keys]
         encryption = [
@@ -210,13 +226,35 @@ def rotate_keys(
     suite: Suite | None = None,
     overlap_ms: int = ROTATION_OVERLAP_MS,
 ) -> NodeKeys:
-    """New signing and encryption keys and a new card signed by old and new keys.
+    """New keys and a new card, current at once (:func:`prepare_rotation` then
+    :func:`finish_rotation`); for a node that is not running or tells its peers itself."""
+    prepare_rotation(
+        data_dir, now_ms=now_ms, passphrase=passphrase, suite=suite, overlap_ms=overlap_ms
+    )
+    return finish_rotation(data_dir, passphrase)
+
+
+def prepare_rotation(
+    data_dir: Path,
+    *,
+    now_ms: int,
+    passphrase: bytes | None = None,
+    suite: Suite | None = None,
+    overlap_ms: int = ROTATION_OVERLAP_MS,
+) -> bytes:
+    """New signing and encryption keys and the successor card, signed by old and new
+    keys, written as ``card-next.pb``; the current card is untouched. Returns the
+    successor. If an earlier rotation prepared a successor and was not finished, that
+    one is returned instead (its announcement may already have gone out).
 
     Earlier keys stay on the card until ``now + overlap_ms`` so envelopes sealed or
     signed before peers saw the new card still verify; keys whose window has closed are
     dropped from the card (their files stay, for reading old evidence).
     """
     current = load_identity(data_dir, passphrase)
+    pending = _next_card(Path(data_dir), current, passphrase)
+    if pending is not None:
+        return pending
     keys_dir = Path(data_dir) / "keys"
     sk = SigningKey.generate()
     ek = EncryptionKey.generate(suite or current.local.encryption_keys[0].suite)
@@ -251,8 +289,29 @@ def rotate_keys(
         issued_at_ms=now_ms,
         previous_signing_key=current.local.signing_key,
     )
-    _atomic_write(Path(data_dir) / "card.pb", signed, 0o644)
+    _atomic_write(Path(data_dir) / NEXT_CARD, signed, 0o644)
+    return signed
+
+
+def finish_rotation(data_dir: Path, passphrase: bytes | None = None) -> NodeKeys:
+    """Make the card :func:`prepare_rotation` wrote the current one."""
+    data_dir = Path(data_dir)
+    os.replace(data_dir / NEXT_CARD, data_dir / "card.pb")
+    _fsync_dir(data_dir)
     return load_identity(data_dir, passphrase)
+
+
+def _next_card(data_dir: Path, current: NodeKeys, passphrase: bytes | None) -> bytes | None:
+    """The prepared successor of ``current``, if one is waiting, complete and still fits."""
+    if not (data_dir / NEXT_CARD).exists():
+        return None
+    try:
+        card = load_identity(data_dir, passphrase, card_file=NEXT_CARD).card
+    except IdentityError:
+        return None
+    if card.node_id != current.card.node_id or card.serial != current.card.serial + 1:
+        return None
+    return card.signed
 
 
 def all_signing_public_keys(data_dir: Path, passphrase: bytes | None = None) -> list[bytes]:

@@ -9,7 +9,8 @@ import re
 import aiohttp
 import pytest
 
-from exchange_node.identity import rotate_keys
+from exchange_node import cli as cli_module
+from exchange_node.identity import finish_rotation, load_identity, prepare_rotation, rotate_keys
 from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
 from exchange_node.protocol.envelope import seal
 from exchange_node.protocol.receipts import verify_receipt
@@ -74,6 +75,55 @@ async def test_notices_signed_after_a_rotation_are_accepted_after_the_announceme
     assert inbox[announcement].cursor < inbox[sub.message_id].cursor
     assert header(inbox[announcement]).sender_key_id == old_key
     assert header(inbox[sub.message_id]).sender_key_id == new_key
+
+
+async def test_a_notice_submitted_while_keys_rotate_is_not_signed_ahead_of_the_announcement(
+    net, capsys, monkeypatch
+):
+    # `keys rotate` on a running node: the node picks up a new card.pb within a second.
+    # A notice submitted while the command is still queueing the announcement must not
+    # go out signed with keys the peer cannot know yet (it was rejected unknown_key and
+    # dead-lettered after three re-seals, all before the announcement was queued).
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    loop = asyncio.get_running_loop()
+    during: list[bytes] = []
+    real_enqueue = cli_module._enqueue
+
+    def on_node(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def slow_enqueue(*args, **kwargs):
+        # The command is slow to queue the announcement: the node's watch ticks twice
+        # and the notice has gone its way before the announcement is queued.
+        await asyncio.sleep(1.2)
+        [sub] = on_node(jpn.submit(fraud_notice(), [PHL]))
+        during.append(sub.message_id)
+        on_node(wait_for(lambda: settled(jpn.store, during), what="the notice"))
+        return await real_enqueue(*args, **kwargs)
+
+    monkeypatch.setattr(cli_module, "_enqueue", slow_enqueue)
+    announcement = await rotate_jpn(net, capsys)
+    await wait_for(lambda: settled(jpn.store, [announcement, *during]), what="delivery")
+
+    [row] = jpn.store.message_status(during[0])
+    assert (row.state, row.outcome, row.reason) == (
+        OutboxState.DELIVERED,
+        Outcome.ACCEPTED,
+        None,
+    )
+    assert phl.keyring.require(JPN).serial == 2
+    assert phl.store.get_inbox(JPN, during[0]) is not None
+
+
+def test_a_rotation_interrupted_after_its_announcement_is_finished_with_the_same_card(net):
+    data = net[JPN].data
+    announced = prepare_rotation(data, now_ms=now_ms())  # then the command died
+    assert load_identity(data).card.serial == 1
+
+    assert prepare_rotation(data, now_ms=now_ms()) == announced
+    keys = finish_rotation(data)
+    assert (keys.card.serial, keys.card_bytes) == (2, announced)
 
 
 async def test_envelopes_sealed_to_a_retired_encryption_key_are_resealed_and_accepted(net):
