@@ -220,3 +220,35 @@ async def test_case_transitions_are_audited_without_personal_data(network):
     assert [leaf.record.attrs["case"] for leaf in leaves] == [ref]
     assert leaves[0].record.actor == "case_officer-1"
     assert b"Maria" not in leaves[0].data
+
+
+async def test_a_peers_open_case_naming_a_second_identifying_state_is_rejected(network):
+    nodes, (jpn, phl, iom) = network
+    # JPN's node bypasses its own API (which refuses this) and opens a case naming itself
+    # and PHL as identifying states.
+    ref = "JPN-2026-AAAAAAAA"
+    body = notice_pb2.Body(
+        case_event=notice_pb2.CaseEvent(
+            event_id=secrets.token_bytes(16),
+            case_ref=ref,
+            type=event_to_wire(EventType.OPEN_CASE),
+            sequence=1,
+            occurred_at_ms=nodes_now(),
+            participants=[
+                notice_pb2.CaseParticipant(
+                    node_id="JPN-ISA", role=notice_pb2.CASE_ROLE_IDENTIFYING_STATE
+                ),
+                notice_pb2.CaseParticipant(
+                    node_id="PHL-DFA", role=notice_pb2.CASE_ROLE_IDENTIFYING_STATE
+                ),
+            ],
+        )
+    )
+    (sent,) = await nodes[0].submit(body, ["PHL-DFA"])
+
+    def rejected():
+        rows = nodes[0].store.message_status(sent.message_id)
+        return rows and rows[0].state == "dead" and rows[0].reason
+
+    assert await eventually(rejected) == "invalid_content"
+    assert nodes[1].services.cases.get(ref) is None

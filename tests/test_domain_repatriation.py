@@ -17,12 +17,16 @@ from exchange_node.domain.repatriation import (
     CaseState,
     CaseStatus,
     EventType,
+    Participant,
     Role,
     allowed_events,
     apply,
+    check_participants,
+    check_step,
     new_case_reference,
     render_table_markdown,
     replay,
+    role_in_case,
     transition_table,
     validate_case_reference,
 )
@@ -426,3 +430,88 @@ def test_non_text_case_reference_is_rejected():
     with pytest.raises(ValidationError) as err:
         validate_case_reference(None)  # type: ignore[arg-type]
     assert err.value.code == "invalid_case_reference"
+
+
+# Participants ------------------------------------------------------------------------------
+
+P = Participant
+OPENER = "JPN-ISA"
+PEOPLE = (P(OPENER, ID), P("PHL-DFA", ORIGIN), P("IOM-MNL", IOM), P("THA-IMM", OTHER))
+
+
+def test_a_case_of_an_identifying_state_and_others_is_a_valid_participant_list():
+    assert check_participants(list(PEOPLE), OPENER) == PEOPLE
+
+
+@pytest.mark.parametrize(
+    ("people", "code", "field"),
+    [
+        ([P(OPENER, ID), P("PHL-DFA", ID)], "invalid_participants", "participants[1].role"),
+        ([P("PHL-DFA", ID), P(OPENER, ID)], "invalid_participants", "participants[0].role"),
+        ([P(OPENER, ORIGIN), P("PHL-DFA", ORIGIN)], "invalid_participants",
+         "participants[0].role"),
+        ([P(OPENER, ID), P("PHL-DFA", ORIGIN), P("PHL-DFA", IOM)], "invalid_participants",
+         "participants[2].node_id"),
+        ([P(OPENER, ID), P(OPENER, ID)], "invalid_participants", "participants[1].node_id"),
+        ([P(OPENER, ID), P("", ORIGIN)], "invalid_participants", "participants[1].node_id"),
+        ([P(OPENER, ID)], "invalid_participants", "participants"),
+        ([P(OPENER, ID), P("PHL-DFA", "JUDGE")], "unknown_case_role", "participants[1].role"),
+        ([P("PHL-DFA", ORIGIN), P("IOM-MNL", IOM)], "not_participant", "participants"),
+    ],
+)  # fmt: skip
+def test_a_participant_list_breaking_a_rule_is_refused_naming_the_field(people, code, field):
+    with pytest.raises((ValidationError, ConflictError)) as err:
+        check_participants(people, OPENER)
+    assert (err.value.code, err.value.field) == (code, field)
+
+
+def test_the_only_identifying_state_is_the_opener():
+    with pytest.raises(ValidationError) as err:
+        check_participants([P(OPENER, ID), P("PHL-DFA", ID)], OPENER)
+    assert "only the node opening the case (JPN-ISA)" in err.value.message
+
+
+def test_role_in_case_names_the_role_or_refuses_a_node_outside_the_case():
+    assert role_in_case(PEOPLE, "IOM-MNL") is IOM
+    with pytest.raises(ConflictError) as err:
+        role_in_case(PEOPLE, "KOR-MOJ")
+    assert (err.value.code, err.value.field) == ("not_participant", "participants")
+
+
+def test_check_step_opens_a_case_for_the_identifying_state():
+    case = check_step(CaseState(), PEOPLE, CaseEvent(E.OPEN_CASE, OPENER, 1, 1))
+    assert (case.status, case.timeline[0].actor_role) == (S.REFERRED, ID)
+
+
+def test_check_step_checks_the_participants_an_open_case_names():
+    with pytest.raises(ValidationError) as err:
+        check_step(
+            CaseState(), [P(OPENER, ID), P("PHL-DFA", ID)], CaseEvent(E.OPEN_CASE, OPENER, 1, 1)
+        )
+    assert err.value.code == "invalid_participants"
+
+
+@pytest.mark.parametrize("actor", [OPENER, "PHL-DFA", "THA-IMM"])
+def test_open_case_comes_only_once_whoever_sends_it(actor):
+    case = check_step(CaseState(), PEOPLE, CaseEvent(E.OPEN_CASE, OPENER, 1, 1))
+    with pytest.raises(ConflictError) as err:
+        check_step(case, PEOPLE, CaseEvent(E.OPEN_CASE, actor, 2, 2))
+    assert (err.value.code, err.value.field) == ("illegal_transition", "event")
+    assert "already open" in err.value.message
+
+
+def test_check_step_refuses_a_node_outside_the_case_before_anything_else():
+    case = check_step(CaseState(), PEOPLE, CaseEvent(E.OPEN_CASE, OPENER, 1, 1))
+    for kind in (E.OPEN_CASE, E.CANCEL):
+        with pytest.raises(ConflictError) as err:
+            check_step(case, PEOPLE, CaseEvent(kind, "KOR-MOJ", 2, 2))
+        assert err.value.code == "not_participant"
+
+
+def test_check_step_applies_the_table_with_the_actors_role():
+    case = check_step(CaseState(), PEOPLE, CaseEvent(E.OPEN_CASE, OPENER, 1, 1))
+    with pytest.raises(ConflictError) as err:
+        check_step(case, PEOPLE, CaseEvent(E.RECORD_CONSENT, "PHL-DFA", 2, 2))
+    assert err.value.code == "role_not_permitted"
+    after = check_step(case, PEOPLE, CaseEvent(E.RECORD_CONSENT, "IOM-MNL", 2, 2))
+    assert after.status is S.CONSENT_RECORDED

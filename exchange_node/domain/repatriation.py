@@ -12,6 +12,11 @@ Rules this file keeps (after h11's ``_state.py``):
    in with the event. Every participant's node applies the same events in the same order
    (``CaseEvent.sequence``) and so reaches the same state.
 
+Who takes part in a case is the other half of the rule book: ``check_participants`` (the
+list an ``open_case`` carries), ``role_in_case`` (a node's role, or ``not_participant``)
+and ``check_step``, which every path that accepts a step calls: the local officer's step
+before it is stored or sent, and a peer's step before its receipt says ACCEPTED.
+
 Consent is the victim's: travel steps need it recorded, and once it is withdrawn the case
 stops for good (``CONSENT_WITHDRAWN`` is terminal). Suspension pauses a case and remembers
 where; ``resume`` returns there. ``cancel`` ends a case from any open state.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -38,15 +43,19 @@ __all__ = [
     "CaseState",
     "CaseStatus",
     "EventType",
+    "Participant",
     "Role",
     "Rule",
     "TableRow",
     "TimelineEntry",
     "allowed_events",
     "apply",
+    "check_participants",
+    "check_step",
     "new_case_reference",
     "render_table_markdown",
     "replay",
+    "role_in_case",
     "transition_table",
     "validate_case_reference",
 ]
@@ -406,6 +415,116 @@ def apply(case: CaseState, event: CaseEvent, actor_role: Role) -> CaseState:
         version=expected,
         timeline=(*case.timeline, entry),
     )
+
+
+# Participants ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """A node taking part in a case, in one role (``Role.OTHER``: informed, may do nothing)."""
+
+    node_id: str
+    role: Role
+
+
+def check_participants(participants: Sequence[Participant], opener: str) -> tuple[Participant, ...]:
+    """Refuse a participant list that does not make a case; return it as a tuple.
+
+    ``opener`` is the node opening the case. Every participant has a node id and a case
+    role and is named once; the opener is named, as ``IDENTIFYING_STATE``, and is the only
+    identifying state; at least one other node is named.
+
+    Raises ``ValidationError("unknown_case_role", ..., "participants[i].role")``,
+    ``ValidationError("invalid_participants", ..., "participants[i].node_id" |
+    "participants[i].role" | "participants")`` or
+    ``ConflictError("not_participant", ..., "participants")`` when the opener is not named.
+    """
+    people = tuple(participants)
+    seen: set[str] = set()
+    for i, p in enumerate(people):
+        try:
+            role = Role(p.role)
+        except ValueError:
+            raise ValidationError(
+                "unknown_case_role",
+                f"{p.role!r} is not a case role; expected one of {_join(list(Role))}",
+                f"participants[{i}].role",
+            ) from None
+        if not isinstance(p.node_id, str) or not p.node_id:
+            raise ValidationError(
+                "invalid_participants", "a participant has no node id", f"participants[{i}].node_id"
+            )
+        if p.node_id in seen:
+            raise ValidationError(
+                "invalid_participants", f"{p.node_id} is named twice", f"participants[{i}].node_id"
+            )
+        seen.add(p.node_id)
+        if p.node_id == opener and role is not Role.IDENTIFYING_STATE:
+            raise ValidationError(
+                "invalid_participants",
+                f"the node opening a case is the identifying state; give {opener} the role "
+                f"{Role.IDENTIFYING_STATE}",
+                f"participants[{i}].role",
+            )
+        if p.node_id != opener and role is Role.IDENTIFYING_STATE:
+            raise ValidationError(
+                "invalid_participants",
+                f"only the node opening the case ({opener}) is the identifying state; "
+                f"{p.node_id} may not be",
+                f"participants[{i}].role",
+            )
+    if opener not in seen:
+        raise ConflictError(
+            "not_participant",
+            f"{opener} opens the case but is not among its participants",
+            "participants",
+        )
+    if len(seen) < 2:
+        raise ValidationError(
+            "invalid_participants",
+            "name at least one other participant (the origin state's node, IOM)",
+            "participants",
+        )
+    return people
+
+
+def role_in_case(participants: Sequence[Participant], node_id: str) -> Role:
+    """The role of ``node_id`` in a case with ``participants``.
+
+    Raises ``ConflictError("not_participant", ..., "participants")``.
+    """
+    role = next((p.role for p in participants if p.node_id == node_id), None)
+    if role is None:
+        raise ConflictError(
+            "not_participant", f"{node_id} is not a participant of the case", "participants"
+        )
+    return Role(role)
+
+
+def check_step(case: CaseState, participants: Sequence[Participant], event: CaseEvent) -> CaseState:
+    """Return the case after ``event``, performed by ``event.actor``, or refuse it.
+
+    The one check of a case step, whichever node performs it and wherever it is checked.
+    ``participants`` are the case's; for ``open_case`` on a case not yet opened, the list
+    the step names, checked by ``check_participants``. Then: the actor is a participant;
+    ``open_case`` comes only once; and ``apply`` with the actor's role (roles, the
+    lifecycle, consent, order).
+
+    Raises what ``check_participants``, ``role_in_case`` and ``apply`` raise, and
+    ``ConflictError("illegal_transition", ..., "event")`` for a second ``open_case``.
+    """
+    opening = event.kind == EventType.OPEN_CASE
+    if opening and case.status is CaseStatus.NOT_OPENED:
+        check_participants(participants, event.actor)
+    role = role_in_case(participants, event.actor)
+    if opening and case.status is not CaseStatus.NOT_OPENED:
+        raise ConflictError(
+            "illegal_transition",
+            f"the case is already open ({case.status}); open_case comes only once",
+            "event",
+        )
+    return apply(case, event, role)
 
 
 def replay(events: Iterable[tuple[CaseEvent, Role]]) -> CaseState:

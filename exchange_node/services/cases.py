@@ -5,15 +5,19 @@ A case is the ``cases`` row (participants, encrypted personal data) plus its eve
 (``domain.repatriation.apply``) replayed over the events, so every node that holds the
 same events holds the same state.
 
-Two ways in, one rule book:
+Two ways in, one rule book: both call ``domain.repatriation.check_step`` (who takes
+part, in which role, and what the lifecycle allows), so a step refused on one path is
+refused on the other with the same code.
 
 - a local officer's step (:meth:`CaseService.open_case`, :meth:`CaseService.add_event`)
-  is applied to the table first; an illegal step raises ``ConflictError`` before anything
-  is stored or sent; an allowed one is stored, then sent to every other participant;
+  is checked first; a refused step raises the domain's ``ValidationError`` or
+  ``ConflictError`` before anything is stored or sent; an allowed one is stored, then
+  sent to every other participant;
 - a peer's step is checked by :meth:`CaseService.validate` (a receiver validator: a
-  refusal becomes REJECTED with ILLEGAL_TRANSITION / NOT_PARTICIPANT / INVALID_CONTENT in
-  the signed receipt) and stored by :meth:`CaseService.on_accepted` once the envelope is
-  durably in the inbox.
+  refusal becomes REJECTED in the signed receipt, with NOT_PARTICIPANT for
+  ``not_participant``, ILLEGAL_TRANSITION for another ``ConflictError``, INVALID_CONTENT
+  for a ``ValidationError``; the domain's code leads the detail the node logs) and
+  stored by :meth:`CaseService.on_accepted` once the envelope is durably in the inbox.
 
 Personal data and notes are encrypted at rest with the node's storage key, bound to the
 case reference (and sequence) so a blob cannot be moved to another case.
@@ -40,9 +44,12 @@ from exchange_node.domain.repatriation import (
     CaseEvent,
     CaseState,
     EventType,
+    Participant,
     Role,
     apply,
+    check_step,
     new_case_reference,
+    role_in_case,
     validate_case_reference,
 )
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
@@ -54,6 +61,8 @@ if TYPE_CHECKING:
     from exchange_node.node import Node
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
+
+__all__ = ["Case", "CaseService", "Participant", "PersonalData", "StoredEvent"]
 
 log = structlog.get_logger("exchange_node.cases")
 
@@ -84,12 +93,6 @@ def event_from_wire(value: int) -> EventType:
         raise ValidationError(
             "unknown_case_event", f"case event type {value} is not known", "type"
         ) from None
-
-
-@dataclass(frozen=True, slots=True)
-class Participant:
-    node_id: str
-    role: Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,18 @@ def check_personal(p: PersonalData) -> PersonalData:
     if p.sex and p.sex not in ("F", "M", "X"):
         raise ValidationError("invalid_sex", "sex is F, M or X (unspecified)", "personal_data.sex")
     return p
+
+
+def refusal(exc: ExchangeError) -> OpenError:
+    """The receiver's refusal of a peer's step for the domain error ``exc``: the wire
+    reason by kind of error, the domain's code first in the detail."""
+    if exc.code == "not_participant":
+        reason = Reason.NOT_PARTICIPANT
+    elif isinstance(exc, ConflictError):
+        reason = Reason.ILLEGAL_TRANSITION
+    else:
+        reason = Reason.INVALID_CONTENT
+    return OpenError(reason, f"{exc.code}: {exc.message}")
 
 
 def _check_note(note: str, field: str = "note") -> str:
@@ -275,61 +290,40 @@ class CaseService:
         """Open a case as the identifying state and send OPEN_CASE to the other participants.
 
         ``participants`` must name this node as IDENTIFYING_STATE (it is added if absent)
-        and at least one pinned peer. Returns the case and the message id per recipient.
-        Raises ``ValidationError`` (``invalid_participants``, ``unknown_peer``, personal
-        data and note errors), ``PermissionError`` naming a peer whose policy forbids
-        case events.
+        and at least one pinned peer; the list is checked by the domain's rules
+        (``check_participants``), as a receiving peer checks it. Returns the case and the
+        message id per recipient. Raises ``ValidationError`` (``invalid_participants``,
+        ``unknown_case_role``, ``unknown_peer``, personal data and note errors),
+        ``PermissionError`` naming a peer whose policy forbids case events.
         """
         node = self._node
         me = node.node_id
         people = list(participants)
         if not any(p.node_id == me for p in people):
             people.insert(0, Participant(me, Role.IDENTIFYING_STATE))
-        seen: set[str] = set()
+        now = node.now_ms()
+        event = CaseEvent(EventType.OPEN_CASE, me, now, 1)
+        state = check_step(CaseState(), people, event)
         for i, p in enumerate(people):
-            field = f"participants[{i}].node_id"
-            if p.node_id in seen:
-                raise ValidationError("invalid_participants", f"{p.node_id} is named twice", field)
-            seen.add(p.node_id)
             if p.node_id == me:
-                if p.role != Role.IDENTIFYING_STATE:
-                    raise ValidationError(
-                        "invalid_participants",
-                        "the node opening a case is the identifying state; give this node "
-                        "the role IDENTIFYING_STATE",
-                        f"participants[{i}].role",
-                    )
                 continue
-            if p.role == Role.IDENTIFYING_STATE:
-                raise ValidationError(
-                    "invalid_participants",
-                    "only the node opening the case is the identifying state",
-                    f"participants[{i}].role",
-                )
             if p.node_id not in node.keyring.peers:
                 raise ValidationError(
-                    "unknown_peer", f"{p.node_id} is not a pinned peer of this node", field
+                    "unknown_peer",
+                    f"{p.node_id} is not a pinned peer of this node",
+                    f"participants[{i}].node_id",
                 )
             if "case_event" not in node.policy(p.node_id):
                 raise PermissionError(p.node_id)
         others = [p.node_id for p in people if p.node_id != me]
-        if not others:
-            raise ValidationError(
-                "invalid_participants",
-                "name at least one other participant (the origin state's node, IOM)",
-                "participants",
-            )
         if personal is not None:
             check_personal(personal)
         _check_note(note)
-        now = node.now_ms()
         year = dt.datetime.fromtimestamp(now / 1000, dt.UTC).year
         for _ in range(5):
             ref = new_case_reference(node.config.node.country, year, secrets.token_bytes(5))
             if self.get(ref) is None:
                 break
-        event = CaseEvent(EventType.OPEN_CASE, me, now, 1)
-        state = apply(CaseState(), event, Role.IDENTIFYING_STATE)
         event_id = secrets.token_bytes(16)
         wire = notice_pb2.CaseEvent(
             event_id=event_id,
@@ -356,28 +350,22 @@ class CaseService:
         self, case_ref: str, kind: EventType, note: str, *, actor: str
     ) -> tuple[Case, dict[str, bytes]]:
         """Perform one step as this node: check it against the table, store it, send it
-        to every other participant. Raises ``NotFoundError`` (``case_not_found``),
-        ``ConflictError`` (``illegal_transition``, ``consent_required``,
-        ``role_not_permitted``) and ``PermissionError`` naming a peer whose policy forbids
-        case events; nothing is stored or sent then."""
+        to every other participant. Raises ``NotFoundError`` (``case_not_found``), the
+        domain's ``ConflictError`` (``illegal_transition``, ``consent_required``,
+        ``role_not_permitted``; ``check_step``) and ``PermissionError`` naming a peer
+        whose policy forbids case events; nothing is stored or sent then."""
         _check_note(note)
         ref = validate_case_reference(case_ref, "case_ref")
         lock = self._locks.setdefault(ref, asyncio.Lock())
         async with lock:
             case = self.require(ref)
             node = self._node
-            role = case.role_of(node.node_id)
-            if role is None:  # pragma: no cover - a stored case always names this node
-                raise ConflictError("not_participant", "this node is not in the case", "case_ref")
-            if kind == EventType.OPEN_CASE:
-                raise ConflictError(
-                    "illegal_transition",
-                    f"case {ref} is already open; open_case comes only once",
-                    "type",
-                )
             now = node.now_ms()
             seq = case.state.version + 1
-            new_state = apply(case.state, CaseEvent(kind, node.node_id, now, seq), role)
+            new_state = check_step(
+                case.state, case.participants, CaseEvent(kind, node.node_id, now, seq)
+            )
+            role = role_in_case(case.participants, node.node_id)
             others = [p.node_id for p in case.participants if p.node_id != node.node_id]
             for peer in others:
                 if peer in node.keyring.peers and "case_event" not in node.policy(peer):
@@ -404,9 +392,10 @@ class CaseService:
     # --- peers' steps -----------------------------------------------------------------------
 
     def validate(self, card: PeerCard, opened: OpenedEnvelope, kind: str) -> None:
-        """Receiver validator: refuse a peer's case event the table or the participants
-        do not allow (``OpenError`` with ILLEGAL_TRANSITION, NOT_PARTICIPANT or
-        INVALID_CONTENT). Repeats of a stored event pass (the store answers DUPLICATE)."""
+        """Receiver validator: refuse a peer's case event the domain's rules do not allow
+        (``check_step``, as for this node's own steps; see :func:`refusal` for the reason
+        and detail), or one for a case this node does not take part in. Repeats of a
+        stored event pass (the store answers DUPLICATE)."""
         if kind != "case_event":
             return
         ev = opened.body.case_event
@@ -417,49 +406,39 @@ class CaseService:
             _check_note(ev.note)
             at = int(ev.occurred_at_ms)
         except ValidationError as exc:
-            raise OpenError(Reason.INVALID_CONTENT, f"{exc.code}: {exc.message}") from None
+            raise refusal(exc) from None
         case = self._provisional.get(ref) or self.get(ref)
-        if etype == EventType.OPEN_CASE:
-            if case is not None:
-                first = case.events[0] if case.events else None
-                if first is not None and first.event_id == ev.event_id:
-                    return
-                raise OpenError(Reason.ILLEGAL_TRANSITION, f"case {ref} is already open")
-            try:
-                people = [Participant(p.node_id, _ROLE_FROM_WIRE[p.role]) for p in ev.participants]
+        event = CaseEvent(etype, sender, at, ev.sequence)
+        try:
+            if case is None:
+                if etype != EventType.OPEN_CASE:
+                    raise OpenError(
+                        Reason.ILLEGAL_TRANSITION,
+                        f"case_not_found: case {ref} has not been opened on this node",
+                    )
+                people = _participants_from_wire(ev.participants)
                 personal = (
                     check_personal(_personal_from_wire(ev.personal_data))
                     if ev.HasField("personal_data")
                     else None
                 )
-            except KeyError:
-                raise OpenError(Reason.INVALID_CONTENT, "a participant has no role") from None
-            except ValidationError as exc:
-                raise OpenError(Reason.INVALID_CONTENT, f"{exc.code}: {exc.message}") from None
-            ids = [p.node_id for p in people]
-            if len(set(ids)) != len(ids):
-                raise OpenError(Reason.INVALID_CONTENT, "a participant is named twice")
-            if self._node.node_id not in ids:
-                raise OpenError(Reason.NOT_PARTICIPANT, f"this node is not a participant of {ref}")
-            base = Case(ref, sender, tuple(people), personal, at, CaseState(), ())
-        else:
-            if case is None:
-                raise OpenError(
-                    Reason.ILLEGAL_TRANSITION, f"case {ref} has not been opened on this node"
-                )
-            base = case
-            stored = next((e for e in case.events if e.sequence == ev.sequence), None)
-            if stored is not None and stored.event_id == ev.event_id:
-                return
-        role = base.role_of(sender)
-        if role is None:
-            raise OpenError(Reason.NOT_PARTICIPANT, f"{sender} is not a participant of {ref}")
-        try:
-            state = apply(base.state, CaseEvent(etype, sender, at, ev.sequence), role)
-        except ConflictError as exc:
-            raise OpenError(Reason.ILLEGAL_TRANSITION, f"{exc.code}: {exc.message}") from None
-        except ValidationError as exc:
-            raise OpenError(Reason.INVALID_CONTENT, f"{exc.code}: {exc.message}") from None
+                state = check_step(CaseState(), people, event)
+                # Every participant's node holds the case; no other node does.
+                role_in_case(people, self._node.node_id)
+                base = Case(ref, sender, tuple(people), personal, at, CaseState(), ())
+            else:
+                if etype == EventType.OPEN_CASE:
+                    first = case.events[0] if case.events else None
+                    if first is not None and first.event_id == ev.event_id:
+                        return
+                else:
+                    stored = next((e for e in case.events if e.sequence == ev.sequence), None)
+                    if stored is not None and stored.event_id == ev.event_id:
+                        return
+                base = case
+                state = check_step(case.state, case.participants, event)
+        except ExchangeError as exc:
+            raise refusal(exc) from None
         self._provisional[ref] = Case(
             ref, base.opened_by, base.participants, base.personal, base.opened_at, state, ()
         )
@@ -495,14 +474,12 @@ class CaseService:
             if etype == EventType.OPEN_CASE:
                 if case is not None:
                     return  # a repeat
-                people = [Participant(p.node_id, _ROLE_FROM_WIRE[p.role]) for p in ev.participants]
+                people = _participants_from_wire(ev.participants)
                 personal = (
                     _personal_from_wire(ev.personal_data) if ev.HasField("personal_data") else None
                 )
-                state = apply(
-                    CaseState(),
-                    CaseEvent(etype, sender, ev.occurred_at_ms, 1),
-                    Role.IDENTIFYING_STATE,
+                state = check_step(
+                    CaseState(), people, CaseEvent(etype, sender, ev.occurred_at_ms, 1)
                 )
                 await self._store_open(
                     ref, sender, people, personal, ev.occurred_at_ms, ev.event_id, ev.note,
@@ -512,11 +489,12 @@ class CaseService:
                 return
             if case is None or any(e.sequence == ev.sequence for e in case.events):
                 return
-            role = case.role_of(sender)
-            assert role is not None
-            state = apply(
-                case.state, CaseEvent(etype, sender, ev.occurred_at_ms, ev.sequence), role
+            state = check_step(
+                case.state,
+                case.participants,
+                CaseEvent(etype, sender, ev.occurred_at_ms, ev.sequence),
             )
+            role = role_in_case(case.participants, sender)
             await self._store_event(
                 ref, ev.sequence, ev.event_id, etype, sender, role, ev.occurred_at_ms, ev.note,
                 sender, now, opened.message_id,
@@ -659,6 +637,24 @@ def _personal_dict(p: PersonalData) -> dict[str, str]:
         "languages": p.languages,
         "special_needs": p.special_needs,
     }
+
+
+def _participants_from_wire(
+    participants: Sequence[notice_pb2.CaseParticipant],
+) -> list[Participant]:
+    """Raises ``ValidationError("unknown_case_role", ..., "participants[i].role")`` for a
+    participant without a role (the wire enum unspecified or unknown)."""
+    people = []
+    for i, p in enumerate(participants):
+        role = _ROLE_FROM_WIRE.get(p.role)
+        if role is None:
+            raise ValidationError(
+                "unknown_case_role",
+                f"participant {p.node_id} has no case role (wire value {p.role})",
+                f"participants[{i}].role",
+            )
+        people.append(Participant(p.node_id, role))
+    return people
 
 
 def _personal_from_wire(p: notice_pb2.PersonalData) -> PersonalData:

@@ -1,8 +1,10 @@
 """Travel-document notices: submitting this node's, checking and indexing peers'.
 
 Submission (:meth:`NoticeService.submit`) runs every domain rule with this node's
-country as the sender's (``config.node.country``), indexes the notice and queues it
-with ``node.submit``: durable when it returns, delivered in the background.
+country as the sender's, indexes the notice and queues it with ``node.submit``: durable
+when it returns, delivered in the background. The country is the one on this node's
+own card, which is what every receiver judges the notice by (``config.node.country``
+can be edited after the card was made; the card cannot).
 
 Receipt: :meth:`NoticeService.validate` is a receiver validator; a notice that breaks a
 rule (a status notice not from the issuing state, a bad MRZ, a correction by someone
@@ -117,7 +119,7 @@ class NoticeService:
         entry = notice_from_body(
             body,
             sender_node=node.node_id,
-            sender_country=node.config.node.country,
+            sender_country=node.keys.card.country,
             issued_at_ms=now,
             now_ms=now,
             max_skew_ms=self._max_skew_ms,
