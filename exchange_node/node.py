@@ -40,15 +40,13 @@ from exchange_node.delivery.outbox import (
 )
 from exchange_node.delivery.receiver import (
     BatchRefused,
+    ContentHandler,
     EnvelopeResult,
     ReceiverContext,
-    Validator,
-    inbox_items,
-    merge_store_outcomes,
+    apply_envelopes,
     open_envelopes,
     parse_batch,
     sign_receipt,
-    validate_envelopes,
 )
 from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
 from exchange_node.errors import ExchangeError
@@ -61,7 +59,7 @@ from exchange_node.protocol.errors import OpenError, wire_reason_name
 from exchange_node.protocol.keyring import Keyring
 from exchange_node.protocol.receipts import VerifiedReceipt, outcome_name, verify_receipt
 from exchange_node.services import Services
-from exchange_node.store.records import OutboxRow
+from exchange_node.store.records import OutboxItem, OutboxRow
 from exchange_node.store.sqlite import SqliteStore, SqliteTransaction
 from exchange_node.tls import client_context, server_context, trust_peers
 
@@ -135,12 +133,10 @@ class Node:
             max_skew_ms=config.protocol.max_clock_skew_seconds * 1000,
             max_age_ms=config.protocol.retention_days * 86_400_000,
         )
-        self.validators: list[Validator] = []
-        # Run inside the receiving transaction (write what accepted envelopes index);
-        # must only write through the transaction and may be run again after a rollback.
-        self.apply_accepted: list[
-            Callable[[SqliteTransaction, Sequence[EnvelopeResult], int], None]
-        ] = []
+        # Check and apply a stored envelope's content inside the receiving transaction
+        # (delivery/receiver.py ContentHandler): the domain's rules for notices and case
+        # steps, the rows they write.
+        self.content_handlers: list[ContentHandler] = []
         # Run after the receipt is committed (wake long-pollers, apply announcements).
         self.on_accepted: list[Callable[[Sequence[EnvelopeResult]], object]] = []
         self.inbound_slots = asyncio.Semaphore(config.peer_api.max_concurrent_batches)
@@ -265,12 +261,13 @@ class Node:
         recipients: Sequence[str] | None = None,
         *,
         actor: str = "operator",
-        also: Callable[[SqliteTransaction], object] | None = None,
+        also: Callable[[SqliteTransaction, Sequence[OutboxItem]], object] | None = None,
         label: str = "notice.submit",
     ) -> list[Submitted]:
         """Seal ``body`` to each recipient (default: every peer whose policy allows its
         kind) and queue it, with its ``notice.submitted`` leaves and whatever ``also``
-        writes (the caller's index or case rows), in one transaction. Durable when it
+        writes (the caller's index or case rows; it is given the queued items, so it
+        knows the message ids), in one transaction; ``also`` raising refuses it all. Durable when it
         returns; delivery happens in the background.
 
         Raises ValueError naming an unknown peer, PermissionError naming one whose
@@ -290,9 +287,9 @@ class Node:
         events = [leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items]
 
         def work(tx: SqliteTransaction) -> list[int]:
-            if also is not None:
-                also(tx)
             ids = tx.enqueue(items)
+            if also is not None:
+                also(tx, items)
             tx.audit(events)
             return ids
 
@@ -552,34 +549,31 @@ class Node:
                 "the batch sender is not a pinned peer",
                 claimed_sender=_identifier(batch.sender),
             )
-        ctx = ReceiverContext(
-            self.keys.local, self.keyring, self.freshness, self.policy, self.validators
-        )
-        results = validate_envelopes(ctx, batch.sender, await self._open_all(ctx, batch, now))
-        items = inbox_items(results, now)
+        ctx = ReceiverContext(self.keys.local, self.keyring, self.freshness, self.policy)
+        opened = await self._open_all(ctx, batch, now)
+        card = self.keyring.require(batch.sender)
         checkpoint = self._checkpoint_note
 
         def work(tx: SqliteTransaction) -> tuple[list[EnvelopeResult], bytes]:
-            # The inbox rows, what they index, the receipt and every leaf: one commit,
-            # so ACCEPTED in the receipt means stored, indexed and audited.
-            merged = merge_store_outcomes(results, tx.accept(items) if items else [])
-            accepted = [r for r in merged if r.outcome == envelope_pb2.OUTCOME_ACCEPTED]
-            for apply in self.apply_accepted:
-                apply(tx, accepted, now)
+            # Each envelope in order: stored, checked against what the store holds now
+            # and applied (index rows, case rows, their leaves), or refused with nothing
+            # left behind; then the receipt and every leaf. One commit, so ACCEPTED in
+            # the receipt means stored, applied and audited.
+            results = apply_envelopes(tx, card, opened, self.content_handlers, now)
             receipt = sign_receipt(
                 me=self.keys.local,
                 signing_key=self.keys.local.signing_key,
                 batch=batch,
-                results=merged,
+                results=results,
                 now_ms=now,
                 checkpoint=checkpoint,
             )
             tx.store_sent_receipt(batch.sender, batch.batch_id, receipt, now)
-            tx.audit(self._receive_events(batch, merged, receipt, now))
-            return merged, receipt
+            tx.audit(self._receive_events(batch, results, receipt, now))
+            return results, receipt
 
         results, receipt = await self.store.transaction(
-            work, label="batch.receive", weight=3 * len(results) + 2
+            work, label="batch.receive", weight=3 * len(opened) + 2
         )
         accepted = [r for r in results if r.outcome == envelope_pb2.OUTCOME_ACCEPTED]
         for r in accepted:

@@ -146,3 +146,27 @@ def settlement(
         events.append(envelope_sent(now, me, peer, message_id, batch_id, outcome, reason))
     events.append(receipt_received(now, me, peer, batch_id, receipt, counts))
     return events
+
+
+def case_transition(
+    now: int, actor: str, peer: str, case_ref: str, event: str, from_status: str, to: str, seq: int
+) -> AuditEvent:
+    """A step of a repatriation case, this node's (``peer`` empty) or a peer's."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.CASE_TRANSITION,
+        actor=actor,
+        peer=peer,
+        attrs={"case": case_ref, "event": event, "from": from_status, "to": to, "seq": str(seq)},
+    )
+
+
+def case_accessed(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
+    """A read of a case by a local officer; the reference only as a keyed hash."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.CASE_ACCESSED,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={"found": "true" if found else "false"},
+    )

@@ -3,12 +3,15 @@
 Order of work for a batch from an authenticated peer:
 
 1. every envelope is opened and checked (protocol core, on crypto threads when the
-   batch is large), then against policy and, in order on the event loop, the domain
-   rules (validators); failures become REJECTED with a wire reason;
-2. the envelopes that passed are stored in ONE group commit, which de-duplicates by
-   (sender, message id): ACCEPTED only once durably stored, DUPLICATE for a repeat;
-3. the receipt is signed over the exact outcome list and kept;
-4. audit leaves are appended for each envelope and for the receipt.
+   batch is large), then against policy; failures become REJECTED with a wire reason;
+2. in ONE transaction (:func:`apply_envelopes`, then the caller), in batch order, each
+   envelope that passed is de-duplicated by (sender, message id) and stored, and its
+   content is checked against what the store holds at that moment and applied by the
+   content handlers (the domain's rules for notices and case steps, and the rows they
+   write). An envelope refused at this step is rolled back alone: nothing of it is left
+   for the next one to build on. Then the receipt, signed over the exact outcome list,
+   and the audit leaves for every envelope and for the receipt;
+3. the commit: ACCEPTED in the receipt means stored, applied and audited.
 
 Nothing a peer sends can make this raise except a store failure, in which case no
 receipt is given and the sender retries: at-least-once on the wire, exactly-once in
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from google.protobuf.message import DecodeError
@@ -35,6 +39,9 @@ from exchange_node.store.records import InboxItem
 from exchange_node.store.records import Outcome as StoreOutcome
 
 from .outbox import POLICY_KINDS
+
+if TYPE_CHECKING:
+    from exchange_node.store.sqlite import SqliteTransaction
 
 log = structlog.get_logger("exchange_node.receiver")
 
@@ -64,8 +71,12 @@ class EnvelopeResult:
     opened: OpenedEnvelope | None
 
 
-Validator = Callable[[PeerCard, OpenedEnvelope, str], None]
-"""A domain check on a verified envelope: raise OpenError(reason) to reject it."""
+ContentHandler = Callable[["SqliteTransaction", PeerCard, OpenedEnvelope, str, int], None]
+"""Checks a stored envelope's content against the store as the receiving transaction
+sees it and writes what it implies, through that transaction: ``(tx, sender's card,
+opened, kind, now)``. Raises ``OpenError(reason)`` to reject it (its writes, and the
+envelope's inbox row, are then rolled back). Must change nothing outside ``tx``: the
+transaction may be run again."""
 
 
 def body_kind(opened: OpenedEnvelope) -> str:
@@ -78,7 +89,6 @@ class ReceiverContext:
     keyring: Keyring
     freshness: Freshness
     policy: Callable[[str], Sequence[str]]
-    validators: list[Validator]
 
 
 def parse_batch(data: bytes, peer_id: str | None) -> envelope_pb2.Batch:
@@ -137,23 +147,51 @@ def open_envelopes(
     return results
 
 
-def validate_envelopes(
-    ctx: ReceiverContext, sender: str, results: list[EnvelopeResult]
+def apply_envelopes(
+    tx: SqliteTransaction,
+    card: PeerCard,
+    results: Sequence[EnvelopeResult],
+    handlers: Sequence[ContentHandler],
+    received_at: int,
 ) -> list[EnvelopeResult]:
-    """Phase two, on the event loop and in batch order: the domain validators (they
-    may read the store, and a case event may depend on the one before it)."""
-    if not ctx.validators:
-        return results
-    card = ctx.keyring.require(sender)
+    """Phase two, inside the receiving transaction, in batch order: store each opened
+    envelope (ACCEPTED, DUPLICATE, or REJECTED ``message_id_reused``) and, when it is
+    new, let the handlers check and apply its content; a handler's refusal rolls the
+    envelope back alone and makes it REJECTED. The outcomes, in batch order."""
     out = []
     for r in results:
-        if r.opened is not None:
-            try:
-                for validate in ctx.validators:
-                    validate(card, r.opened, r.kind)
-            except OpenError as exc:
-                r = _rejected(sender, r.index, r.envelope_hash, r.message_id, exc)
-        out.append(r)
+        if r.opened is None:
+            out.append(r)
+            continue
+        try:
+            with tx.savepoint():
+                [stored] = tx.accept([_inbox_item(r, received_at)])
+                if stored.outcome is StoreOutcome.ACCEPTED:
+                    for handle in handlers:
+                        handle(tx, card, r.opened, r.kind, received_at)
+        except OpenError as exc:
+            out.append(_rejected(card.node_id, r.index, r.envelope_hash, r.message_id, exc))
+            continue
+        if stored.outcome is StoreOutcome.REJECTED:
+            log.warning(
+                "envelope.rejected",
+                peer=card.node_id,
+                message_id=r.message_id.hex(),
+                reason=stored.reason,
+                detail="the message id was already used for another envelope",
+            )
+        reason = Reason(stored.reason) if stored.outcome is StoreOutcome.REJECTED else None
+        out.append(
+            EnvelopeResult(
+                r.index,
+                r.envelope_hash,
+                r.message_id,
+                _STORE_TO_WIRE[stored.outcome],
+                reason,
+                r.kind,
+                r.opened,
+            )
+        )
     return out
 
 
@@ -177,21 +215,17 @@ def _message_id_of(data: bytes) -> bytes:
         return b""
 
 
-def inbox_items(results: Sequence[EnvelopeResult], received_at: int) -> list[InboxItem]:
-    return [
-        InboxItem(
-            sender=r.opened.sender,
-            message_id=r.message_id,
-            envelope_hash=r.envelope_hash,
-            kind=r.kind,
-            header=r.opened.header_bytes,
-            body=r.opened.body_bytes,
-            signature=r.opened.signature,
-            received_at=received_at,
-        )
-        for r in results
-        if r.opened is not None
-    ]
+def _inbox_item(r: EnvelopeResult, received_at: int) -> InboxItem:
+    return InboxItem(
+        sender=r.opened.sender,
+        message_id=r.message_id,
+        envelope_hash=r.envelope_hash,
+        kind=r.kind,
+        header=r.opened.header_bytes,
+        body=r.opened.body_bytes,
+        signature=r.opened.signature,
+        received_at=received_at,
+    )
 
 
 _STORE_TO_WIRE = {
@@ -199,30 +233,6 @@ _STORE_TO_WIRE = {
     StoreOutcome.DUPLICATE: envelope_pb2.OUTCOME_DUPLICATE,
     StoreOutcome.REJECTED: envelope_pb2.OUTCOME_REJECTED,
 }
-
-
-def merge_store_outcomes(results: list[EnvelopeResult], store_outcomes) -> list[EnvelopeResult]:
-    """Replace the provisional outcome of each verified envelope by the store's."""
-    it = iter(store_outcomes)
-    merged = []
-    for r in results:
-        if r.opened is None:
-            merged.append(r)
-            continue
-        so = next(it)
-        reason = Reason(so.reason) if so.outcome is StoreOutcome.REJECTED and so.reason else None
-        merged.append(
-            EnvelopeResult(
-                r.index,
-                r.envelope_hash,
-                r.message_id,
-                _STORE_TO_WIRE[so.outcome],
-                reason,
-                r.kind,
-                r.opened,
-            )
-        )
-    return merged
 
 
 def sign_receipt(

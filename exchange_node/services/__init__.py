@@ -1,7 +1,7 @@
 """Services behind the local API: the document index, notices and repatriation cases.
 
 :class:`Services` is built once by the node (``Node.__init__``); it registers the
-receive-side validators and ``on_accepted`` hooks, and holds the per-node key that
+receive-side content handlers and ``on_accepted`` hooks, and holds the per-node key that
 hashes looked-up documents for the audit log.
 """
 
@@ -42,9 +42,8 @@ class Services:
         self.notices = NoticeService(node, self.index)
         self.cases = CaseService(node)
         self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
-        node.validators.extend([self.notices.validate, self.cases.validate])
-        node.apply_accepted.append(self.notices.apply_accepted)
-        node.on_accepted.extend([self.notices.on_accepted, self.cases.on_accepted])
+        node.content_handlers.extend([self.notices.apply, self.cases.apply])
+        node.on_accepted.append(self.notices.on_accepted)
 
     def subject_hash(self, issuing_state: str, number: str) -> str:
         """Keyed hash of a document for ``document.lookup`` leaves (type left out, so an

@@ -11,13 +11,14 @@ refused on the other with the same code.
 
 - a local officer's step (:meth:`CaseService.open_case`, :meth:`CaseService.add_event`)
   is checked first; a refused step raises the domain's ``ValidationError`` or
-  ``ConflictError`` before anything is stored or sent; an allowed one is stored, then
-  sent to every other participant;
-- a peer's step is checked by :meth:`CaseService.validate` (a receiver validator: a
-  refusal becomes REJECTED in the signed receipt, with NOT_PARTICIPANT for
-  ``not_participant``, ILLEGAL_TRANSITION for another ``ConflictError``, INVALID_CONTENT
-  for a ``ValidationError``; the domain's code leads the detail the node logs) and
-  stored by :meth:`CaseService.on_accepted` once the envelope is durably in the inbox.
+  ``ConflictError`` before anything is stored or sent; an allowed one is stored with
+  the message ids it goes out under, its leaf, and the envelopes queued to every other
+  participant, in one transaction (checked again there against the case as stored);
+- a peer's step is checked and stored by :meth:`CaseService.apply`, a content handler of
+  the receiving transaction: a refusal becomes REJECTED in the signed receipt, with
+  NOT_PARTICIPANT for ``not_participant``, ILLEGAL_TRANSITION for another
+  ``ConflictError``, INVALID_CONTENT for a ``ValidationError`` (the domain's code leads
+  the detail the node logs), and leaves nothing behind for the next step.
 
 Personal data and notes are encrypted at rest with the node's storage key, bound to the
 case reference (and sequence) so a blob cannot be moved to another case.
@@ -25,12 +26,10 @@ case reference (and sequence) so a blob cannot be moved to another case.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import re
 import secrets
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from exchange_node.at_rest import AtRest
-from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.audit import leaves
 from exchange_node.domain.icao import validate_state_code
 from exchange_node.domain.repatriation import (
     CaseEvent,
@@ -55,12 +54,13 @@ from exchange_node.domain.repatriation import (
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.protocol.errors import OpenError, Reason
+from exchange_node.store.records import CaseEventRow, CaseRow, OutboxItem
 
 if TYPE_CHECKING:
-    from exchange_node.delivery.receiver import EnvelopeResult
     from exchange_node.node import Node
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
+    from exchange_node.store.sqlite import SqliteTransaction
 
 __all__ = ["Case", "CaseService", "Participant", "PersonalData", "StoredEvent"]
 
@@ -194,57 +194,58 @@ class CaseService:
         self._node = node
         self._store = node.store
         self._at_rest: AtRest = node.at_rest
-        self._locks: dict[str, asyncio.Lock] = {}
-        # Steps from peers checked by validate() but not yet stored by on_accepted():
-        # a batch may carry several steps of one case, each checked against the last.
-        self._provisional: dict[str, Case] = {}
 
     # --- reading ---------------------------------------------------------------------------
 
     def get(self, case_ref: str) -> Case | None:
-        rows = self._store._read(
-            "SELECT case_ref, opened_by, participants, personal, opened_at FROM cases "
-            "WHERE case_ref = ?",
-            (case_ref,),
-        )
-        if not rows:
+        """The case as stored, its notes and personal data decrypted; None if unknown."""
+        row = self._store.case(case_ref)
+        if row is None:
             return None
-        ref, opened_by, participants_json, personal_blob, opened_at = rows[0]
+        return self._case(row, self._store.case_events(case_ref), decrypt=True)
+
+    def _get_in(self, tx: SqliteTransaction, case_ref: str) -> Case | None:
+        """The case as the transaction sees it, for checking a step (nothing decrypted)."""
+        row = tx.case(case_ref)
+        return self._case(row, tx.case_events(case_ref), decrypt=False) if row else None
+
+    def _case(self, row: CaseRow, rows: Sequence[CaseEventRow], *, decrypt: bool) -> Case:
+        ref = row.case_ref
         participants = tuple(
-            Participant(p["node_id"], Role(p["role"])) for p in json.loads(participants_json)
+            Participant(p["node_id"], Role(p["role"])) for p in json.loads(row.participants)
         )
         personal = None
-        if personal_blob is not None:
-            data = json.loads(self._at_rest.decrypt(personal_blob, _personal_context(ref)))
+        if decrypt and row.personal is not None:
+            data = json.loads(self._at_rest.decrypt(row.personal, _personal_context(ref)))
             personal = PersonalData(**data)
-        events = tuple(
-            StoredEvent(
-                sequence=r[0],
-                event_id=r[1],
-                kind=EventType(r[2]),
-                actor=r[3],
-                actor_role=Role(r[4]),
-                at_ms=r[5],
-                note=self._at_rest.decrypt(r[6], _note_context(ref, r[0])).decode()
-                if r[6] is not None
-                else "",
-                performed_by=r[7],
-                message_ids={k: v for k, v in json.loads(r[8]).items() if k != "_received"},
-                recorded_at=r[9],
-                received_message_id=json.loads(r[8]).get("_received"),
+        events = []
+        for r in rows:
+            ids = json.loads(r.message_ids)
+            note = ""
+            if decrypt and r.note is not None:
+                note = self._at_rest.decrypt(r.note, _note_context(ref, r.sequence)).decode()
+            events.append(
+                StoredEvent(
+                    sequence=r.sequence,
+                    event_id=r.event_id,
+                    kind=EventType(r.kind),
+                    actor=r.actor,
+                    actor_role=Role(r.actor_role),
+                    at_ms=r.at_ms,
+                    note=note,
+                    performed_by=r.performed_by,
+                    message_ids={k: v for k, v in ids.items() if k != "_received"},
+                    recorded_at=r.recorded_at,
+                    received_message_id=ids.get("_received"),
+                )
             )
-            for r in self._store._read(
-                "SELECT sequence, event_id, kind, actor, actor_role, at_ms, note, performed_by, "
-                "message_ids, recorded_at FROM case_events WHERE case_ref = ? ORDER BY sequence",
-                (ref,),
-            )
-        )
         state = CaseState()
         for e in events:
             state = apply(state, CaseEvent(e.kind, e.actor, e.at_ms, e.sequence), e.actor_role)
-        return Case(ref, opened_by, participants, personal, opened_at, state, events)
+        return Case(ref, row.opened_by, participants, personal, row.opened_at, state, tuple(events))
 
     def require(self, case_ref: str) -> Case:
+        """:meth:`get`, or ``NotFoundError(case_not_found)``."""
         ref = validate_case_reference(case_ref, "case_ref")
         case = self.get(ref)
         if case is None:
@@ -263,13 +264,7 @@ class CaseService:
         ref = validate_case_reference(case_ref, "case_ref")
         case = self.get(ref)
         await self._node.record_audit(
-            AuditEvent(
-                time=self._node.now_ms(),
-                kind=LeafKind.CASE_ACCESSED,
-                actor=actor,
-                subject_hash=subject_hash(ref),
-                attrs={"found": "true" if case is not None else "false"},
-            )
+            leaves.case_accessed(self._node.now_ms(), actor, subject_hash(ref), case is not None)
         )
         if case is None:
             raise NotFoundError(
@@ -339,12 +334,26 @@ class CaseService:
         )
         if personal is not None:
             wire.personal_data.CopyFrom(notice_pb2.PersonalData(**_personal_dict(personal)))
-        await self._store_open(ref, me, people, personal, now, event_id, note, actor, now)
-        submitted = await node.submit(notice_pb2.Body(case_event=wire), others, actor=actor)
-        ids = {s.peer_id: s.message_id for s in submitted}
-        await self._set_message_ids(ref, 1, ids)
-        await self._audit(ref, EventType.OPEN_CASE, actor, "", CaseState().status, state, 1, now)
-        return self.require(ref), ids
+        case_row = self._case_row(ref, me, people, personal, now)
+        leaf = leaves.case_transition(
+            now, actor, "", ref, str(EventType.OPEN_CASE), str(CaseState().status),
+            str(state.status), 1,
+        )  # fmt: skip
+
+        def store(tx: SqliteTransaction, items: Sequence[OutboxItem]) -> None:
+            # The case, its first event with the message ids it went out under, and its
+            # leaf: in the transaction that queues the envelopes.
+            first = self._event_row(
+                ref, 1, event_id, EventType.OPEN_CASE, me, Role.IDENTIFYING_STATE, now, note,
+                actor, now, sent=items,
+            )  # fmt: skip
+            tx.insert_case(case_row, first)
+            tx.audit([leaf])
+
+        submitted = await node.submit(
+            notice_pb2.Body(case_event=wire), others, actor=actor, also=store, label="case.open"
+        )
+        return self.require(ref), {s.peer_id: s.message_id for s in submitted}
 
     async def add_event(
         self, case_ref: str, kind: EventType, note: str, *, actor: str
@@ -356,46 +365,62 @@ class CaseService:
         whose policy forbids case events; nothing is stored or sent then."""
         _check_note(note)
         ref = validate_case_reference(case_ref, "case_ref")
-        lock = self._locks.setdefault(ref, asyncio.Lock())
-        async with lock:
-            case = self.require(ref)
-            node = self._node
-            now = node.now_ms()
-            seq = case.state.version + 1
-            new_state = check_step(
-                case.state, case.participants, CaseEvent(kind, node.node_id, now, seq)
-            )
-            role = role_in_case(case.participants, node.node_id)
-            others = [p.node_id for p in case.participants if p.node_id != node.node_id]
-            for peer in others:
-                if peer in node.keyring.peers and "case_event" not in node.policy(peer):
-                    raise PermissionError(peer)
-            event_id = secrets.token_bytes(16)
-            await self._store_event(
-                ref, seq, event_id, kind, node.node_id, role, now, note, actor, now
-            )
-            wire = notice_pb2.CaseEvent(
-                event_id=event_id,
-                case_ref=ref,
-                type=event_to_wire(kind),
-                sequence=seq,
-                occurred_at_ms=now,
-                note=note,
-            )
-            reachable = [p for p in others if p in node.keyring.peers]
-            submitted = await node.submit(notice_pb2.Body(case_event=wire), reachable, actor=actor)
-            ids = {s.peer_id: s.message_id for s in submitted}
-            await self._set_message_ids(ref, seq, ids)
-            await self._audit(ref, kind, actor, "", case.state.status, new_state, seq, now)
-            return self.require(ref), ids
+        case = self.require(ref)
+        node = self._node
+        me = node.node_id
+        now = node.now_ms()
+        seq = case.state.version + 1
+        event = CaseEvent(kind, me, now, seq)
+        # Checked here to refuse before sealing, and again in the transaction against
+        # the case as it is then: a step recorded meanwhile makes this one refused.
+        check_step(case.state, case.participants, event)
+        role = role_in_case(case.participants, me)
+        others = [p.node_id for p in case.participants if p.node_id != me]
+        for peer in others:
+            if peer in node.keyring.peers and "case_event" not in node.policy(peer):
+                raise PermissionError(peer)
+        event_id = secrets.token_bytes(16)
+        wire = notice_pb2.CaseEvent(
+            event_id=event_id,
+            case_ref=ref,
+            type=event_to_wire(kind),
+            sequence=seq,
+            occurred_at_ms=now,
+            note=note,
+        )
+
+        def store(tx: SqliteTransaction, items: Sequence[OutboxItem]) -> None:
+            current = self._get_in(tx, ref)
+            if current is None or current.state.version != seq - 1:
+                raise _case_changed(ref)
+            new_state = check_step(current.state, current.participants, event)
+            tx.insert_case_event(
+                self._event_row(ref, seq, event_id, kind, me, role, now, note, actor, now,
+                                sent=items)
+            )  # fmt: skip
+            tx.audit([
+                leaves.case_transition(now, actor, "", ref, str(kind),
+                                       str(current.state.status), str(new_state.status), seq)
+            ])  # fmt: skip
+
+        reachable = [p for p in others if p in node.keyring.peers]
+        submitted = await node.submit(
+            notice_pb2.Body(case_event=wire), reachable, actor=actor, also=store,
+            label="case.event",
+        )  # fmt: skip
+        return self.require(ref), {s.peer_id: s.message_id for s in submitted}
 
     # --- peers' steps -----------------------------------------------------------------------
 
-    def validate(self, card: PeerCard, opened: OpenedEnvelope, kind: str) -> None:
-        """Receiver validator: refuse a peer's case event the domain's rules do not allow
-        (``check_step``, as for this node's own steps; see :func:`refusal` for the reason
-        and detail), or one for a case this node does not take part in. Repeats of a
-        stored event pass (the store answers DUPLICATE)."""
+    def apply(
+        self, tx: SqliteTransaction, card: PeerCard, opened: OpenedEnvelope, kind: str, now: int
+    ) -> None:
+        """Content handler of the receiving transaction: check a peer's case step against
+        the case as the transaction sees it (``check_step``, as for this node's own
+        steps; see :func:`refusal` for the reason and detail) and store it with its
+        leaf. A repeat of a stored event (same event id) is accepted and changes nothing.
+        A refusal raises ``OpenError``; the transaction then keeps nothing of the step,
+        so the next step of the batch is checked against what is truly stored."""
         if kind != "case_event":
             return
         ev = opened.body.case_event
@@ -407,7 +432,7 @@ class CaseService:
             at = int(ev.occurred_at_ms)
         except ValidationError as exc:
             raise refusal(exc) from None
-        case = self._provisional.get(ref) or self.get(ref)
+        case = self._get_in(tx, ref)
         event = CaseEvent(etype, sender, at, ev.sequence)
         try:
             if case is None:
@@ -425,99 +450,40 @@ class CaseService:
                 state = check_step(CaseState(), people, event)
                 # Every participant's node holds the case; no other node does.
                 role_in_case(people, self._node.node_id)
-                base = Case(ref, sender, tuple(people), personal, at, CaseState(), ())
+                tx.insert_case(
+                    self._case_row(ref, sender, people, personal, at),
+                    self._event_row(ref, 1, ev.event_id, etype, sender, Role.IDENTIFYING_STATE,
+                                    at, ev.note, sender, now, received=opened.message_id),
+                )  # fmt: skip
+                from_status = CaseState().status
             else:
-                if etype == EventType.OPEN_CASE:
-                    first = case.events[0] if case.events else None
-                    if first is not None and first.event_id == ev.event_id:
-                        return
-                else:
-                    stored = next((e for e in case.events if e.sequence == ev.sequence), None)
-                    if stored is not None and stored.event_id == ev.event_id:
-                        return
-                base = case
+                stored = next((e for e in case.events if e.sequence == ev.sequence), None)
+                if stored is not None and stored.event_id == ev.event_id:
+                    return  # a repeat of a step already stored
                 state = check_step(case.state, case.participants, event)
+                role = role_in_case(case.participants, sender)
+                tx.insert_case_event(
+                    self._event_row(ref, ev.sequence, ev.event_id, etype, sender, role, at,
+                                    ev.note, sender, now, received=opened.message_id)
+                )  # fmt: skip
+                from_status = case.state.status
         except ExchangeError as exc:
             raise refusal(exc) from None
-        self._provisional[ref] = Case(
-            ref, base.opened_by, base.participants, base.personal, base.opened_at, state, ()
-        )
+        tx.audit([
+            leaves.case_transition(now, sender, sender, ref, str(etype), str(from_status),
+                                   str(state.status), ev.sequence or 1)
+        ])  # fmt: skip
 
-    async def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
-        """Store the case events among envelopes now durably accepted."""
-        try:
-            for r in results:
-                if r.kind != "case_event" or r.opened is None:
-                    continue
-                try:
-                    await self._accept_event(r.opened)
-                except (ExchangeError, sqlite3.Error) as exc:
-                    # The validator passed it moments ago; only a race can get here.
-                    log.error(
-                        "case.store_failed",
-                        peer=r.opened.sender,
-                        message_id=r.message_id.hex(),
-                        error=str(exc),
-                    )
-        finally:
-            self._provisional.clear()
+    # --- rows ------------------------------------------------------------------------------
 
-    async def _accept_event(self, opened: OpenedEnvelope) -> None:
-        ev = opened.body.case_event
-        sender = opened.sender
-        ref = validate_case_reference(ev.case_ref)
-        etype = event_from_wire(ev.type)
-        now = self._node.now_ms()
-        lock = self._locks.setdefault(ref, asyncio.Lock())
-        async with lock:
-            case = self.get(ref)
-            if etype == EventType.OPEN_CASE:
-                if case is not None:
-                    return  # a repeat
-                people = _participants_from_wire(ev.participants)
-                personal = (
-                    _personal_from_wire(ev.personal_data) if ev.HasField("personal_data") else None
-                )
-                state = check_step(
-                    CaseState(), people, CaseEvent(etype, sender, ev.occurred_at_ms, 1)
-                )
-                await self._store_open(
-                    ref, sender, people, personal, ev.occurred_at_ms, ev.event_id, ev.note,
-                    sender, now, opened.message_id,
-                )  # fmt: skip
-                await self._audit(ref, etype, sender, sender, CaseState().status, state, 1, now)
-                return
-            if case is None or any(e.sequence == ev.sequence for e in case.events):
-                return
-            state = check_step(
-                case.state,
-                case.participants,
-                CaseEvent(etype, sender, ev.occurred_at_ms, ev.sequence),
-            )
-            role = role_in_case(case.participants, sender)
-            await self._store_event(
-                ref, ev.sequence, ev.event_id, etype, sender, role, ev.occurred_at_ms, ev.note,
-                sender, now, opened.message_id,
-            )  # fmt: skip
-            await self._audit(
-                ref, etype, sender, sender, case.state.status, state, ev.sequence, now
-            )
-
-    # --- storage ----------------------------------------------------------------------------
-
-    async def _store_open(
+    def _case_row(
         self,
         ref: str,
         opened_by: str,
         people: Sequence[Participant],
         personal: PersonalData | None,
         opened_at: int,
-        event_id: bytes,
-        note: str,
-        performed_by: str,
-        now: int,
-        received_message_id: bytes | None = None,
-    ) -> None:
+    ) -> CaseRow:
         participants = json.dumps([{"node_id": p.node_id, "role": str(p.role)} for p in people])
         blob = (
             self._at_rest.encrypt(
@@ -526,22 +492,9 @@ class CaseService:
             if personal is not None
             else None
         )
-        event_row = self._event_row(
-            ref, 1, event_id, EventType.OPEN_CASE, opened_by, Role.IDENTIFYING_STATE,
-            opened_at, note, performed_by, now, received_message_id,
-        )  # fmt: skip
+        return CaseRow(ref, opened_by, participants, blob, opened_at)
 
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO cases (case_ref, opened_by, participants, personal, opened_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (ref, opened_by, participants, blob, opened_at),
-            )
-            conn.execute(_INSERT_EVENT, event_row)
-
-        await self._store._write(job)
-
-    async def _store_event(
+    def _event_row(
         self,
         ref: str,
         seq: int,
@@ -553,71 +506,28 @@ class CaseService:
         note: str,
         performed_by: str,
         now: int,
-        received_message_id: bytes | None = None,
-    ) -> None:
-        row = self._event_row(
-            ref, seq, event_id, kind, actor, role, at_ms, note, performed_by, now,
-            received_message_id,
-        )  # fmt: skip
-
-        def job(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(_INSERT_EVENT, row)
-            except sqlite3.IntegrityError:
-                raise ConflictError(
-                    "case_changed",
-                    f"another step was recorded on case {ref} at the same moment; read the "
-                    "case again and retry",
-                    "case_ref",
-                ) from None
-
-        await self._store._write(job)
-
-    def _event_row(
-        self, ref, seq, event_id, kind, actor, role, at_ms, note, performed_by, now, received
-    ) -> tuple:
+        *,
+        sent: Sequence[OutboxItem] = (),
+        received: bytes | None = None,
+    ) -> CaseEventRow:
         blob = self._at_rest.encrypt(note.encode(), _note_context(ref, seq)) if note else None
-        ids = {"_received": received.hex()} if received else {}
-        return (
+        if received:
+            ids = {"_received": received.hex()}
+        else:
+            ids = {i.peer_id: i.message_id.hex() for i in sorted(sent, key=lambda i: i.peer_id)}
+        return CaseEventRow(
             ref, seq, event_id, str(kind), actor, str(role), at_ms, blob, performed_by,
             json.dumps(ids), now,
         )  # fmt: skip
 
-    async def _set_message_ids(self, ref: str, seq: int, ids: dict[str, bytes]) -> None:
-        text = json.dumps({peer: mid.hex() for peer, mid in sorted(ids.items())})
 
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE case_events SET message_ids = ? WHERE case_ref = ? AND sequence = ?",
-                (text, ref, seq),
-            )
-
-        await self._store._write(job)
-
-    async def _audit(
-        self, ref, kind: EventType, actor: str, peer: str, from_status, state: CaseState, seq, now
-    ) -> None:
-        await self._node.record_audit(
-            AuditEvent(
-                time=now,
-                kind=LeafKind.CASE_TRANSITION,
-                actor=actor,
-                peer=peer,
-                attrs={
-                    "case": ref,
-                    "event": str(kind),
-                    "from": str(from_status),
-                    "to": str(state.status),
-                    "seq": str(seq),
-                },
-            )
-        )
-
-
-_INSERT_EVENT = (
-    "INSERT INTO case_events (case_ref, sequence, event_id, kind, actor, actor_role, at_ms, "
-    "note, performed_by, message_ids, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+def _case_changed(ref: str) -> ConflictError:
+    return ConflictError(
+        "case_changed",
+        f"another step was recorded on case {ref} at the same moment; read the case again "
+        "and retry",
+        "case_ref",
+    )
 
 
 def _personal_context(ref: str) -> bytes:

@@ -6,10 +6,11 @@ when it returns, delivered in the background. The country is the one on this nod
 own card, which is what every receiver judges the notice by (``config.node.country``
 can be edited after the card was made; the card cannot).
 
-Receipt: :meth:`NoticeService.validate` is a receiver validator; a notice that breaks a
-rule (a status notice not from the issuing state, a bad MRZ, a correction by someone
-else...) is REJECTED with INVALID_CONTENT in the signed receipt. Accepted notices are
-indexed by :meth:`NoticeService.on_accepted`, which also wakes the inbox long-pollers.
+Receipt: :meth:`NoticeService.apply` is a content handler of the receiving transaction;
+a notice that breaks a rule (a status notice not from the issuing state, a bad MRZ, a
+correction by someone else...) is REJECTED with INVALID_CONTENT in the signed receipt,
+an accepted one is indexed in the same transaction that stores it.
+:meth:`NoticeService.on_accepted` wakes the inbox long-pollers after the commit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from exchange_node.services.documents import (
     DocumentIndex,
     IndexedNotice,
     body_for,
+    from_row,
     notice_from_body,
     to_row,
 )
@@ -44,8 +46,6 @@ if TYPE_CHECKING:
     from exchange_node.store.sqlite import SqliteTransaction
 
 log = structlog.get_logger("exchange_node.notices")
-
-_PENDING_LIMIT = 10_000
 
 
 class InboxSignal:
@@ -85,17 +85,10 @@ class NoticeService:
         self._node = node
         self.index = index
         self.inbox_signal = InboxSignal()
-        # Notices checked by validate() and not yet indexed, by (sender, message id); a
-        # correction may arrive in the same batch as the notice it corrects.
-        self._pending: dict[tuple[str, bytes], IndexedNotice] = {}
-        self._pending_ids: dict[str, IndexedNotice] = {}
 
     @property
     def _max_skew_ms(self) -> int:
         return self._node.freshness.max_skew_ms
-
-    def _find(self, notice_id: str) -> IndexedNotice | None:
-        return self._pending_ids.get(notice_id) or self.index.get(notice_id)
 
     def check(
         self, draft: NoticeDraft, notice_id: bytes, now: int
@@ -146,64 +139,44 @@ class NoticeService:
         # Indexed in the same transaction that queues it: a notice lookups show is a
         # notice that is sent, and the other way round.
         submitted = await node.submit(
-            body, recipients, actor=actor, also=lambda tx: tx.index_notices([row], now)
+            body, recipients, actor=actor, also=lambda tx, _: tx.index_notices([row], now)
         )
         return entry, submitted
 
     # --- receiving -------------------------------------------------------------------------
 
-    def validate(self, card: PeerCard, opened: OpenedEnvelope, kind: str) -> None:
+    def apply(
+        self, tx: SqliteTransaction, card: PeerCard, opened: OpenedEnvelope, kind: str, now: int
+    ) -> None:
+        """Content handler of the receiving transaction: check a peer's notice against
+        the index as this transaction sees it (so a correction may follow the notice it
+        corrects in the same batch) and index it. A notice that breaks a rule (a status
+        notice not from the issuing state, a bad MRZ, a correction by someone else...)
+        raises ``OpenError(INVALID_CONTENT)`` with the domain's code first."""
         if kind not in DOCUMENT_KINDS:
             return
+
+        def find(notice_id: str) -> IndexedNotice | None:
+            row = tx.notice(notice_id)
+            return from_row(row) if row is not None else None
+
         try:
             entry = notice_from_body(
                 opened.body,
                 sender_node=card.node_id,
                 sender_country=card.country,
                 issued_at_ms=opened.header.created_at_ms,
-                now_ms=self._node.now_ms(),
+                now_ms=now,
                 max_skew_ms=self._max_skew_ms,
-                find=self._find,
-                superseded_by=self.index.superseded_by,
+                find=find,
+                superseded_by=tx.notice_superseded_by,
                 message_id=opened.message_id,
             )
         except ExchangeError as exc:
-            existing = self.index.get(_notice_id_of(opened.body))
-            if existing is not None and existing.message_id == opened.message_id:
-                return  # a repeat of a notice already indexed: the store says DUPLICATE
             raise OpenError(Reason.INVALID_CONTENT, f"{exc.code}: {exc.message}") from None
-        if len(self._pending) > _PENDING_LIMIT:
-            self._pending.clear()
-            self._pending_ids.clear()
-        self._pending[(card.node_id, opened.message_id)] = entry
-        self._pending_ids[entry.notice.notice_id] = entry
-
-    def apply_accepted(
-        self, tx: SqliteTransaction, results: Sequence[EnvelopeResult], now: int
-    ) -> None:
-        """Index the accepted notices inside the receiving transaction. Reads the checked
-        entries without consuming them: the transaction may be run again."""
-        rows = [
-            to_row(entry)
-            for r in results
-            if r.kind in DOCUMENT_KINDS and r.opened is not None
-            if (entry := self._pending.get((r.opened.sender, r.message_id))) is not None
-        ]
-        tx.index_notices(rows, now)
+        tx.index_notices([to_row(entry)], now)
 
     def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
-        """After the commit: forget the checked entries, wake the inbox long-pollers."""
-        for r in results:
-            if r.kind not in DOCUMENT_KINDS or r.opened is None:
-                continue
-            entry = self._pending.pop((r.opened.sender, r.message_id), None)
-            if entry is not None:
-                self._pending_ids.pop(entry.notice.notice_id, None)
+        """After the commit: wake the inbox long-pollers."""
         if results:
             self.inbox_signal.notify()
-
-
-def _notice_id_of(body: notice_pb2.Body) -> str:
-    which = body.WhichOneof("content")
-    inner = getattr(body, which) if which else None
-    return inner.notice_id.hex() if inner is not None and hasattr(inner, "notice_id") else ""

@@ -299,3 +299,34 @@ class NoticeRow:
     remarks: str
     reason: str
     message_id: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """A repatriation case as stored: ``participants`` is JSON (node id and role each),
+    ``personal`` the at-rest ciphertext of the personal data (None if none was given)."""
+
+    case_ref: str
+    opened_by: str
+    participants: str
+    personal: bytes | None
+    opened_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEventRow:
+    """One step of a case as stored: ``note`` is at-rest ciphertext (None if empty);
+    ``message_ids`` JSON (recipient -> message id hex for own steps, ``_received`` for a
+    peer's)."""
+
+    case_ref: str
+    sequence: int
+    event_id: bytes
+    kind: str
+    actor: str
+    actor_role: str
+    at_ms: int
+    note: bytes | None
+    performed_by: str
+    message_ids: str
+    recorded_at: int

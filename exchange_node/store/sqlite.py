@@ -17,7 +17,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from functools import partial
 from operator import attrgetter
@@ -31,6 +32,8 @@ from exchange_node.store.records import (
     ENVELOPE_HASH_LEN,
     MESSAGE_ID_LEN,
     TOKEN_ROLES,
+    CaseEventRow,
+    CaseRow,
     DeliveryRow,
     InboxItem,
     InboxOutcome,
@@ -143,6 +146,54 @@ class SqliteTransaction:
 
     def notice_superseded_by(self, notice_id: str) -> str | None:
         return _superseded_by(self._conn, notice_id)
+
+    def case(self, case_ref: str) -> CaseRow | None:
+        rows = _rows(self._conn, _CASE_SELECT, (case_ref,))
+        return CaseRow(*rows[0]) if rows else None
+
+    def case_events(self, case_ref: str) -> list[CaseEventRow]:
+        return [CaseEventRow(*r) for r in _rows(self._conn, _CASE_EVENTS_SELECT, (case_ref,))]
+
+    def insert_case(self, case: CaseRow, first_event: CaseEventRow) -> None:
+        """A new case with its opening event. ``ConflictError(case_exists)`` if known."""
+        try:
+            self._conn.execute(
+                "INSERT INTO cases (case_ref, opened_by, participants, personal, opened_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (case.case_ref, case.opened_by, case.participants, case.personal, case.opened_at),
+            )
+        except sqlite3.IntegrityError:
+            raise ConflictError(
+                "case_exists", f"case {case.case_ref} is already known", "case_ref"
+            ) from None
+        self.insert_case_event(first_event)
+
+    def insert_case_event(self, event: CaseEventRow) -> None:
+        """The next step of a case. ``ConflictError(case_changed)`` if its sequence is
+        taken (another step was recorded first)."""
+        try:
+            self._conn.execute(_CASE_EVENT_INSERT, _case_event_values(event))
+        except sqlite3.IntegrityError:
+            raise ConflictError(
+                "case_changed",
+                f"another step was recorded on case {event.case_ref} at the same moment; "
+                "read the case again and retry",
+                "case_ref",
+            ) from None
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the unit that an exception undoes alone: everything written inside
+        the block is rolled back if it raises (the exception goes on), kept otherwise."""
+        self._conn.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK TO part")
+                self._conn.execute("RELEASE part")
+            raise
+        self._conn.execute("RELEASE part")
 
 
 class SqliteStore:
@@ -272,6 +323,13 @@ class SqliteStore:
             (issuing_state, number),
         )
         return [NoticeRow(*r) for r in rows]
+
+    def case(self, case_ref: str) -> CaseRow | None:
+        rows = self._read(_CASE_SELECT, (case_ref,))
+        return CaseRow(*rows[0]) if rows else None
+
+    def case_events(self, case_ref: str) -> list[CaseEventRow]:
+        return [CaseEventRow(*r) for r in self._read(_CASE_EVENTS_SELECT, (case_ref,))]
 
     def count_notices(self) -> int:
         return self._read("SELECT count(*) FROM doc_notices")[0][0]
@@ -950,6 +1008,19 @@ def _notice(conn: sqlite3.Connection, notice_id: str) -> NoticeRow | None:
     rows = _rows(conn, f"SELECT {_NOTICE_COLS} FROM doc_notices WHERE notice_id = ?", (notice_id,))
     return NoticeRow(*rows[0]) if rows else None
 
+
+_CASE_SELECT = (
+    "SELECT case_ref, opened_by, participants, personal, opened_at FROM cases WHERE case_ref = ?"
+)
+_CASE_EVENT_COLS = (
+    "case_ref, sequence, event_id, kind, actor, actor_role, at_ms, note, performed_by, "
+    "message_ids, recorded_at"
+)
+_CASE_EVENTS_SELECT = (
+    f"SELECT {_CASE_EVENT_COLS} FROM case_events WHERE case_ref = ? ORDER BY sequence"
+)
+_CASE_EVENT_INSERT = f"INSERT INTO case_events ({_CASE_EVENT_COLS}) VALUES ({', '.join('?' * 11)})"
+_case_event_values = attrgetter(*(f.name for f in fields(CaseEventRow)))
 
 _SUPERSEDED_BY = (
     "SELECT notice_id FROM doc_notices WHERE supersedes = ? ORDER BY issued_at_ms, "
