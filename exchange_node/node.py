@@ -49,7 +49,12 @@ from exchange_node.delivery.receiver import (
     sign_receipt,
     validate_envelopes,
 )
-from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
+from exchange_node.delivery.worker import (
+    Backoff,
+    DeliveryError,
+    PeerWorker,
+    retry_after_seconds,
+)
 from exchange_node.errors import ExchangeError
 from exchange_node.identity import NodeKeys, load_identity
 from exchange_node.metrics import Metrics
@@ -192,9 +197,16 @@ class Node:
         }
         if self._server_ssl is not None:
             trust_peers(self._server_ssl, [c.tls_certificate for c in ring.peers.values()])
+        before = {s[0]: s for s in self._peer_state}
         self._peer_state = tuple((p.node_id, p.updated_at, p.paused) for p in peers)
         if self.ready:
             self._sync_workers()
+            # An operator's action on a peer (resume, a new card, a policy) retries it
+            # now, backoff or not. An empty ``before`` is a forced reload: no action.
+            for state in self._peer_state if before else ():
+                worker = self.workers.get(state[0])
+                if worker is not None and before.get(state[0]) not in (None, state):
+                    worker.wake(reset_backoff=True)
 
     def peer_by_tls_fingerprint(self, fp: bytes) -> str | None:
         return self._tls_by_fp.get(fp)
@@ -292,10 +304,14 @@ class Node:
                 if resp.status == 200:
                     self.metrics.send_latency.labels(peer_id).observe(time.perf_counter() - started)
                     return body
-                retry = resp.headers.get("Retry-After")
+                # Honoured on 429 and 503, where it means "try again then" (RFC 6585, 9110).
+                retry = (
+                    retry_after_seconds(resp.headers.get("Retry-After"), self.now_ms())
+                    if resp.status in (429, 503)
+                    else None
+                )
                 raise DeliveryError(
-                    f"HTTP {resp.status}: {body[:200].decode(errors='replace')}",
-                    float(retry) if retry and retry.isdigit() else None,
+                    f"HTTP {resp.status}: {body[:200].decode(errors='replace')}", retry
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
