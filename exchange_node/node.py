@@ -56,6 +56,7 @@ from exchange_node.delivery.worker import (
     retry_after_seconds,
 )
 from exchange_node.errors import ExchangeError
+from exchange_node.health import WriteHealth
 from exchange_node.identity import NodeKeys, load_identity
 from exchange_node.metrics import Metrics
 from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2
@@ -133,6 +134,9 @@ class Node:
         self._audit_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit")
         self.audit_writer = AuditWriter(audit, executor=self._audit_executor)
         self.audit_writer.start()
+        # Whether both databases still take writes: /readyz and the *_writable gauges.
+        self.health = WriteHealth(store, audit, self._audit_executor, self.now_ms)
+        self.health.export(self.metrics)
         # Opening envelopes is mostly OpenSSL work that releases the GIL: a batch is
         # opened in slices on these threads, one per core.
         self._crypto_threads = max(1, min(4, os.cpu_count() or 1))
@@ -770,6 +774,7 @@ class Node:
         self._sync_workers()
         self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         self._tasks.append(asyncio.create_task(self._checkpoints(), name="checkpoints"))
+        self._tasks.append(asyncio.create_task(self.health.run(), name="write-probe"))
         self.log.info(
             "node.started",
             peer_port=self.peer_port,
