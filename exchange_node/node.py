@@ -482,17 +482,19 @@ class Node:
                 self._audit_executor, self.audit.peer_checkpoint, peer_id
             )
         except Exception as exc:
-            self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+            self._unchecked(peer_id, str(exc))
             return
         proofs: dict[tuple[int, int], list[bytes] | ExchangeError] = {}
         if held is not None and held.tree_size != new_size and min(held.tree_size, new_size) > 0:
             sizes = (min(held.tree_size, new_size), max(held.tree_size, new_size))
             try:
                 proofs[sizes] = await self._fetch_consistency(peer_id, *sizes)
-            except ExchangeError as exc:  # the peer cannot prove it: recorded as such
+            except ExchangeError as exc:  # the peer says no proof can exist: recorded
                 proofs[sizes] = exc
             except (DeliveryError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+                # Not an answer (503, transport): the held checkpoint stays, the next
+                # receipt brings the question again.
+                self._unchecked(peer_id, getattr(exc, "detail", None) or str(exc))
                 return
 
         def fetch_proof(first: int, second: int) -> list[bytes]:
@@ -515,7 +517,7 @@ class Node:
                 ),
             )
         except Exception as exc:
-            self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+            self._unchecked(peer_id, str(exc))
             return
         if not result.consistent:
             self.metrics.checkpoint_alarm.labels(peer_id).inc()
@@ -527,23 +529,31 @@ class Node:
                 new_size=result.new_size,
             )
 
+    def _unchecked(self, peer_id: str, error: str) -> None:
+        self.metrics.checkpoint_unchecked.labels(peer_id).inc()
+        self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=error)
+
     async def _fetch_consistency(self, peer_id: str, first: int, second: int) -> list[bytes]:
+        """The peer's proof. ExchangeError when it answers 404: no such proof can exist
+        (for a witness: not proved, i.e. inconsistent); DeliveryError for any other
+        answer but 200 (400 is our own request's fault, 503 a failure for now)."""
         card = self.keyring.require(peer_id)
         url = card.endpoint.rstrip("/") + "/exchange/v1/audit/consistency"
         async with self._http().get(
             url, params={"first": str(first), "second": str(second)}, ssl=self._ssl_for(card)
         ) as resp:
-            if 400 <= resp.status < 500:
-                # The peer cannot prove its own earlier checkpoint: for a witness that
-                # is "not proved", i.e. inconsistent, not a transport hiccup.
+            if resp.status == 404:
                 raise ExchangeError(
                     "peer_proof_unavailable",
-                    f"{peer_id} could not prove consistency {first}->{second} (HTTP {resp.status})",
+                    f"{peer_id} says no consistency proof {first}->{second} can exist (HTTP 404)",
                 )
             if resp.status != 200:
-                raise DeliveryError(f"consistency proof: HTTP {resp.status}")
+                raise DeliveryError(f"consistency proof {first}->{second}: HTTP {resp.status}")
             data = await resp.json()
-        return [bytes.fromhex(h) for h in data["proof"]]
+        try:
+            return [bytes.fromhex(h) for h in data["proof"]]
+        except (KeyError, TypeError) as exc:
+            raise DeliveryError(f"consistency proof {first}->{second}: malformed answer") from exc
 
     def observe_failure(self, peer_id: str, detail: str) -> None:
         self.metrics.delivery_errors.labels(peer_id).inc()
