@@ -294,8 +294,8 @@ retention_days = 30              # older envelopes are refused; duplicates remem
 
 [delivery]
 batch_size = 200                 # envelopes per batch (1-500)
-backoff_initial_ms = 500         # first retry delay after a failure
-backoff_max_ms = 60000           # retry delay cap: a returning peer is served within a minute
+backoff_initial_ms = 500         # first retry delay after a failure (new traffic does not cut a delay short)
+backoff_max_ms = 60000           # retry delay cap, a peer's Retry-After included: a returning peer is served within a minute
 request_timeout_seconds = 30
 
 [audit]

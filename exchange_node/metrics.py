@@ -75,7 +75,21 @@ class Metrics:
             ["peer"],
             registry=r,
         )
+        self.checkpoint_unchecked = Counter(
+            "exchange_peer_checkpoint_unchecked_total",
+            "Peer audit checkpoints left unchecked for now (no proof answer); asked again later",
+            ["peer"],
+            registry=r,
+        )
         self.audit_size = Gauge("exchange_audit_tree_size", "Leaves in the audit log", registry=r)
+        # 1 while the latest write (or write probe) committed, 0 once the database
+        # refused one; /readyz answers 503 while either is 0.
+        self.store_writable = Gauge(
+            "exchange_store_writable", "Whether the store took its latest write", registry=r
+        )
+        self.audit_writable = Gauge(
+            "exchange_audit_writable", "Whether the audit log took its latest append", registry=r
+        )
         # exchange_build_info{version=...,protocol=...,python=...,cryptography=...,openssl=...} 1
         Info(
             "exchange_build", "What runs: release, protocol and library versions", registry=r

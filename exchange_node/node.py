@@ -48,8 +48,14 @@ from exchange_node.delivery.receiver import (
     parse_batch,
     sign_receipt,
 )
-from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
+from exchange_node.delivery.worker import (
+    Backoff,
+    DeliveryError,
+    PeerWorker,
+    retry_after_seconds,
+)
 from exchange_node.errors import ExchangeError
+from exchange_node.health import WriteHealth
 from exchange_node.identity import NodeKeys, load_identity
 from exchange_node.metrics import Metrics
 from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2
@@ -146,6 +152,10 @@ class Node:
         # appended by the store's writer, in the transaction of the change they record.
         self._audit_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit")
         store.attach_audit(audit.append_on)
+        # Whether the database still takes writes (state and leaves alike) and the audit
+        # log's own transactions (checkpoints) still commit: /readyz and the gauges.
+        self.health = WriteHealth(store, audit, self._audit_executor, self.now_ms)
+        self.health.export(self.metrics)
         # Opening envelopes is mostly OpenSSL work that releases the GIL: a batch is
         # opened in slices on these threads, one per core.
         self._crypto_threads = max(1, min(4, os.cpu_count() or 1))
@@ -211,9 +221,16 @@ class Node:
         }
         if self._server_ssl is not None:
             trust_peers(self._server_ssl, [c.tls_certificate for c in ring.peers.values()])
+        before = {s[0]: s for s in self._peer_state}
         self._peer_state = tuple((p.node_id, p.updated_at, p.paused) for p in peers)
         if self.ready:
             self._sync_workers()
+            # An operator's action on a peer (resume, a new card, a policy) retries it
+            # now, backoff or not. An empty ``before`` is a forced reload: no action.
+            for state in self._peer_state if before else ():
+                worker = self.workers.get(state[0])
+                if worker is not None and before.get(state[0]) not in (None, state):
+                    worker.wake(reset_backoff=True)
 
     def peer_by_tls_fingerprint(self, fp: bytes) -> str | None:
         return self._tls_by_fp.get(fp)
@@ -316,10 +333,14 @@ class Node:
                 if resp.status == 200:
                     self.metrics.send_latency.labels(peer_id).observe(time.perf_counter() - started)
                     return body
-                retry = resp.headers.get("Retry-After")
+                # Honoured on 429 and 503, where it means "try again then" (RFC 6585, 9110).
+                retry = (
+                    retry_after_seconds(resp.headers.get("Retry-After"), self.now_ms())
+                    if resp.status in (429, 503)
+                    else None
+                )
                 raise DeliveryError(
-                    f"HTTP {resp.status}: {body[:200].decode(errors='replace')}",
-                    float(retry) if retry and retry.isdigit() else None,
+                    f"HTTP {resp.status}: {body[:200].decode(errors='replace')}", retry
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
@@ -467,17 +488,19 @@ class Node:
                 self._audit_executor, self.audit.peer_checkpoint, peer_id
             )
         except Exception as exc:
-            self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+            self._unchecked(peer_id, str(exc))
             return
         proofs: dict[tuple[int, int], list[bytes] | ExchangeError] = {}
         if held is not None and held.tree_size != new_size and min(held.tree_size, new_size) > 0:
             sizes = (min(held.tree_size, new_size), max(held.tree_size, new_size))
             try:
                 proofs[sizes] = await self._fetch_consistency(peer_id, *sizes)
-            except ExchangeError as exc:  # the peer cannot prove it: recorded as such
+            except ExchangeError as exc:  # the peer says no proof can exist: recorded
                 proofs[sizes] = exc
             except (DeliveryError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+                # Not an answer (503, transport): the held checkpoint stays, the next
+                # receipt brings the question again.
+                self._unchecked(peer_id, getattr(exc, "detail", None) or str(exc))
                 return
 
         def fetch_proof(first: int, second: int) -> list[bytes]:
@@ -500,7 +523,7 @@ class Node:
                 ),
             )
         except Exception as exc:
-            self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=str(exc))
+            self._unchecked(peer_id, str(exc))
             return
         if not result.consistent:
             self.metrics.checkpoint_alarm.labels(peer_id).inc()
@@ -512,23 +535,31 @@ class Node:
                 new_size=result.new_size,
             )
 
+    def _unchecked(self, peer_id: str, error: str) -> None:
+        self.metrics.checkpoint_unchecked.labels(peer_id).inc()
+        self.log.warning("audit.peer_checkpoint_unchecked", peer=peer_id, error=error)
+
     async def _fetch_consistency(self, peer_id: str, first: int, second: int) -> list[bytes]:
+        """The peer's proof. ExchangeError when it answers 404: no such proof can exist
+        (for a witness: not proved, i.e. inconsistent); DeliveryError for any other
+        answer but 200 (400 is our own request's fault, 503 a failure for now)."""
         card = self.keyring.require(peer_id)
         url = card.endpoint.rstrip("/") + "/exchange/v1/audit/consistency"
         async with self._http().get(
             url, params={"first": str(first), "second": str(second)}, ssl=self._ssl_for(card)
         ) as resp:
-            if 400 <= resp.status < 500:
-                # The peer cannot prove its own earlier checkpoint: for a witness that
-                # is "not proved", i.e. inconsistent, not a transport hiccup.
+            if resp.status == 404:
                 raise ExchangeError(
                     "peer_proof_unavailable",
-                    f"{peer_id} could not prove consistency {first}->{second} (HTTP {resp.status})",
+                    f"{peer_id} says no consistency proof {first}->{second} can exist (HTTP 404)",
                 )
             if resp.status != 200:
-                raise DeliveryError(f"consistency proof: HTTP {resp.status}")
+                raise DeliveryError(f"consistency proof {first}->{second}: HTTP {resp.status}")
             data = await resp.json()
-        return [bytes.fromhex(h) for h in data["proof"]]
+        try:
+            return [bytes.fromhex(h) for h in data["proof"]]
+        except (KeyError, TypeError) as exc:
+            raise DeliveryError(f"consistency proof {first}->{second}: malformed answer") from exc
 
     def observe_failure(self, peer_id: str, detail: str) -> None:
         self.metrics.delivery_errors.labels(peer_id).inc()
@@ -740,6 +771,7 @@ class Node:
         self._sync_workers()
         self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         self._tasks.append(asyncio.create_task(self._checkpoints(), name="checkpoints"))
+        self._tasks.append(asyncio.create_task(self.health.run(), name="write-probe"))
         self.log.info(
             "node.started",
             peer_port=self.peer_port,

@@ -22,9 +22,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 when the node runs and both databases take writes; else 503 with the reasons
+    (stable codes: ``node_not_running``, ``store_unwritable``, ``audit_unwritable``)."""
     node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
     if not node.ready:
-        return web.json_response({"status": "starting"}, status=503)
+        reason = {
+            "code": "node_not_running",
+            "detail": "the node is starting or stopping; it is ready once its servers and"
+            " delivery workers run",
+        }
+        return web.json_response({"status": "starting", "reasons": [reason]}, status=503)
+    reasons = node.health.reasons()
+    if reasons:
+        return web.json_response(
+            {
+                "status": "unready",
+                "node": node.node_id,
+                "reasons": [{"code": r.code, "detail": r.detail} for r in reasons],
+            },
+            status=503,
+        )
     return web.json_response(
         {"status": "ready", "node": node.node_id, "peers": len(node.keyring.peers)}
     )

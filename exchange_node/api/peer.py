@@ -3,7 +3,9 @@
     POST /exchange/v1/batch               a Batch in, a SignedReceipt out
     GET  /exchange/v1/card                this node's current SignedCard
     GET  /exchange/v1/audit/consistency   ?first=N&second=M: proof between two of our
-                                          signed checkpoints (for peers witnessing us)
+                                          signed checkpoints (for peers witnessing us):
+                                          404 only when no such proof can exist, 503
+                                          when it cannot be given for now
 
 The peer is identified by the SHA-256 of its TLS client certificate, matched against
 the pinned cards; an unknown certificate is refused (403) before the body is read.
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from exchange_node.delivery.receiver import BatchRefused
+from exchange_node.errors import ExchangeError, NotFoundError
 
 if TYPE_CHECKING:
     from exchange_node.node import Node
@@ -98,20 +102,40 @@ async def get_card(request: web.Request) -> web.Response:
 
 
 async def get_consistency(request: web.Request) -> web.Response:
+    """Answers, in docs/protocol.md 17.4 terms: 400 for a malformed request, 404 when the
+    proof cannot exist (no checkpoint of size ``second`` was ever signed here, or the
+    stored tree no longer matches what was signed), 503 when the audit log failed to
+    give it for now. A witness raises its alarm on 404 only."""
     node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
     authenticated_peer(request, node)
-    try:
-        first = int(request.query["first"])
-        second = int(request.query["second"])
-    except (KeyError, ValueError):
-        return _problem(400, "bad_query", "give first and second as tree sizes")
+    first, second = (request.query.get(k, "") for k in ("first", "second"))
+    if not (_SIZE.fullmatch(first) and _SIZE.fullmatch(second)):
+        return _problem(400, "bad_query", "give first and second as tree sizes (decimal digits)")
+    first_size, second_size = int(first), int(second)
+    if not 0 < first_size <= second_size:
+        return _problem(
+            400, "consistency_size_invalid", "first must be at least 1 and at most second"
+        )
     try:
         proof = await asyncio.get_running_loop().run_in_executor(
-            None, node.audit.consistency_proof, first, second
+            None, node.audit.consistency_proof, first_size, second_size
         )
-    except Exception as exc:
-        code = getattr(exc, "code", "proof_unavailable")
-        return _problem(404, code, getattr(exc, "message", str(exc)))
+    except NotFoundError:
+        return _problem(
+            404,
+            "checkpoint_not_found",
+            f"this log has signed no checkpoint of size {second_size}: no proof to it can exist",
+        )
+    except ExchangeError as exc:
+        if exc.code == "audit_log_corrupt":  # what was signed can no longer be proved
+            return _problem(404, exc.code, exc.message)
+        log.error("audit.consistency_failed", code=exc.code, error=exc.message)
+        return _problem(503, "audit_unavailable", "the audit log could not give the proof now")
+    except Exception as exc:  # the database failed (locked, I/O): not an answer
+        log.error("audit.consistency_failed", error=f"{type(exc).__name__}: {exc}")
+        return _problem(
+            503, "audit_unavailable", "the audit log could not give the proof now; ask again later"
+        )
     return web.json_response(
         {
             "first": proof.old_size,
@@ -120,6 +144,9 @@ async def get_consistency(request: web.Request) -> web.Response:
             "checkpoint": proof.checkpoint.note,
         }
     )
+
+
+_SIZE = re.compile(r"[0-9]{1,18}")
 
 
 def create_peer_app(node: Node) -> web.Application:

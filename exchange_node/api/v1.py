@@ -619,7 +619,7 @@ async def get_status(request: web.Request) -> web.Response:
         s.StatusOut(
             node_id=node.node_id,
             country=node.config.node.country,
-            ready=node.ready,
+            ready=node.ready and not node.health.reasons(),
             peers=len(node.keyring.peers),
             audit_size=node.audit.size,
             queued=sum(q.depth for q in stats),

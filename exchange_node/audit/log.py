@@ -178,6 +178,9 @@ class AuditLog:
         self._frontier: merkle.Frontier | None = None
         self._writer_frontier: merkle.Frontier | None = None  # append_on's, one thread
         self._last_signed: tuple[int, bytes] | None = None
+        # Why the database refused the latest write transaction (disk full, read-only
+        # file system, ...); None once a later one committed. Read for readiness.
+        self.write_failure: str | None = None
         self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
         with self._transaction():
             self._init_meta()
@@ -256,15 +259,31 @@ class AuditLog:
             self.log._lock.acquire()
             try:
                 self.log._db.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
-            except BaseException:
+            except BaseException as exc:
+                self._outcome(exc)
                 self.log._lock.release()
                 raise
 
-        def __exit__(self, exc_type: object, *rest: object) -> None:
+        def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
             try:
-                self.log._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                try:
+                    self.log._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                except BaseException as ending:
+                    self._outcome(ending)
+                    raise
+                self._outcome(exc)
             finally:
                 self.log._lock.release()
+
+        def _outcome(self, exc: BaseException | None) -> None:
+            """Note how a write transaction ended: committed (None), refused by the
+            database, or failed for another reason (says nothing either way)."""
+            if not self.write:
+                return
+            if exc is None:
+                self.log.write_failure = None
+            elif _storage_failure(exc):
+                self.log.write_failure = f"{type(exc).__name__}: {exc}"
 
     def _transaction(self, write: bool = True) -> AuditLog._Txn:
         return AuditLog._Txn(self, write)
@@ -310,6 +329,17 @@ class AuditLog:
             return self._root_at(tree_size)
 
     # -- appending -----------------------------------------------------------------
+
+    def probe_write(self, now: int) -> None:
+        """Commit a small write that adds no leaf (the time of this probe in ``meta``):
+        proves the log can still be written while nothing is appended. Raises like an
+        append would; :attr:`write_failure` records the outcome either way."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO audit_meta(key, value) VALUES ('write_probe', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (now,),
+            )
 
     def append(self, event: AuditEvent) -> int:
         """Append one leaf durably; return its seq. One transaction (one fsync)."""
@@ -741,6 +771,14 @@ def _append_rows(
     conn.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?, ?, ?)", node_rows)
     conn.execute("UPDATE audit_meta SET value = ? WHERE key = 'tree_size'", (frontier.size,))
     return range(start, frontier.size)
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    """The database itself refused (disk full, read-only or failing file system, lock
+    timeout, corruption), as opposed to a constraint or a misuse by the caller."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError
+    )
 
 
 def _proves(fn: ConsistencyProofFn, m: int, n: int, root_m: bytes, root_n: bytes) -> bool:

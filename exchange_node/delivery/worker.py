@@ -3,19 +3,28 @@
 One :class:`PeerWorker` per pinned peer owns that peer's queue. It sends the oldest
 queued envelopes as one batch, verifies the receipt against exactly what it sent, and
 records it (the proof of delivery) in one store transaction. Network errors, 429 and
-5xx back off exponentially with jitter up to a cap; a ``wake()`` (start-up, new
-traffic, the peer seen again) cuts the wait short. Lessons from federation senders
-elsewhere: queues are woken at start-up, not only on new traffic, and a single error
-never parks a queue for long.
+5xx back off exponentially with jitter up to a cap; a 429 or 503 with ``Retry-After``
+sets the delay instead (kept within the same bounds). Waits are measured on the node's
+clock.
+
+``wake()`` (start-up, new traffic, a settled receipt) makes an idle worker look at its
+queue; it does not cut a backoff short, so a peer that is down gets one attempt per
+step of the schedule however much is queued, and new rows go in the next batch.
+``wake(reset_backoff=True)`` (the peer seen again, an operator's action on it) ends the
+wait at once. Lessons from federation senders elsewhere: queues are woken at start-up,
+not only on new traffic, and a single error never parks a queue for long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Protocol
 
 import structlog
@@ -109,6 +118,29 @@ class Backoff:
     def reset(self) -> None:
         self.attempt = 0
 
+    def bounded(self, seconds: float) -> float:
+        """A delay the peer asked for (``Retry-After``), kept within this schedule's
+        bounds: never sooner than ``initial_ms``, never later than ``max_ms``."""
+        return min(max(seconds, self.initial_ms / 1000), self.max_ms / 1000)
+
+
+def retry_after_seconds(value: str | None, now_ms: int) -> float | None:
+    """Seconds a ``Retry-After`` header value asks to wait (RFC 9110, 10.2.3): delta
+    seconds or an HTTP-date (IMF-fixdate or the two obsolete forms, read as UTC), a date
+    in the past being 0. None when there is no value or it is neither."""
+    if value is None:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"[0-9]{1,12}", value):
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now_ms / 1000)
+
 
 class PeerWorker:
     def __init__(
@@ -125,7 +157,8 @@ class PeerWorker:
         self.batch_size = batch_size
         self.backoff = backoff
         self.idle_poll_s = idle_poll_s
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # look at the queue (if not backing off)
+        self._resume = asyncio.Event()  # end a backoff now
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.in_flight = False
@@ -139,14 +172,18 @@ class PeerWorker:
         self.wake()
 
     def wake(self, *, reset_backoff: bool = False) -> None:
-        """Look at the queue now (new traffic, start-up, the peer seen again)."""
+        """Look at the queue (new traffic, start-up): at once when idle, when the current
+        backoff ends otherwise. ``reset_backoff`` (the peer seen again, an operator's
+        action) restarts the schedule and ends a backoff now."""
         if reset_backoff:
             self.backoff.reset()
+            self._resume.set()
         self._wake.set()
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._resume.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
@@ -156,11 +193,33 @@ class PeerWorker:
         await self._settled()
 
     async def _sleep(self, seconds: float | None) -> None:
+        """Idle: until woken, or ``seconds``."""
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         except TimeoutError:
             pass
         self._wake.clear()
+
+    async def _back_off(self, seconds: float) -> None:
+        """Wait ``seconds`` on the node's clock, looking at it at least every
+        ``idle_poll_s``. Only ``wake(reset_backoff=True)`` or ``stop()`` end it early."""
+        delay_ms = round(seconds * 1000)
+        retry_at = self.host.now_ms() + delay_ms
+        try:
+            while not self._stopping and not self._resume.is_set():
+                now = self.host.now_ms()
+                # A clock set back must not stretch the wait beyond one delay.
+                retry_at = min(retry_at, now + delay_ms)
+                if now >= retry_at:
+                    return
+                try:
+                    await asyncio.wait_for(
+                        self._resume.wait(), timeout=min((retry_at - now) / 1000, self.idle_poll_s)
+                    )
+                except TimeoutError:
+                    pass
+        finally:
+            self._resume.clear()
 
     async def run(self) -> None:
         while not self._stopping:
@@ -171,24 +230,25 @@ class PeerWorker:
                 rows = self._next_rows()
             except Exception as exc:  # the store could not be read: try again later
                 self.log.error("outbox.store_failed", error=str(exc))
-                await self._sleep(self.backoff.next_delay_s())
+                await self._back_off(self.backoff.next_delay_s())
                 continue
             if not rows:
                 await self._sleep(self.idle_poll_s)
                 continue
+            # Only the peer seen again during this attempt ends the backoff after it.
+            self._resume.clear()
             try:
                 await self.send(rows)
                 self.backoff.reset()
             except DeliveryError as exc:
-                delay = (
-                    exc.retry_after_s
-                    if exc.retry_after_s is not None
-                    else self.backoff.next_delay_s()
-                )
+                delay = self.backoff.next_delay_s()  # the schedule advances either way
+                if exc.retry_after_s is not None:
+                    delay = self.backoff.bounded(exc.retry_after_s)
                 self.log.warning(
                     "outbox.retry_scheduled",
                     error=exc.detail,
                     delay_s=round(delay, 3),
+                    retry_after=exc.retry_after_s is not None,
                     queued=len(rows),
                 )
                 self.host.observe_failure(self.peer_id, exc.detail)
@@ -200,12 +260,12 @@ class PeerWorker:
                     await self.host.store.touch_contact(self.peer_id, now, exc.detail)
                 except Exception as store_exc:  # the store is down: keep trying later
                     self.log.error("outbox.store_failed", error=str(store_exc))
-                await self._sleep(delay)
+                await self._back_off(delay)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not kill the queue forever
                 self.log.exception("outbox.worker_error", error=str(exc))
-                await self._sleep(self.backoff.next_delay_s())
+                await self._back_off(self.backoff.next_delay_s())
 
     async def send(self, rows: Sequence[OutboxRow]) -> None:
         """Send one batch and record its receipt. DeliveryError if worth retrying."""

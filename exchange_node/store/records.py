@@ -253,7 +253,8 @@ class WriterStats:
     ``transactions`` counts COMMITs (each one fsync of the WAL under ``synchronous=FULL``),
     ``jobs`` the write calls they carried, ``failed_jobs`` those that raised (rolled back
     alone), ``largest_group`` the most jobs in one transaction, ``queued`` the jobs waiting
-    right now.
+    right now. ``write_failure`` is why the database refused the latest write (disk full,
+    read-only file system, ...), None once a later write has committed.
     """
 
     transactions: int
@@ -261,6 +262,7 @@ class WriterStats:
     failed_jobs: int
     largest_group: int
     queued: int
+    write_failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ class _Counters:
     jobs: int = 0
     failed_jobs: int = 0
     largest_group: int = 0
+    write_failure: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -134,6 +135,7 @@ class GroupCommitWriter:
                 failed_jobs=c.failed_jobs,
                 largest_group=c.largest_group,
                 queued=self._queue.qsize(),
+                write_failure=c.write_failure,
             )
 
     async def close(self) -> None:
@@ -191,6 +193,7 @@ class GroupCommitWriter:
         self._resolve([job])
 
     def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+        failure: BaseException | None = None  # the database refused one job's write
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in group:
@@ -202,6 +205,8 @@ class GroupCommitWriter:
                         raise  # the error ended the whole transaction: group fails
                     conn.execute("ROLLBACK TO job")
                     job.error = _wrap(exc)
+                    if _storage_failure(exc):
+                        failure = exc
                 conn.execute("RELEASE job")
             labels = tuple(job.label for job in group if job.error is None)
             faults.reached(labels, "applied")
@@ -213,23 +218,30 @@ class GroupCommitWriter:
                 job = group[0]
                 job.result = None
                 job.error = _wrap(exc)
-                self._count(group)
+                self._count(group, exc, committed=False)
                 self._resolve(group)
             else:
                 for job in group:  # isolate the culprit: each job alone
                     job.result, job.error = None, None
                     self._run_group(conn, [job])
             return
-        self._count(group)
+        self._count(group, failure, committed=True)
         self._resolve(group)
 
-    def _count(self, group: list[_Job]) -> None:
+    def _count(self, group: list[_Job], failure: BaseException | None, *, committed: bool) -> None:
         c = self._counters
         with c.lock:
             c.transactions += 1
             c.jobs += len(group)
             c.failed_jobs += sum(1 for job in group if job.error is not None)
             c.largest_group = max(c.largest_group, len(group))
+            # The outcome of the latest write, for readiness: a refusal by the database
+            # marks the store unwritable, a clean COMMIT writable again; other errors
+            # (a job's own, a bug) say nothing either way.
+            if failure is not None and _storage_failure(failure):
+                c.write_failure = f"{type(failure).__name__}: {failure}"
+            elif committed and failure is None:
+                c.write_failure = None
 
     def _resolve(self, group: list[_Job]) -> None:
         # One wake-up per event loop, not one per job: waking a loop is a system call.
@@ -257,6 +269,14 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    """The database itself refused (disk full, read-only or failing file system, lock
+    timeout, corruption), as opposed to a constraint or a misuse by the caller."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError
+    )
 
 
 def _wrap(exc: BaseException) -> BaseException:
