@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -25,10 +26,12 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from exchange_node.audit import commands as audit_commands
+from exchange_node.audit import leaves
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog, LeafFilter
 from exchange_node.build_info import version_line
 from exchange_node.config import NOTICE_KINDS, Config, ConfigError, load_config, render_config
+from exchange_node.delivery.outbox import RecipientNotAllowed, UnknownRecipient
 from exchange_node.errors import ExchangeError
 from exchange_node.identity import (
     IdentityError,
@@ -44,7 +47,7 @@ from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import Suite
-from exchange_node.services.documents import DOCUMENT_KINDS, DocumentIndex, notice_from_body
+from exchange_node.services.documents import DOCUMENT_KINDS
 from exchange_node.store.records import TOKEN_ROLES
 from exchange_node.store.sqlite import SqliteStore
 
@@ -87,7 +90,29 @@ def _cfg(args) -> Config:
 
 
 async def _store(cfg: Config) -> SqliteStore:
-    return await SqliteStore.open(cfg.data_path / "node.sqlite")
+    """The node's store, with its audit log attached: a write given ``audit=`` leaves
+    commits them with its change, in one transaction."""
+    path = _audit_path(cfg)
+    store = await SqliteStore.open(path)
+    # append_on uses only the writer's connection it is handed; the log object is
+    # needed here once, to make sure the log's own records exist.
+    log = AuditLog(path, node_id=cfg.node.id)
+    log.close()
+    store.attach_audit(log.append_on)
+    return store
+
+
+@contextlib.asynccontextmanager
+async def _node(cfg: Config):
+    """The node, opened through the composition root but not started: the command line
+    submits through the same path as the local API (the running node delivers)."""
+    from exchange_node.node import Node
+
+    node = await Node.open(cfg)
+    try:
+        yield node
+    finally:
+        await node.stop()
 
 
 def _audit(cfg: Config, write: bool = True) -> AuditLog:
@@ -97,23 +122,6 @@ def _audit(cfg: Config, write: bool = True) -> AuditLog:
         node_id=cfg.node.id,
         signing_key=keys.local.signing_key.private if keys else None,
     )
-
-
-def _audit_event(cfg: Config, kind: str, **fields) -> None:
-    _audit_events(
-        cfg, [AuditEvent(time=now_ms(), kind=kind, actor=fields.pop("actor", "operator"), **fields)]
-    )
-
-
-def _audit_events(cfg: Config, events: list[AuditEvent]) -> None:
-    """Append events to the node's audit log, durably, in one transaction."""
-    if not events:
-        return
-    log = AuditLog(_audit_path(cfg), node_id=cfg.node.id)
-    try:
-        log.append_many(events)
-    finally:
-        log.close()
 
 
 # --- init / card ---------------------------------------------------------------------------
@@ -244,10 +252,13 @@ async def cmd_peer_add(args) -> int:
             raise CliError(
                 f"{card.node_id} is already pinned with a newer card (serial {verify_card(existing.card).serial})"
             )
-        await store.upsert_peer(card.node_id, card.signed, card.fingerprint, now_ms(), allow)
+        now = now_ms()
+        leaf = leaves.peer_changed(now, LeafKind.PEER_ADDED, card.node_id, serial=str(card.serial))
+        await store.upsert_peer(
+            card.node_id, card.signed, card.fingerprint, now, allow, audit=[leaf]
+        )
     finally:
         await store.close()
-    _audit_event(cfg, LeafKind.PEER_ADDED, peer=card.node_id, attrs={"serial": str(card.serial)})
     print(
         f"pinned {card.node_id} ({card.country}) at {card.endpoint}; fingerprint {card.fingerprint}"
     )
@@ -289,10 +300,10 @@ async def _peer_simple(args, action: Callable, kind: str, done: str) -> int:
     try:
         if store.get_peer(args.peer) is None:
             raise CliError(f"{args.peer} is not a pinned peer (see `exchange-node peer list`)")
-        result = await action(store)
+        now = now_ms()
+        result = await action(store, now, [leaves.peer_changed(now, kind, args.peer)])
     finally:
         await store.close()
-    _audit_event(cfg, kind, peer=args.peer)
     print(done.format(peer=args.peer, result=result))
     return 0
 
@@ -300,7 +311,7 @@ async def _peer_simple(args, action: Callable, kind: str, done: str) -> int:
 async def cmd_peer_remove(args) -> int:
     return await _peer_simple(
         args,
-        lambda s: s.remove_peer(args.peer, force=args.force),
+        lambda s, now, audit: s.remove_peer(args.peer, force=args.force, audit=audit),
         LeafKind.PEER_REMOVED,
         "removed {peer}; {result} queued message(s) became dead letters",
     )
@@ -309,7 +320,7 @@ async def cmd_peer_remove(args) -> int:
 async def cmd_peer_pause(args) -> int:
     return await _peer_simple(
         args,
-        lambda s: s.set_paused(args.peer, True, now_ms()),
+        lambda s, now, audit: s.set_paused(args.peer, True, now, audit=audit),
         LeafKind.PEER_PAUSED,
         "paused delivery to {peer}",
     )
@@ -318,7 +329,7 @@ async def cmd_peer_pause(args) -> int:
 async def cmd_peer_resume(args) -> int:
     return await _peer_simple(
         args,
-        lambda s: s.set_paused(args.peer, False, now_ms()),
+        lambda s, now, audit: s.set_paused(args.peer, False, now, audit=audit),
         LeafKind.PEER_RESUMED,
         "resumed delivery to {peer}",
     )
@@ -378,7 +389,6 @@ async def cmd_keys_rotate(args) -> int:
     """New keys; the new card is announced to every peer, signed by the old key."""
     cfg = _cfg(args)
     passphrase = _passphrase(cfg)
-    before = load_identity(cfg.data_path, passphrase)
     successor = prepare_rotation(cfg.data_path, now_ms=now_ms(), passphrase=passphrase)
     body = notice_pb2.Body(
         card_announcement=notice_pb2.CardAnnouncement(
@@ -388,16 +398,12 @@ async def cmd_keys_rotate(args) -> int:
     # The announcement is queued before the new card becomes current: a running node
     # takes up the new keys only then, so whatever it signs with them is queued behind
     # the announcement and every peer knows the keys by the time it arrives.
-    queued = await _enqueue(cfg, before, body, None)
-    after = finish_rotation(cfg.data_path, passphrase)
-    _audit_event(
-        cfg,
-        LeafKind.KEY_ROTATED,
-        attrs={
-            "serial": str(after.card.serial),
-            "signing_key": after.card.current_signing_key.key_id.hex(),
-        },
+    new_card = verify_card(successor)
+    rotated = leaves.key_rotated(
+        now_ms(), "operator", "", new_card.serial, new_card.current_signing_key.key_id
     )
+    queued = await _announce(cfg, body, rotated)
+    after = finish_rotation(cfg.data_path, passphrase)
     print(f"rotated keys: card serial {after.card.serial}, fingerprint {after.fingerprint}")
     print(f"  announced to {queued} peer(s); previous keys stay valid for 7 days")
     return 0
@@ -421,63 +427,25 @@ async def cmd_keys_revoke(args) -> int:
             signed_revocation=card_pb2.SignedRevocation.FromString(signed)
         )
     )
-    queued = await _enqueue(cfg, keys, body, None)
-    _audit_event(cfg, LeafKind.KEY_REVOKED, attrs={"key_id": kid.hex()})
+    queued = await _announce(cfg, body, leaves.key_revoked(now_ms(), "operator", "", kid))
     print(f"revoked {kid.hex()}; announced to {queued} peer(s)")
     return 0
 
 
-async def _enqueue(cfg: Config, keys, body: notice_pb2.Body, recipients: list[str] | None) -> int:
-    """Seal and queue a body from the CLI, as ``Node.submit`` does (the running node
-    delivers it). Peers' revoked keys are applied: nothing is sealed to them."""
-    from exchange_node.at_rest import AtRest
-    from exchange_node.delivery.outbox import choose_recipients, keyring_from_store, seal_for
+async def _announce(cfg: Config, body: notice_pb2.Body, leaf: AuditEvent) -> int:
+    """Queue a card or revocation announcement to every peer with the leaf recording the
+    change, in one transaction, through the node's own submit path (sealed with the
+    keys current now; peers' revoked keys are applied). Returns how many were queued."""
 
-    at_rest = AtRest.load_or_create(cfg.data_path / "keys" / "storage.key")
-    kind = body.WhichOneof("content") or ""
-    now = now_ms()
-    store = await _store(cfg)
-    try:
-        keyring, peers = keyring_from_store(store)
-        stored_policy = {p.node_id: tuple(p.policy) for p in peers if p.policy}
-        try:
-            targets = choose_recipients(
-                kind,
-                recipients,
-                keyring.peers,
-                lambda p: stored_policy.get(p) or cfg.policy_for(p),
-            )
-            items = seal_for(
-                body.SerializeToString(),
-                sender=keys.local,
-                keyring=keyring,
-                recipients=targets,
-                at_rest=at_rest,
-                now_ms=now,
-            )
-        except (ValueError, PermissionError) as exc:
-            raise CliError(str(exc)) from None
-        if items:
-            await store.enqueue(items)
-    finally:
-        await store.close()
-    _audit_events(
-        cfg,
-        [
-            AuditEvent(
-                time=now,
-                kind=LeafKind.NOTICE_SUBMITTED,
-                actor="operator",
-                peer=i.peer_id,
-                message_id=i.message_id.hex(),
-                attrs={"kind": kind},
-            )
-            for i in items
-        ],
-    )
-    for i in items:
-        print(f"  queued {kind} for {i.peer_id}: message {i.message_id.hex()}")
-    return len(items)
+    def record(tx, _items) -> None:
+        tx.audit([leaf])
+
+    async with _node(cfg) as node:
+        submitted = await node.submit(body, None, actor="operator", also=record, label="keys")
+    kind = body.WhichOneof("content")
+    for sub in submitted:
+        print(f"  queued {kind} for {sub.peer_id}: message {sub.message_id.hex()}")
+    return len(submitted)
 
 
 def load_notice(path: str) -> notice_pb2.Body:
@@ -502,7 +470,6 @@ def load_notice(path: str) -> notice_pb2.Body:
 
 async def cmd_send(args) -> int:
     cfg = _cfg(args)
-    keys = load_identity(cfg.data_path, _passphrase(cfg))
     body = load_notice(args.file)
     recipients = None if args.all else args.to
     if not recipients and not args.all:
@@ -512,28 +479,19 @@ async def cmd_send(args) -> int:
         raise CliError(
             f"{args.file}: send takes travel document notices; use `exchange-node case` for {kind}"
         )
-    # The same domain rules as the local API (issuing state, MRZ, supersession), and the
-    # notice goes into this node's own index, so it can be looked up and corrected.
-    store = await _store(cfg)
-    try:
-        index = DocumentIndex(store)
-        now = now_ms()
-        entry = notice_from_body(
-            body,
-            sender_node=cfg.node.id,
-            sender_country=cfg.node.country,
-            issued_at_ms=now,
-            now_ms=now,
-            max_skew_ms=cfg.protocol.max_clock_skew_seconds * 1000,
-            find=index.get,
-            superseded_by=index.superseded_by,
-        )
-        n = await _enqueue(cfg, keys, body, recipients)
-        if n == 0:
-            raise CliError("no peer's policy allows this kind of notice; nothing queued")
-        await index.add([entry], now)
-    finally:
-        await store.close()
+    # The local API's path: the same domain rules (issuing state, MRZ, supersession),
+    # indexed and queued with its leaves in one transaction.
+    async with _node(cfg) as node:
+        try:
+            _, submitted = await node.services.notices.submit_body(
+                body, recipients, actor="operator"
+            )
+        except (UnknownRecipient, RecipientNotAllowed) as exc:
+            raise CliError(str(exc)) from None
+    if not submitted:
+        print("  indexed; no pinned peer's policy allows this kind yet, so nothing was queued")
+    for sub in submitted:
+        print(f"  queued {kind} for {sub.peer_id}: message {sub.message_id.hex()}")
     return 0
 
 
@@ -602,10 +560,16 @@ async def cmd_token_create(args) -> int:
     secret = "xn_" + secrets.token_urlsafe(32)
     store = await _store(cfg)
     try:
-        record = await store.create_token(args.name, args.role, secret, now_ms())
+        now = now_ms()
+        record = await store.create_token(
+            args.name,
+            args.role,
+            secret,
+            now,
+            audit=[leaves.token_created(now, args.name, args.role)],
+        )
     finally:
         await store.close()
-    _audit_event(cfg, LeafKind.TOKEN_CREATED, attrs={"token": record.name, "role": record.role})
     print(secret)
     print(
         f"token {record.name} ({record.role}) created; it is shown only this once", file=sys.stderr
@@ -632,10 +596,12 @@ async def cmd_token_revoke(args) -> int:
     cfg = _cfg(args)
     store = await _store(cfg)
     try:
-        record = await store.revoke_token(args.name, now_ms())
+        now = now_ms()
+        record = await store.revoke_token(
+            args.name, now, audit=lambda revoked: [leaves.token_revoked(now, revoked.name)]
+        )
     finally:
         await store.close()
-    _audit_event(cfg, LeafKind.TOKEN_REVOKED, attrs={"token": record.name})
     print(f"revoked token {record.name}")
     return 0
 
@@ -1302,6 +1268,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if crash_at := os.environ.get("EXCHANGE_NODE_CRASH_AT"):
+        # Crash tests only (store/faults.py): kill this process at a named commit point.
+        from exchange_node.store import faults
+
+        faults.arm_from(crash_at)
     configure_logs(args.log_level)
     try:
         result = args.func(args)

@@ -27,7 +27,7 @@ from exchange_node.api.peer import PROTOBUF, create_peer_app
 from exchange_node.at_rest import AtRest
 from exchange_node.audit import leaves
 from exchange_node.audit.checkpoint import parse_checkpoint
-from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.audit.leaf import AuditEvent
 from exchange_node.audit.log import AuditLog
 from exchange_node.audit.migrate import adopt_audit_file
 from exchange_node.config import Config, ConfigError, parse_listen
@@ -697,38 +697,22 @@ class Node:
         """Apply a peer's new card if a key we trust signed it; OpenError otherwise."""
         card = self.keyring.rotate(signed_card)
         record = self.store.get_peer(card.node_id)
-        await self.store.upsert_peer(card.node_id, card.signed, card.fingerprint, self.now_ms())
+        now = self.now_ms()
+        leaf = leaves.key_rotated(
+            now, actor, card.node_id, card.serial, card.current_signing_key.key_id
+        )
+        await self.store.upsert_peer(card.node_id, card.signed, card.fingerprint, now, audit=[leaf])
         self._tls_by_fp[card.tls_cert_sha256] = card.node_id
         if self._server_ssl is not None and card.tls_certificate:
             trust_peers(self._server_ssl, [card.tls_certificate])
         self._peer_state = ()  # force a reload on the next watch tick
-        await self.record_audit(
-            AuditEvent(
-                time=self.now_ms(),
-                kind=LeafKind.KEY_ROTATED,
-                actor=actor,
-                peer=card.node_id,
-                attrs={
-                    "serial": str(card.serial),
-                    "signing_key": card.current_signing_key.key_id.hex(),
-                },
-            )
-        )
         self.log.info("peer.rotated", peer=card.node_id, serial=card.serial, previous=bool(record))
         return card
 
     async def accept_revocation(self, signed: bytes, *, actor: str) -> None:
         rev = self.keyring.revoke(signed)
-        await store_revocations(self.store, self.keyring)
-        await self.record_audit(
-            AuditEvent(
-                time=self.now_ms(),
-                kind=LeafKind.KEY_REVOKED,
-                actor=actor,
-                peer=rev.node_id,
-                attrs={"key_id": rev.key_id.hex(), "revoked_at": str(rev.revoked_at_ms)},
-            )
-        )
+        leaf = leaves.key_revoked(self.now_ms(), actor, rev.node_id, rev.key_id, rev.revoked_at_ms)
+        await store_revocations(self.store, self.keyring, audit=[leaf])
         self.log.warning("peer.key_revoked", peer=rev.node_id, key_id=rev.key_id.hex())
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -753,18 +737,9 @@ class Node:
         self.peer_port = await self._serve(create_peer_app(self), host, port, self._server_ssl)
         host, port = parse_listen(cfg.local_api.listen)
         self.local_port = await self._serve(create_local_app(self), host, port, None)
+        digest = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest() if cfg.path else ""
         await self.record_audit(
-            AuditEvent(
-                time=self.now_ms(),
-                kind=LeafKind.CONFIG_LOADED,
-                actor="operator",
-                attrs={
-                    "config_sha256": hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()
-                    if cfg.path
-                    else "",
-                    "plain_http": str(cfg.peer_api.allow_plain_http).lower(),
-                },
-            )
+            leaves.config_loaded(self.now_ms(), digest, cfg.peer_api.allow_plain_http)
         )
         await self.sign_checkpoint()
         self.ready = True

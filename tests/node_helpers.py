@@ -372,6 +372,20 @@ async def submit_notice_main(config: str, peer: str, number: str) -> None:
     await node.stop()
 
 
+async def open_case_main(config: str, peer: str) -> None:
+    """A process that opens one repatriation case with ``peer`` as the origin state and
+    records consent, printing the case reference after each step returns."""
+    from exchange_node.domain.repatriation import EventType, Participant, Role
+
+    node = await Node.open(load_config(config))
+    cases = node.services.cases
+    case, _ = await cases.open_case([Participant(peer, Role.ORIGIN_STATE)], None, "", actor="t")
+    print("opened", case.case_ref, flush=True)
+    await cases.add_event(case.case_ref, EventType.RECORD_CONSENT, "", actor="t")
+    print("consent", case.case_ref, flush=True)
+    await node.stop()
+
+
 async def submit_main(config: str, peer: str) -> None:
     """A sender process: submit notices to ``peer`` forever, printing each message id once
     ``Node.submit`` has returned (the submission is acknowledged: durable)."""
@@ -396,6 +410,9 @@ def main(argv: list[str]) -> None:
         from exchange_node.store import faults
 
         faults.arm_from(argv[argv.index("--crash-at") + 1])
+    if "open-case" in argv:
+        asyncio.run(open_case_main(config, argv[argv.index("open-case") + 1]))
+        return
     if "submit-notice" in argv:
         i = argv.index("submit-notice")
         asyncio.run(submit_notice_main(config, argv[i + 1], argv[i + 2]))

@@ -12,6 +12,7 @@ delivery then completes with every leaf in place.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -196,3 +197,90 @@ async def test_a_sender_killed_while_settling_a_receipt_records_outcomes_and_lea
         row = jpn.store.message_status(m)[0]
         assert row.state is OutboxState.DELIVERED
         assert leaf.record.attrs["outcome"] == row.outcome.value
+
+
+# --- an operator's change: its row and its leaf ----------------------------------------------
+
+
+def _token_made(left: Left) -> tuple[bool, bool]:
+    return (
+        any(t.name == "crash-test" for t in left.store.list_tokens()),
+        any(r.attrs.get("token") == "crash-test" for r in left.leaves(LeafKind.TOKEN_CREATED)),
+    )
+
+
+def _peer_paused(left: Left) -> tuple[bool, bool]:
+    return (
+        left.store.get_peer(PHL).paused,
+        any(r.peer == PHL for r in left.leaves(LeafKind.PEER_PAUSED)),
+    )
+
+
+def _rotation_announced(left: Left) -> tuple[bool, bool]:
+    return (
+        bool(left.store.pending(PHL, 10)),
+        bool(left.leaves(LeafKind.KEY_ROTATED)),
+    )
+
+
+OPERATOR_CHANGES = {
+    "token.create": (["token", "create", "--role", "auditor", "--name", "crash-test"], _token_made),
+    "peer.update": (["peer", "pause", PHL], _peer_paused),
+    "keys": (["keys", "rotate"], _rotation_announced),
+}
+
+
+@pytest.mark.parametrize("point", ["applied", "committed"])
+@pytest.mark.parametrize("label", list(OPERATOR_CHANGES))
+async def test_an_operator_command_killed_at_its_commit_records_its_change_and_leaf_together(
+    net, label, point
+):
+    args, observe = OPERATOR_CHANGES[label]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exchange_node.cli", "--config", str(net[JPN].config_path), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**child_env(), "EXCHANGE_NODE_CRASH_AT": f"{label}:{point}"},
+    )
+    assert await asyncio.to_thread(killed, proc)
+
+    left = await left_by(net[JPN])
+    try:
+        assert observe(left) == ((False, False) if point == "applied" else (True, True))
+    finally:
+        await close(left)
+
+
+# --- a case opened and a step recorded: case rows + outbox rows + their leaves ---------------
+
+
+@pytest.mark.parametrize("point", ["applied", "committed"])
+@pytest.mark.parametrize("label", ["case.open", "case.event"])
+async def test_a_case_step_killed_at_its_commit_is_stored_queued_and_audited_or_not_at_all(
+    net, label, point
+):
+    proc = subprocess.Popen(
+        [*HELPER, "--config", str(net[JPN].config_path), "--crash-at", f"{label}:{point}",
+         "open-case", PHL],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env(), text=True,
+    )  # fmt: skip
+    out, _ = await asyncio.to_thread(proc.communicate, None, 30)
+    assert proc.returncode == -signal.SIGKILL
+
+    steps = 0 if label == "case.open" else 1  # committed before the one killed
+    steps += point == "committed"
+    left = await left_by(net[JPN])
+    try:
+        transitions = left.leaves(LeafKind.CASE_TRANSITION)
+        queued = left.store.pending(PHL, 10)
+        submitted = left.leaves(LeafKind.NOTICE_SUBMITTED)
+        assert len(transitions) == len(queued) == len(submitted) == steps
+        if steps:
+            ref = transitions[0].attrs["case"]
+            events = left.store.case_events(ref)
+            assert len(events) == steps
+            # Each stored step names the message it went out under, and it is queued.
+            sent = [json.loads(e.message_ids)[PHL] for e in events]
+            assert sent == [r.message_id.hex() for r in queued]
+    finally:
+        await close(left)

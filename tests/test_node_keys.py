@@ -88,21 +88,21 @@ async def test_a_notice_submitted_while_keys_rotate_is_not_signed_ahead_of_the_a
     jpn = await net[JPN].start()
     loop = asyncio.get_running_loop()
     during: list[bytes] = []
-    real_enqueue = cli_module._enqueue
+    real_announce = cli_module._announce
 
     def on_node(coro):
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
-    async def slow_enqueue(*args, **kwargs):
+    async def slow_announce(*args, **kwargs):
         # The command is slow to queue the announcement: the node's watch ticks twice
         # and the notice has gone its way before the announcement is queued.
         await asyncio.sleep(1.2)
         [sub] = on_node(jpn.submit(fraud_notice(), [PHL]))
         during.append(sub.message_id)
         on_node(wait_for(lambda: settled(jpn.store, during), what="the notice"))
-        return await real_enqueue(*args, **kwargs)
+        return await real_announce(*args, **kwargs)
 
-    monkeypatch.setattr(cli_module, "_enqueue", slow_enqueue)
+    monkeypatch.setattr(cli_module, "_announce", slow_announce)
     announcement = await rotate_jpn(net, capsys)
     await wait_for(lambda: settled(jpn.store, [announcement, *during]), what="delivery")
 

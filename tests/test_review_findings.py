@@ -74,9 +74,9 @@ async def test_a_revocation_applied_while_the_peers_are_reloaded_is_kept(net):
     signed = revoke_key(phl_keys, kid, now_ms=now_ms(), reason="key compromised")
     write = jpn.store.set_meta
 
-    async def set_meta_during_reload(key: str, value: bytes) -> None:
+    async def set_meta_during_reload(key: str, value: bytes, **kwargs) -> None:
         jpn.reload_peers()  # a watch tick lands while the revocation is being written
-        await write(key, value)
+        await write(key, value, **kwargs)
 
     jpn.store.set_meta = set_meta_during_reload
     await jpn.accept_revocation(signed, actor=PHL)

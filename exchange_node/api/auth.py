@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from exchange_node.api.problems import ApiProblem
-from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.audit import leaves
 from exchange_node.store.records import TokenRecord
 from exchange_node.store.sqlite import hash_token_secret
 
@@ -69,15 +69,7 @@ def current_token(request: web.Request) -> TokenRecord:
 
 
 async def _deny(node: Node, status: int, reason: str, actor: str, op: str, detail: str):
-    await node.record_audit(
-        AuditEvent(
-            time=node.now_ms(),
-            kind=LeafKind.AUTH_FAILED,
-            actor=actor,
-            reason=reason,
-            attrs={"operation": op},
-        )
-    )
+    await node.record_audit(leaves.auth_failed(node.now_ms(), actor, reason, op))
     headers = {"WWW-Authenticate": 'Bearer realm="exchange-node"'} if status == 401 else None
     raise ApiProblem(status, reason, detail, "Authorization" if status == 401 else None, headers)
 

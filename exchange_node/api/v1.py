@@ -20,7 +20,7 @@ from aiohttp import web
 from exchange_node.api import schemas as s
 from exchange_node.api.auth import actor_name, current_token, require_roles
 from exchange_node.api.problems import ApiProblem
-from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.audit import leaves
 from exchange_node.delivery.outbox import RecipientNotAllowed, UnknownRecipient
 from exchange_node.domain.documents import Detection, DocumentKey, DocumentRecord, NoticeKind
 from exchange_node.domain.repatriation import EventType, allowed_events
@@ -319,15 +319,8 @@ async def _lookup(
                 records=[record_out(rec, entries) for rec, entries in answer.records],
             )
         )
-        events.append(
-            AuditEvent(
-                time=now,
-                kind=LeafKind.DOCUMENT_LOOKUP,
-                actor=actor,
-                subject_hash=services.subject_hash(key.issuing_state, key.number),
-                attrs={"found": "true" if answer.records else "false"},
-            )
-        )
+        subject = services.subject_hash(key.issuing_state, key.number)
+        events.append(leaves.document_lookup(now, actor, subject, bool(answer.records)))
     await node.record_audit(*events)
     return answers
 

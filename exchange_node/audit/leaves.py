@@ -1,8 +1,9 @@
-"""Every audit leaf the node writes about delivery is built here, from plain values.
+"""Every audit leaf the node writes is built here, from plain values.
 
 One function per event, so the attrs of a kind (``docs/audit-format.md``) are decided in
 one place and the code that records an event cannot drift from the format. Pure: time is
-an argument, nothing is written.
+an argument, nothing is written; the caller commits the leaves with the change they
+record (``store.transaction`` / a store write's ``audit=``).
 """
 
 from __future__ import annotations
@@ -169,4 +170,74 @@ def case_accessed(now: int, actor: str, subject_hash: str, found: bool) -> Audit
         actor=actor,
         subject_hash=subject_hash,
         attrs={"found": "true" if found else "false"},
+    )
+
+
+def document_lookup(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
+    """One document looked up by a local system; the document only as a keyed hash."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.DOCUMENT_LOOKUP,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={"found": "true" if found else "false"},
+    )
+
+
+def auth_failed(now: int, actor: str, reason: str, operation: str) -> AuditEvent:
+    """A local API call refused for its token (missing, invalid, wrong role)."""
+    return AuditEvent(
+        time=now, kind=LeafKind.AUTH_FAILED, actor=actor, reason=reason,
+        attrs={"operation": operation},
+    )  # fmt: skip
+
+
+def config_loaded(now: int, config_sha256: str, plain_http: bool) -> AuditEvent:
+    """The node started with this configuration."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.CONFIG_LOADED,
+        actor="operator",
+        attrs={"config_sha256": config_sha256, "plain_http": str(plain_http).lower()},
+    )
+
+
+def peer_changed(
+    now: int, kind: LeafKind, peer: str, actor: str = "operator", **attrs: str
+) -> AuditEvent:
+    """A pinned peer added, removed, paused or resumed, or its policy changed."""
+    return AuditEvent(time=now, kind=kind, actor=actor, peer=peer, attrs=attrs)
+
+
+def key_rotated(now: int, actor: str, peer: str, serial: int, signing_key: bytes) -> AuditEvent:
+    """A card rotation: this node's (``peer`` empty) or a peer's, adopted."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.KEY_ROTATED,
+        actor=actor,
+        peer=peer,
+        attrs={"serial": str(serial), "signing_key": signing_key.hex()},
+    )
+
+
+def key_revoked(
+    now: int, actor: str, peer: str, key_id: bytes, revoked_at: int | None = None
+) -> AuditEvent:
+    """A key revoked: one of this node's (``peer`` empty) or a peer's, adopted."""
+    attrs = {"key_id": key_id.hex()}
+    if revoked_at is not None:
+        attrs["revoked_at"] = str(revoked_at)
+    return AuditEvent(time=now, kind=LeafKind.KEY_REVOKED, actor=actor, peer=peer, attrs=attrs)
+
+
+def token_created(now: int, name: str, role: str) -> AuditEvent:
+    return AuditEvent(
+        time=now, kind=LeafKind.TOKEN_CREATED, actor="operator",
+        attrs={"token": name, "role": role},
+    )  # fmt: skip
+
+
+def token_revoked(now: int, name: str) -> AuditEvent:
+    return AuditEvent(
+        time=now, kind=LeafKind.TOKEN_REVOKED, actor="operator", attrs={"token": name}
     )

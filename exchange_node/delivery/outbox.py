@@ -120,7 +120,10 @@ def keyring_from_store(
     return ring, peers
 
 
-async def store_revocations(store: Store, keyring: Keyring) -> None:
+async def store_revocations(store: Store, keyring: Keyring, *, audit: Sequence = ()) -> None:
+    """Keep the keyring's revocations, with the leaves recording them, in one commit."""
     await store.set_meta(
-        REVOCATIONS_META, json.dumps({k.hex(): v for k, v in keyring.revoked.items()}).encode()
+        REVOCATIONS_META,
+        json.dumps({k.hex(): v for k, v in keyring.revoked.items()}).encode(),
+        audit=audit,
     )

@@ -94,7 +94,6 @@ class NoticeService:
         self, draft: NoticeDraft, notice_id: bytes, now: int
     ) -> tuple[notice_pb2.Body, IndexedNotice]:
         """The wire body of ``draft`` and its index entry; raises the domain's errors."""
-        node = self._node
         # The domain's own check first: the wire body cannot even be built without it.
         detection = check_detection(
             draft.kind, draft.detection, now_ms=now, max_skew_ms=self._max_skew_ms
@@ -109,7 +108,12 @@ class NoticeService:
             supersedes=draft.supersedes,
             reason=draft.reason,
         )
-        entry = notice_from_body(
+        return body, self._entry(body, now)
+
+    def _entry(self, body: notice_pb2.Body, now: int) -> IndexedNotice:
+        """The index entry of this node's own ``body``, by the rules a peer applies."""
+        node = self._node
+        return notice_from_body(
             body,
             sender_node=node.node_id,
             sender_country=node.keys.card.country,
@@ -119,7 +123,6 @@ class NoticeService:
             find=self.index.get,
             superseded_by=self.index.superseded_by,
         )
-        return body, entry
 
     async def submit(
         self, draft: NoticeDraft, recipients: Sequence[str] | None, *, actor: str
@@ -128,20 +131,38 @@ class NoticeService:
         ``UnknownRecipient`` / ``RecipientNotAllowed`` (from ``choose_recipients``) for
         a recipient not pinned or whose policy forbids the kind (nothing is indexed or
         queued then)."""
-        node = self._node
-        now = node.now_ms()
+        now = self._node.now_ms()
         body, entry = self.check(draft, secrets.token_bytes(16), now)
-        # Refuse before indexing: a notice is indexed only if it is sent.
+        return entry, await self._send(body, entry, recipients, actor, now)
+
+    async def submit_body(
+        self, body: notice_pb2.Body, recipients: Sequence[str] | None, *, actor: str
+    ) -> tuple[IndexedNotice, list[Submitted]]:
+        """:meth:`submit` for a notice already in its wire form (``exchange-node send``
+        reads one from a file); the same rules, errors and transaction."""
+        now = self._node.now_ms()
+        entry = self._entry(body, now)
+        return entry, await self._send(body, entry, recipients, actor, now)
+
+    async def _send(
+        self,
+        body: notice_pb2.Body,
+        entry: IndexedNotice,
+        recipients: Sequence[str] | None,
+        actor: str,
+        now: int,
+    ) -> list[Submitted]:
+        node = self._node
+        # Refuse before sealing: a notice is indexed only if it is sent.
         choose_recipients(
             body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
         )
         row = to_row(entry)
         # Indexed in the same transaction that queues it: a notice lookups show is a
         # notice that is sent, and the other way round.
-        submitted = await node.submit(
+        return await node.submit(
             body, recipients, actor=actor, also=lambda tx, _: tx.index_notices([row], now)
         )
-        return entry, submitted
 
     # --- receiving -------------------------------------------------------------------------
 

@@ -1,8 +1,33 @@
 """The store interface the rest of the node programs against.
 
+THE INVARIANT: one operation, one transaction. Everything an operation changes (state
+rows, index rows, outbox rows, case rows) and the audit leaves recording it commit in ONE
+transaction of ONE database, or not at all. After a crash, a full disk or a refusal at
+any point, a restart finds the operation whole or absent: never a notice indexed but not
+queued, never a delivered message without its ``envelope.sent`` leaf, never a stored
+envelope without its ``envelope.received`` leaf. Nothing provisional lives outside the
+transaction: a step checked against the store is checked inside it.
+
+How an operation keeps it:
+
+- a composite operation runs as ``await store.transaction(work, label=...)``: ``work``
+  gets a transaction object whose methods write (``enqueue``, ``accept``,
+  ``index_notices``, ``insert_case_event``, ``record_receipt``, ``audit``, ...) and
+  read what the transaction sees; ``work`` may be run again after a rollback, so it
+  changes nothing outside the transaction;
+- a single write that records a change passes its leaves as ``audit=`` (or a function
+  of its result that builds them);
+- leaves that record no other change (a lookup, a refused call) go through
+  ``append_audit``.
+
+Each transaction is labelled: ``store/faults.py`` kills the process at its commit points
+for the crash tests (``tests/test_crash_points.py``).
+
 One implementation exists today (:class:`exchange_node.store.sqlite.SqliteStore`); a
-PostgreSQL one can be added later behind the same protocol. Rows cross this boundary as
-the frozen dataclasses of :mod:`exchange_node.store.records`, never as driver rows.
+PostgreSQL one is added behind the same protocol. Rows cross this boundary as the frozen
+dataclasses of :mod:`exchange_node.store.records`, never as driver rows; no SQL exists
+outside ``store/`` (the audit log's tree, ``audit/log.py``, aside: it runs on the
+connection the store hands it).
 
 Sync or async, and what "durable" means:
 
@@ -25,15 +50,18 @@ Sync or async, and what "durable" means:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from exchange_node.errors import ExchangeError
 from exchange_node.store.records import (
+    CaseEventRow,
+    CaseRow,
     DeliveryRow,
     InboxItem,
     InboxOutcome,
     InboxRow,
+    NoticeRow,
     OutboxItem,
     OutboxRow,
     Outcome,
@@ -46,6 +74,8 @@ from exchange_node.store.records import (
     TokenRecord,
     WriterStats,
 )
+
+T = TypeVar("T")
 
 
 class StoreError(ExchangeError):
@@ -62,6 +92,35 @@ class StoreError(ExchangeError):
 @runtime_checkable
 class Store(Protocol):
     """Everything the node keeps durably. See the module docstring for sync/async rules."""
+
+    # --- units of work ---------------------------------------------------------------------
+
+    def attach_audit(self, appender: Callable[[Any, Sequence[Any]], range]) -> None:
+        """Where transactions append leaves (``AuditLog.append_on``), set once by the
+        composition root."""
+        ...
+
+    async def transaction(self, work: Callable[[Any], T], *, label: str, weight: int = 1) -> T:
+        """Run ``work(tx)`` in one transaction; its result once committed. All or nothing."""
+        ...
+
+    async def append_audit(self, events: Sequence[Any]) -> range:
+        """Leaves that record no other change, in a transaction of their own."""
+        ...
+
+    # --- documents index and cases (reads; writes go through a transaction) --------------
+
+    def notice(self, notice_id: str) -> NoticeRow | None: ...
+
+    def notice_superseded_by(self, notice_id: str) -> str | None: ...
+
+    def notices_for_document(self, issuing_state: str, number: str) -> list[NoticeRow]: ...
+
+    def count_notices(self) -> int: ...
+
+    def case(self, case_ref: str) -> CaseRow | None: ...
+
+    def case_events(self, case_ref: str) -> list[CaseEventRow]: ...
 
     # --- outbox (FIFO per peer) -----------------------------------------------------------
 

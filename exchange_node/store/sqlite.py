@@ -55,6 +55,11 @@ from exchange_node.store.records import (
 from exchange_node.store.writer import DEFAULT_MAX_GROUP, GroupCommitWriter
 
 AuditAppender = Callable[[sqlite3.Connection, Sequence[Any]], range]
+
+Leaves = Sequence[Any] | Callable[[Any], Sequence[Any]]
+"""The audit events a write method commits with its change (``audit=``): a list, or a
+function of the method's result that returns it (when the leaf names what the write
+found, e.g. the token a revocation by id hit)."""
 """Appends audit events as leaves on the connection given, inside its open transaction
 (``AuditLog.append_on``); attached by the composition root with :meth:`SqliteStore.attach_audit`."""
 
@@ -341,12 +346,14 @@ class SqliteStore:
 
     # --- outbox ----------------------------------------------------------------------------
 
-    async def enqueue(self, items: Sequence[OutboxItem]) -> list[int]:
+    async def enqueue(self, items: Sequence[OutboxItem], *, audit: Leaves = ()) -> list[int]:
         for i, item in enumerate(items):
             _check_outbox_item(item, f"items[{i}]")
         if not items:
             return []
-        return await self._write(partial(_enqueue, items=tuple(items)), weight=len(items))
+        return await self._write(
+            partial(_enqueue, items=tuple(items)), weight=len(items), audit=audit, label="enqueue"
+        )
 
     def pending(self, peer_id: str, limit: int) -> list[OutboxRow]:
         _check_limit(limit)
@@ -404,7 +411,7 @@ class SqliteStore:
 
         await self._write(job)
 
-    async def requeue_dead(self, outbox_id: int) -> None:
+    async def requeue_dead(self, outbox_id: int, *, audit: Leaves = ()) -> None:
         def job(conn: sqlite3.Connection) -> None:
             state = _outbox_state_or_raise(conn, outbox_id)
             if state != OutboxState.DEAD:
@@ -422,7 +429,7 @@ class SqliteStore:
                 (outbox_id,),
             )
 
-        await self._write(job)
+        await self._write(job, audit=audit, label="outbox.requeue")
 
     def queue_stats(self) -> list[QueueStats]:
         rows = self._read(
@@ -602,6 +609,8 @@ class SqliteStore:
         fingerprint: str,
         at: int,
         policy: Sequence[str] | None = None,
+        *,
+        audit: Leaves = (),
     ) -> PeerRecord:
         _check_text(node_id, "node_id")
         _check_bytes(card, "card")
@@ -620,7 +629,7 @@ class SqliteStore:
             return _peer_row(_rows(conn, f"SELECT {_PEER_COLS} FROM peers WHERE node_id = ?",
                                    (node_id,))[0])  # fmt: skip
 
-        return await self._write(job)
+        return await self._write(job, audit=audit, label="peer.upsert")
 
     def get_peer(self, node_id: str) -> PeerRecord | None:
         rows = self._read(f"SELECT {_PEER_COLS} FROM peers WHERE node_id = ?", (node_id,))
@@ -629,7 +638,7 @@ class SqliteStore:
     def list_peers(self) -> list[PeerRecord]:
         return [_peer_row(r) for r in self._read(f"SELECT {_PEER_COLS} FROM peers ORDER BY 1")]
 
-    async def remove_peer(self, node_id: str, force: bool = False) -> int:
+    async def remove_peer(self, node_id: str, force: bool = False, *, audit: Leaves = ()) -> int:
         def job(conn: sqlite3.Connection) -> int:
             if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (node_id,)):
                 raise _peer_not_found(node_id)
@@ -654,13 +663,19 @@ class SqliteStore:
             conn.execute("DELETE FROM peers WHERE node_id = ?", (node_id,))
             return queued
 
-        return await self._write(job)
+        return await self._write(job, audit=audit, label="peer.remove")
 
-    async def set_paused(self, node_id: str, paused: bool, at: int) -> None:
-        await self._update_peer(node_id, "paused = ?, updated_at = ?", (1 if paused else 0, at))
+    async def set_paused(self, node_id: str, paused: bool, at: int, *, audit: Leaves = ()) -> None:
+        await self._update_peer(
+            node_id, "paused = ?, updated_at = ?", (1 if paused else 0, at), audit
+        )
 
-    async def set_policy(self, node_id: str, kinds: Sequence[str], at: int) -> None:
-        await self._update_peer(node_id, "policy = ?, updated_at = ?", (_policy_json(kinds), at))
+    async def set_policy(
+        self, node_id: str, kinds: Sequence[str], at: int, *, audit: Leaves = ()
+    ) -> None:
+        await self._update_peer(
+            node_id, "policy = ?, updated_at = ?", (_policy_json(kinds), at), audit
+        )
 
     async def touch_contact(self, peer_id: str, at: int, error: str | None) -> None:
         if error is None:
@@ -668,14 +683,20 @@ class SqliteStore:
         else:
             await self._update_peer(peer_id, "last_error = ?, last_error_at = ?", (error, at))
 
-    async def _update_peer(self, node_id: str, assignments: str, args: tuple[Any, ...]) -> None:
+    async def _update_peer(
+        self, node_id: str, assignments: str, args: tuple[Any, ...], audit: Leaves = ()
+    ) -> None:
         await self._write(
-            partial(_update_peer, node_id=node_id, assignments=assignments, args=args)
+            partial(_update_peer, node_id=node_id, assignments=assignments, args=args),
+            audit=audit,
+            label="peer.update",
         )
 
     # --- tokens ------------------------------------------------------------------------------
 
-    async def create_token(self, name: str, role: str, secret: str, at: int) -> TokenRecord:
+    async def create_token(
+        self, name: str, role: str, secret: str, at: int, *, audit: Leaves = ()
+    ) -> TokenRecord:
         _check_text(name, "name", max_len=64)
         if role not in TOKEN_ROLES:
             raise ValidationError(
@@ -710,7 +731,7 @@ class SqliteStore:
                 ) from exc
             return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None)
 
-        return await self._write(job)
+        return await self._write(job, audit=audit, label="token.create")
 
     def find_active_token(self, secret_hash: bytes) -> TokenRecord | None:
         rows = self._read(
@@ -726,7 +747,9 @@ class SqliteStore:
             for r in self._read(f"SELECT {_TOKEN_COLS} FROM tokens {where} ORDER BY id")
         ]
 
-    async def revoke_token(self, name_or_id: str | int, at: int) -> TokenRecord:
+    async def revoke_token(
+        self, name_or_id: str | int, at: int, *, audit: Leaves = ()
+    ) -> TokenRecord:
         def job(conn: sqlite3.Connection) -> TokenRecord:
             if isinstance(name_or_id, int) and not isinstance(name_or_id, bool):
                 rows = _rows(conn, f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (name_or_id,))
@@ -749,7 +772,7 @@ class SqliteStore:
             return TokenRecord(token.id, token.name, token.role, token.secret_hash,
                                token.created_at, at)  # fmt: skip
 
-        return await self._write(job)
+        return await self._write(job, audit=audit, label="token.revoke")
 
     # --- meta --------------------------------------------------------------------------------
 
@@ -757,7 +780,7 @@ class SqliteStore:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
-    async def set_meta(self, key: str, value: bytes) -> None:
+    async def set_meta(self, key: str, value: bytes, *, audit: Leaves = ()) -> None:
         _check_text(key, "key")
         if not isinstance(value, bytes):
             raise ValidationError("meta_value_invalid", "meta values are bytes", "value")
@@ -769,7 +792,7 @@ class SqliteStore:
                 (key, value),
             )
 
-        await self._write(job)
+        await self._write(job, audit=audit, label="meta.set")
 
     # --- operations --------------------------------------------------------------------------
 
@@ -832,12 +855,27 @@ class SqliteStore:
         weight: int = 1,
         transactional: bool = True,
         label: str = "",
+        audit: Leaves = (),
     ) -> T:
         if self._closed:
             raise _closed_error()
+        if audit:
+            fn = self._with_leaves(fn, audit)
         return await self._writer.submit(
             fn, weight=weight, transactional=transactional, label=label
         )
+
+    def _with_leaves(self, fn: Callable[[sqlite3.Connection], T], audit: Leaves):
+        appender = self._audit
+        if appender is None:
+            raise StoreError("audit_not_attached", "no audit log is attached to this store")
+
+        def job(conn: sqlite3.Connection) -> T:
+            result = fn(conn)
+            appender(conn, audit(result) if callable(audit) else audit)
+            return result
+
+        return job
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._closed:
