@@ -336,3 +336,17 @@ def revoke_key(keys: NodeKeys, key_id: bytes, *, now_ms: int, reason: str) -> by
         reason=reason,
         signer=keys.local.signing_key,
     )
+
+
+class Identity:
+    """This node's keys as they are now, shared by the parts that sign, seal and
+    authenticate: the composition root replaces :attr:`keys` when the card rotates, so
+    every part sees the new keys at once."""
+
+    def __init__(self, keys: NodeKeys, passphrase: bytes | None) -> None:
+        self.keys = keys
+        self.passphrase = passphrase
+
+    @property
+    def node_id(self) -> str:
+        return self.keys.local.node_id

@@ -342,7 +342,7 @@ async def serve_main(config: str, ready_file: str, crash_marker: str | None) -> 
             Path(crash_marker).write_text(json.dumps([r.message_id.hex() for r in accepted]))
             os.kill(os.getpid(), signal.SIGKILL)
 
-    node.on_accepted.append(crash)
+    node.inbound.on_accepted.append(crash)
     await node.start()
     Path(ready_file).write_text(json.dumps({"peer_port": node.peer_port}))
     stop = asyncio.Event()

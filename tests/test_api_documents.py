@@ -213,7 +213,7 @@ async def test_a_peer_status_notice_not_from_the_issuing_state_is_rejected_on_re
     from exchange_node.config import NOTICE_KINDS
     from exchange_node.pb.exchange.v1 import notice_pb2
 
-    await phl.set_policy("JPN-ISA", NOTICE_KINDS)
+    await phl.directory.set_policy("JPN-ISA", NOTICE_KINDS)
     body = notice_pb2.Body(
         status_notice=notice_pb2.TravelDocumentStatusNotice(
             notice_id=b"\x01" * 16,

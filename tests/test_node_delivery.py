@@ -118,7 +118,7 @@ async def test_a_repeated_batch_is_answered_duplicate_and_stored_once(net):
 
 async def test_a_notice_the_receiver_refuses_becomes_a_dead_letter_with_its_reason(net, capsys):
     phl = await net[PHL].start()
-    await phl.set_policy(JPN, ["status_notice", "correction"])
+    await phl.directory.set_policy(JPN, ["status_notice", "correction"])
     jpn = await net[JPN].start()
 
     [sub] = await jpn.submit(fraud_notice(), [PHL])

@@ -139,7 +139,7 @@ async def test_envelopes_sealed_to_a_retired_encryption_key_are_resealed_and_acc
     await net[PHL].stop()
     rotated = rotate_keys(net[PHL].data, now_ms=now_ms(), overlap_ms=0)
     phl = await net[PHL].start()
-    await jpn.accept_rotation(rotated.card_bytes, actor=PHL)
+    await jpn.directory.accept_rotation(rotated.card_bytes, actor=PHL)
     await jpn.store.set_paused(PHL, False, now_ms())
     jpn.reload_peers()
     await wait_for(lambda: settled(jpn.store, queued), what="delivery after re-sealing")

@@ -198,7 +198,7 @@ async def test_a_second_batch_while_one_is_in_progress_gets_429_with_retry_after
     # The first batch holds the only slot while its body is still arriving.
     reader, writer = await raw_request(port, batch_head(port, len(data)), data[:10])
     try:
-        await wait_for(phl.inbound_slots.locked, what="the first batch to take the slot")
+        await wait_for(phl.inbound.slots.locked, what="the first batch to take the slot")
 
         async with (
             aiohttp.ClientSession() as session,

@@ -79,7 +79,7 @@ async def test_a_revocation_applied_while_the_peers_are_reloaded_is_kept(net):
         await write(key, value, **kwargs)
 
     jpn.store.set_meta = set_meta_during_reload
-    await jpn.accept_revocation(signed, actor=PHL)
+    await jpn.directory.accept_revocation(signed, actor=PHL)
 
     assert kid in jpn.keyring.revoked
     with pytest.raises(OpenError) as refused:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
+from exchange_node.delivery.client import PROTOBUF
 from exchange_node.delivery.receiver import BatchRefused
 from exchange_node.errors import ExchangeError, NotFoundError
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("exchange_node.peer_api")
 
-PROTOBUF = "application/x-protobuf"
 NODE_KEY = web.AppKey("node", object)
 
 
@@ -51,9 +51,9 @@ def authenticated_peer(request: web.Request, node: Node) -> str | None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     fp = hashlib.sha256(der).digest() if der else b""
-    peer = node.peer_by_tls_fingerprint(fp) if der else None
+    peer = node.directory.by_tls_fingerprint(fp) if der else None
     if peer is None:
-        node.audit_rejection("", "unknown_peer", {"tls_sha256": fp.hex()})
+        node.inbound.audit_refusal("", "unknown_peer", {"tls_sha256": fp.hex()})
         raise web.HTTPForbidden(
             text='{"code":"unknown_peer","detail":"client certificate is not on a pinned card"}',
             content_type="application/json",
@@ -66,7 +66,7 @@ def _refuse(
 ) -> web.Response:
     """Refuse a whole batch: audited (``envelope.rejected``, scope batch), then answered
     with a problem document. Nothing of the batch is stored."""
-    node.audit_rejection(peer or "", code, attrs)
+    node.inbound.audit_refusal(peer or "", code, attrs)
     return _problem(status, code, message)
 
 
@@ -80,14 +80,14 @@ async def post_batch(request: web.Request) -> web.StreamResponse:
         return _refuse(node, peer, 411, "length_required", "send Content-Length with the batch")
     if request.content_length > limit:
         return _refuse(node, peer, 413, "batch_oversized", f"batches are limited to {limit} bytes")
-    if node.inbound_slots.locked():
+    if node.inbound.slots.locked():
         # Back-pressure, not a refusal of content: counted, not audited (an overloaded
         # node must not write more per request), and the sender retries.
         node.metrics.overload.inc()
         return _problem(
             429, "overloaded", "too many batches in progress; retry later", {"Retry-After": "1"}
         )
-    async with node.inbound_slots:
+    async with node.inbound.slots:
         data = await request.read()
         try:
             receipt = await node.receive_batch(data, peer)

@@ -42,8 +42,8 @@ class Services:
         self.notices = NoticeService(node, self.index)
         self.cases = CaseService(node)
         self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
-        node.content_handlers.extend([self.notices.apply, self.cases.apply])
-        node.on_accepted.append(self.notices.on_accepted)
+        node.inbound.content_handlers.extend([self.notices.apply, self.cases.apply])
+        node.inbound.on_accepted.append(self.notices.on_accepted)
 
     def subject_hash(self, issuing_state: str, number: str) -> str:
         """Keyed hash of a document for ``document.lookup`` leaves (type left out, so an

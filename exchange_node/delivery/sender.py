@@ -1,0 +1,266 @@
+"""The outbox with its workers: queueing this node's messages and delivering them.
+
+:meth:`Outbox.submit` seals a body to each recipient and queues it with its leaves (and
+whatever the caller's operation writes) in one transaction. One
+:class:`~exchange_node.delivery.worker.PeerWorker` per pinned peer sends the queue in
+FIFO batches, one in flight; this object is the workers' host: it posts through the
+peer client, verifies receipts, re-seals what a peer's key change made unreadable, and
+settles each receipt (outcomes, contact and leaves in one transaction), then hands the
+receipt's checkpoint to the witness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from exchange_node.at_rest import AtRest
+from exchange_node.audit import leaves
+from exchange_node.audit.leaf import AuditEvent
+from exchange_node.config import Config
+from exchange_node.delivery.client import PeerClient
+from exchange_node.delivery.outbox import choose_recipients, payload_context, seal_for
+from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
+from exchange_node.identity import Identity
+from exchange_node.metrics import Metrics
+from exchange_node.pb.exchange.v1 import notice_pb2
+from exchange_node.peers import PeerDirectory
+from exchange_node.protocol.cards import verify_card
+from exchange_node.protocol.envelope import seal
+from exchange_node.protocol.errors import OpenError, wire_reason_name
+from exchange_node.protocol.receipts import VerifiedReceipt, outcome_name, verify_receipt
+from exchange_node.store.records import OutboxItem, OutboxRow
+from exchange_node.store.sqlite import SqliteStore, SqliteTransaction
+
+log = structlog.get_logger("exchange_node.outbox")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    peer_id: str
+    message_id: bytes
+    outbox_id: int
+
+
+Also = Callable[[SqliteTransaction, Sequence[OutboxItem]], object]
+"""Writes of the caller's operation, run in the transaction that queues the envelopes
+(given the queued items, so it knows their message ids); raising refuses it all."""
+
+
+class Outbox:
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        directory: PeerDirectory,
+        client: PeerClient,
+        store: SqliteStore,
+        at_rest: AtRest,
+        config: Config,
+        metrics: Metrics,
+        clock: Callable[[], int],
+        witness: Callable[[str, VerifiedReceipt], Awaitable[None]],
+        spawn: Callable[[Awaitable[object]], None],
+    ) -> None:
+        self._identity = identity
+        self._directory = directory
+        self._client = client
+        self.store = store
+        self._at_rest = at_rest
+        self._config = config
+        self._metrics = metrics
+        self._clock = clock
+        self._witness = witness
+        self._spawn = spawn
+        self.workers: dict[str, PeerWorker] = {}
+        self.running = False
+
+    @property
+    def node_id(self) -> str:
+        return self._identity.node_id
+
+    def now_ms(self) -> int:
+        return self._clock()
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        body: notice_pb2.Body,
+        recipients: Sequence[str] | None = None,
+        *,
+        actor: str = "operator",
+        also: Also | None = None,
+        label: str = "notice.submit",
+    ) -> list[Submitted]:
+        """Seal ``body`` to each recipient (default: every peer whose policy allows its
+        kind) and queue it, with its ``notice.submitted`` leaves and whatever ``also``
+        writes, in one transaction. Durable when it returns; delivered in the background.
+
+        Raises ``UnknownRecipient`` (a ValueError) naming a peer not pinned,
+        ``RecipientNotAllowed`` (a PermissionError) naming one whose policy forbids the
+        kind; nothing is queued or written then.
+        """
+        directory = self._directory
+        kind = body.WhichOneof("content") or ""
+        targets = choose_recipients(kind, recipients, directory.peers, directory.policy)
+        now = self._clock()
+        items = seal_for(
+            body.SerializeToString(),
+            sender=self._identity.keys.local,
+            keyring=directory.keyring,
+            recipients=targets,
+            at_rest=self._at_rest,
+            now_ms=now,
+        )
+        events = [leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items]
+
+        def work(tx: SqliteTransaction) -> list[int]:
+            ids = tx.enqueue(items)
+            if also is not None:
+                also(tx, items)
+            tx.audit(events)
+            return ids
+
+        ids = await self.store.transaction(work, label=label, weight=2 * len(items) + 1)
+        for i in items:
+            self.wake(i.peer_id)
+        return [Submitted(i.peer_id, i.message_id, oid) for i, oid in zip(items, ids, strict=True)]
+
+    # --- workers -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.running = True
+        self.sync_workers(frozenset())
+
+    def wake(self, peer_id: str, *, reset_backoff: bool = False) -> None:
+        worker = self.workers.get(peer_id)
+        if worker is not None:
+            worker.wake(reset_backoff=reset_backoff)
+
+    def sync_workers(self, changed: frozenset[str]) -> None:
+        """One worker per pinned peer (a directory listener). A peer an operator changed
+        (resumed, new card, new policy) is retried now, backoff or not."""
+        if not self.running:
+            return
+        peers = self._directory.peers
+        for peer_id in list(self.workers):
+            if peer_id not in peers:
+                self._spawn(self.workers.pop(peer_id).stop())
+        delivery = self._config.delivery
+        for peer_id in peers:
+            worker = self.workers.get(peer_id)
+            if worker is None:
+                worker = PeerWorker(
+                    self,
+                    peer_id,
+                    batch_size=delivery.batch_size,
+                    backoff=Backoff(delivery.backoff_initial_ms, delivery.backoff_max_ms),
+                )
+                self.workers[peer_id] = worker
+                worker.start()
+            else:
+                worker.wake(reset_backoff=peer_id in changed)
+
+    async def stop(self) -> None:
+        self.running = False
+        await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
+        self.workers.clear()
+
+    # --- the workers' host (delivery/worker.py WorkerHost) ---------------------------------
+
+    def is_paused(self, peer_id: str) -> bool:
+        return self._directory.is_paused(peer_id)
+
+    async def post_batch(self, peer_id: str, data: bytes) -> bytes:
+        return await self._client.post_batch(peer_id, data)
+
+    def verify_receipt_for(
+        self, peer_id: str, signed: bytes, batch_id: bytes, hashes: Sequence[bytes]
+    ) -> VerifiedReceipt:
+        """Verify a peer's receipt for our batch; a refused receipt is audited (the batch
+        stays queued and is sent again)."""
+        try:
+            return verify_receipt(
+                signed,
+                keyring=self._directory.keyring,
+                receiver=peer_id,
+                sender=self.node_id,
+                batch_id=batch_id,
+                envelope_hashes=hashes,
+            )
+        except OpenError as exc:
+            leaf = leaves.receipt_refused(
+                self._clock(), peer_id, batch_id, signed, exc.reason.value
+            )
+            self._spawn(self.store.append_audit([leaf]))
+            raise
+
+    async def refresh_card(self, peer_id: str) -> bool:
+        """Fetch the peer's current card; adopt it if it is a rotation signed by a key we
+        trust. True if the pinned card changed."""
+        try:
+            fresh = await self._client.fetch_card(peer_id)
+            if verify_card(fresh).serial > self._directory.keyring.require(peer_id).serial:
+                await self._directory.accept_rotation(fresh, actor=peer_id)
+                return True
+        except (DeliveryError, OpenError) as exc:
+            log.warning(
+                "peer.card_refresh_failed", peer=peer_id, error=str(getattr(exc, "detail", exc))
+            )
+        return False
+
+    async def reseal(self, peer_id: str, rows: Sequence[OutboxRow]) -> None:
+        """The peer refused our seal (it rotated its key, or we did): refresh its card
+        when it has a newer one, then seal the same bodies again under the same ids."""
+        await self.refresh_card(peer_id)
+        card = self._directory.keyring.require(peer_id)
+        now = self._clock()
+        me = self._identity.keys.local
+        for row in rows:
+            if row.payload is None:
+                continue
+            body = self._at_rest.decrypt(row.payload, payload_context(peer_id, row.message_id))
+            sealed = seal(body, sender=me, recipient=card, now_ms=now, message_id=row.message_id)
+            await self.store.replace_envelope(row.id, sealed.data)
+        log.info("outbox.resealed", peer=peer_id, count=len(rows))
+
+    def settlement_events(
+        self,
+        peer_id: str,
+        batch_id: bytes,
+        rows: Sequence[OutboxRow],
+        receipt: VerifiedReceipt,
+        now: int,
+    ) -> list[AuditEvent]:
+        """The leaves settling ``receipt`` (committed with the outcomes it applies)."""
+        settled = [
+            (
+                row.message_id,
+                outcome_name(o.outcome),
+                wire_reason_name(o.reason) if o.reason else "",
+            )
+            for row, o in zip(rows, receipt.outcomes, strict=True)
+        ]
+        return leaves.settlement(now, self.node_id, peer_id, batch_id, receipt.signed, settled)
+
+    async def after_receipt(
+        self, peer_id: str, batch_id: bytes, rows: Sequence[OutboxRow], receipt: VerifiedReceipt
+    ) -> None:
+        """Count a settled receipt and witness the checkpoint it carries."""
+        counts = Counter(
+            (outcome_name(o.outcome), wire_reason_name(o.reason) if o.reason else "")
+            for o in receipt.outcomes
+        )
+        for (outcome, reason), n in counts.items():
+            self._metrics.sent.labels(peer_id, outcome, reason).inc(n)
+        self._metrics.batch_size.labels(peer_id).observe(len(rows))
+        if receipt.checkpoint:
+            await self._witness(peer_id, receipt)
+
+    def observe_failure(self, peer_id: str, detail: str) -> None:
+        self._metrics.delivery_errors.labels(peer_id).inc()
