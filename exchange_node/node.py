@@ -61,7 +61,7 @@ from exchange_node.protocol.errors import OpenError, wire_reason_name
 from exchange_node.protocol.keyring import Keyring
 from exchange_node.protocol.receipts import VerifiedReceipt, outcome_name, verify_receipt
 from exchange_node.services import Services
-from exchange_node.store.records import OutboxRow
+from exchange_node.store.records import OutboxItem, OutboxRow
 from exchange_node.store.sqlite import SqliteStore, SqliteTransaction
 from exchange_node.tls import client_context, server_context, trust_peers
 
@@ -266,42 +266,78 @@ class Node:
         *,
         actor: str = "operator",
         also: Callable[[SqliteTransaction], object] | None = None,
+        then: Callable[[SqliteTransaction, list[Submitted]], object] | None = None,
         label: str = "notice.submit",
     ) -> list[Submitted]:
         """Seal ``body`` to each recipient (default: every peer whose policy allows its
         kind) and queue it, with its ``notice.submitted`` leaves and whatever ``also``
-        writes (the caller's index or case rows), in one transaction. Durable when it
-        returns; delivery happens in the background.
+        writes (the caller's index or case rows), in one transaction. ``then`` runs
+        last in that transaction with what was queued (the answer a caller keeps with
+        it). Durable when it returns; delivery happens in the background.
 
         Raises ValueError naming an unknown peer, PermissionError naming one whose
         policy forbids the kind (nothing is queued or written then).
         """
-        kind = body.WhichOneof("content") or ""
-        targets = choose_recipients(kind, recipients, self.keyring.peers, self.policy)
-        now = self.now_ms()
-        items = seal_for(
-            body.SerializeToString(),
-            sender=self.keys.local,
-            keyring=self.keyring,
-            recipients=targets,
-            at_rest=self.at_rest,
-            now_ms=now,
+        (submitted,) = await self.submit_many(
+            [(body, recipients)],
+            actor=actor,
+            also=also,
+            then=None if then is None else lambda tx, queued: then(tx, queued[0]),
+            label=label,
         )
-        events = [leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items]
+        return submitted
 
-        def work(tx: SqliteTransaction) -> list[int]:
+    async def submit_many(
+        self,
+        bodies: Sequence[tuple[notice_pb2.Body, Sequence[str] | None]],
+        *,
+        actor: str = "operator",
+        also: Callable[[SqliteTransaction], object] | None = None,
+        then: Callable[[SqliteTransaction, list[list[Submitted]]], object] | None = None,
+        label: str = "notice.batch",
+    ) -> list[list[Submitted]]:
+        """:meth:`submit` for several (body, recipients) at once, all in ONE transaction:
+        every body is queued with its leaves, or none is. Returns, per body, its copies.
+        ``also`` and ``then`` run once for the whole transaction (``then`` gets the
+        copies per body). The same errors as :meth:`submit`, before anything is written.
+        """
+        now = self.now_ms()
+        sealed: list[list[OutboxItem]] = []
+        events: list[AuditEvent] = []
+        for body, recipients in bodies:
+            kind = body.WhichOneof("content") or ""
+            targets = choose_recipients(kind, recipients, self.keyring.peers, self.policy)
+            items = seal_for(
+                body.SerializeToString(),
+                sender=self.keys.local,
+                keyring=self.keyring,
+                recipients=targets,
+                at_rest=self.at_rest,
+                now_ms=now,
+            )
+            sealed.append(items)
+            events += [
+                leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items
+            ]
+        flat = [i for items in sealed for i in items]
+
+        def work(tx: SqliteTransaction) -> list[list[Submitted]]:
             if also is not None:
                 also(tx)
-            ids = tx.enqueue(items)
+            ids = iter(tx.enqueue(flat))
             tx.audit(events)
-            return ids
+            queued = [[Submitted(i.peer_id, i.message_id, next(ids)) for i in items]
+                      for items in sealed]  # fmt: skip
+            if then is not None:
+                then(tx, queued)
+            return queued
 
-        ids = await self.store.transaction(work, label=label, weight=2 * len(items) + 1)
-        for i in items:
-            worker = self.workers.get(i.peer_id)
+        queued = await self.store.transaction(work, label=label, weight=2 * len(flat) + len(sealed))
+        for peer_id in {i.peer_id for i in flat}:
+            worker = self.workers.get(peer_id)
             if worker is not None:
                 worker.wake()
-        return [Submitted(i.peer_id, i.message_id, oid) for i, oid in zip(items, ids, strict=True)]
+        return queued
 
     async def record_audit(self, *events: AuditEvent) -> range:
         """Append leaves that record no other change (lookups, refusals); durable on return."""

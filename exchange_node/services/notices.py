@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
-from exchange_node.delivery.outbox import choose_recipients
+from exchange_node.delivery.outbox import (
+    RecipientNotAllowed,
+    UnknownRecipient,
+    choose_recipients,
+)
 from exchange_node.domain.documents import Detection, NoticeKind, check_detection
 from exchange_node.errors import ExchangeError
 from exchange_node.pb.exchange.v1 import notice_pb2
@@ -67,6 +71,19 @@ class InboxSignal:
         return True
 
 
+Answer = Callable[["SqliteTransaction", list[tuple[IndexedNotice, list["Submitted"]]]], object]
+"""Run inside a submission's transaction with what it submitted (``NoticeService.submit``)."""
+
+
+class BatchItemRefused(Exception):
+    """Draft ``index`` of a batch was refused with ``error``; nothing was stored."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"notice {index}: {error}")
+        self.index = index
+        self.error = error
+
+
 @dataclass(frozen=True, slots=True)
 class NoticeDraft:
     """A notice as an officer's system asks for it (already typed by the API layer)."""
@@ -98,9 +115,17 @@ class NoticeService:
         return self._pending_ids.get(notice_id) or self.index.get(notice_id)
 
     def check(
-        self, draft: NoticeDraft, notice_id: bytes, now: int
+        self,
+        draft: NoticeDraft,
+        notice_id: bytes,
+        now: int,
+        *,
+        find: Callable[[str], IndexedNotice | None] | None = None,
+        superseded_by: Callable[[str], str | None] | None = None,
     ) -> tuple[notice_pb2.Body, IndexedNotice]:
-        """The wire body of ``draft`` and its index entry; raises the domain's errors."""
+        """The wire body of ``draft`` and its index entry; raises the domain's errors.
+        ``find`` and ``superseded_by`` default to the index's (a batch passes its own,
+        which also see the batch's earlier notices)."""
         node = self._node
         # The domain's own check first: the wire body cannot even be built without it.
         detection = check_detection(
@@ -123,32 +148,95 @@ class NoticeService:
             issued_at_ms=now,
             now_ms=now,
             max_skew_ms=self._max_skew_ms,
-            find=self.index.get,
-            superseded_by=self.index.superseded_by,
+            find=find or self.index.get,
+            superseded_by=superseded_by or self.index.superseded_by,
         )
         return body, entry
 
     async def submit(
-        self, draft: NoticeDraft, recipients: Sequence[str] | None, *, actor: str
+        self,
+        draft: NoticeDraft,
+        recipients: Sequence[str] | None,
+        *,
+        actor: str,
+        then: Answer | None = None,
     ) -> tuple[IndexedNotice, list[Submitted]]:
         """Check, index and queue a notice. Raises the domain's ``ExchangeError``s,
         ``UnknownRecipient`` / ``RecipientNotAllowed`` (from ``choose_recipients``) for
         a recipient not pinned or whose policy forbids the kind (nothing is indexed or
-        queued then)."""
+        queued then). ``then`` runs in the submission's transaction with what was
+        submitted (see :meth:`submit_many`)."""
+        try:
+            (result,) = await self.submit_many(
+                [(draft, recipients)], actor=actor, then=then, label="notice.submit"
+            )
+        except BatchItemRefused as exc:
+            raise exc.error from None
+        return result
+
+    async def submit_many(
+        self,
+        drafts: Sequence[tuple[NoticeDraft, Sequence[str] | None]],
+        *,
+        actor: str,
+        then: Answer | None = None,
+        label: str = "notice.batch",
+    ) -> list[tuple[IndexedNotice, list[Submitted]]]:
+        """Check every (draft, recipients) first, then index and queue them all in ONE
+        transaction: all of them or none. A correction or withdrawal may name a notice
+        earlier in the same batch.
+
+        Raises :class:`BatchItemRefused` with the index of the first refused draft and
+        its error (as :meth:`submit` raises it); nothing is indexed or queued then.
+        ``then(tx, results)`` runs last in the transaction with, per draft, its index
+        entry and copies: what a caller keeps with the submission (its answer to an
+        idempotent request); it may be run again after a rollback.
+        """
         node = self._node
         now = node.now_ms()
-        body, entry = self.check(draft, secrets.token_bytes(16), now)
-        # Refuse before indexing: a notice is indexed only if it is sent.
-        choose_recipients(
-            body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
-        )
-        row = to_row(entry)
-        # Indexed in the same transaction that queues it: a notice lookups show is a
+        batch: dict[str, IndexedNotice] = {}
+        superseding: dict[str, str] = {}
+        prepared: list[tuple[notice_pb2.Body, Sequence[str] | None, IndexedNotice]] = []
+
+        def find(notice_id: str) -> IndexedNotice | None:
+            return batch.get(notice_id) or self.index.get(notice_id)
+
+        def superseded_by(notice_id: str) -> str | None:
+            return superseding.get(notice_id) or self.index.superseded_by(notice_id)
+
+        for i, (draft, recipients) in enumerate(drafts):
+            try:
+                body, entry = self.check(
+                    draft, secrets.token_bytes(16), now, find=find, superseded_by=superseded_by
+                )
+                # Refuse before indexing: a notice is indexed only if it is sent.
+                choose_recipients(
+                    body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
+                )
+            except (ExchangeError, UnknownRecipient, RecipientNotAllowed) as exc:
+                raise BatchItemRefused(i, exc) from None
+            notice = entry.notice
+            batch[notice.notice_id] = entry
+            if notice.supersedes:
+                superseding.setdefault(notice.supersedes, notice.notice_id)
+            prepared.append((body, recipients, entry))
+        entries = [entry for _, _, entry in prepared]
+        rows = [to_row(entry) for entry in entries]
+
+        def answer(tx: SqliteTransaction, queued: list[list[Submitted]]) -> None:
+            if then is not None:
+                then(tx, list(zip(entries, queued, strict=True)))
+
+        # Indexed in the same transaction that queues them: a notice lookups show is a
         # notice that is sent, and the other way round.
-        submitted = await node.submit(
-            body, recipients, actor=actor, also=lambda tx: tx.index_notices([row], now)
+        queued = await node.submit_many(
+            [(body, recipients) for body, recipients, _ in prepared],
+            actor=actor,
+            also=lambda tx: tx.index_notices(rows, now),
+            then=answer,
+            label=label,
         )
-        return entry, submitted
+        return list(zip(entries, queued, strict=True))
 
     # --- receiving -------------------------------------------------------------------------
 
