@@ -61,8 +61,9 @@ if TYPE_CHECKING:
     from exchange_node.node import Node
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
+    from exchange_node.store.sqlite import SqliteTransaction
 
-__all__ = ["Case", "CaseService", "Participant", "PersonalData", "StoredEvent"]
+__all__ = ["Case", "CaseService", "Participant", "PersonalData", "StepTaken", "StoredEvent"]
 
 log = structlog.get_logger("exchange_node.cases")
 
@@ -128,6 +129,29 @@ class StoredEvent:
     message_ids: dict[str, str]
     recorded_at: int
     received_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepTaken:
+    """A local step as its transaction commits it: handed to a ``then`` hook that writes
+    the caller's answer in the same transaction (an idempotent request's)."""
+
+    case_ref: str
+    sequence: int
+    status: str
+    message_ids: dict[str, bytes]
+
+
+StepHook = Callable[["SqliteTransaction", StepTaken], object]
+
+
+def _step_hook(then: StepHook | None, ref: str, seq: int, state: CaseState):
+    """``then`` as a ``Node.submit`` hook: called with the step and its message ids."""
+    if then is None:
+        return None
+    return lambda tx, submitted: then(
+        tx, StepTaken(ref, seq, str(state.status), {s.peer_id: s.message_id for s in submitted})
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +310,7 @@ class CaseService:
         note: str,
         *,
         actor: str,
+        then: StepHook | None = None,
     ) -> tuple[Case, dict[str, bytes]]:
         """Open a case as the identifying state and send OPEN_CASE to the other participants.
 
@@ -340,14 +365,23 @@ class CaseService:
         if personal is not None:
             wire.personal_data.CopyFrom(notice_pb2.PersonalData(**_personal_dict(personal)))
         await self._store_open(ref, me, people, personal, now, event_id, note, actor, now)
-        submitted = await node.submit(notice_pb2.Body(case_event=wire), others, actor=actor)
+        submitted = await node.submit(
+            notice_pb2.Body(case_event=wire), others, actor=actor,
+            then=_step_hook(then, ref, 1, state),
+        )  # fmt: skip
         ids = {s.peer_id: s.message_id for s in submitted}
         await self._set_message_ids(ref, 1, ids)
         await self._audit(ref, EventType.OPEN_CASE, actor, "", CaseState().status, state, 1, now)
         return self.require(ref), ids
 
     async def add_event(
-        self, case_ref: str, kind: EventType, note: str, *, actor: str
+        self,
+        case_ref: str,
+        kind: EventType,
+        note: str,
+        *,
+        actor: str,
+        then: StepHook | None = None,
     ) -> tuple[Case, dict[str, bytes]]:
         """Perform one step as this node: check it against the table, store it, send it
         to every other participant. Raises ``NotFoundError`` (``case_not_found``), the
@@ -383,7 +417,10 @@ class CaseService:
                 note=note,
             )
             reachable = [p for p in others if p in node.keyring.peers]
-            submitted = await node.submit(notice_pb2.Body(case_event=wire), reachable, actor=actor)
+            submitted = await node.submit(
+                notice_pb2.Body(case_event=wire), reachable, actor=actor,
+                then=_step_hook(then, ref, seq, new_state),
+            )  # fmt: skip
             ids = {s.peer_id: s.message_id for s in submitted}
             await self._set_message_ids(ref, seq, ids)
             await self._audit(ref, kind, actor, "", case.state.status, new_state, seq, now)
