@@ -120,12 +120,11 @@ class NoticeService:
         notice_id: bytes,
         now: int,
         *,
-        find: Callable[[str], IndexedNotice | None] | None = None,
         superseded_by: Callable[[str], str | None] | None = None,
     ) -> tuple[notice_pb2.Body, IndexedNotice]:
         """The wire body of ``draft`` and its index entry; raises the domain's errors.
-        ``find`` and ``superseded_by`` default to the index's (a batch passes its own,
-        which also see the batch's earlier notices)."""
+        ``superseded_by`` defaults to the index's (a batch's also sees its own
+        notices)."""
         node = self._node
         # The domain's own check first: the wire body cannot even be built without it.
         detection = check_detection(
@@ -148,7 +147,7 @@ class NoticeService:
             issued_at_ms=now,
             now_ms=now,
             max_skew_ms=self._max_skew_ms,
-            find=find or self.index.get,
+            find=self.index.get,
             superseded_by=superseded_by or self.index.superseded_by,
         )
         return body, entry
@@ -183,8 +182,7 @@ class NoticeService:
         label: str = "notice.batch",
     ) -> list[tuple[IndexedNotice, list[Submitted]]]:
         """Check every (draft, recipients) first, then index and queue them all in ONE
-        transaction: all of them or none. A correction or withdrawal may name a notice
-        earlier in the same batch.
+        transaction: all of them or none. Two drafts may not supersede the same notice.
 
         Raises :class:`BatchItemRefused` with the index of the first refused draft and
         its error (as :meth:`submit` raises it); nothing is indexed or queued then.
@@ -194,20 +192,17 @@ class NoticeService:
         """
         node = self._node
         now = node.now_ms()
-        batch: dict[str, IndexedNotice] = {}
         superseding: dict[str, str] = {}
         prepared: list[tuple[notice_pb2.Body, Sequence[str] | None, IndexedNotice]] = []
 
-        def find(notice_id: str) -> IndexedNotice | None:
-            return batch.get(notice_id) or self.index.get(notice_id)
-
         def superseded_by(notice_id: str) -> str | None:
+            # Two notices of one batch cannot both supersede the same notice.
             return superseding.get(notice_id) or self.index.superseded_by(notice_id)
 
         for i, (draft, recipients) in enumerate(drafts):
             try:
                 body, entry = self.check(
-                    draft, secrets.token_bytes(16), now, find=find, superseded_by=superseded_by
+                    draft, secrets.token_bytes(16), now, superseded_by=superseded_by
                 )
                 # Refuse before indexing: a notice is indexed only if it is sent.
                 choose_recipients(
@@ -215,10 +210,8 @@ class NoticeService:
                 )
             except (ExchangeError, UnknownRecipient, RecipientNotAllowed) as exc:
                 raise BatchItemRefused(i, exc) from None
-            notice = entry.notice
-            batch[notice.notice_id] = entry
-            if notice.supersedes:
-                superseding.setdefault(notice.supersedes, notice.notice_id)
+            if entry.notice.supersedes:
+                superseding.setdefault(entry.notice.supersedes, entry.notice.notice_id)
             prepared.append((body, recipients, entry))
         entries = [entry for _, _, entry in prepared]
         rows = [to_row(entry) for entry in entries]
