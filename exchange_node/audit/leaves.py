@@ -1,4 +1,5 @@
-"""Every audit leaf the node writes about delivery is built here, from plain values.
+"""Every audit leaf the node writes about delivery (and the local API's request
+refusals) is built here, from plain values.
 
 One function per event, so the attrs of a kind (``docs/audit-format.md``) are decided in
 one place and the code that records an event cannot drift from the format. Pure: time is
@@ -126,6 +127,18 @@ def batch_refused(
         peer=peer,
         reason=code,
         attrs={"scope": "batch", **(attrs or {})},
+    )
+
+
+def request_refused(now: int, actor: str, operation: str, code: str) -> AuditEvent:
+    """A local API request refused for how it was made, not for its content (an
+    ``Idempotency-Key`` malformed or reused with another request)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.REQUEST_REFUSED,
+        actor=actor,
+        reason=code,
+        attrs={"operation": operation},
     )
 
 
