@@ -168,6 +168,7 @@ class Node:
         self.directory.listeners += [self._trust_peers, self.outbox.sync_workers]
         # Entry points of the parts, as the API, the command line and the tests call them.
         self.submit = self.outbox.submit
+        self.submit_many = self.outbox.submit_many
         self.receive_batch = self.inbound.receive
         # Document index, notices and cases: registers content handlers and hooks.
         self.services = Services(self)

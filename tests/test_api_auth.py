@@ -25,6 +25,7 @@ def _concrete(path: str) -> str:
         .replace("{number}", "P1234567")
         .replace("{case_ref}", "JPN-2026-AAAAAAAA")
         .replace("{seq}", "0")
+        .replace("{key}", "k-1")
     )
 
 

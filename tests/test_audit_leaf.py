@@ -34,7 +34,7 @@ def test_all_documented_kinds_are_defined() -> None:
         "receipt.received", "document.lookup", "case.transition", "case.accessed", "peer.added",
         "peer.removed", "peer.paused", "peer.resumed", "key.rotated", "key.revoked",
         "token.created", "token.revoked", "auth.failed", "config.loaded",
-        "checkpoint.inconsistent", "notice.submitted",
+        "checkpoint.inconsistent", "notice.submitted", "request.refused",
     }  # fmt: skip
     assert documented == KINDS
 

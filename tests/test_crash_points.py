@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
 import subprocess
 import sys
 
+import aiohttp
 import pytest
 
 from exchange_node.audit.leaf import LeafKind
@@ -28,6 +30,7 @@ from tests.node_helpers import (
     child_env,
     fraud_notice,
     make_net,
+    now_ms,
     settled,
     start_serve,
     stop_process,
@@ -110,6 +113,77 @@ async def test_a_notice_submission_killed_at_its_commit_is_indexed_queued_and_au
         await wait_for(lambda: settled(jpn.store, [mid]), what="delivery after the restart")
         assert jpn.store.message_status(mid)[0].outcome is Outcome.ACCEPTED
         assert net[PHL].running.services.index.lookup("PHL", "P0000042").records
+
+
+# --- a keyed submission through the local API: the above + its idempotency record -----------
+
+
+async def desk_token(nd) -> tuple[str, int]:
+    secret = "xn_" + secrets.token_urlsafe(32)
+    store = await SqliteStore.open(nd.data / "node.sqlite")
+    try:
+        record = await store.create_token("narita-desk", "document_officer", secret, now_ms())
+    finally:
+        await store.close()
+    return secret, record.id
+
+
+async def post_keyed(nd, secret: str, key: str, notice: dict) -> tuple[int, bool, dict]:
+    port = json.loads((nd.dir / "ready.json").read_text())["local_port"]
+    headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": key}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{port}/api/v1/notices", json=notice, headers=headers
+        ) as resp,
+    ):
+        replayed = resp.headers.get("Idempotent-Replayed") == "true"
+        return resp.status, replayed, await resp.json()
+
+
+@pytest.mark.parametrize("point", ["applied", "committed"])
+async def test_a_keyed_submission_killed_at_its_commit_and_retried_after_a_restart_is_one_notice(
+    net, point
+):
+    secret, token_id = await desk_token(net[JPN])
+    notice = {
+        "kind": "COUNTERFEIT",
+        "document": {"issuing_state": "PHL", "document_number": "P0000042"},
+        "detection": {"place": "JPNRT", "detected_at_ms": now_ms() - 60_000},
+    }
+    proc = start_serve(net[JPN], "--crash-at", f"notice.submit:{point}", script=HELPER)
+    try:
+        with pytest.raises(aiohttp.ClientError):  # killed before it could answer
+            await post_keyed(net[JPN], secret, "retry-me", notice)
+        assert await asyncio.to_thread(killed, proc)
+    finally:
+        stop_process(proc)
+
+    left = await left_by(net[JPN])
+    try:  # the notice and its key: both or neither
+        kept = left.store.idempotency_record(token_id, "retry-me")
+        assert (kept is not None) == (point == "committed")
+        assert left.store.count_notices() == (1 if point == "committed" else 0)
+    finally:
+        await close(left)
+
+    proc = start_serve(net[JPN])  # PHL-DFA stays down: the copy stays queued
+    try:
+        status, replayed, answer = await post_keyed(net[JPN], secret, "retry-me", notice)
+    finally:
+        stop_process(proc)
+    assert status == 202
+    assert replayed == (point == "committed")  # committed: the first answer, kept with it
+
+    left = await left_by(net[JPN])
+    try:  # exactly one notice: indexed once, queued once, audited once
+        [indexed] = left.store.notices_for_document("PHL", "P0000042")
+        [queued] = left.store.pending(PHL, 100)
+        [audited] = left.leaves(LeafKind.NOTICE_SUBMITTED)
+        assert indexed.notice_id == answer["notice_id"]
+        assert queued.message_id.hex() == audited.message_id == answer["messages"][0]["message_id"]
+    finally:
+        await close(left)
 
 
 # --- receiving a batch: inbox rows + index rows + sent receipt + received leaves --------------

@@ -14,8 +14,23 @@ import json
 import msgspec
 
 from exchange_node.api import schemas as s
+from exchange_node.api.idempotency import HEADER, KEY_PATTERN, REPLAYED
 
 _REF = "#/components/schemas/{name}"
+
+_IDEMPOTENCY_KEY = {
+    "name": HEADER,
+    "in": "header",
+    "description": "makes a retry safe: the same key and request again get the first "
+    "answer, without submitting twice (see docs/local-api.md)",
+    "required": False,
+    "schema": {"type": "string", "pattern": KEY_PATTERN},
+}
+_REPLAYED = {
+    "description": "`true` when this is the stored answer to an earlier request with the "
+    "same Idempotency-Key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 
 
 def _ref(t: type) -> dict:
@@ -46,17 +61,21 @@ def openapi_document() -> dict:
                 "default": {"description": "an RFC 9457 problem", "content": problem},
             },
         }
-        if r.params:
-            op["parameters"] = [
-                {
-                    "name": p.name,
-                    "in": p.where,
-                    "description": p.description,
-                    "required": p.required,
-                    "schema": p.schema,
-                }
-                for p in r.params
-            ]
+        params = [
+            {
+                "name": p.name,
+                "in": p.where,
+                "description": p.description,
+                "required": p.required,
+                "schema": p.schema,
+            }
+            for p in r.params
+        ]
+        if r.idempotent:
+            params.append(_IDEMPOTENCY_KEY)
+            op["responses"][str(r.status)]["headers"] = {REPLAYED: _REPLAYED}
+        if params:
+            op["parameters"] = params
         if r.request is not None:
             op["requestBody"] = {
                 "required": True,

@@ -113,6 +113,41 @@ class NoticeAccepted(Struct):
     messages: list[MessageRef]
 
 
+MAX_BATCH = 1000
+"""Most notices in one batch submission (the body is also limited to 1 MiB)."""
+
+
+class NoticeBatchRequest(Struct, forbid_unknown_fields=True):
+    """Notices to send together: all are checked first, then all are indexed and queued
+    in one transaction, or none is. A refusal names the first bad notice by its index
+    (``notices[17].document``). Two notices of a batch may not supersede the same
+    notice."""
+
+    notices: Annotated[list[NoticeRequest], Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class NoticeBatchAccepted(Struct):
+    """One answer per notice, in the order they were sent."""
+
+    notices: list[NoticeAccepted]
+
+
+class IdempotencyRecordOut(Struct):
+    """What this token's request with ``key`` did: its method and path, the SHA-256 of
+    its method, path and canonical body, and the answer it got (``status`` and the JSON
+    ``response``, which a retry with the same key and request is answered with again)."""
+
+    key: str
+    method: str
+    path: str
+    request_sha256: str
+    status: int
+    created_at_ms: int
+    response: Annotated[
+        msgspec.Raw, Meta(extra_json_schema={"type": "object"}, description="the answer")
+    ]
+
+
 class Receipt(Struct):
     """A signed batch receipt from the recipient, as received (base64)."""
 
@@ -394,10 +429,18 @@ class DeadLetterList(Struct):
     dead_letters: list[DeadLetterOut]
 
 
-REQUEST_TYPES = (NoticeRequest, LookupRequest, CaseOpenRequest, CaseEventRequest)
+REQUEST_TYPES = (
+    NoticeRequest,
+    NoticeBatchRequest,
+    LookupRequest,
+    CaseOpenRequest,
+    CaseEventRequest,
+)
 RESPONSE_TYPES = (
     Problem,
     NoticeAccepted,
+    NoticeBatchAccepted,
+    IdempotencyRecordOut,
     MessageStatus,
     LookupAnswer,
     LookupBatchAnswer,

@@ -19,20 +19,28 @@ from aiohttp import web
 
 from exchange_node.api import schemas as s
 from exchange_node.api.auth import actor_name, current_token, require_roles
+from exchange_node.api.idempotency import (
+    KEY_PATTERN,
+    LOCKS,
+    KeyLocks,
+    Remember,
+    idempotently,
+    key_of,
+)
 from exchange_node.api.problems import ApiProblem
 from exchange_node.audit import leaves
 from exchange_node.delivery.outbox import RecipientNotAllowed, UnknownRecipient
 from exchange_node.domain.documents import Detection, DocumentKey, DocumentRecord, NoticeKind
 from exchange_node.domain.repatriation import EventType, allowed_events
-from exchange_node.errors import ValidationError
+from exchange_node.errors import ExchangeError, ValidationError
 from exchange_node.pb.exchange.v1 import notice_pb2
-from exchange_node.services.cases import Participant, PersonalData
+from exchange_node.services.cases import Participant, PersonalData, StepTaken
 from exchange_node.services.documents import DOCUMENT_KINDS, IndexedNotice
-from exchange_node.services.notices import NoticeDraft
+from exchange_node.services.notices import BatchItemRefused, NoticeDraft
 from exchange_node.store.records import DeliveryRow, OutboxState
 
 if TYPE_CHECKING:
-    from exchange_node.node import Node
+    from exchange_node.node import Node, Submitted
 
 DOCUMENT_OFFICER = "document_officer"
 CASE_OFFICER = "case_officer"
@@ -136,9 +144,8 @@ def _delivery_state(row: DeliveryRow) -> str:
 # --- documents and notices -----------------------------------------------------------------
 
 
-async def post_notice(request: web.Request) -> web.Response:
-    node = _node(request)
-    req: s.NoticeRequest = await _body(request, s.NoticeRequest)
+def _draft(req: s.NoticeRequest) -> tuple[NoticeDraft, list[str] | None]:
+    """The service's draft and recipients (None: every allowed peer) of a request."""
     kind = NoticeKind(req.kind)
     document = None
     if req.document is not None:
@@ -170,31 +177,88 @@ async def post_notice(request: web.Request) -> web.Response:
         supersedes=bytes.fromhex(req.supersedes) if req.supersedes else None,
         reason=req.reason,
     )
-    recipients = None if req.recipients == "all" else list(req.recipients)
-    actor = actor_name(current_token(request))
-    try:
-        entry, submitted = await node.services.notices.submit(draft, recipients, actor=actor)
-    except RecipientNotAllowed as exc:
-        peer = exc.peer
-        raise ApiProblem(
+    return draft, None if req.recipients == "all" else list(req.recipients)
+
+
+def _notice_refusal(exc: Exception, where: str = "") -> Exception:
+    """The problem for a refused notice; ``where`` prefixes the field (``notices[3].``)."""
+    if isinstance(exc, RecipientNotAllowed):
+        return ApiProblem(
             403,
             "policy_denied",
-            f"the policy for {peer} does not allow this kind of notice; leave it out or ask "
-            "the operator to change the peer's policy",
-            "recipients",
-        ) from None
-    except UnknownRecipient as exc:
-        raise ValidationError(
-            "unknown_peer", f"{exc.peer} is not a pinned peer of this node", "recipients"
-        ) from None
-    return _json(
-        s.NoticeAccepted(
-            notice_id=entry.notice.notice_id,
-            kind=str(entry.notice.kind),
-            messages=[s.MessageRef(x.peer_id, x.message_id.hex()) for x in submitted],
-        ),
-        202,
+            f"the policy for {exc.peer} does not allow this kind of notice; leave it out or "
+            "ask the operator to change the peer's policy",
+            where + "recipients",
+        )
+    if isinstance(exc, UnknownRecipient):
+        return ValidationError(
+            "unknown_peer", f"{exc.peer} is not a pinned peer of this node", where + "recipients"
+        )
+    if isinstance(exc, ExchangeError) and where:
+        field = where + exc.field if exc.field else where.removesuffix(".")
+        return type(exc)(exc.code, exc.message, field)
+    return exc
+
+
+def _notice_accepted(entry: IndexedNotice, submitted: list[Submitted]) -> s.NoticeAccepted:
+    return s.NoticeAccepted(
+        notice_id=entry.notice.notice_id,
+        kind=str(entry.notice.kind),
+        messages=[s.MessageRef(x.peer_id, x.message_id.hex()) for x in submitted],
     )
+
+
+def _keep(remember: Remember | None, build: Callable[..., msgspec.Struct]):
+    """A service ``then`` hook keeping ``build(result)`` as the idempotent answer."""
+    if remember is None:
+        return None
+    return lambda tx, result: remember(tx, build(result))
+
+
+async def post_notice(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.NoticeRequest = await _body(request, s.NoticeRequest)
+    draft, recipients = _draft(req)
+    actor = actor_name(current_token(request))
+
+    async def submit(remember: Remember | None) -> s.NoticeAccepted:
+        then = _keep(remember, lambda results: _notice_accepted(*results[0]))
+        try:
+            entry, submitted = await node.services.notices.submit(
+                draft, recipients, actor=actor, then=then
+            )
+        except (RecipientNotAllowed, UnknownRecipient) as exc:
+            raise _notice_refusal(exc) from None
+        return _notice_accepted(entry, submitted)
+
+    return await idempotently(node, request, "submitNotice", 202, submit)
+
+
+def _batch_accepted(results: list[tuple[IndexedNotice, list[Submitted]]]) -> s.NoticeBatchAccepted:
+    return s.NoticeBatchAccepted([_notice_accepted(entry, sub) for entry, sub in results])
+
+
+async def post_notice_batch(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.NoticeBatchRequest = await _body(request, s.NoticeBatchRequest)
+    drafts = []
+    for i, notice in enumerate(req.notices):
+        try:
+            drafts.append(_draft(notice))
+        except ValidationError as exc:
+            raise _notice_refusal(exc, f"notices[{i}].") from None
+    actor = actor_name(current_token(request))
+
+    async def submit(remember: Remember | None) -> s.NoticeBatchAccepted:
+        try:
+            results = await node.services.notices.submit_many(
+                drafts, actor=actor, then=_keep(remember, _batch_accepted)
+            )
+        except BatchItemRefused as exc:
+            raise _notice_refusal(exc.error, f"notices[{exc.index}].") from None
+        return _batch_accepted(results)
+
+    return await idempotently(node, request, "submitNoticeBatch", 202, submit)
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -389,6 +453,15 @@ def case_out(node: Node, case) -> s.CaseOut:
     )
 
 
+def _step_out(step: StepTaken) -> s.CaseStepAccepted:
+    return s.CaseStepAccepted(
+        step.case_ref,
+        step.sequence,
+        step.status,
+        [s.MessageRef(peer, mid.hex()) for peer, mid in sorted(step.message_ids.items())],
+    )
+
+
 def _policy_problem(exc: PermissionError) -> ApiProblem:
     peer = str(exc.args[0]) if exc.args else "a participant"
     return ApiProblem(
@@ -412,44 +485,39 @@ async def post_case(request: web.Request) -> web.Response:
     from exchange_node.domain.repatriation import Role
 
     participants = [Participant(p.node_id, Role(p.role)) for p in req.participants]
-    try:
-        case, ids = await node.services.cases.open_case(
-            participants, personal, req.note, actor=actor_name(current_token(request))
-        )
-    except PermissionError as exc:
-        raise _policy_problem(exc) from None
-    return _json(
-        s.CaseStepAccepted(
-            case.case_ref,
-            1,
-            str(case.state.status),
-            [s.MessageRef(peer, mid.hex()) for peer, mid in sorted(ids.items())],
-        ),
-        201,
-    )
+    actor = actor_name(current_token(request))
+
+    async def submit(remember: Remember | None) -> s.CaseStepAccepted:
+        try:
+            case, ids = await node.services.cases.open_case(
+                participants, personal, req.note, actor=actor, then=_keep(remember, _step_out)
+            )
+        except PermissionError as exc:
+            raise _policy_problem(exc) from None
+        return _step_out(StepTaken(case.case_ref, 1, str(case.state.status), ids))
+
+    return await idempotently(node, request, "openCase", 201, submit)
 
 
 async def post_case_event(request: web.Request) -> web.Response:
     node = _node(request)
     req: s.CaseEventRequest = await _body(request, s.CaseEventRequest)
-    try:
-        case, ids = await node.services.cases.add_event(
-            request.match_info["case_ref"],
-            EventType(req.type),
-            req.note,
-            actor=actor_name(current_token(request)),
-        )
-    except PermissionError as exc:
-        raise _policy_problem(exc) from None
-    return _json(
-        s.CaseStepAccepted(
-            case.case_ref,
-            case.state.version,
-            str(case.state.status),
-            [s.MessageRef(peer, mid.hex()) for peer, mid in sorted(ids.items())],
-        ),
-        202,
-    )
+    actor = actor_name(current_token(request))
+
+    async def submit(remember: Remember | None) -> s.CaseStepAccepted:
+        try:
+            case, ids = await node.services.cases.add_event(
+                request.match_info["case_ref"],
+                EventType(req.type),
+                req.note,
+                actor=actor,
+                then=_keep(remember, _step_out),
+            )
+        except PermissionError as exc:
+            raise _policy_problem(exc) from None
+        return _step_out(StepTaken(case.case_ref, case.state.version, str(case.state.status), ids))
+
+    return await idempotently(node, request, "addCaseEvent", 202, submit)
 
 
 async def get_case(request: web.Request) -> web.Response:
@@ -463,6 +531,36 @@ async def get_case(request: web.Request) -> web.Response:
         subject_hash=services.case_subject_hash,
     )
     return _json(case_out(node, case))
+
+
+# --- idempotency keys ----------------------------------------------------------------------
+
+
+async def get_idempotency_key(request: web.Request) -> web.Response:
+    node = _node(request)
+    token = current_token(request)
+    key = await key_of(node, request, "getIdempotencyKey", request.match_info["key"])
+    record = node.store.idempotency_record(token.id, key)
+    if record is None:
+        raise ApiProblem(
+            404,
+            "idempotency_key_not_found",
+            "this token made no request that succeeded with this Idempotency-Key within "
+            f"the last {node.config.protocol.retention_days} days (a refused request "
+            "stores nothing: send it again)",
+            "key",
+        )
+    return _json(
+        s.IdempotencyRecordOut(
+            key=record.key,
+            method=record.method,
+            path=record.path,
+            request_sha256=record.request_hash.hex(),
+            status=record.status,
+            created_at_ms=record.created_at,
+            response=msgspec.Raw(record.response),
+        )
+    )
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -646,6 +744,7 @@ class Route:
     response: type
     request: type | None = None
     params: tuple[Param, ...] = ()
+    idempotent: bool = False  # takes an Idempotency-Key (api/idempotency.py)
 
 
 _STR = {"type": "string"}
@@ -656,7 +755,17 @@ _CASE_REF = {"type": "string", "pattern": "^[A-Za-z]{1,3}-[0-9]{4}-[A-Za-z2-7]{8
 ROUTES: tuple[Route, ...] = (
     Route("submitNotice", "POST", "/api/v1/notices", post_notice, (DOCUMENT_OFFICER,), "documents",
           "Send a status notice, fraud detection, correction or withdrawal", 202,
-          s.NoticeAccepted, s.NoticeRequest),
+          s.NoticeAccepted, s.NoticeRequest, idempotent=True),
+    Route("submitNoticeBatch", "POST", "/api/v1/notice-batches", post_notice_batch,
+          (DOCUMENT_OFFICER,), "documents",
+          f"Send up to {s.MAX_BATCH:,} notices in one transaction: all checked first, then all "
+          "sent or none", 202, s.NoticeBatchAccepted, s.NoticeBatchRequest, idempotent=True),
+    Route("getIdempotencyKey", "GET", "/api/v1/idempotency-keys/{key}", get_idempotency_key,
+          (DOCUMENT_OFFICER, CASE_OFFICER), "documents",
+          "What this token's request with this Idempotency-Key did: its stored answer", 200,
+          s.IdempotencyRecordOut, None,
+          (Param("key", "path", "the Idempotency-Key, without quotes",
+                 {"type": "string", "pattern": KEY_PATTERN}, True),)),
     Route("getMessage", "GET", "/api/v1/messages/{message_id}", get_message,
           (DOCUMENT_OFFICER, CASE_OFFICER, OPERATOR), "documents",
           "Delivery state of a sent message per recipient, with the signed receipt", 200,
@@ -683,12 +792,12 @@ ROUTES: tuple[Route, ...] = (
           s.LookupBatchAnswer, s.LookupRequest),
     Route("openCase", "POST", "/api/v1/cases", post_case, (CASE_OFFICER,), "cases",
           "Open a repatriation case as the identifying state", 201, s.CaseStepAccepted,
-          s.CaseOpenRequest),
+          s.CaseOpenRequest, idempotent=True),
     Route("addCaseEvent", "POST", "/api/v1/cases/{case_ref}/events", post_case_event,
           (CASE_OFFICER,), "cases",
           "Record one step of a case; refused with 409 if the lifecycle does not allow it",
           202, s.CaseStepAccepted, s.CaseEventRequest,
-          (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
+          (Param("case_ref", "path", "case reference", _CASE_REF, True),), idempotent=True),
     Route("getCase", "GET", "/api/v1/cases/{case_ref}", get_case, (CASE_OFFICER,), "cases",
           "A case's state and timeline: who did what, when, with delivery receipts", 200,
           s.CaseOut, None, (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
@@ -730,6 +839,7 @@ def add_routes(app: web.Application, node: Node) -> None:
     from exchange_node.api.openapi import openapi_bytes
 
     app[NODE] = node
+    app[LOCKS] = KeyLocks()
     for r in ROUTES:
         app.router.add_route(r.method, r.path, require_roles(node, r.op, r.roles, r.handler))
     document = openapi_bytes()

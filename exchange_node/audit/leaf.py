@@ -53,6 +53,7 @@ class LeafKind(StrEnum):
     CONFIG_LOADED = "config.loaded"
     CHECKPOINT_INCONSISTENT = "checkpoint.inconsistent"
     NOTICE_SUBMITTED = "notice.submitted"
+    REQUEST_REFUSED = "request.refused"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -130,6 +130,18 @@ def batch_refused(
     )
 
 
+def request_refused(now: int, actor: str, operation: str, code: str) -> AuditEvent:
+    """A local API request refused for how it was made, not for its content (an
+    ``Idempotency-Key`` malformed or reused with another request)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.REQUEST_REFUSED,
+        actor=actor,
+        reason=code,
+        attrs={"operation": operation},
+    )
+
+
 def settlement(
     now: int,
     me: str,

@@ -46,9 +46,10 @@ class Submitted:
     outbox_id: int
 
 
-Also = Callable[[SqliteTransaction, Sequence[OutboxItem]], object]
-"""Writes of the caller's operation, run in the transaction that queues the envelopes
-(given the queued items, so it knows their message ids); raising refuses it all."""
+Also = Callable[[SqliteTransaction, list[list["Submitted"]]], object]
+"""Writes of the caller's operation, run last in the transaction that queues the
+envelopes, given the copies queued per body (so it knows their message ids); raising
+refuses it all. It may be run again after a rollback."""
 
 
 class Outbox:
@@ -94,42 +95,73 @@ class Outbox:
         recipients: Sequence[str] | None = None,
         *,
         actor: str = "operator",
-        also: Also | None = None,
+        also: Callable[[SqliteTransaction, list[Submitted]], object] | None = None,
         label: str = "notice.submit",
     ) -> list[Submitted]:
         """Seal ``body`` to each recipient (default: every peer whose policy allows its
         kind) and queue it, with its ``notice.submitted`` leaves and whatever ``also``
-        writes, in one transaction. Durable when it returns; delivered in the background.
+        writes (given the copies queued, so it knows their message ids), in one
+        transaction. Durable when it returns; delivered in the background.
 
         Raises ``UnknownRecipient`` (a ValueError) naming a peer not pinned,
         ``RecipientNotAllowed`` (a PermissionError) naming one whose policy forbids the
         kind; nothing is queued or written then.
         """
-        directory = self._directory
-        kind = body.WhichOneof("content") or ""
-        targets = choose_recipients(kind, recipients, directory.peers, directory.policy)
-        now = self._clock()
-        items = seal_for(
-            body.SerializeToString(),
-            sender=self._identity.keys.local,
-            keyring=directory.keyring,
-            recipients=targets,
-            at_rest=self._at_rest,
-            now_ms=now,
+        (submitted,) = await self.submit_many(
+            [(body, recipients)],
+            actor=actor,
+            also=None if also is None else lambda tx, queued: also(tx, queued[0]),
+            label=label,
         )
-        events = [leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items]
+        return submitted
 
-        def work(tx: SqliteTransaction) -> list[int]:
-            ids = tx.enqueue(items)
-            if also is not None:
-                also(tx, items)
+    async def submit_many(
+        self,
+        bodies: Sequence[tuple[notice_pb2.Body, Sequence[str] | None]],
+        *,
+        actor: str = "operator",
+        also: Also | None = None,
+        label: str = "notice.batch",
+    ) -> list[list[Submitted]]:
+        """:meth:`submit` for several (body, recipients) at once, all in ONE transaction:
+        every body is queued with its leaves, or none is. Returns, per body, its copies;
+        ``also`` gets the same. The same errors as :meth:`submit`, before anything is
+        written."""
+        directory = self._directory
+        me = self._identity.keys.local
+        now = self._clock()
+        sealed: list[list[OutboxItem]] = []
+        events: list[AuditEvent] = []
+        for body, recipients in bodies:
+            kind = body.WhichOneof("content") or ""
+            targets = choose_recipients(kind, recipients, directory.peers, directory.policy)
+            items = seal_for(
+                body.SerializeToString(),
+                sender=me,
+                keyring=directory.keyring,
+                recipients=targets,
+                at_rest=self._at_rest,
+                now_ms=now,
+            )
+            sealed.append(items)
+            events += [
+                leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items
+            ]
+        flat = [i for items in sealed for i in items]
+
+        def work(tx: SqliteTransaction) -> list[list[Submitted]]:
+            ids = iter(tx.enqueue(flat))
+            queued = [[Submitted(i.peer_id, i.message_id, next(ids)) for i in items]
+                      for items in sealed]  # fmt: skip
             tx.audit(events)
-            return ids
+            if also is not None:
+                also(tx, queued)
+            return queued
 
-        ids = await self.store.transaction(work, label=label, weight=2 * len(items) + 1)
-        for i in items:
-            self.wake(i.peer_id)
-        return [Submitted(i.peer_id, i.message_id, oid) for i, oid in zip(items, ids, strict=True)]
+        queued = await self.store.transaction(work, label=label, weight=2 * len(flat) + len(sealed))
+        for peer_id in {i.peer_id for i in flat}:
+            self.wake(peer_id)
+        return queued
 
     # --- workers -------------------------------------------------------------------------
 

@@ -54,15 +54,16 @@ from exchange_node.domain.repatriation import (
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.protocol.errors import OpenError, Reason
-from exchange_node.store.records import CaseEventRow, CaseRow, OutboxItem
+from exchange_node.store.records import CaseEventRow, CaseRow
 
 if TYPE_CHECKING:
+    from exchange_node.delivery.sender import Submitted
     from exchange_node.node import Node
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
     from exchange_node.store.sqlite import SqliteTransaction
 
-__all__ = ["Case", "CaseService", "Participant", "PersonalData", "StoredEvent"]
+__all__ = ["Case", "CaseService", "Participant", "PersonalData", "StepTaken", "StoredEvent"]
 
 log = structlog.get_logger("exchange_node.cases")
 
@@ -128,6 +129,24 @@ class StoredEvent:
     message_ids: dict[str, str]
     recorded_at: int
     received_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepTaken:
+    """A local step as its transaction commits it: handed to a ``then`` hook that writes
+    the caller's answer in the same transaction (an idempotent request's)."""
+
+    case_ref: str
+    sequence: int
+    status: str
+    message_ids: dict[str, bytes]
+
+
+StepHook = Callable[["SqliteTransaction", StepTaken], object]
+
+
+def _step_taken(ref: str, seq: int, state: CaseState, queued: Sequence[Submitted]) -> StepTaken:
+    return StepTaken(ref, seq, str(state.status), {s.peer_id: s.message_id for s in queued})
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +300,7 @@ class CaseService:
         note: str,
         *,
         actor: str,
+        then: StepHook | None = None,
     ) -> tuple[Case, dict[str, bytes]]:
         """Open a case as the identifying state and send OPEN_CASE to the other participants.
 
@@ -340,15 +360,17 @@ class CaseService:
             str(state.status), 1,
         )  # fmt: skip
 
-        def store(tx: SqliteTransaction, items: Sequence[OutboxItem]) -> None:
-            # The case, its first event with the message ids it went out under, and its
-            # leaf: in the transaction that queues the envelopes.
+        def store(tx: SqliteTransaction, queued: Sequence[Submitted]) -> None:
+            # The case, its first event with the message ids it went out under, its
+            # leaf and the caller's answer: in the transaction that queues the envelopes.
             first = self._event_row(
                 ref, 1, event_id, EventType.OPEN_CASE, me, Role.IDENTIFYING_STATE, now, note,
-                actor, now, sent=items,
+                actor, now, sent=queued,
             )  # fmt: skip
             tx.insert_case(case_row, first)
             tx.audit([leaf])
+            if then is not None:
+                then(tx, _step_taken(ref, 1, state, queued))
 
         submitted = await node.submit(
             notice_pb2.Body(case_event=wire), others, actor=actor, also=store, label="case.open"
@@ -356,7 +378,13 @@ class CaseService:
         return self.require(ref), {s.peer_id: s.message_id for s in submitted}
 
     async def add_event(
-        self, case_ref: str, kind: EventType, note: str, *, actor: str
+        self,
+        case_ref: str,
+        kind: EventType,
+        note: str,
+        *,
+        actor: str,
+        then: StepHook | None = None,
     ) -> tuple[Case, dict[str, bytes]]:
         """Perform one step as this node: check it against the table, store it, send it
         to every other participant. Raises ``NotFoundError`` (``case_not_found``), the
@@ -389,19 +417,21 @@ class CaseService:
             note=note,
         )
 
-        def store(tx: SqliteTransaction, items: Sequence[OutboxItem]) -> None:
+        def store(tx: SqliteTransaction, queued: Sequence[Submitted]) -> None:
             current = self._get_in(tx, ref)
             if current is None or current.state.version != seq - 1:
                 raise _case_changed(ref)
             new_state = check_step(current.state, current.participants, event)
             tx.insert_case_event(
                 self._event_row(ref, seq, event_id, kind, me, role, now, note, actor, now,
-                                sent=items)
+                                sent=queued)
             )  # fmt: skip
             tx.audit([
                 leaves.case_transition(now, actor, "", ref, str(kind),
                                        str(current.state.status), str(new_state.status), seq)
             ])  # fmt: skip
+            if then is not None:
+                then(tx, _step_taken(ref, seq, new_state, queued))
 
         reachable = [p for p in others if p in node.keyring.peers]
         submitted = await node.submit(
@@ -507,7 +537,7 @@ class CaseService:
         performed_by: str,
         now: int,
         *,
-        sent: Sequence[OutboxItem] = (),
+        sent: Sequence[Submitted] = (),
         received: bytes | None = None,
     ) -> CaseEventRow:
         blob = self._at_rest.encrypt(note.encode(), _note_context(ref, seq)) if note else None

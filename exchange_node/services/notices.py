@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
-from exchange_node.delivery.outbox import choose_recipients
+from exchange_node.delivery.outbox import (
+    RecipientNotAllowed,
+    UnknownRecipient,
+    choose_recipients,
+)
 from exchange_node.domain.documents import Detection, NoticeKind, check_detection
 from exchange_node.errors import ExchangeError
 from exchange_node.pb.exchange.v1 import notice_pb2
@@ -67,6 +71,19 @@ class InboxSignal:
         return True
 
 
+Answer = Callable[["SqliteTransaction", list[tuple[IndexedNotice, list["Submitted"]]]], object]
+"""Run inside a submission's transaction with what it submitted (``NoticeService.submit``)."""
+
+
+class BatchItemRefused(Exception):
+    """Draft ``index`` of a batch was refused with ``error``; nothing was stored."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"notice {index}: {error}")
+        self.index = index
+        self.error = error
+
+
 @dataclass(frozen=True, slots=True)
 class NoticeDraft:
     """A notice as an officer's system asks for it (already typed by the API layer)."""
@@ -91,9 +108,16 @@ class NoticeService:
         return self._node.freshness.max_skew_ms
 
     def check(
-        self, draft: NoticeDraft, notice_id: bytes, now: int
+        self,
+        draft: NoticeDraft,
+        notice_id: bytes,
+        now: int,
+        *,
+        superseded_by: Callable[[str], str | None] | None = None,
     ) -> tuple[notice_pb2.Body, IndexedNotice]:
-        """The wire body of ``draft`` and its index entry; raises the domain's errors."""
+        """The wire body of ``draft`` and its index entry; raises the domain's errors.
+        ``superseded_by`` defaults to the index's (a batch's also sees its own
+        notices)."""
         # The domain's own check first: the wire body cannot even be built without it.
         detection = check_detection(
             draft.kind, draft.detection, now_ms=now, max_skew_ms=self._max_skew_ms
@@ -108,9 +132,14 @@ class NoticeService:
             supersedes=draft.supersedes,
             reason=draft.reason,
         )
-        return body, self._entry(body, now)
+        return body, self._entry(body, now, superseded_by)
 
-    def _entry(self, body: notice_pb2.Body, now: int) -> IndexedNotice:
+    def _entry(
+        self,
+        body: notice_pb2.Body,
+        now: int,
+        superseded_by: Callable[[str], str | None] | None = None,
+    ) -> IndexedNotice:
         """The index entry of this node's own ``body``, by the rules a peer applies."""
         node = self._node
         return notice_from_body(
@@ -121,48 +150,114 @@ class NoticeService:
             now_ms=now,
             max_skew_ms=self._max_skew_ms,
             find=self.index.get,
-            superseded_by=self.index.superseded_by,
+            superseded_by=superseded_by or self.index.superseded_by,
         )
 
     async def submit(
-        self, draft: NoticeDraft, recipients: Sequence[str] | None, *, actor: str
+        self,
+        draft: NoticeDraft,
+        recipients: Sequence[str] | None,
+        *,
+        actor: str,
+        then: Answer | None = None,
     ) -> tuple[IndexedNotice, list[Submitted]]:
         """Check, index and queue a notice. Raises the domain's ``ExchangeError``s,
         ``UnknownRecipient`` / ``RecipientNotAllowed`` (from ``choose_recipients``) for
         a recipient not pinned or whose policy forbids the kind (nothing is indexed or
-        queued then)."""
-        now = self._node.now_ms()
-        body, entry = self.check(draft, secrets.token_bytes(16), now)
-        return entry, await self._send(body, entry, recipients, actor, now)
+        queued then). ``then`` runs in the submission's transaction with what was
+        submitted (see :meth:`submit_many`)."""
+        try:
+            (result,) = await self.submit_many(
+                [(draft, recipients)], actor=actor, then=then, label="notice.submit"
+            )
+        except BatchItemRefused as exc:
+            raise exc.error from None
+        return result
 
     async def submit_body(
         self, body: notice_pb2.Body, recipients: Sequence[str] | None, *, actor: str
     ) -> tuple[IndexedNotice, list[Submitted]]:
         """:meth:`submit` for a notice already in its wire form (``exchange-node send``
         reads one from a file); the same rules, errors and transaction."""
-        now = self._node.now_ms()
-        entry = self._entry(body, now)
-        return entry, await self._send(body, entry, recipients, actor, now)
-
-    async def _send(
-        self,
-        body: notice_pb2.Body,
-        entry: IndexedNotice,
-        recipients: Sequence[str] | None,
-        actor: str,
-        now: int,
-    ) -> list[Submitted]:
         node = self._node
-        # Refuse before sealing: a notice is indexed only if it is sent.
+        now = node.now_ms()
+        entry = self._entry(body, now)
         choose_recipients(
             body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
         )
-        row = to_row(entry)
-        # Indexed in the same transaction that queues it: a notice lookups show is a
-        # notice that is sent, and the other way round.
-        return await node.submit(
-            body, recipients, actor=actor, also=lambda tx, _: tx.index_notices([row], now)
+        [(entry, submitted)] = await self._queue(
+            [(body, recipients, entry)], now, actor=actor, then=None, label="notice.submit"
         )
+        return entry, submitted
+
+    async def submit_many(
+        self,
+        drafts: Sequence[tuple[NoticeDraft, Sequence[str] | None]],
+        *,
+        actor: str,
+        then: Answer | None = None,
+        label: str = "notice.batch",
+    ) -> list[tuple[IndexedNotice, list[Submitted]]]:
+        """Check every (draft, recipients) first, then index and queue them all in ONE
+        transaction: all of them or none. Two drafts may not supersede the same notice.
+
+        Raises :class:`BatchItemRefused` with the index of the first refused draft and
+        its error (as :meth:`submit` raises it); nothing is indexed or queued then.
+        ``then(tx, results)`` runs last in the transaction with, per draft, its index
+        entry and copies: what a caller keeps with the submission (its answer to an
+        idempotent request); it may be run again after a rollback.
+        """
+        node = self._node
+        now = node.now_ms()
+        superseding: dict[str, str] = {}
+        prepared: list[tuple[notice_pb2.Body, Sequence[str] | None, IndexedNotice]] = []
+
+        def superseded_by(notice_id: str) -> str | None:
+            # Two notices of one batch cannot both supersede the same notice.
+            return superseding.get(notice_id) or self.index.superseded_by(notice_id)
+
+        for i, (draft, recipients) in enumerate(drafts):
+            try:
+                body, entry = self.check(
+                    draft, secrets.token_bytes(16), now, superseded_by=superseded_by
+                )
+                # Refuse before indexing: a notice is indexed only if it is sent.
+                choose_recipients(
+                    body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
+                )
+            except (ExchangeError, UnknownRecipient, RecipientNotAllowed) as exc:
+                raise BatchItemRefused(i, exc) from None
+            if entry.notice.supersedes:
+                superseding.setdefault(entry.notice.supersedes, entry.notice.notice_id)
+            prepared.append((body, recipients, entry))
+        return await self._queue(prepared, now, actor=actor, then=then, label=label)
+
+    async def _queue(
+        self,
+        prepared: Sequence[tuple[notice_pb2.Body, Sequence[str] | None, IndexedNotice]],
+        now: int,
+        *,
+        actor: str,
+        then: Answer | None,
+        label: str,
+    ) -> list[tuple[IndexedNotice, list[Submitted]]]:
+        entries = [entry for _, _, entry in prepared]
+        rows = [to_row(entry) for entry in entries]
+
+        def index_and_answer(tx: SqliteTransaction, queued: list[list[Submitted]]) -> None:
+            # Indexed in the same transaction that queues them: a notice lookups show is
+            # a notice that is sent, and the other way round.
+            tx.index_notices(rows, now)
+            if then is not None:
+                then(tx, list(zip(entries, queued, strict=True)))
+
+        queued = await self._node.submit_many(
+            [(body, recipients) for body, recipients, _ in prepared],
+            actor=actor,
+            also=index_and_answer,
+            label=label,
+        )
+        return list(zip(entries, queued, strict=True))
 
     # --- receiving -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ implementation with ``await SqliteStore.open(path)``.
 from exchange_node.store.base import Store, StoreError
 from exchange_node.store.records import (
     DeliveryRow,
+    IdempotencyRecord,
     InboxItem,
     InboxOutcome,
     InboxRow,
@@ -27,6 +28,7 @@ from exchange_node.store.sqlite import SqliteStore, hash_token_secret
 
 __all__ = [
     "DeliveryRow",
+    "IdempotencyRecord",
     "InboxItem",
     "InboxOutcome",
     "InboxRow",

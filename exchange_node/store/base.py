@@ -58,6 +58,7 @@ from exchange_node.store.records import (
     CaseEventRow,
     CaseRow,
     DeliveryRow,
+    IdempotencyRecord,
     InboxItem,
     InboxOutcome,
     InboxRow,
@@ -203,8 +204,9 @@ class Store(Protocol):
     def get_inbox(self, sender: str, message_id: bytes) -> InboxRow | None: ...
 
     async def purge_before(self, t: int, *, seen_before: int | None = None) -> PurgeResult:
-        """Retention: drop inbox rows received before ``t``; drop de-duplication entries
-        and sent receipts first seen before ``seen_before`` (default ``t``)."""
+        """Retention: drop inbox rows received before ``t``; drop de-duplication entries,
+        sent receipts and idempotency records first seen before ``seen_before`` (default
+        ``t``)."""
         ...
 
     # --- receipts this node sent ---------------------------------------------------------
@@ -217,6 +219,16 @@ class Store(Protocol):
         ...
 
     def get_sent_receipt(self, peer_id: str, batch_id: bytes) -> bytes | None: ...
+
+    # --- idempotency keys of the local API -----------------------------------------------
+
+    def idempotency_record(self, token_id: int, key: str) -> IdempotencyRecord | None:
+        """The answer kept for a token's ``Idempotency-Key``, or None. Records are only
+        written inside the transaction of the submission they answer
+        (``tx.remember_idempotency``), so a record means the submission is stored, and
+        the other way round; a second record for the same (token, key) is refused with
+        ``ConflictError(idempotency_key_exists)`` and rolls that transaction back."""
+        ...
 
     # --- peers -------------------------------------------------------------------------
 

@@ -281,7 +281,28 @@ a stand-alone audit file (tools, tests) gets them from ``AuditLog`` itself. Idem
 # Node.open copies an old one over, see exchange_node/audit/migrate.py).
 _V3 = AUDIT_TABLES
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# 4: Idempotency-Key records of the local API (``api/idempotency.py``): the answer a
+# keyed submission got, written in the submission's own transaction, kept for the
+# retention window. Scoped per token: the same key from two tokens is two records.
+_V4: tuple[str, ...] = (
+    """
+    CREATE TABLE idempotency_keys (
+        id           INTEGER PRIMARY KEY,
+        token_id     INTEGER NOT NULL,
+        key          TEXT NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
+        request_hash BLOB NOT NULL CHECK (length(request_hash) = 32),
+        method       TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        status       INTEGER NOT NULL,
+        response     BLOB NOT NULL,
+        created_at   INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX idempotency_keys_token_key ON idempotency_keys (token_id, key)",
+    "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -205,6 +205,7 @@ class PurgeResult:
     inbox: int
     seen: int
     sent_receipts: int
+    idempotency_keys: int = 0
 
 
 # --- peers, tokens ----------------------------------------------------------------------
@@ -332,3 +333,23 @@ class CaseEventRow:
     performed_by: str
     message_ids: str
     recorded_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """A local API request made with an ``Idempotency-Key`` and the answer it got.
+
+    Written in the transaction of the submission it answers, so the two exist together
+    or not at all. ``token_id`` scopes the key (another token's same key is another
+    record); ``request_hash`` is the SHA-256 of the method, path and canonical body;
+    ``response`` the JSON body answered with ``status``.
+    """
+
+    token_id: int
+    key: str
+    request_hash: bytes
+    method: str
+    path: str
+    status: int
+    response: bytes
+    created_at: int

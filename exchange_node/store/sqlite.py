@@ -35,6 +35,7 @@ from exchange_node.store.records import (
     CaseEventRow,
     CaseRow,
     DeliveryRow,
+    IdempotencyRecord,
     InboxItem,
     InboxOutcome,
     InboxRow,
@@ -200,6 +201,24 @@ class SqliteTransaction:
             raise
         self._conn.execute("RELEASE part")
 
+    def remember_idempotency(self, record: IdempotencyRecord) -> None:
+        """Keep the answer of a keyed request with the change it answers. Raises
+        ``ConflictError(idempotency_key_exists)`` if the token already used the key
+        (the whole transaction is then rolled back: nothing is submitted twice)."""
+        _check_idempotency(record)
+        try:
+            self._conn.execute(_IDEMPOTENCY_INSERT, _idempotency_values(record))
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(
+                "idempotency_key_exists",
+                "this token already made a request with this Idempotency-Key",
+                "Idempotency-Key",
+            ) from exc
+
+    def idempotency_record(self, token_id: int, key: str) -> IdempotencyRecord | None:
+        rows = _rows(self._conn, _IDEMPOTENCY_SELECT, (token_id, key))
+        return IdempotencyRecord(*rows[0]) if rows else None
+
 
 class SqliteStore:
     """SQLite implementation of :class:`exchange_node.store.base.Store`.
@@ -343,6 +362,14 @@ class SqliteStore:
         """Index notices in a transaction of their own (imports, tests)."""
         await self.transaction(lambda tx: tx.index_notices(rows, at), label="notice.index",
                                weight=len(rows))  # fmt: skip
+
+    # --- idempotency keys of the local API --------------------------------------------------
+
+    def idempotency_record(self, token_id: int, key: str) -> IdempotencyRecord | None:
+        """The answer kept for ``token_id``'s ``key``, or None (never used, or purged).
+        Records are written with the change they answer: ``tx.remember_idempotency``."""
+        rows = self._read(_IDEMPOTENCY_SELECT, (token_id, key))
+        return IdempotencyRecord(*rows[0]) if rows else None
 
     # --- outbox ----------------------------------------------------------------------------
 
@@ -566,6 +593,8 @@ class SqliteStore:
              "FROM seen WHERE first_seen < ? LIMIT ?)", seen_cut),
             ("DELETE FROM sent_receipts WHERE id IN (SELECT id FROM sent_receipts "
              "WHERE created_at < ? LIMIT ?)", seen_cut),
+            ("DELETE FROM idempotency_keys WHERE id IN (SELECT id FROM idempotency_keys "
+             "WHERE created_at < ? LIMIT ?)", seen_cut),
         )  # fmt: skip
         counts = []
         for sql, cut in statements:
@@ -576,7 +605,9 @@ class SqliteStore:
                 if n < PURGE_CHUNK:
                     break
             counts.append(total)
-        return PurgeResult(inbox=counts[0], seen=counts[1], sent_receipts=counts[2])
+        return PurgeResult(
+            inbox=counts[0], seen=counts[1], sent_receipts=counts[2], idempotency_keys=counts[3]
+        )
 
     # --- receipts this node sent ---------------------------------------------------------------
 
@@ -1071,6 +1102,16 @@ def _superseded_by(conn: sqlite3.Connection, notice_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
+_IDEMPOTENCY_COLS = "token_id, key, request_hash, method, path, status, response, created_at"
+_IDEMPOTENCY_SELECT = (
+    f"SELECT {_IDEMPOTENCY_COLS} FROM idempotency_keys WHERE token_id = ? AND key = ?"
+)
+_IDEMPOTENCY_INSERT = (
+    f"INSERT INTO idempotency_keys ({_IDEMPOTENCY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_idempotency_values = attrgetter(*(f.name for f in fields(IdempotencyRecord)))
+
+
 def _delete_chunk(conn: sqlite3.Connection, sql: str, cut: int) -> int:
     return conn.execute(sql, (cut, PURGE_CHUNK)).rowcount
 
@@ -1253,6 +1294,19 @@ def _check_outbox_item(item: OutboxItem, where: str) -> None:
     _check_bytes(item.envelope, f"{where}.envelope")
     _check_bytes(item.payload, f"{where}.payload")
     _check_int(item.created_at, f"{where}.created_at")
+
+
+def _check_idempotency(record: IdempotencyRecord) -> None:
+    if not isinstance(record.token_id, int):
+        raise ValidationError("token_id_invalid", "token_id is a token's id", "token_id")
+    _check_text(record.key, "key", max_len=255)
+    _check_bytes(record.request_hash, "request_hash", 32)
+    _check_text(record.method, "method", max_len=16)
+    _check_text(record.path, "path", max_len=1024)
+    if not isinstance(record.status, int) or not 200 <= record.status <= 299:
+        raise ValidationError("status_invalid", "only a success (2xx) is remembered", "status")
+    _check_bytes(record.response, "response")
+    _check_int(record.created_at, "created_at")
 
 
 def _check_inbox_item(item: InboxItem, where: str) -> None:
