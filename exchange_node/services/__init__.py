@@ -19,7 +19,7 @@ from exchange_node.services.documents import DocumentIndex
 from exchange_node.services.notices import NoticeService
 
 if TYPE_CHECKING:
-    from exchange_node.node import Node
+    from exchange_node.services.context import ServiceContext
 
 LOOKUP_KEY_FILE = "lookup-audit.key"
 
@@ -37,7 +37,7 @@ def load_subject_key(path: Path) -> bytes:
 
 
 class Services:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ServiceContext) -> None:
         self.index = DocumentIndex(node.store)
         self.notices = NoticeService(node, self.index)
         self.cases = CaseService(node)

@@ -58,9 +58,9 @@ from exchange_node.store.records import CaseEventRow, CaseRow
 
 if TYPE_CHECKING:
     from exchange_node.delivery.sender import Submitted
-    from exchange_node.node import Node
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
+    from exchange_node.services.context import ServiceContext
     from exchange_node.store.sqlite import SqliteTransaction
 
 __all__ = ["Case", "CaseService", "Participant", "PersonalData", "StepTaken", "StoredEvent"]
@@ -209,7 +209,7 @@ def _check_note(note: str, field: str = "note") -> str:
 class CaseService:
     """Cases of one node. Built by the node; uses its store, at-rest key, submit and audit."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ServiceContext) -> None:
         self._node = node
         self._store = node.store
         self._at_rest: AtRest = node.at_rest
@@ -322,13 +322,13 @@ class CaseService:
         for i, p in enumerate(people):
             if p.node_id == me:
                 continue
-            if p.node_id not in node.keyring.peers:
+            if p.node_id not in node.directory.peers:
                 raise ValidationError(
                     "unknown_peer",
                     f"{p.node_id} is not a pinned peer of this node",
                     f"participants[{i}].node_id",
                 )
-            if "case_event" not in node.policy(p.node_id):
+            if "case_event" not in node.directory.policy(p.node_id):
                 raise PermissionError(p.node_id)
         others = [p.node_id for p in people if p.node_id != me]
         if personal is not None:
@@ -405,7 +405,7 @@ class CaseService:
         role = role_in_case(case.participants, me)
         others = [p.node_id for p in case.participants if p.node_id != me]
         for peer in others:
-            if peer in node.keyring.peers and "case_event" not in node.policy(peer):
+            if peer in node.directory.peers and "case_event" not in node.directory.policy(peer):
                 raise PermissionError(peer)
         event_id = secrets.token_bytes(16)
         wire = notice_pb2.CaseEvent(
@@ -433,7 +433,7 @@ class CaseService:
             if then is not None:
                 then(tx, _step_taken(ref, seq, new_state, queued))
 
-        reachable = [p for p in others if p in node.keyring.peers]
+        reachable = [p for p in others if p in node.directory.peers]
         submitted = await node.submit(
             notice_pb2.Body(case_event=wire), reachable, actor=actor, also=store,
             label="case.event",

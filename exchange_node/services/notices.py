@@ -44,9 +44,10 @@ from exchange_node.services.documents import (
 
 if TYPE_CHECKING:
     from exchange_node.delivery.receiver import EnvelopeResult
-    from exchange_node.node import Node, Submitted
+    from exchange_node.delivery.sender import Submitted
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
+    from exchange_node.services.context import ServiceContext
     from exchange_node.store.sqlite import SqliteTransaction
 
 log = structlog.get_logger("exchange_node.notices")
@@ -98,7 +99,7 @@ class NoticeDraft:
 
 
 class NoticeService:
-    def __init__(self, node: Node, index: DocumentIndex) -> None:
+    def __init__(self, node: ServiceContext, index: DocumentIndex) -> None:
         self._node = node
         self.index = index
         self.inbox_signal = InboxSignal()
@@ -183,7 +184,10 @@ class NoticeService:
         now = node.now_ms()
         entry = self._entry(body, now)
         choose_recipients(
-            body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
+            body.WhichOneof("content") or "",
+            recipients,
+            node.directory.peers,
+            node.directory.policy,
         )
         [(entry, submitted)] = await self._queue(
             [(body, recipients, entry)], now, actor=actor, then=None, label="notice.submit"
@@ -223,7 +227,10 @@ class NoticeService:
                 )
                 # Refuse before indexing: a notice is indexed only if it is sent.
                 choose_recipients(
-                    body.WhichOneof("content") or "", recipients, node.keyring.peers, node.policy
+                    body.WhichOneof("content") or "",
+                    recipients,
+                    node.directory.peers,
+                    node.directory.policy,
                 )
             except (ExchangeError, UnknownRecipient, RecipientNotAllowed) as exc:
                 raise BatchItemRefused(i, exc) from None
