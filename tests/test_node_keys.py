@@ -9,7 +9,7 @@ import re
 import aiohttp
 import pytest
 
-from exchange_node import cli as cli_module
+from exchange_node.cli import keys as cli_keys
 from exchange_node.identity import finish_rotation, load_identity, prepare_rotation, rotate_keys
 from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
 from exchange_node.protocol.envelope import seal
@@ -88,7 +88,7 @@ async def test_a_notice_submitted_while_keys_rotate_is_not_signed_ahead_of_the_a
     jpn = await net[JPN].start()
     loop = asyncio.get_running_loop()
     during: list[bytes] = []
-    real_announce = cli_module._announce
+    real_announce = cli_keys._announce
 
     def on_node(coro):
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
@@ -102,7 +102,7 @@ async def test_a_notice_submitted_while_keys_rotate_is_not_signed_ahead_of_the_a
         on_node(wait_for(lambda: settled(jpn.store, during), what="the notice"))
         return await real_announce(*args, **kwargs)
 
-    monkeypatch.setattr(cli_module, "_announce", slow_announce)
+    monkeypatch.setattr(cli_keys, "_announce", slow_announce)
     announcement = await rotate_jpn(net, capsys)
     await wait_for(lambda: settled(jpn.store, [announcement, *during]), what="delivery")
 

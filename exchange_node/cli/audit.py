@@ -1,0 +1,183 @@
+"""The audit log and proofs of delivery: ``audit ...``, ``proof export/verify``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from exchange_node.audit import commands as audit_commands
+from exchange_node.audit.log import LeafFilter
+from exchange_node.cli.common import (
+    CliError,
+    _audit,
+    _audit_path,
+    _cfg,
+    _iso,
+    _passphrase,
+    _store,
+    now_ms,
+)
+from exchange_node.identity import (
+    all_signing_public_keys,
+)
+
+
+def _parse_time(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"time {text!r}: expected ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _filters(args) -> LeafFilter:
+    return LeafFilter(
+        since=_parse_time(args.since),
+        until=_parse_time(args.until),
+        peer=args.peer,
+        kind=args.kind,
+        message_id=args.message_id,
+        actor=args.actor,
+        limit=args.limit,
+    )
+
+
+def cmd_audit_verify(args) -> int:
+    cfg = _cfg(args)
+    ok, report = audit_commands.verify(
+        _audit_path(cfg), all_signing_public_keys(cfg.data_path, _passphrase(cfg))
+    )
+    print(report)
+    return 0 if ok else 1
+
+
+def cmd_audit_show(args) -> int:
+    cfg = _cfg(args)
+    for line in audit_commands.show(_audit_path(cfg), _filters(args), as_json=args.json):
+        print(line)
+    return 0
+
+
+def cmd_audit_prove(args) -> int:
+    cfg = _cfg(args)
+    print(audit_commands.prove(_audit_path(cfg), args.seq))
+    return 0
+
+
+def cmd_audit_export(args) -> int:
+    cfg = _cfg(args)
+    print(audit_commands.export(_audit_path(cfg), args.out, _filters(args)))
+    return 0
+
+
+def cmd_audit_verify_bundle(args) -> int:
+    key = bytes.fromhex(args.key) if args.key else None
+    ok, report = audit_commands.verify_bundle(args.file, key)
+    print(report)
+    return 0 if ok else 1
+
+
+def cmd_audit_checkpoint(args) -> int:
+    cfg = _cfg(args)
+    log = _audit(cfg)
+    try:
+        cp = log.sign_checkpoint(now_ms())
+    finally:
+        log.close()
+    print(cp.note, end="")
+    return 0
+
+
+# --- proof of delivery -------------------------------------------------------------------------
+
+
+async def cmd_proof_export(args) -> int:
+    """Everything a court's expert needs to check one delivery offline."""
+    from exchange_node.audit.bundle import export_bundle
+    from exchange_node.evidence import build_proof, verify_proof
+
+    cfg = _cfg(args)
+    try:
+        mid = bytes.fromhex(args.message_id)
+    except ValueError:
+        raise CliError(f"message id {args.message_id!r}: expected 32 hex digits") from None
+    store = await _store(cfg)
+    try:
+        rows = [r for r in store.message_status(mid) if args.peer in (None, r.peer_id)]
+        if len(rows) != 1:
+            peers = ", ".join(r.peer_id for r in store.message_status(mid)) or "none"
+            raise CliError(
+                f"message {args.message_id}: name one recipient with --peer (recipients: {peers})"
+            )
+        row = rows[0]
+        if row.receipt_id is None:
+            raise CliError(
+                f"message {args.message_id} to {row.peer_id}: no receipt yet (state {row.state.value})"
+            )
+        envelope = store.get_outbox(row.outbox_id).envelope  # type: ignore[union-attr]
+        receipt = store.get_receipt(row.receipt_id).receipt  # type: ignore[union-attr]
+        peer = store.get_peer(row.peer_id)
+        if peer is None:
+            raise CliError(f"{row.peer_id} is no longer pinned: its card is not available")
+    finally:
+        await store.close()
+    log = _audit(cfg)
+    try:
+        log.sign_checkpoint(now_ms())  # so the proof covers the latest entries
+        public_key = log.stored_public_key()
+        bundle = export_bundle(log, log.iter_query(LeafFilter(message_id=mid.hex())), public_key)
+    finally:
+        log.close()
+    data = build_proof(
+        sender=cfg.node.id,
+        recipient=row.peer_id,
+        message_id=mid,
+        envelope=envelope,
+        receipt=receipt,
+        recipient_card=peer.card,
+        audit_bundle=bundle,
+    )
+    Path(args.out).write_bytes(data)
+    report = verify_proof(data)
+    print(
+        f"wrote {args.out}: {row.peer_id} {report.outcome} message {mid.hex()} ({'verifies' if report.ok else 'DOES NOT VERIFY'})"
+    )
+    print(f"  recipient card fingerprint: {report.recipient_fingerprint}")
+    print(f"  audit key fingerprint:      {report.audit_key_fingerprint}")
+    return 0 if report.ok else 1
+
+
+def cmd_proof_verify(args) -> int:
+    from exchange_node.evidence import verify_proof
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{args.file}: cannot read: {exc.strerror}") from None
+    key = None
+    if args.audit_key:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(args.audit_key))
+        except ValueError:
+            raise CliError(
+                "--audit-key: expected the sender's Ed25519 public key, 64 hex digits"
+            ) from None
+    r = verify_proof(data, recipient_fingerprint=args.fingerprint, audit_key=key)
+    print(f"delivery proof {args.file}: {'OK' if r.ok else 'FAILED'}")
+    print(
+        f"  {r.sender} -> {r.recipient}, message {r.message_id}: {r.outcome or '-'} at {_iso(r.received_at_ms)}"
+    )
+    trust = "as given" if args.fingerprint else "compare it with the recipient's operator"
+    print(f"  recipient card fingerprint {r.recipient_fingerprint} ({trust})")
+    print(f"  sender audit key fingerprint {r.audit_key_fingerprint}")
+    for problem in r.problems:
+        print(f"  problem: {problem}")
+    return 0 if r.ok else 1

@@ -1,0 +1,120 @@
+"""Setting a node up: ``init`` and its card (``card show``, ``card export``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from exchange_node.cli.common import (
+    CliError,
+    _cfg,
+    _iso,
+    _passphrase,
+    now_ms,
+)
+from exchange_node.config import ConfigError, load_config, render_config
+from exchange_node.identity import (
+    create_identity,
+    load_identity,
+)
+from exchange_node.protocol.cards import verify_card
+from exchange_node.protocol.errors import OpenError
+from exchange_node.protocol.keys import Suite
+
+
+def cmd_init(args) -> int:
+    config_path = Path(args.config)
+    if config_path.exists():
+        raise CliError(f"{config_path} already exists; refusing to overwrite it")
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_config(
+        node_id=args.node_id,
+        country=args.country,
+        display_name=args.display_name or args.node_id,
+        public_endpoint=args.endpoint,
+        peer_listen=args.peer_listen,
+        local_listen=args.local_listen,
+        allow_plain_http=args.plain_http,
+        data_dir=args.data_dir,
+    )
+    tmp = config_path.with_name(config_path.name + ".new")
+    tmp.write_text(text)
+    try:
+        cfg = load_config(tmp)
+    except ConfigError as exc:
+        tmp.unlink()
+        raise CliError(str(exc).replace(str(tmp), "init arguments")) from None
+    data = (config_path.parent / args.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keys = create_identity(
+        data,
+        node_id=cfg.node.id,
+        country=cfg.node.country,
+        display_name=cfg.node.display_name,
+        endpoint=cfg.peer_api.public_endpoint,
+        suite=Suite.parse(cfg.node.suite),
+        now_ms=now_ms(),
+        passphrase=_passphrase(cfg),
+    )
+    tmp.rename(config_path)
+    print(f"created node {keys.local.node_id} ({cfg.node.country})")
+    print(f"  config:      {config_path}")
+    print(f"  data:        {data}")
+    print(f"  card:        {data / 'card.pb'}")
+    print(f"  fingerprint: {keys.fingerprint}")
+    print("Send card.pb to your peers and read them the fingerprint by phone.")
+    return 0
+
+
+def _describe_card(card) -> list[str]:
+    lines = [
+        f"node:        {card.node_id} ({card.country}) {card.display_name}",
+        f"endpoint:    {card.endpoint}",
+        f"serial:      {card.serial}, issued {_iso(card.issued_at_ms)}",
+        f"fingerprint: {card.fingerprint}",
+        f"tls sha256:  {card.tls_cert_sha256.hex()}",
+    ]
+    for k in card.signing_keys:
+        lines.append(
+            f"signing key:    {k.key_id.hex()} valid {_iso(k.not_before_ms)} .. {_iso(k.not_after_ms) if k.not_after_ms else 'open'}"
+        )
+    for k in card.encryption_keys:
+        suite = Suite.for_algorithm(k.algorithm).name.lower().replace("_", "-")
+        lines.append(
+            f"encryption key: {k.key_id.hex()} {suite} valid {_iso(k.not_before_ms)} .. {_iso(k.not_after_ms) if k.not_after_ms else 'open'}"
+        )
+    return lines
+
+
+def _read_card(path: str):
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read card: {exc.strerror}") from None
+    try:
+        return verify_card(data)
+    except OpenError as exc:
+        raise CliError(
+            f"{path}: not a valid node card ({exc.reason.value}: {exc.detail})"
+        ) from None
+
+
+def cmd_card_show(args) -> int:
+    if args.file:
+        card = _read_card(args.file)
+    else:
+        cfg = _cfg(args)
+        card = load_identity(cfg.data_path, _passphrase(cfg)).card
+    print("\n".join(_describe_card(card)))
+    return 0
+
+
+def cmd_card_export(args) -> int:
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    if args.out == "-":
+        sys.stdout.buffer.write(keys.card_bytes)
+    else:
+        Path(args.out).write_bytes(keys.card_bytes)
+        print(f"wrote {args.out} ({len(keys.card_bytes)} bytes); fingerprint {keys.fingerprint}")
+    return 0

@@ -1,0 +1,85 @@
+"""This node's keys: ``keys rotate``, ``keys revoke``, each announced to every peer."""
+
+from __future__ import annotations
+
+from exchange_node.audit import leaves
+from exchange_node.audit.leaf import AuditEvent
+from exchange_node.cli.common import (
+    CliError,
+    _cfg,
+    _node,
+    _passphrase,
+    now_ms,
+)
+from exchange_node.config import Config
+from exchange_node.identity import (
+    finish_rotation,
+    load_identity,
+    prepare_rotation,
+    revoke_key,
+)
+from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
+from exchange_node.protocol.cards import verify_card
+
+
+async def cmd_keys_rotate(args) -> int:
+    """New keys; the new card is announced to every peer, signed by the old key."""
+    cfg = _cfg(args)
+    passphrase = _passphrase(cfg)
+    successor = prepare_rotation(cfg.data_path, now_ms=now_ms(), passphrase=passphrase)
+    body = notice_pb2.Body(
+        card_announcement=notice_pb2.CardAnnouncement(
+            signed_card=card_pb2.SignedCard.FromString(successor)
+        )
+    )
+    # The announcement is queued before the new card becomes current: a running node
+    # takes up the new keys only then, so whatever it signs with them is queued behind
+    # the announcement and every peer knows the keys by the time it arrives.
+    new_card = verify_card(successor)
+    rotated = leaves.key_rotated(
+        now_ms(), "operator", "", new_card.serial, new_card.current_signing_key.key_id
+    )
+    queued = await _announce(cfg, body, rotated)
+    after = finish_rotation(cfg.data_path, passphrase)
+    print(f"rotated keys: card serial {after.card.serial}, fingerprint {after.fingerprint}")
+    print(f"  announced to {queued} peer(s); previous keys stay valid for 7 days")
+    return 0
+
+
+async def cmd_keys_revoke(args) -> int:
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    kid = bytes.fromhex(args.key_id)
+    if kid not in {k.key_id for k in keys.card.signing_keys + keys.card.encryption_keys}:
+        raise CliError(
+            f"{args.key_id} is not a key on this node's card (see `exchange-node card show`)"
+        )
+    if kid == keys.local.signing_key.key_id:
+        raise CliError(
+            "that is the current signing key: run `exchange-node keys rotate` first, then revoke it"
+        )
+    signed = revoke_key(keys, kid, now_ms=now_ms(), reason=args.reason)
+    body = notice_pb2.Body(
+        revocation_announcement=notice_pb2.RevocationAnnouncement(
+            signed_revocation=card_pb2.SignedRevocation.FromString(signed)
+        )
+    )
+    queued = await _announce(cfg, body, leaves.key_revoked(now_ms(), "operator", "", kid))
+    print(f"revoked {kid.hex()}; announced to {queued} peer(s)")
+    return 0
+
+
+async def _announce(cfg: Config, body: notice_pb2.Body, leaf: AuditEvent) -> int:
+    """Queue a card or revocation announcement to every peer with the leaf recording the
+    change, in one transaction, through the node's own submit path (sealed with the
+    keys current now; peers' revoked keys are applied). Returns how many were queued."""
+
+    def record(tx, _items) -> None:
+        tx.audit([leaf])
+
+    async with _node(cfg) as node:
+        submitted = await node.submit(body, None, actor="operator", also=record, label="keys")
+    kind = body.WhichOneof("content")
+    for sub in submitted:
+        print(f"  queued {kind} for {sub.peer_id}: message {sub.message_id.hex()}")
+    return len(submitted)

@@ -1,0 +1,179 @@
+"""Pinned peers: ``peer add/list/remove/pause/resume/ping``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from exchange_node.audit import leaves
+from exchange_node.audit.leaf import LeafKind
+from exchange_node.cli.common import (
+    CliError,
+    _age,
+    _cfg,
+    _passphrase,
+    _store,
+    now_ms,
+)
+from exchange_node.cli.identity import (
+    _read_card,
+)
+from exchange_node.config import NOTICE_KINDS
+from exchange_node.identity import (
+    load_identity,
+)
+from exchange_node.protocol.cards import normalise_fingerprint, verify_card
+
+
+async def cmd_peer_add(args) -> int:
+    cfg = _cfg(args)
+    card = _read_card(args.card)
+    expected = normalise_fingerprint(args.fingerprint)
+    if card.fingerprint != expected:
+        raise CliError(
+            f"fingerprint mismatch: the card's is {card.fingerprint}, you were given {expected}; "
+            "nothing was pinned. Ask the peer's operator to read it again."
+        )
+    if card.node_id == cfg.node.id:
+        raise CliError("that is this node's own card")
+    allow = args.allow.split(",") if args.allow else None
+    for kind in allow or []:
+        if kind not in NOTICE_KINDS:
+            raise CliError(
+                f"--allow: unknown notice kind {kind!r}; expected some of {', '.join(NOTICE_KINDS)}"
+            )
+    store = await _store(cfg)
+    try:
+        existing = store.get_peer(card.node_id)
+        if existing is not None and verify_card(existing.card).serial > card.serial:
+            raise CliError(
+                f"{card.node_id} is already pinned with a newer card (serial {verify_card(existing.card).serial})"
+            )
+        now = now_ms()
+        leaf = leaves.peer_changed(now, LeafKind.PEER_ADDED, card.node_id, serial=str(card.serial))
+        await store.upsert_peer(
+            card.node_id, card.signed, card.fingerprint, now, allow, audit=[leaf]
+        )
+    finally:
+        await store.close()
+    print(
+        f"pinned {card.node_id} ({card.country}) at {card.endpoint}; fingerprint {card.fingerprint}"
+    )
+    if allow is not None:
+        print(f"  allowed notice kinds: {', '.join(allow)}")
+    return 0
+
+
+async def cmd_peer_list(args) -> int:
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        peers = store.list_peers()
+        stats = {q.peer_id: q for q in store.queue_stats()}
+    finally:
+        await store.close()
+    if not peers:
+        print("no peers pinned")
+        return 0
+    now = now_ms()
+    print(
+        f"{'PEER':<14} {'COUNTRY':<7} {'STATE':<7} {'QUEUED':>6} {'DEAD':>5} {'LAST CONTACT':<14} ENDPOINT"
+    )
+    for p in peers:
+        card = verify_card(p.card)
+        q = stats.get(p.node_id)
+        print(
+            f"{p.node_id:<14} {card.country:<7} {'paused' if p.paused else 'active':<7} "
+            f"{q.depth if q else 0:>6} {q.dead if q else 0:>5} {_age(q.last_contact_at if q else None, now):<14} {card.endpoint}"
+        )
+        if p.policy:
+            print(f"{'':<14} allows: {', '.join(p.policy)}")
+    return 0
+
+
+async def _peer_simple(args, action: Callable, kind: str, done: str) -> int:
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        if store.get_peer(args.peer) is None:
+            raise CliError(f"{args.peer} is not a pinned peer (see `exchange-node peer list`)")
+        now = now_ms()
+        result = await action(store, now, [leaves.peer_changed(now, kind, args.peer)])
+    finally:
+        await store.close()
+    print(done.format(peer=args.peer, result=result))
+    return 0
+
+
+async def cmd_peer_remove(args) -> int:
+    return await _peer_simple(
+        args,
+        lambda s, now, audit: s.remove_peer(args.peer, force=args.force, audit=audit),
+        LeafKind.PEER_REMOVED,
+        "removed {peer}; {result} queued message(s) became dead letters",
+    )
+
+
+async def cmd_peer_pause(args) -> int:
+    return await _peer_simple(
+        args,
+        lambda s, now, audit: s.set_paused(args.peer, True, now, audit=audit),
+        LeafKind.PEER_PAUSED,
+        "paused delivery to {peer}",
+    )
+
+
+async def cmd_peer_resume(args) -> int:
+    return await _peer_simple(
+        args,
+        lambda s, now, audit: s.set_paused(args.peer, False, now, audit=audit),
+        LeafKind.PEER_RESUMED,
+        "resumed delivery to {peer}",
+    )
+
+
+async def cmd_peer_ping(args) -> int:
+    """Fetch the peer's card over mutual TLS and compare it with the pinned one."""
+    import aiohttp
+
+    from exchange_node.tls import client_context
+
+    cfg = _cfg(args)
+    keys = load_identity(cfg.data_path, _passphrase(cfg))
+    store = await _store(cfg)
+    try:
+        record = store.get_peer(args.peer)
+    finally:
+        await store.close()
+    if record is None:
+        raise CliError(f"{args.peer} is not a pinned peer")
+    card = verify_card(record.card)
+    ssl = None
+    if card.endpoint.startswith("https://"):
+        ssl = client_context(
+            keys.tls_cert_der, keys.tls_key_path, card.tls_certificate, _passphrase(cfg)
+        )
+    elif not cfg.peer_api.allow_plain_http:
+        raise CliError(f"{args.peer}'s endpoint is plain http and allow_plain_http is false")
+    started = time.perf_counter()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(card.endpoint.rstrip("/") + "/exchange/v1/card", ssl=ssl) as resp,
+        ):
+            data = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise CliError(
+            f"{args.peer} unreachable at {card.endpoint}: {type(exc).__name__}: {exc}"
+        ) from None
+    elapsed = (time.perf_counter() - started) * 1000
+    if status != 200:
+        raise CliError(f"{args.peer} answered HTTP {status}")
+    live = verify_card(data)
+    same = live.card_bytes == card.card_bytes
+    print(f"{args.peer} reachable over {'mutual TLS' if ssl else 'PLAIN HTTP'} in {elapsed:.1f} ms")
+    print(
+        f"  its card: serial {live.serial}, fingerprint {live.fingerprint} ({'matches the pinned card' if same else 'DIFFERS from the pinned card'})"
+    )
+    return 0 if same or live.serial > card.serial else 1
