@@ -8,17 +8,19 @@ write their own verifier)::
      "public_key": "<base64, 32-byte Ed25519 key>",
      "verifier_key": "<C2SP vkey of the same key>",
      "checkpoint": "<signed note text>",
-     "leaves": [{"seq": 5, "data": "<base64 leaf bytes>", "proof": ["<base64 hash>", ...]}]}
+     "leaves": [{"seq": 5, "data": "<base64 leaf bytes>", "proof": ["<base64 hash>", ...]}],
+     "consistency": [{"old_size": 40, "proof": ["<base64 hash>", ...]}]}   (optional)
 
 Every proof is against the one checkpoint in the bundle. The key in the bundle is what
 the log *claims*; an auditor compares its fingerprint with one obtained out of band, or
-passes the trusted key to :func:`verify_bundle`.
+passes the trusted key(s) to :func:`verify_bundle`. ``consistency`` proves that the
+bundle's checkpoint extends earlier ones (of those sizes) an auditor already holds.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -26,9 +28,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exchange_node.audit import merkle
-from exchange_node.audit.checkpoint import verifier_key, verify_checkpoint
-from exchange_node.audit.leaf import LeafRecord, decode_leaf
+from exchange_node.audit.checkpoint import SignedCheckpoint, verifier_key, verify_checkpoint
+from exchange_node.audit.leaf import KINDS, LeafRecord, decode_leaf
 from exchange_node.audit.log import AuditLog, StoredLeaf
+from exchange_node.audit.strict_json import duplicate_key
 from exchange_node.errors import NotFoundError, ValidationError
 
 BUNDLE_FORMAT = "exchange-node-audit-bundle/1"
@@ -40,22 +43,30 @@ class BundleLeaf(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     proof: list[bytes]
 
 
-class Bundle(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class BundleConsistency(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    old_size: int
+    proof: list[bytes]
+
+
+class Bundle(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     format: str
     origin: str
     public_key: bytes
     verifier_key: str
     checkpoint: str
     leaves: list[BundleLeaf]
+    consistency: list[BundleConsistency] = []
 
 
 @dataclass(frozen=True)
 class BundleReport:
-    """What :func:`verify_bundle` found. ``ok`` only if every leaf verified and the
-    checkpoint is signed by the bundle's key (and by ``trusted_key`` if one was given).
+    """What :func:`verify_bundle` found. ``ok`` only if every leaf verified, the
+    checkpoint is signed by the bundle's key (which must be one of ``trusted_key`` if
+    given) and every prior checkpoint is proved to be extended by it.
 
     ``key_fingerprint`` is SHA-256 of the raw public key, hex: compare it with the one
-    the node's operator gave you out of band.
+    the node's operator gave you out of band. ``notices`` are findings that do not make
+    the bundle fail (entries of kinds this verifier does not know).
     """
 
     ok: bool
@@ -66,47 +77,112 @@ class BundleReport:
     key_trusted: bool
     leaves: tuple[LeafRecord, ...]
     problems: tuple[str, ...]
+    notices: tuple[str, ...] = ()
+    priors_checked: int = 0
 
 
 def key_fingerprint(public_key: bytes) -> str:
     return hashlib.sha256(public_key).hexdigest()
 
 
-def export_bundle(log: AuditLog, leaves: Iterable[StoredLeaf], public_key: bytes) -> bytes:
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def signer_of(note: str, origin: str, public_keys: Iterable[bytes]) -> bytes | None:
+    """Which of ``public_keys`` (raw) signed the checkpoint ``note`` of log ``origin``;
+    None if none of them did. Across key rotations, a log's checkpoints are signed by
+    the key current when each was signed."""
+    for raw in public_keys:
+        try:
+            verify_checkpoint(note, origin, Ed25519PublicKey.from_public_bytes(raw), origin=origin)
+        except (ValidationError, ValueError):
+            continue
+        return raw
+    return None
+
+
+def export_bundle(
+    log: AuditLog,
+    leaves: Iterable[StoredLeaf],
+    public_key: bytes | Sequence[bytes],
+    consistency_from: Iterable[int] = (),
+) -> bytes:
     """A bundle of ``leaves`` proved against ``log``'s latest signed checkpoint.
 
     Leaves the checkpoint does not cover yet are left out (sign a checkpoint first to
-    include them). ``public_key`` is the log's raw Ed25519 public key; the checkpoint
-    must verify under it. Raises ``checkpoint_not_found`` without a checkpoint.
+    include them). ``public_key`` is the log's raw Ed25519 public key, or every key it
+    has signed with (after rotations); the checkpoint must verify under one of them,
+    and the bundle names that one. ``consistency_from`` adds a consistency proof from
+    each of those earlier tree sizes to the checkpoint. Raises ``checkpoint_not_found``
+    without a checkpoint, ``checkpoint_key_unknown`` if no key given signed it.
     """
     cp = log.latest_checkpoint()
     if cp is None:
         raise NotFoundError("checkpoint_not_found", "sign a checkpoint before exporting", "log")
-    key = Ed25519PublicKey.from_public_bytes(public_key)
-    verify_checkpoint(cp.note, log.origin, key, origin=log.origin)
+    keys = [public_key] if isinstance(public_key, bytes) else list(public_key)
+    signer = signer_of(cp.note, log.origin, keys)
+    if signer is None:
+        raise ValidationError(
+            "checkpoint_key_unknown",
+            f"the latest checkpoint (size {cp.tree_size}) is not signed by any of this"
+            " node's signing keys; run `exchange-node audit verify`",
+            "public_key",
+        )
+    key = Ed25519PublicKey.from_public_bytes(signer)
     out = []
     for leaf in leaves:
         if leaf.seq >= cp.tree_size:
             break
         proof = log.inclusion_proof(leaf.seq, cp.tree_size)
         out.append(BundleLeaf(leaf.seq, proof.leaf, list(proof.hashes)))
+    consistency = []
+    for old_size in sorted(set(consistency_from)):
+        if not 0 < old_size <= cp.tree_size:
+            raise ValidationError(
+                "consistency_size_invalid",
+                f"consistency proofs can start at sizes 1 to {cp.tree_size} (the latest"
+                f" checkpoint), not {old_size}",
+                "consistency_from",
+            )
+        hashes = log.consistency_hashes(old_size, cp.tree_size) if old_size < cp.tree_size else []
+        consistency.append(BundleConsistency(old_size, list(hashes)))
     bundle = Bundle(
         format=BUNDLE_FORMAT,
         origin=log.origin,
-        public_key=public_key,
+        public_key=signer,
         verifier_key=verifier_key(log.origin, key),
         checkpoint=cp.note,
         leaves=out,
+        consistency=consistency,
     )
     return msgspec.json.format(msgspec.json.encode(bundle), indent=1) + b"\n"
 
 
-def verify_bundle(data: bytes, trusted_key: Ed25519PublicKey | None = None) -> BundleReport:
-    """Check a bundle offline: checkpoint signature, then each leaf's inclusion proof.
+def verify_bundle(
+    data: bytes,
+    trusted_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None,
+    priors: Sequence[str] = (),
+) -> BundleReport:
+    """Check a bundle offline: checkpoint signature, each leaf's inclusion proof, and
+    that the checkpoint extends each of ``priors`` (earlier checkpoint notes the caller
+    holds) by a consistency proof the bundle carries.
+
+    ``trusted_key``: the node's key, or every key it has signed with across rotations;
+    the bundle's key must be one of them, and each prior must be signed by one.
+    Without it, priors must be signed by the bundle's own key.
 
     Never raises for a bad bundle: every problem is in the report. Leaves whose proof
-    fails are listed as problems and left out of ``leaves``.
+    fails are listed as problems and left out of ``leaves``. The rules (one value per
+    JSON key, leaves in strictly ascending ``seq``, unknown kinds accepted and reported)
+    are those of docs/audit-format.md section 5.
     """
+    dup = duplicate_key(data)
+    if dup is not None:
+        return _failed(
+            f"bundle_duplicate_key: the key {dup!r} appears twice in one object; a bundle"
+            " that two readers could read differently is refused"
+        )
     try:
         bundle = msgspec.json.decode(data, type=Bundle)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -118,11 +194,16 @@ def verify_bundle(data: bytes, trusted_key: Ed25519PublicKey | None = None) -> B
         key = Ed25519PublicKey.from_public_bytes(bundle.public_key)
     except ValueError:
         return _failed("bundle_key_invalid: public_key is not a 32-byte Ed25519 key")
+    if isinstance(trusted_key, Ed25519PublicKey):
+        trusted_keys: list[bytes] | None = [_raw(trusted_key)]
+    elif trusted_key is not None:
+        trusted_keys = [_raw(k) for k in trusted_key]
+    else:
+        trusted_keys = None
     problems: list[str] = []
     trusted = False
-    if trusted_key is not None:
-        raw = trusted_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        trusted = raw == bundle.public_key
+    if trusted_keys is not None:
+        trusted = bundle.public_key in trusted_keys
         if not trusted:
             problems.append("bundle_key_untrusted: the bundle's key is not the trusted key")
     if bundle.verifier_key != verifier_key(bundle.origin, key):
@@ -132,13 +213,17 @@ def verify_bundle(data: bytes, trusted_key: Ed25519PublicKey | None = None) -> B
     except ValidationError as exc:
         return _failed(f"checkpoint: {exc}", origin=bundle.origin, fingerprint=fingerprint)
     records = []
-    seen = set()
+    notices = []
+    last_seq = -1
     for i, leaf in enumerate(bundle.leaves):
         where = f"leaves[{i}] (seq {leaf.seq})"
-        if leaf.seq in seen:
-            problems.append(f"{where}: leaf_duplicate")
+        if leaf.seq == last_seq:
+            problems.append(f"{where}: leaf_duplicate: the entry is listed twice")
             continue
-        seen.add(leaf.seq)
+        if leaf.seq < last_seq:
+            problems.append(f"{where}: leaf_out_of_order: entries must be listed in ascending seq")
+            continue
+        last_seq = leaf.seq
         try:
             merkle.verify_inclusion(
                 leaf.seq, cp.tree_size, merkle.leaf_hash(leaf.data), leaf.proof, cp.root_hash
@@ -147,14 +232,20 @@ def verify_bundle(data: bytes, trusted_key: Ed25519PublicKey | None = None) -> B
             problems.append(f"{where}: not in the signed tree: {exc}")
             continue
         try:
-            record = decode_leaf(leaf.data)
+            record = decode_leaf(leaf.data, known_kinds_only=False)
         except ValidationError as exc:
             problems.append(f"{where}: proved but unreadable: {exc}")
             continue
         if record.seq != leaf.seq:
             problems.append(f"{where}: leaf records seq {record.seq}")
             continue
+        if record.kind not in KINDS:
+            notices.append(
+                f"{where}: kind_unknown: {record.kind!r} is not a kind this verifier knows"
+                " (a later version's); the entry is proved and accepted"
+            )
         records.append(record)
+    problems += _check_priors(bundle, cp, trusted_keys or [bundle.public_key], priors)
     return BundleReport(
         ok=not problems,
         origin=cp.checkpoint.origin,
@@ -164,7 +255,62 @@ def verify_bundle(data: bytes, trusted_key: Ed25519PublicKey | None = None) -> B
         key_trusted=trusted,
         leaves=tuple(records),
         problems=tuple(problems),
+        notices=tuple(notices),
+        priors_checked=len(priors),
     )
+
+
+def _check_priors(
+    bundle: Bundle, cp: SignedCheckpoint, keys: list[bytes], priors: Sequence[str]
+) -> list[str]:
+    problems = []
+    proofs: dict[int, list[bytes]] = {}
+    for c in bundle.consistency:
+        if c.old_size in proofs:
+            problems.append(f"consistency (old size {c.old_size}): listed twice")
+        proofs[c.old_size] = c.proof
+    for i, note in enumerate(priors):
+        where = f"prior[{i}]"
+        signer = signer_of(note, bundle.origin, keys)
+        if signer is None:
+            problems.append(
+                f"{where}: prior_signature_unknown: not a checkpoint of {bundle.origin!r}"
+                " signed by the trusted key(s); give the key that signed it with --key"
+            )
+            continue
+        prior = verify_checkpoint(
+            note, bundle.origin, Ed25519PublicKey.from_public_bytes(signer), origin=bundle.origin
+        )
+        m, n = prior.tree_size, cp.tree_size
+        where = f"{where} (size {m})"
+        if m > n:
+            problems.append(
+                f"{where}: prior_newer: the bundle's checkpoint (size {n}) is older than this"
+                " one; ask for a bundle exported now"
+            )
+            continue
+        if m == 0:
+            continue
+        if m == n:
+            if prior.root_hash != cp.root_hash:
+                problems.append(
+                    f"{where}: prior_inconsistent: same size, different root: the log was rewritten"
+                )
+            continue
+        if m not in proofs:
+            problems.append(
+                f"{where}: prior_unproved: the bundle carries no consistency proof from size"
+                f" {m}; ask for one exported with --consistency-from {m}"
+            )
+            continue
+        try:
+            merkle.verify_consistency(m, n, prior.root_hash, cp.root_hash, proofs[m])
+        except ValidationError as exc:
+            problems.append(
+                f"{where}: prior_inconsistent: the log no longer extends this checkpoint"
+                f" (truncated or rewritten): {exc}"
+            )
+    return problems
 
 
 def _failed(problem: str, origin: str = "", fingerprint: str = "") -> BundleReport:

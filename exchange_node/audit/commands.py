@@ -121,19 +121,29 @@ def prove(db_path: str | Path, seq: int, tree_size: int | None = None) -> str:
     return json.dumps(doc, indent=1, ensure_ascii=False)
 
 
-def export(db_path: str | Path, out_path: str | Path, filters: LeafFilter) -> str:
+def export(
+    db_path: str | Path,
+    out_path: str | Path,
+    filters: LeafFilter,
+    public_keys: Sequence[bytes] = (),
+    consistency_from: Sequence[int] = (),
+) -> str:
     """Write a bundle of the matching entries to ``out_path``; return a one-line summary.
 
     Proofs are against the latest signed checkpoint; entries after it are left out.
+    ``public_keys``: every key the node has signed with (the bundle names the one that
+    signed the checkpoint); the key recorded in the file is tried too.
+    ``consistency_from``: earlier tree sizes to prove the checkpoint extends.
     """
     with AuditLog.open(db_path) as log:
-        public_key = log.stored_public_key()
-        if public_key is None:
+        stored = log.stored_public_key()
+        keys = [*public_keys, *([stored] if stored is not None else [])]
+        if not keys:
             raise NotFoundError(
                 "audit_key_unknown", "this log has never been signed; nothing to prove against",
                 "db_path",
             )  # fmt: skip
-        data = bundle_mod.export_bundle(log, log.iter_query(filters), public_key)
+        data = bundle_mod.export_bundle(log, log.iter_query(filters), keys, consistency_from)
     Path(out_path).write_bytes(data)
     report = bundle_mod.verify_bundle(data)
     return (
@@ -142,22 +152,38 @@ def export(db_path: str | Path, out_path: str | Path, filters: LeafFilter) -> st
     )
 
 
+def _read(path: str | Path, code: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ExchangeError(code, f"cannot read {path}: {exc.strerror}", "path") from None
+
+
+def _keys(
+    trusted_key: bytes | Ed25519PublicKey | Sequence[bytes | Ed25519PublicKey] | None,
+) -> list[Ed25519PublicKey] | None:
+    if trusted_key is None:
+        return None
+    if isinstance(trusted_key, bytes | Ed25519PublicKey):
+        return [_key(trusted_key)]
+    return [_key(k) for k in trusted_key] or None
+
+
 def verify_bundle(
-    path: str | Path, trusted_key: bytes | Ed25519PublicKey | None = None
+    path: str | Path,
+    trusted_key: bytes | Ed25519PublicKey | Sequence[bytes | Ed25519PublicKey] | None = None,
+    priors: Sequence[str | Path] = (),
 ) -> tuple[bool, str]:
     """Verify a bundle file offline; returns ``(ok, report)``.
 
-    Without ``trusted_key`` the report asks the reader to compare the key fingerprint
-    with one obtained from the node's operator out of band.
+    ``trusted_key``: the node's key or keys (every key it signed with, across
+    rotations). Without it the report asks the reader to compare the key fingerprint
+    with one obtained from the node's operator out of band. ``priors``: files holding
+    earlier checkpoints of the same log; the bundle must prove it extends each.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ExchangeError(
-            "bundle_unreadable", f"cannot read {path}: {exc.strerror}", "path"
-        ) from None
-    key = _key(trusted_key) if trusted_key is not None else None
-    r = bundle_mod.verify_bundle(data, key)
+    data = _read(path, "bundle_unreadable")
+    notes = [_read(p, "checkpoint_unreadable").decode(errors="replace") for p in priors]
+    r = bundle_mod.verify_bundle(data, _keys(trusted_key), notes)
     lines = [f"bundle {path}: {'OK' if r.ok else 'FAILED'}"]
     if r.origin:
         lines.append(f"log: {r.origin}, checkpoint size {r.tree_size}")
@@ -165,5 +191,8 @@ def verify_bundle(
         trust = "matches the trusted key" if r.key_trusted else "compare it out of band"
         lines.append(f"signing key fingerprint (SHA-256): {r.key_fingerprint} ({trust})")
     lines.append(f"entries proved: {len(r.leaves)}")
+    if priors:
+        lines.append(f"earlier checkpoints given: {len(priors)}")
     lines += [f"  {p}" for p in r.problems]
+    lines += [f"  note: {n}" for n in r.notices]
     return r.ok, "\n".join(lines)

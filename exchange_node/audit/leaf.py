@@ -66,6 +66,8 @@ _REASON = re.compile(r"[a-z0-9_.]{1,64}")
 _SUBJECT = re.compile(r"[0-9a-f]{64}")
 _ATTR_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ATTR_VALUE = re.compile(r"[A-Za-z0-9._:@/+=\-]{0,128}")
+# What a kind may look like, known or not: verifiers accept kinds added later.
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){1,3}")
 MAX_ATTRS = 16
 MAX_TIME = 2**53 - 1  # exact in every JSON implementation
 
@@ -116,10 +118,10 @@ def _invalid(field: str, message: str) -> ValidationError:
     return ValidationError("audit_leaf_invalid", message, field)
 
 
-def _validate(e: AuditEvent | LeafRecord) -> None:
+def _validate(e: AuditEvent | LeafRecord, known_kinds_only: bool = True) -> None:
     if type(e.time) is not int or not 0 <= e.time <= MAX_TIME:
         raise _invalid("time", "time must be unix milliseconds, 0 to 2^53-1")
-    if e.kind not in KINDS:
+    if e.kind not in KINDS and (known_kinds_only or not _KIND.fullmatch(e.kind)):
         raise _invalid("kind", f"unknown kind {e.kind!r}; use a LeafKind value")
     if not _ACTOR.fullmatch(e.actor):
         raise _invalid("actor", "actor must be 1-128 characters of A-Z a-z 0-9 . _ : @ / + -")
@@ -161,9 +163,13 @@ def encode_leaf(seq: int, event: AuditEvent) -> bytes:
     )
 
 
-def decode_leaf(data: bytes) -> LeafRecord:
+def decode_leaf(data: bytes, *, known_kinds_only: bool = True) -> LeafRecord:
     """Parse stored leaf bytes. Raises ``ValidationError`` (``audit_leaf_invalid``) unless
-    ``data`` is a valid leaf in canonical form (so equal records have equal bytes)."""
+    ``data`` is a valid leaf in canonical form (so equal records have equal bytes).
+
+    ``known_kinds_only=False`` (offline verifiers) also accepts a kind this version does
+    not know, if it is shaped like one (dotted lowercase words); the caller reports it.
+    """
     try:
         record = _decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -174,7 +180,7 @@ def decode_leaf(data: bytes) -> LeafRecord:
         raise _invalid("v", f"unsupported leaf version {record.v}")
     if type(record.seq) is not int or record.seq < 0:
         raise _invalid("seq", "seq must be a non-negative integer")
-    _validate(record)
+    _validate(record, known_kinds_only)
     if _encoder.encode(record) != data:
         raise _invalid("leaf", "leaf bytes are not in canonical form")
     return record

@@ -72,13 +72,32 @@ def cmd_audit_prove(args) -> int:
 
 def cmd_audit_export(args) -> int:
     cfg = _cfg(args)
-    print(audit_commands.export(_audit_path(cfg), args.out, _filters(args)))
+    keys = all_signing_public_keys(cfg.data_path, _passphrase(cfg))
+    summary = audit_commands.export(
+        _audit_path(cfg), args.out, _filters(args), keys, args.consistency_from or ()
+    )
+    print(summary)
     return 0
 
 
+def _hex_keys(values: list[str] | None, option: str) -> list[bytes] | None:
+    if not values:
+        return None
+    try:
+        keys = [bytes.fromhex(v) for v in values]
+    except ValueError:
+        keys = []
+    if not keys or any(len(k) != 32 for k in keys):
+        raise CliError(
+            f"{option}: expected an Ed25519 public key, 64 hex digits"
+            " (`exchange-node keys show` prints it)"
+        )
+    return keys
+
+
 def cmd_audit_verify_bundle(args) -> int:
-    key = bytes.fromhex(args.key) if args.key else None
-    ok, report = audit_commands.verify_bundle(args.file, key)
+    key = _hex_keys(args.key, "--key")
+    ok, report = audit_commands.verify_bundle(args.file, key, args.prior or ())
     print(report)
     return 0 if ok else 1
 

@@ -197,13 +197,32 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--json", action="store_true", help="JSON lines for tools")
         else:
             s.add_argument("--out", required=True)
+            s.add_argument(
+                "--consistency-from",
+                type=int,
+                action="append",
+                metavar="SIZE",
+                help="also prove the checkpoint extends the tree of SIZE entries (repeatable)",
+            )
         s.set_defaults(func=func)
     s = aud.add_parser("prove", help="inclusion proof of one entry with its checkpoint")
     s.add_argument("seq", type=int)
     s.set_defaults(func=cmd_audit_prove)
     s = aud.add_parser("verify-bundle", help="check an exported bundle offline")
     s.add_argument("file")
-    s.add_argument("--key", help="the node's Ed25519 public key (hex), if known")
+    s.add_argument(
+        "--key",
+        action="append",
+        help="the node's Ed25519 public key (hex), obtained out of band; repeat for the"
+        " keys before a rotation",
+    )
+    s.add_argument(
+        "--prior",
+        action="append",
+        metavar="CHECKPOINT",
+        help="a file with an earlier checkpoint of the log you hold; the bundle must prove"
+        " it extends it (repeatable)",
+    )
     s.set_defaults(func=cmd_audit_verify_bundle)
     aud.add_parser("checkpoint", help="sign a checkpoint now").set_defaults(
         func=cmd_audit_checkpoint
