@@ -2,12 +2,15 @@
 
 A delivery proof holds, for one message to one recipient: the sealed envelope as sent,
 the recipient's signed receipt listing that envelope's hash as ACCEPTED (or DUPLICATE),
-the recipient's node card as this node pinned it, and an audit bundle proving the
-sender's ``envelope.sent`` and ``receipt.received`` entries against a signed checkpoint.
+the recipient's node card as this node pinned it, and an audit bundle of the sender's
+own log proving its ``envelope.sent`` entry for that message and batch (and the
+``receipt.received`` entry for the receipt) against a signed checkpoint.
 
-:func:`verify_proof` needs nothing but the file (and, ideally, the recipient's card
-fingerprint and the sender's audit key obtained out of band). It never raises for a bad
-file; every problem is in the report.
+:func:`verify_proof` needs nothing but the file and the recipient's card fingerprint
+obtained out of band (and, ideally, the sender's audit key). Without the fingerprint the
+file may be consistent but nothing ties it to the recipient: ``established`` stays
+False. It never raises for a bad file; every problem is in the report
+(docs/audit-format.md section 11 lists the checks and codes).
 """
 
 from __future__ import annotations
@@ -22,11 +25,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from exchange_node.audit.bundle import verify_bundle
+from exchange_node.audit.checkpoint import origin_for
+from exchange_node.audit.leaf import LeafKind
+from exchange_node.audit.strict_json import duplicate_key
 from exchange_node.pb.exchange.v1 import envelope_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import ed25519_public_key
-from exchange_node.protocol.receipts import outcome_name, receipt_signature_input
+from exchange_node.protocol.receipts import (
+    RECEIPT_VERSION,
+    outcome_name,
+    receipt_signature_input,
+)
 
 PROOF_FORMAT = "exchange-node/delivery-proof/v1"
 
@@ -44,14 +54,23 @@ class DeliveryProof(msgspec.Struct, forbid_unknown_fields=True):
 
 @dataclass
 class ProofReport:
+    """``ok``: every check passed. ``established``: ok *and* the recipient's card is the
+    one whose fingerprint was given; only then does the file prove the delivery.
+    ``fingerprint_matches`` / ``audit_key_matches``: None when nothing was given to
+    compare with."""
+
     ok: bool = False
+    established: bool = False
     sender: str = ""
     recipient: str = ""
     message_id: str = ""
+    batch_id: str = ""
     outcome: str = ""
     received_at_ms: int = 0
     recipient_fingerprint: str = ""
+    fingerprint_matches: bool | None = None
     audit_key_fingerprint: str = ""
+    audit_key_matches: bool | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -90,6 +109,10 @@ def verify_proof(
 ) -> ProofReport:
     """Check a delivery proof offline; see the module docstring."""
     r = ProofReport()
+    dup = duplicate_key(data)
+    if dup is not None:
+        r.problems.append(f"proof_duplicate_key: the key {dup!r} appears twice in one object")
+        return r
     try:
         p = msgspec.json.decode(data, type=DeliveryProof)
         envelope = base64.b64decode(p.envelope, validate=True)
@@ -111,17 +134,21 @@ def verify_proof(
     r.recipient_fingerprint = card.fingerprint
     if card.node_id != p.recipient:
         r.problems.append("card_mismatch: the card is not the recipient's")
-    if (
-        recipient_fingerprint is not None
-        and normalise_fingerprint(recipient_fingerprint) != card.fingerprint
-    ):
-        r.problems.append("card_untrusted: the card's fingerprint is not the one given")
+    if recipient_fingerprint is not None:
+        r.fingerprint_matches = normalise_fingerprint(recipient_fingerprint) == card.fingerprint
+        if not r.fingerprint_matches:
+            r.problems.append(
+                "card_untrusted: the card's fingerprint is not the one given: this card is"
+                " not the recipient's as its operator knows it"
+            )
     try:
         sr = envelope_pb2.SignedReceipt.FromString(signed)
         receipt = envelope_pb2.BatchReceipt.FromString(sr.receipt)
     except DecodeError:
-        r.problems.append("receipt_malformed")
+        r.problems.append("receipt_malformed: the receipt does not parse")
         return r
+    r.batch_id = receipt.batch_id.hex()
+    r.received_at_ms = receipt.received_at_ms
     key = card.signing_key(receipt.signer_key_id)
     try:
         if key is None:
@@ -129,13 +156,19 @@ def verify_proof(
         ed25519_public_key(key.public).verify(sr.signature, receipt_signature_input(sr.receipt))
     except InvalidSignature:
         r.problems.append("receipt_signature_invalid: not signed by a key on the recipient's card")
-    if receipt.receiver != p.recipient or receipt.sender != p.sender:
-        r.problems.append("receipt_parties_mismatch")
-    r.received_at_ms = receipt.received_at_ms
+    else:
+        if not key.valid_at(receipt.received_at_ms):
+            r.problems.append(
+                "receipt_key_not_valid: the card's key was not valid when the receipt says it"
+                " was made (protocol 11.4 step 2)"
+            )
+    r.problems += _receipt_rules(receipt, p)
     h = hashlib.sha256(envelope).digest()
     listed = [o for o in receipt.outcomes if o.envelope_hash == h]
     if not listed:
         r.problems.append("envelope_not_in_receipt: the receipt does not list this envelope")
+    elif len(listed) > 1:
+        r.problems.append("receipt_malformed: the receipt lists this envelope more than once")
     else:
         r.outcome = outcome_name(listed[0].outcome)
         if r.outcome not in ("accepted", "duplicate"):
@@ -152,11 +185,83 @@ def verify_proof(
             r.problems.append("envelope_header_mismatch")
     except DecodeError:
         r.problems.append("envelope_malformed")
+    r.problems += _audit_checks(r, p, bundle, audit_key, hashlib.sha256(signed).hexdigest())
+    r.ok = not r.problems
+    r.established = r.ok and r.fingerprint_matches is True
+    return r
+
+
+def _receipt_rules(receipt: envelope_pb2.BatchReceipt, p: DeliveryProof) -> list[str]:
+    """Protocol 11.4 steps 4, 5 and 7 as far as one envelope of the batch allows (step 6,
+    every envelope of the batch in order, needs the others; the sender checked it)."""
+    problems = []
+    if receipt.version != RECEIPT_VERSION:
+        problems.append(f"receipt_version_unsupported: version {receipt.version}")
+    if receipt.receiver != p.recipient or receipt.sender != p.sender:
+        problems.append("receipt_parties_mismatch: the receipt names other nodes")
+    if not receipt.batch_id:
+        problems.append("receipt_malformed: the receipt names no batch")
+    known = {
+        envelope_pb2.OUTCOME_ACCEPTED,
+        envelope_pb2.OUTCOME_DUPLICATE,
+        envelope_pb2.OUTCOME_REJECTED,
+    }
+    for i, o in enumerate(receipt.outcomes):
+        if o.outcome not in known:
+            problems.append(
+                f"receipt_outcome_invalid: outcome {i} is not accepted, duplicate or rejected"
+            )
+        elif (o.outcome == envelope_pb2.OUTCOME_REJECTED) != (o.reason != 0):
+            problems.append(
+                f"receipt_outcome_invalid: outcome {i} is {outcome_name(o.outcome)}"
+                + (" without a reason" if o.reason == 0 else " with a reason")
+            )
+    return problems
+
+
+def _audit_checks(
+    r: ProofReport,
+    p: DeliveryProof,
+    bundle: bytes,
+    audit_key: Ed25519PublicKey | None,
+    receipt_sha256: str,
+) -> list[str]:
     audit = verify_bundle(bundle, audit_key)
     r.audit_key_fingerprint = audit.key_fingerprint
-    if not audit.ok:
-        r.problems += [f"audit: {x}" for x in audit.problems]
-    elif not any(leaf.message_id == p.message_id for leaf in audit.leaves):
-        r.problems.append("audit_entry_missing: the bundle proves no entry for this message")
-    r.ok = not r.problems
-    return r
+    if audit_key is not None:
+        r.audit_key_matches = audit.key_trusted
+    problems = [f"audit: {x}" for x in audit.problems]
+    if audit.origin and audit.origin != origin_for(p.sender):
+        problems.append(
+            f"audit_origin_mismatch: the bundle is the log {audit.origin!r}, not the"
+            f" sender's {origin_for(p.sender)!r}"
+        )
+    if problems:
+        return problems
+    sent = [
+        leaf
+        for leaf in audit.leaves
+        if leaf.kind == LeafKind.ENVELOPE_SENT
+        and leaf.message_id == p.message_id
+        and leaf.peer == p.recipient
+        and leaf.attrs.get("batch_id") == r.batch_id
+    ]
+    if not sent:
+        return [
+            "audit_entry_missing: the bundle proves no envelope.sent entry for this message"
+            f" to {p.recipient} in batch {r.batch_id}"
+        ]
+    if r.outcome and all(leaf.attrs.get("outcome") != r.outcome for leaf in sent):
+        return [f"audit_entry_mismatch: the sender's log records another outcome than {r.outcome}"]
+    for leaf in audit.leaves:
+        if (
+            leaf.kind == LeafKind.RECEIPT_RECEIVED
+            and not leaf.reason
+            and leaf.attrs.get("batch_id") == r.batch_id
+            and leaf.attrs.get("receipt_sha256") != receipt_sha256
+        ):
+            return [
+                f"audit_receipt_mismatch: the sender's log (seq {leaf.seq}) records another"
+                " receipt for this batch"
+            ]
+    return []

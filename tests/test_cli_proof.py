@@ -34,15 +34,136 @@ async def verify(out, *extra: str) -> int:
     return await asyncio.to_thread(run_cli, ["proof", "verify", str(out), *extra])
 
 
+def _lines(capsys) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
 async def test_an_exported_proof_of_delivery_verifies_offline(delivered, capsys):
     net, mid, out = delivered
     assert await export(net, mid, out) == 0
     fingerprint = net[PHL].keys().fingerprint
+    capsys.readouterr()
 
     assert await verify(out, "--fingerprint", fingerprint) == 0
-    text = capsys.readouterr().out
-    assert f"{JPN} -> {PHL}, message {mid}: accepted" in text
-    assert "OK" in text
+    lines = _lines(capsys)
+    assert lines[0] == f"delivery proof {out}: OK"
+    assert lines[1].startswith(f"  {JPN} -> {PHL}, message {mid}: accepted at ")
+    assert lines[2] == f"  recipient card fingerprint {fingerprint} (matches --fingerprint)"
+    assert not any("problem" in line for line in lines)
+
+
+async def test_without_a_fingerprint_nothing_is_established(delivered, capsys):
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    capsys.readouterr()
+
+    assert await verify(out) == 3
+    lines = _lines(capsys)
+    assert lines[0] == f"delivery proof {out}: NOT ESTABLISHED"
+    fingerprint = net[PHL].keys().fingerprint
+    assert (
+        f"  recipient card fingerprint in the file: {fingerprint} (not checked: no --fingerprint"
+        " given)"
+    ) in lines
+    assert lines[-1].startswith("  NOT ESTABLISHED: the file is consistent, but nothing ties it")
+
+
+async def test_a_wrong_fingerprint_is_not_shown_as_the_one_given(delivered, capsys):
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    capsys.readouterr()
+    wrong = net[JPN].keys().fingerprint
+
+    assert await verify(out, "--fingerprint", wrong) == 1
+    lines = _lines(capsys)
+    assert lines[0] == f"delivery proof {out}: FAILED"
+    theirs = net[PHL].keys().fingerprint
+    assert (
+        f"  recipient card fingerprint in the file: {theirs} (does NOT match --fingerprint {wrong})"
+    ) in lines
+    assert not any("as given" in line or "(matches" in line for line in lines[:3])
+
+
+def _replace(out, **fields) -> None:
+    proof = json.loads(out.read_text())
+    proof.update(fields)
+    out.write_text(json.dumps(proof))
+
+
+async def _bundle(net, node: str, tmp_path, *filters: str) -> str:
+    """An audit bundle exported from ``node``'s own log, base64."""
+    config = ["--config", str(net[node].config_path)]
+    assert await asyncio.to_thread(run_cli, [*config, "audit", "checkpoint"]) == 0
+    path = tmp_path / f"{node}-bundle.json"
+    args = [*config, "audit", "export", *filters, "--out", str(path)]
+    assert await asyncio.to_thread(run_cli, args) == 0
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+async def test_a_bundle_of_the_recipients_log_is_refused(delivered, tmp_path, capsys):
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    _replace(out, audit_bundle=await _bundle(net, PHL, tmp_path, "--message-id", mid))
+    capsys.readouterr()
+
+    assert await verify(out, "--fingerprint", net[PHL].keys().fingerprint) == 1
+    lines = _lines(capsys)
+    assert (
+        f"  problem: audit_origin_mismatch: the bundle is the log 'exchange-node/{PHL}/audit',"
+        f" not the sender's 'exchange-node/{JPN}/audit'"
+    ) in lines
+
+
+async def test_a_bundle_without_the_envelope_sent_entry_is_refused(delivered, tmp_path, capsys):
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    entries = ["--message-id", mid, "--kind", "notice.submitted"]
+    _replace(out, audit_bundle=await _bundle(net, JPN, tmp_path, *entries))
+    capsys.readouterr()
+
+    assert await verify(out, "--fingerprint", net[PHL].keys().fingerprint) == 1
+    problems = [line for line in _lines(capsys) if "problem:" in line]
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "  problem: audit_entry_missing: the bundle proves no envelope.sent entry for this"
+        f" message to {PHL} in batch "
+    )
+
+
+async def test_a_receipt_breaking_the_outcome_rules_is_refused(delivered, capsys):
+    """Signed by the recipient, but an ACCEPTED outcome carries a reason (protocol 11.4
+    step 7): not an answer a sender may act on."""
+    from exchange_node.pb.exchange.v1 import envelope_pb2
+    from exchange_node.protocol.receipts import receipt_signature_input
+
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    proof = json.loads(out.read_text())
+    sr = envelope_pb2.SignedReceipt.FromString(base64.b64decode(proof["receipt"]))
+    receipt = envelope_pb2.BatchReceipt.FromString(sr.receipt)
+    receipt.outcomes[0].reason = 1
+    body = receipt.SerializeToString()
+    signature = net[PHL].keys().local.signing_key.private.sign(receipt_signature_input(body))
+    forged = envelope_pb2.SignedReceipt(receipt=body, signature=signature).SerializeToString()
+    _replace(out, receipt=base64.b64encode(forged).decode())
+    capsys.readouterr()
+
+    assert await verify(out, "--fingerprint", net[PHL].keys().fingerprint) == 1
+    lines = _lines(capsys)
+    assert "  problem: receipt_outcome_invalid: outcome 0 is accepted with a reason" in lines
+
+
+async def test_a_proof_with_a_duplicate_key_is_refused(delivered, capsys):
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    text = out.read_text().rstrip().removesuffix("}") + ', "sender": "XXX-EVIL"}'
+    out.write_text(text)
+    capsys.readouterr()
+
+    assert await verify(out, "--fingerprint", net[PHL].keys().fingerprint) == 1
+    assert "  problem: proof_duplicate_key: the key 'sender' appears twice in one object" in (
+        _lines(capsys)
+    )
 
 
 async def test_a_tampered_receipt_in_a_proof_is_detected(delivered, capsys):

@@ -116,6 +116,14 @@ def cmd_audit_checkpoint(args) -> int:
 # --- proof of delivery -------------------------------------------------------------------------
 
 
+def _receipt_batch_id(signed: bytes) -> str:
+    from exchange_node.pb.exchange.v1 import envelope_pb2
+
+    return envelope_pb2.BatchReceipt.FromString(
+        envelope_pb2.SignedReceipt.FromString(signed).receipt
+    ).batch_id.hex()
+
+
 async def cmd_proof_export(args) -> int:
     """Everything a court's expert needs to check one delivery offline."""
     from exchange_node.audit.bundle import export_bundle
@@ -141,6 +149,7 @@ async def cmd_proof_export(args) -> int:
             )
         envelope = store.get_outbox(row.outbox_id).envelope  # type: ignore[union-attr]
         receipt = store.get_receipt(row.receipt_id).receipt  # type: ignore[union-attr]
+        batch_id = _receipt_batch_id(receipt)
         peer = store.get_peer(row.peer_id)
         if peer is None:
             raise CliError(f"{row.peer_id} is no longer pinned: its card is not available")
@@ -149,8 +158,16 @@ async def cmd_proof_export(args) -> int:
     log = _audit(cfg)
     try:
         log.sign_checkpoint(now_ms())  # so the proof covers the latest entries
-        public_key = log.stored_public_key()
-        bundle = export_bundle(log, log.iter_query(LeafFilter(message_id=mid.hex())), public_key)
+        entries = [
+            *log.iter_query(LeafFilter(message_id=mid.hex(), peer=row.peer_id)),
+            *(
+                leaf
+                for leaf in log.iter_query(LeafFilter(kind="receipt.received", peer=row.peer_id))
+                if leaf.record.attrs.get("batch_id") == batch_id and not leaf.record.reason
+            ),
+        ]
+        keys = all_signing_public_keys(cfg.data_path, _passphrase(cfg))
+        bundle = export_bundle(log, sorted(entries, key=lambda leaf: leaf.seq), keys)
     finally:
         log.close()
     data = build_proof(
@@ -173,6 +190,9 @@ async def cmd_proof_export(args) -> int:
 
 
 def cmd_proof_verify(args) -> int:
+    """Exit 0: the delivery is established (every check passed against the recipient's
+    fingerprint given with --fingerprint); 1: a check failed; 3: the file is consistent
+    but, without --fingerprint, nothing ties it to the recipient (NOT ESTABLISHED)."""
     from exchange_node.evidence import verify_proof
 
     try:
@@ -188,15 +208,44 @@ def cmd_proof_verify(args) -> int:
         except ValueError:
             raise CliError(
                 "--audit-key: expected the sender's Ed25519 public key, 64 hex digits"
+                " (the sender's `exchange-node keys show` prints it)"
             ) from None
     r = verify_proof(data, recipient_fingerprint=args.fingerprint, audit_key=key)
-    print(f"delivery proof {args.file}: {'OK' if r.ok else 'FAILED'}")
+    verdict = "OK" if r.established else "FAILED" if not r.ok else "NOT ESTABLISHED"
+    print(f"delivery proof {args.file}: {verdict}")
     print(
         f"  {r.sender} -> {r.recipient}, message {r.message_id}: {r.outcome or '-'} at {_iso(r.received_at_ms)}"
     )
-    trust = "as given" if args.fingerprint else "compare it with the recipient's operator"
-    print(f"  recipient card fingerprint {r.recipient_fingerprint} ({trust})")
-    print(f"  sender audit key fingerprint {r.audit_key_fingerprint}")
+    if r.fingerprint_matches is None:
+        print(
+            f"  recipient card fingerprint in the file: {r.recipient_fingerprint}"
+            " (not checked: no --fingerprint given)"
+        )
+    elif r.fingerprint_matches:
+        print(f"  recipient card fingerprint {r.recipient_fingerprint} (matches --fingerprint)")
+    else:
+        print(
+            f"  recipient card fingerprint in the file: {r.recipient_fingerprint}"
+            f" (does NOT match --fingerprint {args.fingerprint})"
+        )
+    if r.audit_key_matches is None:
+        print(
+            f"  sender audit key fingerprint in the file: {r.audit_key_fingerprint}"
+            " (not checked: no --audit-key given)"
+        )
+    elif r.audit_key_matches:
+        print(f"  sender audit key fingerprint {r.audit_key_fingerprint} (matches --audit-key)")
+    else:
+        print(
+            f"  sender audit key fingerprint in the file: {r.audit_key_fingerprint}"
+            " (does NOT match --audit-key)"
+        )
     for problem in r.problems:
         print(f"  problem: {problem}")
+    if r.ok and not r.established:
+        print(
+            "  NOT ESTABLISHED: the file is consistent, but nothing ties it to the recipient;"
+            " obtain the recipient's card fingerprint from its operator and pass --fingerprint"
+        )
+        return 3
     return 0 if r.ok else 1
