@@ -68,6 +68,7 @@ class ProofReport:
     outcome: str = ""
     received_at_ms: int = 0
     recipient_fingerprint: str = ""
+    recipient_card_serial: int = 0
     fingerprint_matches: bool | None = None
     audit_key_fingerprint: str = ""
     audit_key_matches: bool | None = None
@@ -132,6 +133,7 @@ def verify_proof(
         r.problems.append(f"card_invalid: {exc.reason.value}")
         return r
     r.recipient_fingerprint = card.fingerprint
+    r.recipient_card_serial = card.serial
     if card.node_id != p.recipient:
         r.problems.append("card_mismatch: the card is not the recipient's")
     if recipient_fingerprint is not None:

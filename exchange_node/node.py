@@ -302,7 +302,13 @@ class Node:
                     self._card_mtime = mtime
                     keys = load_identity(self.config.data_path, self.identity.passphrase)
                     self.identity.keys = keys
-                    self.audit.set_signing_key(keys.local.signing_key.private)
+                    # On the audit thread, behind any checkpoint being signed: the key
+                    # and the public key the log records change together.
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._audit_executor,
+                        self.audit.set_signing_key,
+                        keys.local.signing_key.private,
+                    )
                     self.log.info("identity.reloaded", serial=keys.card.serial)
                 self.update_gauges()
                 if time.monotonic() - last_purge > 3600:

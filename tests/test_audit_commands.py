@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from exchange_node.audit import commands, merkle
+from exchange_node.audit.checkpoint import verifier_key
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog, LeafFilter
 from exchange_node.errors import NotFoundError
@@ -99,3 +100,122 @@ def test_commands_refuse_a_missing_log(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError) as exc:
         commands.verify(tmp_path / "none.db", KEY.public_key())
     assert exc.value.code == "audit_log_missing"
+
+
+# --- `audit verify-proof`: the output of `audit prove`, checked offline ----------------------
+
+NEW_KEY = Ed25519PrivateKey.from_private_bytes(b"\x06" * 32)
+
+
+def _hex(key: Ed25519PrivateKey) -> str:
+    return key.public_key().public_bytes_raw().hex()
+
+
+def _verify_proof_cli(path: Path, *keys: Ed25519PrivateKey) -> int:
+    from tests.node_helpers import run_cli
+
+    return run_cli(["audit", "verify-proof", str(path), *(f"--key={_hex(k)}" for k in keys)])
+
+
+def test_a_proof_verifies_offline_with_the_nodes_key(db: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "proof.json"
+    out.write_text(commands.prove(db, 5))
+    capsys.readouterr()
+
+    assert _verify_proof_cli(out, KEY) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"audit proof {out}: OK"
+    assert lines[1] == "log: exchange-node/JPN-ISA/audit, checkpoint size 12"
+    assert lines[3].startswith("entry proved: 5  2023-11-14T22:13:25.000Z  document.lookup")
+
+
+def test_a_proof_checked_against_another_key_fails(db: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "proof.json"
+    out.write_text(commands.prove(db, 5))
+    capsys.readouterr()
+
+    assert _verify_proof_cli(out, NEW_KEY) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"audit proof {out}: FAILED"
+    assert lines[1].startswith("  proof_key_untrusted: the checkpoint is not a checkpoint of")
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (lambda d: d["record"].update(actor="officer-9"), "proof_record_mismatch"),
+        (lambda d: d.update(seq=4), "proof_not_in_tree"),
+        (lambda d: d.update(tree_size=11), "proof_size_mismatch"),
+        (lambda d: d["proof"].pop(), "proof_not_in_tree"),
+        (lambda d: d.update(extra=1), "proof_malformed"),
+    ],
+)
+def test_a_tampered_proof_fails(db: Path, tmp_path: Path, capsys, change, code) -> None:
+    doc = json.loads(commands.prove(db, 5))
+    change(doc)
+    out = tmp_path / "proof.json"
+    out.write_text(json.dumps(doc))
+    capsys.readouterr()
+
+    assert _verify_proof_cli(out, KEY) == 1
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"  {code}: ")
+
+
+def test_a_proof_with_a_duplicate_key_fails(db: Path, tmp_path: Path, capsys) -> None:
+    text = commands.prove(db, 5).replace('"seq": 5,', '"seq": 5, "seq": 4,', 1)
+    out = tmp_path / "proof.json"
+    out.write_text(text)
+    capsys.readouterr()
+
+    assert _verify_proof_cli(out, KEY) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "  proof_duplicate_key: the key 'seq' appears twice in one object"
+
+
+# --- key rotation: the log's key and its recorded public key change together -----------------
+
+
+@pytest.fixture
+def rotated(db: Path) -> Path:
+    """The log of ``db`` after the node rotated from KEY to NEW_KEY: checkpoint 12 is
+    signed by KEY, checkpoint 13 by NEW_KEY."""
+    with AuditLog(db, node_id="JPN-ISA", signing_key=KEY) as log:
+        log.set_signing_key(NEW_KEY)
+        log.append(AuditEvent(time=1_700_000_100_000, kind=LeafKind.KEY_ROTATED, actor="operator"))
+        log.sign_checkpoint(now=2)
+    return db
+
+
+def test_the_recorded_public_key_follows_the_signing_key(rotated: Path) -> None:
+    with AuditLog.open(rotated) as log:
+        assert log.stored_public_key() == NEW_KEY.public_key().public_bytes_raw()
+
+
+def test_export_after_a_rotation_names_the_new_key(rotated: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bundle.json"
+    commands.export(rotated, out, LeafFilter())
+    ok, text = commands.verify_bundle(out, [NEW_KEY.public_key()])
+    assert ok, text
+
+
+def test_prove_names_the_key_that_signed_each_checkpoint(rotated: Path, tmp_path: Path) -> None:
+    keys = [NEW_KEY.public_key().public_bytes_raw(), KEY.public_key().public_bytes_raw()]
+    latest = json.loads(commands.prove(rotated, 5, None, keys))
+    earlier = json.loads(commands.prove(rotated, 5, 12, keys))
+    assert latest["verifier_key"] == verifier_key(
+        "exchange-node/JPN-ISA/audit", NEW_KEY.public_key()
+    )
+    assert earlier["verifier_key"] == verifier_key("exchange-node/JPN-ISA/audit", KEY.public_key())
+    out = tmp_path / "earlier.json"
+    out.write_text(json.dumps(earlier))
+    ok, text = commands.verify_proof(out, [NEW_KEY.public_key()])
+    assert not ok and "proof_key_untrusted" in text
+    ok, text = commands.verify_proof(out, [NEW_KEY.public_key(), KEY.public_key()])
+    assert ok, text
+
+
+def test_verify_spans_the_rotation(rotated: Path) -> None:
+    ok, text = commands.verify(rotated, [NEW_KEY.public_key(), KEY.public_key()])
+    assert ok, text
+    ok, _ = commands.verify(rotated, [NEW_KEY.public_key()])
+    assert not ok

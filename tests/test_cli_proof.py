@@ -48,7 +48,9 @@ async def test_an_exported_proof_of_delivery_verifies_offline(delivered, capsys)
     lines = _lines(capsys)
     assert lines[0] == f"delivery proof {out}: OK"
     assert lines[1].startswith(f"  {JPN} -> {PHL}, message {mid}: accepted at ")
-    assert lines[2] == f"  recipient card fingerprint {fingerprint} (matches --fingerprint)"
+    assert (
+        lines[2] == f"  recipient card (serial 1) fingerprint {fingerprint} (matches --fingerprint)"
+    )
     assert not any("problem" in line for line in lines)
 
 
@@ -62,7 +64,7 @@ async def test_without_a_fingerprint_nothing_is_established(delivered, capsys):
     assert lines[0] == f"delivery proof {out}: NOT ESTABLISHED"
     fingerprint = net[PHL].keys().fingerprint
     assert (
-        f"  recipient card fingerprint in the file: {fingerprint} (not checked: no --fingerprint"
+        f"  recipient card (serial 1) fingerprint in the file: {fingerprint} (not checked: no --fingerprint"
         " given)"
     ) in lines
     assert lines[-1].startswith("  NOT ESTABLISHED: the file is consistent, but nothing ties it")
@@ -79,7 +81,8 @@ async def test_a_wrong_fingerprint_is_not_shown_as_the_one_given(delivered, caps
     assert lines[0] == f"delivery proof {out}: FAILED"
     theirs = net[PHL].keys().fingerprint
     assert (
-        f"  recipient card fingerprint in the file: {theirs} (does NOT match --fingerprint {wrong})"
+        f"  recipient card (serial 1) fingerprint in the file: {theirs}"
+        f" (does NOT match --fingerprint {wrong})"
     ) in lines
     assert not any("as given" in line or "(matches" in line for line in lines[:3])
 

@@ -203,3 +203,36 @@ async def test_an_envelope_signed_by_a_revoked_key_is_rejected_key_revoked(net, 
     assert outcome.outcome == envelope_pb2.OUTCOME_REJECTED
     assert outcome.reason == types_pb2.REASON_KEY_REVOKED
     assert phl.store.get_inbox(JPN, stolen.message_id) is None
+
+
+async def test_after_a_rotation_on_a_running_node_audit_exports_and_proofs_use_the_new_key(
+    net, capsys, tmp_path
+):
+    from exchange_node.audit.checkpoint import origin_for, verifier_key
+    from exchange_node.audit.log import AuditLog
+    from exchange_node.protocol.keys import ed25519_public_key
+
+    await net[PHL].start()
+    jpn = await net[JPN].start()
+    config = ["--config", str(net[JPN].config_path)]
+    old = jpn.keys.local.signing_key.public
+    announcement = await rotate_jpn(net, capsys)
+    await wait_for(lambda: settled(jpn.store, [announcement]), what="the announcement")
+    await jpn.sign_checkpoint()  # the first checkpoint signed with the new key
+    new = jpn.keys.local.signing_key.public
+    assert new != old
+
+    lines = (await cli(capsys, *config, "keys", "show")).splitlines()
+    assert lines[2] == f"signing key (current: signs new checkpoints): {new.hex()}"
+    assert f"signing key (earlier: signed older checkpoints): {old.hex()}" in lines
+
+    bundle = tmp_path / "bundle.json"
+    await cli(capsys, *config, "audit", "export", "--kind", "key.rotated", "--out", str(bundle))
+    text = await cli(capsys, "audit", "verify-bundle", str(bundle), "--key", new.hex())
+    assert text.splitlines()[0] == f"bundle {bundle}: OK"
+    with AuditLog.open(jpn.config.data_path / "node.sqlite") as log:
+        assert log.stored_public_key() == new
+
+    proof = await cli(capsys, *config, "audit", "prove", "0")
+    key = verifier_key(origin_for(JPN), ed25519_public_key(new))
+    assert f'"verifier_key": "{key}"' in proof

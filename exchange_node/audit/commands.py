@@ -20,9 +20,10 @@ from exchange_node.audit import merkle
 from exchange_node.audit.checkpoint import verifier_key
 from exchange_node.audit.leaf import LeafRecord
 from exchange_node.audit.log import AuditLog, LeafFilter
+from exchange_node.audit.proof_file import PROOF_FILE_FORMAT, verify_proof_file
 from exchange_node.errors import ExchangeError, NotFoundError, ValidationError
 
-__all__ = ["LeafFilter", "export", "prove", "show", "verify", "verify_bundle"]
+__all__ = ["LeafFilter", "export", "prove", "show", "verify", "verify_bundle", "verify_proof"]
 
 
 def _key(public_key: bytes | Ed25519PublicKey) -> Ed25519PublicKey:
@@ -93,20 +94,29 @@ def show(db_path: str | Path, filters: LeafFilter, as_json: bool = False) -> Ite
             yield "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
 
-def prove(db_path: str | Path, seq: int, tree_size: int | None = None) -> str:
+def prove(
+    db_path: str | Path,
+    seq: int,
+    tree_size: int | None = None,
+    public_keys: Sequence[bytes] = (),
+) -> str:
     """An inclusion proof for entry ``seq`` with its signed checkpoint, as JSON text.
 
     Against the latest signed checkpoint unless ``tree_size`` names an earlier one.
     The JSON holds everything a court's expert needs with the node's public key:
     ``leaf`` (base64 bytes), ``leaf_hash``, ``proof`` (base64 hashes, leaf end first),
-    ``tree_size``, ``checkpoint`` (signed note text). See docs/audit-format.md.
+    ``tree_size``, ``checkpoint`` (signed note text), and ``verifier_key``: the key that
+    signed that checkpoint, found among ``public_keys`` (every key the node has had)
+    and the key recorded in the file. Raises ``checkpoint_key_unknown`` if none of
+    them signed it. See docs/audit-format.md section 6.
     """
     with AuditLog.open(db_path) as log:
         p = log.inclusion_proof(seq, tree_size)
-        public_key = log.stored_public_key()
+        stored = log.stored_public_key()
         origin = log.origin
+    keys = [*public_keys, *([stored] if stored is not None else [])]
     doc = {
-        "format": "exchange-node-audit-proof/1",
+        "format": PROOF_FILE_FORMAT,
         "origin": origin,
         "seq": p.seq,
         "tree_size": p.tree_size,
@@ -116,9 +126,39 @@ def prove(db_path: str | Path, seq: int, tree_size: int | None = None) -> str:
         "checkpoint": p.checkpoint.note,
         "record": json.loads(p.leaf),
     }
-    if public_key is not None:
-        doc["verifier_key"] = verifier_key(origin, Ed25519PublicKey.from_public_bytes(public_key))
+    if keys:
+        signer = bundle_mod.signer_of(p.checkpoint.note, origin, keys)
+        if signer is None:
+            raise ValidationError(
+                "checkpoint_key_unknown",
+                f"the checkpoint of size {p.tree_size} is not signed by any of this node's"
+                " signing keys; run `exchange-node audit verify`",
+                "public_key",
+            )
+        doc["verifier_key"] = verifier_key(origin, Ed25519PublicKey.from_public_bytes(signer))
     return json.dumps(doc, indent=1, ensure_ascii=False)
+
+
+def verify_proof(
+    path: str | Path, trusted_key: bytes | Ed25519PublicKey | Sequence[bytes | Ed25519PublicKey]
+) -> tuple[bool, str]:
+    """Verify an ``audit prove`` file offline against the node's key(s); ``(ok, report)``."""
+    data = _read(path, "proof_unreadable")
+    keys = _keys(trusted_key)
+    if not keys:
+        raise ValidationError(
+            "audit_key_required", "give the node's public key: nothing to verify against", "key"
+        )
+    r = verify_proof_file(data, keys)
+    lines = [f"audit proof {path}: {'OK' if r.ok else 'FAILED'}"]
+    if r.key_fingerprint:
+        lines.append(f"log: {r.origin}, checkpoint size {r.tree_size}")
+        lines.append(f"signed by the trusted key with fingerprint (SHA-256) {r.key_fingerprint}")
+    if r.record is not None:
+        lines.append(f"entry proved: {'  '.join(_row(r.record)).rstrip()}")
+    lines += [f"  {p}" for p in r.problems]
+    lines += [f"  note: {n}" for n in r.notices]
+    return r.ok, "\n".join(lines)
 
 
 def export(

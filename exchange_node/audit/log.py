@@ -238,6 +238,9 @@ class AuditLog:
                 f"{self.path} belongs to {rows.get('origin')!r}, not {self.origin!r}",
                 "node_id",
             )
+        self._record_public_key()
+
+    def _record_public_key(self) -> None:
         if self._key is not None:
             pub = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
             # Recorded for bundles' convenience only; verification takes the key from
@@ -444,6 +447,7 @@ class AuditLog:
                 "INSERT INTO audit_checkpoints(tree_size, root, time, note) VALUES (?, ?, ?, ?)",
                 (size, root, now, signed.note),
             )
+            self._record_public_key()
         self._last_signed = (size, root)
         return signed
 
@@ -610,9 +614,17 @@ class AuditLog:
     # -- verification ------------------------------------------------------------------
 
     def set_signing_key(self, signing_key: Ed25519PrivateKey) -> None:
-        """Sign future checkpoints with a new key (after the node rotated its keys)."""
+        """Sign future checkpoints with a new key (after the node rotated its keys).
+
+        The public key recorded in the file changes with it, in the same step: exports
+        and proofs name the key of the checkpoint they use, and earlier checkpoints stay
+        signed by the key current when they were signed.
+        """
         with self._lock:
             self._key = signing_key
+        # If this write fails, the next checkpoint records the key (it signs with it).
+        with self._transaction():
+            self._record_public_key()
 
     def verify(
         self, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None

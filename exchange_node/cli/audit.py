@@ -66,8 +66,16 @@ def cmd_audit_show(args) -> int:
 
 def cmd_audit_prove(args) -> int:
     cfg = _cfg(args)
-    print(audit_commands.prove(_audit_path(cfg), args.seq))
+    keys = all_signing_public_keys(cfg.data_path, _passphrase(cfg))
+    print(audit_commands.prove(_audit_path(cfg), args.seq, args.tree_size, keys))
     return 0
+
+
+def cmd_audit_verify_proof(args) -> int:
+    keys = _hex_keys(args.key, "--key")
+    ok, report = audit_commands.verify_proof(args.file, keys or [])
+    print(report)
+    return 0 if ok else 1
 
 
 def cmd_audit_export(args) -> int:
@@ -218,14 +226,19 @@ def cmd_proof_verify(args) -> int:
     )
     if r.fingerprint_matches is None:
         print(
-            f"  recipient card fingerprint in the file: {r.recipient_fingerprint}"
+            f"  recipient card (serial {r.recipient_card_serial}) fingerprint in the file:"
+            f" {r.recipient_fingerprint}"
             " (not checked: no --fingerprint given)"
         )
     elif r.fingerprint_matches:
-        print(f"  recipient card fingerprint {r.recipient_fingerprint} (matches --fingerprint)")
+        print(
+            f"  recipient card (serial {r.recipient_card_serial}) fingerprint"
+            f" {r.recipient_fingerprint} (matches --fingerprint)"
+        )
     else:
         print(
-            f"  recipient card fingerprint in the file: {r.recipient_fingerprint}"
+            f"  recipient card (serial {r.recipient_card_serial}) fingerprint in the file:"
+            f" {r.recipient_fingerprint}"
             f" (does NOT match --fingerprint {args.fingerprint})"
         )
     if r.audit_key_matches is None:

@@ -1,4 +1,5 @@
-"""This node's keys: ``keys rotate``, ``keys revoke``, each announced to every peer."""
+"""This node's keys: ``keys show``; ``keys rotate``, ``keys revoke``, each announced to
+every peer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from exchange_node.cli.common import (
 )
 from exchange_node.config import Config
 from exchange_node.identity import (
+    all_signing_public_keys,
     finish_rotation,
     load_identity,
     prepare_rotation,
@@ -20,6 +22,24 @@ from exchange_node.identity import (
 )
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import verify_card
+
+
+def cmd_keys_show(args) -> int:
+    """What an auditor or a court needs from this node's operator, read out of band: the
+    card fingerprint (``proof verify --fingerprint``, for proofs of deliveries *to* this
+    node) and the signing keys that sign audit checkpoints (``--audit-key``, ``--key``)."""
+    from exchange_node.audit.bundle import key_fingerprint
+
+    cfg = _cfg(args)
+    passphrase = _passphrase(cfg)
+    keys = load_identity(cfg.data_path, passphrase)
+    print(f"node {keys.card.node_id}, card serial {keys.card.serial}")
+    print(f"card fingerprint: {keys.fingerprint}")
+    for i, public in enumerate(all_signing_public_keys(cfg.data_path, passphrase)):
+        when = "current: signs new checkpoints" if i == 0 else "earlier: signed older checkpoints"
+        print(f"signing key ({when}): {public.hex()}")
+        print(f"  fingerprint (SHA-256): {key_fingerprint(public)}")
+    return 0
 
 
 async def cmd_keys_rotate(args) -> int:

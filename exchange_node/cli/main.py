@@ -22,6 +22,7 @@ from exchange_node.cli.audit import (
     cmd_audit_show,
     cmd_audit_verify,
     cmd_audit_verify_bundle,
+    cmd_audit_verify_proof,
     cmd_proof_export,
     cmd_proof_verify,
 )
@@ -40,6 +41,7 @@ from exchange_node.cli.identity import (
 from exchange_node.cli.keys import (
     cmd_keys_revoke,
     cmd_keys_rotate,
+    cmd_keys_show,
 )
 from exchange_node.cli.notices import cmd_send
 from exchange_node.cli.peers import (
@@ -139,9 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
         s.set_defaults(func=func)
 
-    keys = sub.add_parser("keys", help="key rotation and revocation").add_subparsers(
+    keys = sub.add_parser("keys", help="key display, rotation and revocation").add_subparsers(
         dest="keys_cmd", required=True
     )
+    keys.add_parser(
+        "show", help="the card fingerprint and signing public keys, for auditors and courts"
+    ).set_defaults(func=cmd_keys_show)
     keys.add_parser("rotate", help="new keys; announce the new card to all peers").set_defaults(
         func=cmd_keys_rotate
     )
@@ -207,7 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
     s = aud.add_parser("prove", help="inclusion proof of one entry with its checkpoint")
     s.add_argument("seq", type=int)
+    s.add_argument(
+        "--tree-size", type=int, help="against the checkpoint of this size (default: the latest)"
+    )
     s.set_defaults(func=cmd_audit_prove)
+    s = aud.add_parser("verify-proof", help="check an `audit prove` file offline")
+    s.add_argument("file")
+    s.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        help="the node's Ed25519 public key (hex), obtained out of band; repeat for the"
+        " keys before a rotation",
+    )
+    s.set_defaults(func=cmd_audit_verify_proof)
     s = aud.add_parser("verify-bundle", help="check an exported bundle offline")
     s.add_argument("file")
     s.add_argument(
