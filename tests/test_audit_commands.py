@@ -219,3 +219,77 @@ def test_verify_spans_the_rotation(rotated: Path) -> None:
     assert ok, text
     ok, _ = commands.verify(rotated, [NEW_KEY.public_key()])
     assert not ok
+
+
+# --- `audit verify-bundle --prior`: a log truncated or rewritten and re-signed ---------------
+
+
+def _verify_bundle_cli(path: Path, *extra: str) -> int:
+    from tests.node_helpers import run_cli
+
+    return run_cli(["audit", "verify-bundle", str(path), f"--key={_hex(KEY)}", *extra])
+
+
+def test_verify_bundle_proves_an_earlier_checkpoint_is_extended(
+    db: Path, tmp_path: Path, capsys
+) -> None:
+    prior = tmp_path / "checkpoint-12.txt"
+    with AuditLog(db, node_id="JPN-ISA", signing_key=KEY) as log:
+        prior.write_text(log.latest_checkpoint().note)
+        log.append(AuditEvent(time=1_700_000_100_000, kind=LeafKind.AUTH_FAILED, actor="x"))
+        log.sign_checkpoint(now=2)
+    out = tmp_path / "bundle.json"
+    commands.export(db, out, LeafFilter(limit=1), consistency_from=[12])
+    capsys.readouterr()
+
+    assert _verify_bundle_cli(out, "--prior", str(prior)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"bundle {out}: OK"
+    assert "earlier checkpoints given: 1" in lines
+
+
+def test_verify_bundle_exposes_a_rewritten_log_re_signed_with_the_nodes_key(
+    db: Path, tmp_path: Path, capsys
+) -> None:
+    prior = tmp_path / "checkpoint-12.txt"
+    with AuditLog.open(db) as log:
+        prior.write_text(log.latest_checkpoint().note)
+    # The operator deletes the log and writes another, signed with the node's own key.
+    db.unlink()
+    with AuditLog(db, node_id="JPN-ISA", signing_key=KEY) as log:
+        log.append_many(
+            AuditEvent(time=1_700_000_000_000 + i, kind=LeafKind.AUTH_FAILED, actor="x")
+            for i in range(14)
+        )
+        log.sign_checkpoint(now=3)
+    out = tmp_path / "bundle.json"
+    commands.export(db, out, LeafFilter(limit=1), consistency_from=[12])
+    assert _verify_bundle_cli(out) == 0  # on its own, nothing shows
+    capsys.readouterr()
+
+    assert _verify_bundle_cli(out, "--prior", str(prior)) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"bundle {out}: FAILED"
+    assert lines[-1].startswith(
+        "  prior[0] (size 12): prior_inconsistent: the log no longer extends this checkpoint"
+        " (truncated or rewritten)"
+    )
+
+
+def test_verify_bundle_without_the_consistency_proof_says_how_to_get_it(
+    db: Path, tmp_path: Path, capsys
+) -> None:
+    prior = tmp_path / "checkpoint-12.txt"
+    with AuditLog(db, node_id="JPN-ISA", signing_key=KEY) as log:
+        prior.write_text(log.latest_checkpoint().note)
+        log.append(AuditEvent(time=1_700_000_100_000, kind=LeafKind.AUTH_FAILED, actor="x"))
+        log.sign_checkpoint(now=2)
+    out = tmp_path / "bundle.json"
+    commands.export(db, out, LeafFilter(limit=1))
+    capsys.readouterr()
+
+    assert _verify_bundle_cli(out, "--prior", str(prior)) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "  prior[0] (size 12): prior_unproved: the bundle carries no consistency proof from"
+        " size 12; ask for one exported with --consistency-from 12"
+    )
