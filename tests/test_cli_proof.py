@@ -187,3 +187,37 @@ async def test_a_proof_checked_against_another_fingerprint_fails(delivered, caps
     assert await export(net, mid, out) == 0
     assert await verify(out, "--fingerprint", net[JPN].keys().fingerprint) == 1
     assert "card_untrusted" in capsys.readouterr().out
+
+
+async def test_the_exported_bundle_holds_the_entries_for_the_message_and_its_receipt(delivered):
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    bundle = json.loads(base64.b64decode(json.loads(out.read_text())["audit_bundle"]))
+    kinds = [json.loads(base64.b64decode(leaf["data"]))["kind"] for leaf in bundle["leaves"]]
+    assert "envelope.sent" in kinds and "receipt.received" in kinds
+    assert bundle["origin"] == f"exchange-node/{JPN}/audit"
+
+
+async def test_a_receipt_for_another_batch_is_refused(delivered, capsys):
+    """Signed by the recipient and listing the envelope, but for a batch the sender's log
+    records no sending of this message in."""
+    from exchange_node.pb.exchange.v1 import envelope_pb2
+    from exchange_node.protocol.receipts import receipt_signature_input
+
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    proof = json.loads(out.read_text())
+    sr = envelope_pb2.SignedReceipt.FromString(base64.b64decode(proof["receipt"]))
+    receipt = envelope_pb2.BatchReceipt.FromString(sr.receipt)
+    receipt.batch_id = b"\x07" * 16
+    body = receipt.SerializeToString()
+    signature = net[PHL].keys().local.signing_key.private.sign(receipt_signature_input(body))
+    forged = envelope_pb2.SignedReceipt(receipt=body, signature=signature).SerializeToString()
+    _replace(out, receipt=base64.b64encode(forged).decode())
+    capsys.readouterr()
+
+    assert await verify(out, "--fingerprint", net[PHL].keys().fingerprint) == 1
+    assert (
+        "  problem: audit_entry_missing: the bundle proves no envelope.sent entry for this"
+        f" message to {PHL} in batch {'07' * 16}"
+    ) in _lines(capsys)
