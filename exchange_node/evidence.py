@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -106,7 +107,7 @@ def verify_proof(
     data: bytes,
     *,
     recipient_fingerprint: str | None = None,
-    audit_key: Ed25519PublicKey | None = None,
+    audit_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None,
 ) -> ProofReport:
     """Check a delivery proof offline; see the module docstring."""
     r = ProofReport()
@@ -225,7 +226,7 @@ def _audit_checks(
     r: ProofReport,
     p: DeliveryProof,
     bundle: bytes,
-    audit_key: Ed25519PublicKey | None,
+    audit_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
     receipt_sha256: str,
 ) -> list[str]:
     audit = verify_bundle(bundle, audit_key)

@@ -258,3 +258,19 @@ def test_an_earlier_checkpoint_signed_before_a_rotation_needs_both_keys(tmp_path
     assert not only_new.ok and "prior_signature_unknown" in only_new.problems[0]
     both = verify_bundle(data, [new_key.public_key(), KEY.public_key()], [prior])
     assert both.ok, both.problems
+
+
+def test_an_earlier_checkpoint_of_another_log_is_refused(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "p.db", node_id="PHL-DFA", signing_key=KEY) as other:
+        other.append(AuditEvent(time=1, kind=LeafKind.AUTH_FAILED, actor="x"))
+        prior = other.sign_checkpoint(now=1).note
+    with _log(tmp_path / "a.db", 3) as log:
+        log.sign_checkpoint(now=2)
+        data = export_bundle(log, log.iter_query(LeafFilter()), PUB)
+    report = verify_bundle(data, KEY.public_key(), [prior, "not a note"])
+    assert not report.ok
+    assert report.problems[0] == (
+        "prior[0]: prior_origin_mismatch: a checkpoint of 'exchange-node/PHL-DFA/audit', not"
+        " of 'exchange-node/JPN-ISA/audit'"
+    )
+    assert report.problems[1].startswith("prior[1]: prior_malformed: ")

@@ -221,3 +221,25 @@ async def test_a_receipt_for_another_batch_is_refused(delivered, capsys):
         "  problem: audit_entry_missing: the bundle proves no envelope.sent entry for this"
         f" message to {PHL} in batch {'07' * 16}"
     ) in _lines(capsys)
+
+
+async def test_a_proof_checked_against_the_senders_audit_key(delivered, capsys):
+    net, mid, out = delivered
+    assert await export(net, mid, out) == 0
+    fingerprint = net[PHL].keys().fingerprint
+    jpn_key = net[JPN].keys().local.signing_key.public.hex()
+    phl_key = net[PHL].keys().local.signing_key.public.hex()
+    capsys.readouterr()
+
+    assert await verify(out, "--fingerprint", fingerprint, "--audit-key", jpn_key) == 0
+    assert any(line.endswith("(matches --audit-key)") for line in _lines(capsys))
+
+    assert await verify(out, "--fingerprint", fingerprint, "--audit-key", phl_key) == 1
+    lines = _lines(capsys)
+    assert any(line.endswith("(does NOT match --audit-key)") for line in lines)
+    assert (
+        "  problem: audit: bundle_key_untrusted: the bundle's key is not the trusted key" in lines
+    )
+    # Every key the sender has had, current and earlier: the one that signed is among them.
+    args = ["--fingerprint", fingerprint, "--audit-key", phl_key, "--audit-key", jpn_key]
+    assert await verify(out, *args) == 0

@@ -28,7 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exchange_node.audit import merkle
-from exchange_node.audit.checkpoint import SignedCheckpoint, verifier_key, verify_checkpoint
+from exchange_node.audit.checkpoint import (
+    SignedCheckpoint,
+    parse_checkpoint,
+    verifier_key,
+    verify_checkpoint,
+)
 from exchange_node.audit.leaf import KINDS, LeafRecord, decode_leaf
 from exchange_node.audit.log import AuditLog, StoredLeaf
 from exchange_node.audit.strict_json import duplicate_key
@@ -271,11 +276,22 @@ def _check_priors(
         proofs[c.old_size] = c.proof
     for i, note in enumerate(priors):
         where = f"prior[{i}]"
+        try:
+            claimed = parse_checkpoint(note)[0]
+        except ValidationError as exc:
+            problems.append(f"{where}: prior_malformed: not a checkpoint note: {exc}")
+            continue
+        if claimed.origin != bundle.origin:
+            problems.append(
+                f"{where}: prior_origin_mismatch: a checkpoint of {claimed.origin!r}, not of"
+                f" {bundle.origin!r}"
+            )
+            continue
         signer = signer_of(note, bundle.origin, keys)
         if signer is None:
             problems.append(
-                f"{where}: prior_signature_unknown: not a checkpoint of {bundle.origin!r}"
-                " signed by the trusted key(s); give the key that signed it with --key"
+                f"{where}: prior_signature_unknown: not signed by the trusted key(s); give"
+                " the key that signed it with --key"
             )
             continue
         prior = verify_checkpoint(

@@ -212,7 +212,7 @@ def cmd_proof_verify(args) -> int:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(args.audit_key))
+            key = [Ed25519PublicKey.from_public_bytes(bytes.fromhex(k)) for k in args.audit_key]
         except ValueError:
             raise CliError(
                 "--audit-key: expected the sender's Ed25519 public key, 64 hex digits"

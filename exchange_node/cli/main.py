@@ -305,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = proof.add_parser("verify", help="check a delivery proof offline")
     s.add_argument("file")
     s.add_argument("--fingerprint", help="the recipient's card fingerprint, obtained out of band")
-    s.add_argument("--audit-key", help="the sender's audit (signing) public key, hex")
+    s.add_argument(
+        "--audit-key",
+        action="append",
+        help="the sender's audit (signing) public key, hex, obtained out of band; repeat for"
+        " the keys before a rotation",
+    )
     s.set_defaults(func=cmd_proof_verify)
 
     s = sub.add_parser("demo", help="three nodes on loopback play a scenario")
