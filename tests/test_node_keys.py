@@ -216,6 +216,8 @@ async def test_after_a_rotation_on_a_running_node_audit_exports_and_proofs_use_t
     jpn = await net[JPN].start()
     config = ["--config", str(net[JPN].config_path)]
     old = jpn.keys.local.signing_key.public
+    await jpn.sign_checkpoint()  # signed with the old key
+    before = jpn.audit.latest_checkpoint().tree_size
     announcement = await rotate_jpn(net, capsys)
     await wait_for(lambda: settled(jpn.store, [announcement]), what="the announcement")
     await jpn.sign_checkpoint()  # the first checkpoint signed with the new key
@@ -236,3 +238,12 @@ async def test_after_a_rotation_on_a_running_node_audit_exports_and_proofs_use_t
     proof = await cli(capsys, *config, "audit", "prove", "0")
     key = verifier_key(origin_for(JPN), ed25519_public_key(new))
     assert f'"verifier_key": "{key}"' in proof
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(
+        await cli(capsys, *config, "audit", "prove", "0", "--tree-size", str(before))
+    )
+    key = verifier_key(origin_for(JPN), ed25519_public_key(old))
+    assert f'"verifier_key": "{key}"' in earlier.read_text()
+    both = ["--key", new.hex(), "--key", old.hex()]
+    text = await cli(capsys, "audit", "verify-proof", str(earlier), *both)
+    assert text.splitlines()[0] == f"audit proof {earlier}: OK"

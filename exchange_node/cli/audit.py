@@ -17,6 +17,7 @@ from exchange_node.cli.common import (
     _store,
     now_ms,
 )
+from exchange_node.errors import ValidationError
 from exchange_node.identity import (
     all_signing_public_keys,
 )
@@ -64,10 +65,26 @@ def cmd_audit_show(args) -> int:
     return 0
 
 
+def _with_signing_keys(cfg, run):
+    """``run(keys)`` first with no keys but the one the log records (no passphrase is
+    needed); if the checkpoint at hand was signed by another of the node's keys (before
+    a rotation), again with every signing key the node has had."""
+    try:
+        return run([])
+    except ValidationError as exc:
+        if exc.code != "checkpoint_key_unknown":
+            raise
+    return run(all_signing_public_keys(cfg.data_path, _passphrase(cfg)))
+
+
 def cmd_audit_prove(args) -> int:
     cfg = _cfg(args)
-    keys = all_signing_public_keys(cfg.data_path, _passphrase(cfg))
-    print(audit_commands.prove(_audit_path(cfg), args.seq, args.tree_size, keys))
+    path = _audit_path(cfg)
+    print(
+        _with_signing_keys(
+            cfg, lambda keys: audit_commands.prove(path, args.seq, args.tree_size, keys)
+        )
+    )
     return 0
 
 
@@ -80,11 +97,12 @@ def cmd_audit_verify_proof(args) -> int:
 
 def cmd_audit_export(args) -> int:
     cfg = _cfg(args)
-    keys = all_signing_public_keys(cfg.data_path, _passphrase(cfg))
-    summary = audit_commands.export(
-        _audit_path(cfg), args.out, _filters(args), keys, args.consistency_from or ()
+    path, filters, sizes = _audit_path(cfg), _filters(args), args.consistency_from or ()
+    print(
+        _with_signing_keys(
+            cfg, lambda keys: audit_commands.export(path, args.out, filters, keys, sizes)
+        )
     )
-    print(summary)
     return 0
 
 
@@ -174,6 +192,9 @@ async def cmd_proof_export(args) -> int:
                 if leaf.record.attrs.get("batch_id") == batch_id and not leaf.record.reason
             ),
         ]
+        # proof export opens the log with the current key (the passphrase is needed
+        # anyway): the checkpoint it signs names that key, or an earlier one if nothing
+        # was appended since the rotation.
         keys = all_signing_public_keys(cfg.data_path, _passphrase(cfg))
         bundle = export_bundle(log, sorted(entries, key=lambda leaf: leaf.seq), keys)
     finally:
