@@ -302,7 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--peer", help="the recipient, when the message went to several")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_proof_export)
-    s = proof.add_parser("verify", help="check a delivery proof offline")
+    s = proof.add_parser(
+        "verify",
+        help="check a delivery proof offline",
+        description="Exit status: 0 OK, the delivery is established against --fingerprint;"
+        " 1 FAILED, a check failed (each problem is printed with its code); 3 NOT"
+        " ESTABLISHED, the file is consistent but no --fingerprint was given.",
+    )
     s.add_argument("file")
     s.add_argument("--fingerprint", help="the recipient's card fingerprint, obtained out of band")
     s.add_argument(
