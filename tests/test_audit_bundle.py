@@ -274,3 +274,19 @@ def test_an_earlier_checkpoint_of_another_log_is_refused(tmp_path: Path) -> None
         " of 'exchange-node/JPN-ISA/audit'"
     )
     assert report.problems[1].startswith("prior[1]: prior_malformed: ")
+
+
+def test_consistency_entries_out_of_range_or_repeated_are_refused(tmp_path: Path) -> None:
+    with _log(tmp_path / "a.db", 5) as log:
+        log.sign_checkpoint(now=1)
+        data = export_bundle(log, log.iter_query(LeafFilter()), PUB, consistency_from=[2])
+
+    def change(doc: dict) -> None:
+        doc["consistency"] += [doc["consistency"][0], {"old_size": 9, "proof": []}]
+
+    report = verify_bundle(_edit(data, change))
+    assert not report.ok
+    assert [p.split(": ")[1] for p in report.problems] == [
+        "consistency_duplicate",
+        "consistency_size_invalid",
+    ]

@@ -271,8 +271,14 @@ def _check_priors(
     problems = []
     proofs: dict[int, list[bytes]] = {}
     for c in bundle.consistency:
-        if c.old_size in proofs:
-            problems.append(f"consistency (old size {c.old_size}): listed twice")
+        where = f"consistency (old size {c.old_size})"
+        if not 0 < c.old_size <= cp.tree_size:
+            problems.append(
+                f"{where}: consistency_size_invalid: sizes run from 1 to the checkpoint's"
+                f" {cp.tree_size}"
+            )
+        elif c.old_size in proofs:
+            problems.append(f"{where}: consistency_duplicate: listed twice")
         proofs[c.old_size] = c.proof
     for i, note in enumerate(priors):
         where = f"prior[{i}]"
