@@ -1,17 +1,29 @@
 """End-to-end delivery between two node processes, beside the limits it is held to.
 
 Usage: .venv/bin/python bench/e2e.py [--quick] [--n N] [--suite S] [--plain-http]
+                                     [--via direct|api|both] [--code CHECKOUT]
                                      [--profile cprofile|py-spy] [--experiment NAME]
 
 Two nodes (JPN-ISA sends, PHL-DFA receives) are created with fresh identities in a
-temporary directory and pin each other's cards, as ``exchange-node demo`` does. The
-receiver runs ``exchange-node serve``; the sender is this script in ``--role sender``,
-which opens the :class:`~exchange_node.node.Node`, starts it and calls ``Node.submit``
-itself (the node's own submission path: seal, outbox group commit, audit), so the
-figures are those of the node and not of an HTTP client in front of it. Mutual TLS 1.3
-with pinned certificates unless ``--plain-http``.
+temporary directory and pin each other's cards, as ``exchange-node demo`` does. Mutual
+TLS 1.3 with pinned certificates between them unless ``--plain-http``. The sender is
+loaded in one of two ways (``--via both``, the default, runs one after the other, each
+on a fresh pair, beside the same yardsticks):
 
-Phases, in one run:
+- ``direct``: the receiver runs ``exchange-node serve``; the sender is this script in
+  ``--role sender``, which opens the :class:`~exchange_node.node.Node`, starts it and
+  calls ``Node.submit`` itself (the node's own submission path: seal, outbox group
+  commit, audit), so the figures are those of the node without an API in front of it;
+- ``api``: both nodes run ``exchange-node serve`` (through ``--role node``, which adds
+  only signal handlers: SIGUSR2 writes the thread names, SIGUSR1 the ``--trace``
+  timings), and ``--role load``, a process of its own so that its CPU is not the
+  sender's, posts ``POST /api/v1/notices`` with a ``document_officer`` token from
+  ``--concurrency`` aiohttp clients (keep-alive). Then the batch submission
+  (``BATCH_PATH``, ``batch_request()``) in requests of ``--batch-size``, skipped with a
+  message while it answers 404. Completion and latencies come from the sender's own
+  database, read only from the load process (``delivered_at`` of each message).
+
+Phases, in one run (both ways):
 
 1. idle pair: one notice at a time, submit to stored signed receipt, ``--idle`` times
    (DESIGN: p99 < 20 ms);
@@ -20,12 +32,16 @@ Phases, in one run:
    (DESIGN: p99 < 250 ms at 1,000/s);
 3. throughput: N notices (20,000; 2,000 with ``--quick``) submitted by ``--concurrency``
    concurrent callers; notices/s from the first submit to the last receipt, p50/p99
-   submit-to-receipt latency, batch sizes, CPU seconds of each process
-   (DESIGN: >= 2,500/s and >= 60% of the crypto-only limit).
+   submit-to-receipt latency, batch sizes, CPU seconds of each process and of each of
+   the sender's threads, and how busy the rest of the machine was meanwhile
+   (DESIGN: >= 2,500/s and >= 60% of the crypto-only limit; through the local API,
+   sender CPU <= 0.7 ms per notice by single POSTs, >= 0.5 of the crypto-only limit by
+   single POSTs and >= 0.8 by the batch submission).
 
-"Receipt" is the moment the sender's worker has verified the signed batch receipt and
-committed it (``Node.after_receipt`` is entered; measured with ``perf_counter``); the
-stored ``delivered_at`` of every message is read back as a cross-check.
+Direct: "receipt" is the moment the sender's worker has verified the signed batch
+receipt and committed it (``Node.after_receipt`` is entered; measured with
+``perf_counter``); the stored ``delivered_at`` of every message is read back as a
+cross-check. API: the stored ``delivered_at`` (milliseconds, the node's clock).
 
 Yardsticks measured before the nodes start, on an idle machine:
 
@@ -33,11 +49,16 @@ Yardsticks measured before the nodes start, on an idle machine:
   building and verifying a 200-envelope batch receipt, no I/O;
 - a bare aiohttp round trip on loopback between two processes (trivial POST handler,
   same TLS settings), sequential and 8 concurrent, with a tiny body and a body the size
-  of a 200-envelope batch.
+  of a 200-envelope batch; with ``--via api`` also over plain HTTP with the notice's
+  JSON body, as the local API is reached (its server CPU is the floor of the API's
+  HTTP share).
 
+``--code CHECKOUT`` measures another checkout's ``exchange_node`` (an older commit, with
+its own ``make setup``) with these same scripts: the driver runs itself again on that
+checkout's ``.venv`` with it first on the path, and every child inherits that.
 ``--experiment NAME`` monkeypatches a candidate optimisation into both processes (see
-EXPERIMENTS); without it the code measured is the repository's, unmodified.
-The whole run stops by itself after ``--timeout`` seconds.
+EXPERIMENTS); without it, or ``--trace``, the code measured is the checkout's,
+unmodified. The whole run stops by itself after ``--timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -60,7 +81,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# The exchange_node measured: this checkout's, or with --code another checkout's (the
+# driver then re-runs itself with that checkout's .venv and every child inherits this).
+CODE = Path(os.environ.get("E2E_CODE") or REPO).resolve()
+sys.path.insert(0, str(CODE))
 
 SENDER, RECEIVER = "JPN-ISA", "PHL-DFA"
 SUITES = {"mlkem768-x25519": "MLKEM768_X25519", "x25519": "X25519"}
@@ -97,6 +121,26 @@ def thread_cpu(pid: int | str = "self") -> dict[int, float]:
         except (OSError, ValueError):
             pass
     return out
+
+
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds the whole machine spent busy (all cores, any process) and stolen by
+    the hypervisor, from /proc/stat: set against this run's own processes, what the
+    rest of the machine took during a phase."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def others_line(busy: float, steal: float, ours: float, seconds: float) -> str:
+    """How busy the machine was beyond this run's processes during a phase."""
+    cores = os.cpu_count() or 1
+    return (
+        f"  machine during the phase: {busy / seconds:.2f} of {cores} cores busy, this run's "
+        f"processes {ours / seconds:.2f}, everything else {max(0.0, busy - ours) / seconds:.2f}"
+        f", stolen {steal / seconds:.2f}"
+    )
 
 
 def cpu_split(before: dict[int, float], after: dict[int, float], names: dict[int, str]) -> dict:
@@ -188,26 +232,116 @@ def _exp_writer_linger() -> None:
     W._run = _run
 
 
+def _patch_writer_group(audit_per_group: bool) -> None:
+    """The store writer's group without a SAVEPOINT and RELEASE around every job (two
+    SQLite steps per job, each a GIL release and re-take on the writer thread). A job
+    that raises rolls the whole group back, and the group is run again one job at a
+    time (the writer's own fallback for a failed group; jobs may be run again by
+    contract). With ``audit_per_group`` also: ``tx.audit`` only notes its leaves (their
+    seqs counted on from the tree size read once per group) and they are appended in one
+    ``AuditLog.append_on`` just before COMMIT, in job order: four statements per group
+    instead of four per job."""
+    import threading
+
+    from exchange_node.audit import log as audit_log_mod
+    from exchange_node.store import sqlite as sqlite_mod
+    from exchange_node.store import writer as writer_mod
+
+    W = writer_mod.GroupCommitWriter
+    faults = getattr(writer_mod, "faults", None)
+    state = threading.local()  # the writer is one thread: this group's noted leaves
+
+    def reached(labels, point) -> None:
+        if faults is not None:
+            faults.reached(labels, point)
+
+    def _run_group(self, conn, group) -> None:
+        state.pending, state.base, state.appender = [], None, None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in group:
+                job.result = job.fn(conn)
+            if state.pending:
+                state.appender(conn, state.pending)
+            labels = tuple(job.label for job in group)
+            reached(labels, "applied")
+            conn.execute("COMMIT")
+            reached(labels, "committed")
+        except BaseException as exc:
+            writer_mod._rollback_quietly(conn)
+            if len(group) == 1:
+                job = group[0]
+                job.result = None
+                job.error = writer_mod._wrap(exc)
+                self._count(group)
+                self._resolve(group)
+            else:
+                for job in group:
+                    job.result, job.error = None, None
+                    _run_group(self, conn, [job])
+            return
+        finally:
+            state.pending = None
+        self._count(group)
+        self._resolve(group)
+
+    W._run_group = _run_group
+    if not audit_per_group:
+        return
+    T = sqlite_mod.SqliteTransaction
+    orig_audit = T.audit
+
+    def audit(self, events):
+        if not events or getattr(state, "pending", None) is None or self._audit is None:
+            return orig_audit(self, events)
+        if state.base is None:
+            state.base = int(self._conn.execute(audit_log_mod._TREE_SIZE).fetchone()[0])
+            state.appender = self._audit
+        start = state.base + len(state.pending)
+        state.pending.extend(events)
+        return range(start, start + len(events))
+
+    T.audit = audit
+
+
+def _exp_writer_no_savepoints() -> None:
+    """No SAVEPOINT/RELEASE per job in a group (see _patch_writer_group)."""
+    _patch_writer_group(audit_per_group=False)
+
+
+def _exp_audit_per_group() -> None:
+    """writer-no-savepoints, and a group's audit leaves appended once, before COMMIT."""
+    _patch_writer_group(audit_per_group=True)
+
+
 # --- --trace: wall time of each stage of the delivery path (the code itself unchanged) --------
 
 TRACE: dict[str, list[float]] = {}
+# CPU time of the calling thread within each synchronous stage (thread_time): what the
+# stage itself costs, whoever else runs meanwhile. Not kept for awaited stages.
+TRACE_CPU: dict[str, list[float]] = {}
 
 
 def _timed_sync(owner, name: str, label: str) -> None:
-    fn = getattr(owner, name)
+    fn = getattr(owner, name, None)
+    if fn is None:  # not in the code measured (another release): nothing to time
+        return
 
     def wrapper(*a, **kw):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         try:
             return fn(*a, **kw)
         finally:
             TRACE.setdefault(label, []).append(time.perf_counter() - t)
+            TRACE_CPU.setdefault(label, []).append(time.thread_time() - c)
 
     setattr(owner, name, wrapper)
 
 
 def _timed_async(owner, name: str, label: str) -> None:
-    fn = getattr(owner, name)
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return
 
     async def wrapper(*a, **kw):
         t = time.perf_counter()
@@ -222,8 +356,17 @@ def _timed_async(owner, name: str, label: str) -> None:
 def install_trace() -> None:
     """Time the stages of submit, send and receive. Wrappers only: same code, same order."""
     from exchange_node import node as node_mod
+    from exchange_node.api import auth as auth_mod
+    from exchange_node.api import v1 as v1_mod
+    from exchange_node.at_rest import AtRest
+    from exchange_node.audit import log as audit_log_mod
+    from exchange_node.audit import merkle as merkle_mod
     from exchange_node.audit.log import AuditLog
+    from exchange_node.delivery import outbox as outbox_mod
     from exchange_node.delivery import worker as worker_mod
+    from exchange_node.services.notices import NoticeService
+    from exchange_node.store import sqlite as sqlite_mod
+    from exchange_node.store import writer as writer_mod
     from exchange_node.store.sqlite import SqliteStore
 
     N = node_mod.Node
@@ -248,6 +391,37 @@ def install_trace() -> None:
     _timed_async(SqliteStore, "store_sent_receipt", "receiver: store.store_sent_receipt")
     _timed_async(SqliteStore, "transaction", "both: store.transaction (awaited, leaves included)")
     _timed_sync(AuditLog, "append_on", "both: AuditLog.append_on (store writer thread)")
+    _timed_sync(AuditLog, "append_many", "both: AuditLog.append_many (own transaction)")
+    _timed_sync(audit_log_mod, "_append_rows", "both: audit _append_rows (leaf + node INSERTs)")
+    _timed_sync(merkle_mod, "frontier_nodes", "both: audit frontier reloaded from the table")
+    # The local API's submission path (--via api) and what runs on the store writer.
+    _timed_async(v1_mod, "_body", "sender: API _body (read + msgspec decode)")
+    _timed_sync(auth_mod.TokenCache, "find", "sender: API token check (TokenCache.find)")
+    _timed_async(NoticeService, "submit", "sender: NoticeService.submit (whole)")
+    _timed_sync(NoticeService, "check", "sender: NoticeService.check (domain rules, body)")
+    _timed_sync(outbox_mod, "seal", "sender: seal (in seal_for)")
+    _timed_sync(AtRest, "encrypt", "sender: AtRest.encrypt (payload at rest)")
+    _timed_sync(sqlite_mod, "_enqueue", "sender: _enqueue (outbox INSERT, writer thread)")
+    _timed_sync(sqlite_mod, "_record_receipt", "sender: _record_receipt (writer thread)")
+    _timed_sync(sqlite_mod, "_accept", "receiver: _accept (inbox INSERT, writer thread)")
+    _timed_sync(
+        writer_mod.GroupCommitWriter, "_run_group", "both: writer group (BEGIN..COMMIT, whole)"
+    )
+    orig_submit = writer_mod.GroupCommitWriter.submit
+
+    def submit(self, fn, **kw):
+        def timed(conn, fn=fn):
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                return fn(conn)
+            finally:
+                label = "both: writer jobs (work inside the group, all of it)"
+                TRACE.setdefault(label, []).append(time.perf_counter() - t)
+                TRACE_CPU.setdefault(label, []).append(time.thread_time() - c)
+
+        return orig_submit(self, timed, **kw)
+
+    writer_mod.GroupCommitWriter.submit = submit
 
     orig_start = N.start
 
@@ -278,23 +452,34 @@ def trace_summary() -> dict[str, dict[str, float]]:
             "mean": sum(v) / len(v),
             "p50": pct(v, 50),
             "p99": pct(v, 99),
+            "cpu": sum(TRACE_CPU.get(k, [])) if k in TRACE_CPU else None,
         }
-        for k, v in TRACE.items()
+        for k, v in list(TRACE.items())
         if v
     }
 
 
-def print_trace(title: str, summary: dict[str, dict[str, float]]) -> None:
-    print(f"  {title}: stage                                         calls    total   mean    p99")
+def print_trace(title: str, summary: dict[str, dict[str, float]], notices: int = 0) -> None:
+    """Wall time of each stage; for synchronous ones also the CPU of the thread that ran
+    it, in all and per notice of the phase (``notices``)."""
+    print(
+        f"  {title}: stage{' ' * 54}calls    total   mean    p99      CPU"
+        + ("  CPU/notice" if notices else "")
+    )
     for k, v in sorted(summary.items()):
+        cpu = v.get("cpu")
+        cpu_s = f"{cpu:>7.2f}s" if cpu is not None else " " * 8
+        per = f"  {cpu / notices * 1e3:>7.3f}ms" if cpu is not None and notices else ""
         print(
             f"    {k:<58} {v['count']:>6} {v['total']:>7.2f}s {v['mean'] * 1e3:>6.2f}ms "
-            f"{v['p99'] * 1e3:>6.1f}ms"
+            f"{v['p99'] * 1e3:>6.1f}ms {cpu_s}{per}"
         )
 
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "writer-linger": _exp_writer_linger,
+    "writer-no-savepoints": _exp_writer_no_savepoints,
+    "audit-per-group": _exp_audit_per_group,
 }
 
 
@@ -326,7 +511,7 @@ class BenchNode:
 
 def cli(node: BenchNode, *args: str) -> str:
     cmd = [sys.executable, "-m", "exchange_node.cli", "--config", str(node.config), *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=CODE)
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed: {res.stderr.strip()}")
     return res.stdout
@@ -605,6 +790,7 @@ async def sender_main(args) -> dict:
 
     # 1. idle pair.
     TRACE.clear()
+    TRACE_CPU.clear()
     if args.trace:
         os.kill(rpid, signal.SIGUSR1)  # the receiver's trace restarts with each phase
     lat = []
@@ -680,8 +866,10 @@ async def sender_main(args) -> dict:
     profiler = start_profiler(args, rpid)
     s_threads0, r_threads0 = thread_cpu(), thread_cpu(rpid)
     TRACE.clear()
+    TRACE_CPU.clear()
     if args.trace:
         os.kill(rpid, signal.SIGUSR1)
+    m0 = machine_cpu()
     c0 = cpu()
     t_start = time.perf_counter()
 
@@ -704,6 +892,8 @@ async def sender_main(args) -> dict:
         complete = False
     t_end = max((clock.times[m] for m in submit_at if m in clock.times), default=t_submitted)
     c1 = cpu()
+    m1 = machine_cpu()
+    t_measured = time.perf_counter() - t_start
     s_threads1, r_threads1 = thread_cpu(), thread_cpu(rpid)
     stop_profiler(profiler)
     import threading
@@ -738,6 +928,9 @@ async def sender_main(args) -> dict:
         "batch_mean": statistics.mean(sizes) if sizes else 0,
         "cpu_sender": c1[0] - c0[0],
         "cpu_receiver": c1[1] - c0[1],
+        "machine_busy": m1[0] - m0[0],
+        "machine_steal": m1[1] - m0[1],
+        "measured_seconds": t_measured,
         "writer": str(node.store.writer_stats()),
         "cpu_sender_threads": cpu_split(s_threads0, s_threads1, names),
         "cpu_receiver_threads": cpu_split(r_threads0, r_threads1, {rpid: "event loop (main)"}),
@@ -790,10 +983,407 @@ def stop_profiler(profiler) -> None:
                 p.kill()
 
 
-# --- the receiver process (only with --experiment: otherwise plain `exchange-node serve`) ----------
+# --- --via api: the sender is `exchange-node serve`, loaded through its local API ------------------
+
+NOTICE_PATH = "/api/v1/notices"
+# The batch submission endpoint. Its path and body are here and nowhere else, so adapting
+# the benchmark to what is merged is one edit; while it answers 404 (or 405) the batch
+# phase is skipped with a message.
+BATCH_PATH = "/api/v1/notices:batch"
 
 
-def role_receiver(args) -> int:
+def batch_request(notices: list[dict]) -> dict:
+    return {"notices": notices}
+
+
+MRZ = "P<PHLSPECIMEN<<MARIA<<<<<<<<<<<<<<<<<<<<<<<<\nP1234567A1PHL8001014F3001019<<<<<<<<<<<<<<00"
+REMARKS = "Observed at primary inspection. " * 13
+
+
+def notice_json(now_ms: int) -> dict:
+    """notice_body() as an authority's system posts it (docs/local-api.md); the node
+    picks the notice id."""
+    return {
+        "kind": "FORGED",
+        "document": {
+            "issuing_state": "PHL",
+            "document_type": "P",
+            "document_number": "P1234567A",
+            "mrz": MRZ,
+        },
+        "detection": {
+            "place": "JPNRT",
+            "detected_at_ms": now_ms - 3_600_000,
+            "authority": "Immigration Services Agency, Narita",
+        },
+        "remarks": REMARKS,
+        "recipients": [RECEIVER],
+    }
+
+
+def message_ids(answer) -> list[str]:
+    """Every ``message_id`` in an API answer, whatever its shape (one notice or a batch)."""
+    out: list[str] = []
+
+    def walk(x) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "message_id" and isinstance(v, str):
+                    out.append(v)
+                else:
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(answer)
+    return out
+
+
+class SenderDb:
+    """The sender's database, read only, from the load process: what is delivered, when.
+    (SQLite in WAL mode: reading does not hold up the node's writer.)"""
+
+    def __init__(self, path: str, peer: str) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        self.peer = peer
+
+    def done(self) -> int:
+        """Messages to the peer that are delivered (any outcome) or dead."""
+        row = self.conn.execute(
+            "SELECT delivered + dead FROM outbox_counts WHERE peer_id = ?", (self.peer,)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def delivered_at(self, message_id: bytes) -> int | None:
+        row = self.conn.execute(
+            "SELECT delivered_at FROM outbox WHERE message_id = ? AND peer_id = ?",
+            (message_id, self.peer),
+        ).fetchone()
+        return row[0] if row else None
+
+    def rows_for(self, message_ids: set[bytes]) -> dict[bytes, tuple[int | None, str | None]]:
+        """delivered_at and outcome of each of ``message_ids``."""
+        out = {}
+        for mid, at, outcome in self.conn.execute(
+            "SELECT message_id, delivered_at, outcome FROM outbox WHERE peer_id = ?", (self.peer,)
+        ):
+            if mid in message_ids:
+                out[mid] = (at, outcome)
+        return out
+
+
+def thread_names(pid: int, names_file: str) -> dict[int, str]:
+    """Ask a ``--role node`` process for its thread names (SIGUSR2); {} if it does not say."""
+    path = Path(names_file)
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if path.exists():
+            return {int(k): v for k, v in json.loads(path.read_text()).items()}
+        time.sleep(0.02)
+    return {}
+
+
+def thread_groups(split: dict[str, float]) -> dict[str, float]:
+    """Pool threads summed: ``crypto_0``, ``crypto_1``... are ``crypto_*``."""
+    out: dict[str, float] = {}
+    for name, t in split.items():
+        head, _, tail = name.rpartition("_")
+        key = f"{head}_*" if head and tail.isdigit() else name
+        out[key] = out.get(key, 0.0) + t
+    return out
+
+
+def spy_start(pids: dict[str, int], where: Path, tag: str) -> list[subprocess.Popen]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    procs = []
+    for name, pid in pids.items():
+        out = where / f"{tag}-{name}.raw.txt"
+        procs.append(
+            subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", "250", "--threads", "--nonblocking"]
+                + ["--format", "raw", "-o", str(out)],
+                stdout=subprocess.DEVNULL,
+                stderr=open(where / f"{tag}-{name}.log", "w"),  # noqa: SIM115
+            )
+        )
+    time.sleep(1.0)  # let py-spy attach before the load starts
+    return procs
+
+
+def role_load(args) -> int:
+    """The load generator of ``--via api``: HTTP clients in a process of their own."""
+    result = asyncio.run(load_main(args))
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+async def load_main(args) -> dict:
+    import aiohttp
+
+    db = SenderDb(args.sender_db, args.peer)
+    spid, rpid = args.sender_pid, args.receiver_pid
+    headers = {"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"}
+    body = json.dumps(notice_json(time.time_ns() // 1_000_000)).encode()
+    out: dict = {"body_bytes": len(body)}
+    trace_pids = [p for p in (spid, rpid) if args.trace]
+
+    def mark_phase() -> None:  # --trace: each node keeps what the phase that ended timed
+        for pid in trace_pids:
+            os.kill(pid, signal.SIGUSR1)
+
+    def cpu() -> tuple[float, float, float]:
+        return cpu_seconds(spid), cpu_seconds(rpid), cpu_seconds()
+
+    connector = aiohttp.TCPConnector(limit=args.concurrency, limit_per_host=args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=args.phase_timeout)
+    session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+    async def post(path: str, data: bytes) -> tuple[int, bytes, float]:
+        t0 = time.perf_counter()
+        async with session.post(args.local_url + path, data=data, headers=headers) as resp:
+            raw = await resp.read()
+            status = resp.status
+        return status, raw, time.perf_counter() - t0
+
+    async def submit_one() -> tuple[bytes, float, int]:
+        """One POST /api/v1/notices: (message id, seconds to the 202, wall ms at the start)."""
+        w0 = time.time_ns() // 1_000_000
+        status, raw, dt = await post(NOTICE_PATH, body)
+        if status != 202:
+            raise RuntimeError(f"POST {NOTICE_PATH}: HTTP {status}: {raw[:300]!r}")
+        return bytes.fromhex(json.loads(raw)["messages"][0]["message_id"]), dt, w0
+
+    async def wait_done(target: int, deadline: float, poll: float = 0.01) -> bool:
+        while db.done() < target:
+            if time.perf_counter() > deadline:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+    async def wait_one(mid: bytes, deadline: float) -> float:
+        """perf_counter when the stored receipt of ``mid`` is seen (polled every 1 ms)."""
+        while db.delivered_at(mid) is None:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"message {mid.hex()} not delivered in time")
+            await asyncio.sleep(0.001)
+        return time.perf_counter()
+
+    def stored_latencies(sent: dict[bytes, int]) -> tuple[list[float], int, int]:
+        """Submit (wall ms) to stored delivered_at, seconds; and the latest delivered_at."""
+        rows = db.rows_for(set(sent))
+        lat = [(rows[m][0] - w) / 1000 for m, w in sent.items() if m in rows and rows[m][0]]
+        last = max((r[0] for r in rows.values() if r[0]), default=0)
+        not_accepted = sum(1 for r in rows.values() if r[1] not in ("accepted", None))
+        return lat, last, not_accepted
+
+    async def throughput(tag: str, per: int, clients: int, request) -> dict:
+        """``args.n`` notices in requests of ``per`` by ``clients`` concurrent clients;
+        ``request()`` sends one: (message ids, seconds to the answer, wall ms at the start)."""
+        nonlocal done
+        requests = -(-args.n // per)
+        sent: dict[bytes, int] = {}
+        lat: list[float] = []
+        profiler = None
+        if args.profile == "py-spy" and tag == "single":
+            profiler = spy_start(
+                {"sender": args.sender_pid, "receiver": args.receiver_pid},
+                Path(args.profile_dir),
+                "api",
+            )
+        s_threads0, r_threads0 = thread_cpu(args.sender_pid), thread_cpu(args.receiver_pid)
+        m0 = machine_cpu()
+        c0 = cpu()
+        w_start = time.time_ns() // 1_000_000
+        t_start = time.perf_counter()
+
+        async def client() -> None:
+            nonlocal requests
+            while requests > 0:
+                requests -= 1
+                mids, dt, w0 = await request()
+                for mid in mids:
+                    sent[mid] = w0
+                lat.append(dt)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        t_submitted = time.perf_counter()
+        done += len(sent)
+        complete = await wait_done(done, time.perf_counter() + args.phase_timeout, poll=0.005)
+        c1 = cpu()
+        m1 = machine_cpu()
+        t_done = time.perf_counter()
+        s_threads1, r_threads1 = thread_cpu(args.sender_pid), thread_cpu(args.receiver_pid)
+        if profiler:
+            for p in profiler:
+                p.send_signal(signal.SIGINT)
+            for p in profiler:
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        s_names = thread_names(args.sender_pid, args.sender_names)
+        r_names = thread_names(args.receiver_pid, args.receiver_names)
+        e2e_lat, last_ms, not_accepted = stored_latencies(sent)
+        seconds = (last_ms - w_start) / 1000 if last_ms else float("nan")
+        delivered = len(e2e_lat)
+        return {
+            "n": len(sent),
+            "per_request": per,
+            "clients": clients,
+            "delivered": delivered,
+            "complete": complete,
+            "not_accepted": not_accepted,
+            "seconds": seconds,
+            "rate": delivered / seconds,
+            "submit_seconds": t_submitted - t_start,
+            "submit_rate": len(sent) / (t_submitted - t_start),
+            "post_p50": pct(lat, 50),
+            "post_p99": pct(lat, 99),
+            "p50": pct(e2e_lat, 50),
+            "p99": pct(e2e_lat, 99),
+            "cpu_sender": c1[0] - c0[0],
+            "cpu_receiver": c1[1] - c0[1],
+            "cpu_load": c1[2] - c0[2],
+            "machine_busy": m1[0] - m0[0],
+            "machine_steal": m1[1] - m0[1],
+            "measured_seconds": t_done - t_start,
+            "cpu_sender_threads": thread_groups(cpu_split(s_threads0, s_threads1, s_names)),
+            "cpu_receiver_threads": thread_groups(cpu_split(r_threads0, r_threads1, r_names)),
+        }
+
+    try:
+        # 0. warm-up: connections, TLS between the nodes, first checkpoint.
+        deadline = time.perf_counter() + 60
+        for _ in range(20):
+            mid, _, _ = await submit_one()
+            await wait_one(mid, deadline)
+        await asyncio.gather(*(submit_one() for _ in range(args.concurrency)))
+        if not await wait_done(20 + args.concurrency, deadline):
+            raise RuntimeError("warm-up notices not delivered in 60 s")
+        done = db.done()
+
+        # 1. idle pair: one POST at a time, the next once its receipt is stored.
+        deadline = time.perf_counter() + args.phase_timeout
+        submit_lat, receipt_lat = [], []
+        c0 = cpu()
+        for _ in range(args.idle):
+            t0 = time.perf_counter()
+            mid, dt, _ = await submit_one()
+            submit_lat.append(dt)
+            receipt_lat.append(await wait_one(mid, deadline) - t0)
+            await asyncio.sleep(0.005)
+        c1 = cpu()
+        done += args.idle
+        out["idle"] = {
+            "count": args.idle,
+            "submit_p50": pct(submit_lat, 50),
+            "submit_p99": pct(submit_lat, 99),
+            "receipt_p50": pct(receipt_lat, 50),
+            "receipt_p99": pct(receipt_lat, 99),
+            "cpu_sender_per_notice": (c1[0] - c0[0]) / max(args.idle, 1),
+            "cpu_receiver_per_notice": (c1[1] - c0[1]) / max(args.idle, 1),
+        }
+
+        # 2. paced, open loop: latency counts from the scheduled time.
+        if args.rate > 0 and args.rate_seconds > 0:
+            total = int(args.rate * args.rate_seconds)
+            sched_wall: dict[bytes, int] = {}
+            submit_lat = []
+            c0 = cpu()
+            start = time.perf_counter() + 0.05
+            wall0 = time.time_ns() // 1_000_000 + 50
+
+            async def paced(i: int, at: float) -> None:
+                mid, _, _ = await submit_one()
+                submit_lat.append(time.perf_counter() - at)
+                sched_wall[mid] = wall0 + round(i * 1000 / args.rate)
+
+            tasks = []
+            for i in range(total):
+                at = start + i / args.rate
+                delay = at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(paced(i, at)))
+            await asyncio.gather(*tasks)
+            submitted = time.perf_counter()
+            done += total
+            complete = await wait_done(done, time.perf_counter() + args.phase_timeout)
+            c1 = cpu()
+            lat, _, _ = stored_latencies(sched_wall)
+            out["paced"] = {
+                "offered_rate": args.rate,
+                "count": total,
+                "complete": complete,
+                "achieved_submit_rate": total / (submitted - start),
+                "submit_p50": pct(submit_lat, 50),
+                "submit_p99": pct(submit_lat, 99),
+                "p50": pct(lat, 50),
+                "p99": pct(lat, 99),
+                "cpu_sender": c1[0] - c0[0],
+                "cpu_receiver": c1[1] - c0[1],
+                "seconds": time.perf_counter() - start,
+            }
+
+        # 3. throughput, single POSTs.
+        await asyncio.sleep(0.5)
+        mark_phase()
+
+        async def single() -> tuple[list[bytes], float, int]:
+            mid, dt, w0 = await submit_one()
+            return [mid], dt, w0
+
+        out["single"] = await throughput("single", 1, args.concurrency, single)
+        mark_phase()
+
+        # 4. throughput, batch POSTs (when the endpoint exists).
+        probe_notices = [notice_json(time.time_ns() // 1_000_000)] * args.batch_size
+        probe = json.dumps(batch_request(probe_notices)).encode()
+        status, raw, _ = await post(BATCH_PATH, probe)
+        if status in (404, 405):
+            out["batch"] = {"skipped": f"POST {BATCH_PATH} answered {status}: not in this code"}
+        elif status >= 300 or not message_ids(json.loads(raw)):
+            out["batch"] = {
+                "skipped": f"POST {BATCH_PATH} answered {status}: {raw[:300]!r}; "
+                "adapt BATCH_PATH / batch_request() in bench/e2e.py"
+            }
+        else:
+            done += len(message_ids(json.loads(raw)))
+            if not await wait_done(done, time.perf_counter() + 60):
+                raise RuntimeError("the batch probe was not delivered in 60 s")
+            await asyncio.sleep(0.5)
+
+            async def batch_one() -> tuple[list[bytes], float, int]:
+                w0 = time.time_ns() // 1_000_000
+                status, raw, dt = await post(BATCH_PATH, probe)
+                if status >= 300:
+                    raise RuntimeError(f"POST {BATCH_PATH}: HTTP {status}: {raw[:300]!r}")
+                return [bytes.fromhex(m) for m in message_ids(json.loads(raw))], dt, w0
+
+            out["batch"] = await throughput(
+                "batch", args.batch_size, args.batch_concurrency, batch_one
+            )
+            mark_phase()
+    finally:
+        await session.close()
+    return out
+
+
+# --- a node process through this script: `exchange-node serve`, plus the signals the run uses --------
+
+
+def role_node(args) -> int:
+    """``exchange-node serve`` (the CLI's own main) with, besides: SIGUSR1 to keep the
+    ``--trace`` timings of the phase that ended (with ``--trace``), SIGUSR2 to write the
+    names of its threads to ``--names-file`` (Python 3.11 does not give them to the
+    kernel, so /proc alone cannot tell the store writer from a crypto thread)."""
+    import threading
+
     from exchange_node.cli import main as cli_main
 
     apply_experiments(args.experiment)
@@ -806,8 +1396,19 @@ def role_receiver(args) -> int:
             if args.result:
                 Path(f"{args.result}.{next(phase)}").write_text(json.dumps(trace_summary()))
             TRACE.clear()
+            TRACE_CPU.clear()
 
         signal.signal(signal.SIGUSR1, next_phase)
+    if args.names_file:
+
+        def write_names(*_):
+            names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+            names[os.getpid()] = "event loop (main)"
+            tmp = Path(f"{args.names_file}.tmp")
+            tmp.write_text(json.dumps(names))
+            tmp.replace(args.names_file)
+
+        signal.signal(signal.SIGUSR2, write_names)
     code = cli_main(["--config", args.config, "serve", "--ready-file", args.ready_file])
     if args.trace and args.result:
         Path(args.result).write_text(json.dumps(trace_summary()))
@@ -828,7 +1429,7 @@ def hardware() -> list[tuple[str, str]]:
 
 def start_proc(cmd: list[str], log: Path, ready: Path, timeout: float = 30) -> subprocess.Popen:
     ready.unlink(missing_ok=True)
-    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=REPO)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=CODE)  # noqa: SIM115
     deadline = time.monotonic() + timeout
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -864,12 +1465,29 @@ def run_suite(args, suite: str, work: Path) -> dict:
 
     sdir = work / suite
     sdir.mkdir()
-    s = create_node(sdir, SENDER, "JPN", suite, plain)
-    r = create_node(sdir, RECEIVER, "PHL", suite, plain)
+    s, r = node_pair(sdir, suite, plain)
+    bare_fig = measure_bare(args, s, r, sdir)
+    out = {}
+    if args.via in ("direct", "both"):
+        out["direct"] = run_direct(args, suite, sdir, s, r, crypto, bare_fig)
+    if args.via in ("api", "both"):
+        out["api"] = run_api(args, suite, sdir / "api", crypto, bare_fig, out.get("direct"))
+    return out
+
+
+def node_pair(where: Path, suite: str, plain: bool) -> tuple[BenchNode, BenchNode]:
+    where.mkdir(parents=True, exist_ok=True)
+    s = create_node(where, SENDER, "JPN", suite, plain)
+    r = create_node(where, RECEIVER, "PHL", suite, plain)
     pin(s, r)
     pin(r, s)
+    return s, r
 
-    # Bare aiohttp, between two processes, same TLS.
+
+def measure_bare(args, s: BenchNode, r: BenchNode, sdir: Path) -> dict:
+    """Bare aiohttp, between two processes, with the peer API's TLS; with ``--via api``
+    also over plain HTTP with a notice-sized JSON body, as the local API is reached."""
+    plain = args.plain_http
     port = free_port()
     bare = start_proc(
         [sys.executable, __file__, "--role", "bare-server", "--port", str(port)]
@@ -897,18 +1515,51 @@ def run_suite(args, suite: str, work: Path) -> dict:
                 )
     finally:
         stop_proc(bare)
+    if args.via in ("api", "both"):
+        port = free_port()
+        bare = start_proc(
+            [sys.executable, __file__, "--role", "bare-server", "--port", str(port)]
+            + ["--sender-dir", str(s.dir), "--receiver-dir", str(r.dir)]
+            + ["--ready-file", str(sdir / "bare-plain.ready"), "--plain-http"],
+            sdir / "bare-plain.log",
+            sdir / "bare-plain.ready",
+        )
+        try:
+            body = json.dumps(notice_json(0)).encode()
+            for conc in (1, 8):
+                c0 = cpu_seconds(bare.pid)
+                rate, secs = asyncio.run(
+                    bare_rates(f"http://127.0.0.1:{port}/bare", None, body, args.bare_seconds, conc)
+                )
+                srv = (cpu_seconds(bare.pid) - c0) / (rate * secs)
+                bare_fig[("json", conc)] = rate
+                bare_fig[("json-cpu", conc)] = srv
+                print(
+                    f"bare aiohttp POST notice JSON ({len(body)} B), plain HTTP, {conc} in flight: "
+                    f"{rate:>8,.0f} round trips/s  (server CPU {srv * 1e6:.0f} us each)",
+                    flush=True,
+                )
+        finally:
+            stop_proc(bare)
+    return bare_fig
 
+
+def run_direct(
+    args, suite: str, sdir: Path, s: BenchNode, r: BenchNode, crypto: CryptoLimit, bare_fig: dict
+) -> dict:
+    """The sender is this script calling Node.submit; the receiver `exchange-node serve`."""
+    print(f"--- direct: the sender calls Node.submit, {args.concurrency} concurrent callers ---")
     # The receiver: `exchange-node serve` (or the same through this script for experiments).
     ready = r.dir / "ready.json"
     rtrace = sdir / "receiver-trace.json"
     if args.experiment or args.trace:
-        rcmd = [__file__, "--role", "receiver", "--config", str(r.config)]
+        rcmd = [__file__, "--role", "node", "--config", str(r.config)]
         rcmd += [a for e in args.experiment for a in ("--experiment", e)]
         rcmd += ["--trace", "--result", str(rtrace)] if args.trace else []
     else:
         rcmd = ["-m", "exchange_node.cli", "--config", str(r.config), "serve"]
     rcmd += ["--ready-file", str(ready)]
-    prof_dir = Path(args.profile_dir or work) / suite
+    prof_dir = Path(args.profile_dir or sdir.parent) / suite
     prof_dir.mkdir(parents=True, exist_ok=True)
     if args.profile == "cprofile":
         rcmd = ["-m", "cProfile", "-o", str(prof_dir / "receiver.prof"), *rcmd]
@@ -925,7 +1576,7 @@ def run_suite(args, suite: str, work: Path) -> dict:
     scmd += ["--trace"] if args.trace else []
     try:
         with open(s.dir / "node.log", "ab") as log:
-            res = subprocess.run(scmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            res = subprocess.run(scmd, stdout=log, stderr=subprocess.STDOUT, cwd=CODE)
         if res.returncode != 0:
             raise RuntimeError(f"the sender failed; see {s.dir / 'node.log'}")
         out = json.loads(result_path.read_text())
@@ -980,6 +1631,8 @@ def run_suite(args, suite: str, work: Path) -> dict:
         print(
             f"  {side} CPU by thread: " + ", ".join(f"{k} {v:.2f} s" for k, v in split if v >= 0.01)
         )
+    ours = tp["cpu_sender"] + tp["cpu_receiver"]
+    print(others_line(tp["machine_busy"], tp["machine_steal"], ours, tp["measured_seconds"]))
     print(f"  sender store writer: {tp['writer']}")
     cycle = wall / max(tp["batches"], 1)
     print(
@@ -998,12 +1651,167 @@ def run_suite(args, suite: str, work: Path) -> dict:
         if idle_r.exists():
             print_trace("receiver", json.loads(idle_r.read_text()))
         print("stage timings, throughput phase (wall time; awaited stages include waiting):")
-        print_trace("sender", out["trace"])
+        print_trace("sender", out["trace"], tp["n"])
         if rtrace.exists():
-            print_trace("receiver", json.loads(rtrace.read_text()))
+            print_trace("receiver", json.loads(rtrace.read_text()), tp["n"])
     if args.profile != "none":
         print(f"profiles in {prof_dir}")
     return out
+
+
+def run_api(
+    args, suite: str, adir: Path, crypto: CryptoLimit, bare_fig: dict, direct: dict | None
+) -> dict:
+    """The sender is `exchange-node serve` too, loaded through its local API by HTTP
+    clients in a process of their own (so their CPU is not the sender's)."""
+    print(
+        f"--- via the local API: the sender is `exchange-node serve`; {args.concurrency} "
+        "HTTP clients (aiohttp, keep-alive) in another process post to it ---",
+        flush=True,
+    )
+    plain = args.plain_http
+    s, r = node_pair(adir, suite, plain)
+    token = cli(s, "token", "create", "--role", "document_officer", "--name", "bench").split()[0]
+    prof_dir = Path(args.profile_dir or adir.parent.parent) / suite
+    prof_dir.mkdir(parents=True, exist_ok=True)
+
+    def node_cmd(n: BenchNode, name: str) -> list[str]:
+        cmd = [__file__, "--role", "node", "--config", str(n.config)]
+        cmd += ["--ready-file", str(n.dir / "ready.json"), "--names-file", str(n.dir / "names")]
+        cmd += [a for e in args.experiment for a in ("--experiment", e)]
+        cmd += ["--trace", "--result", str(adir / f"{name}-trace.json")] if args.trace else []
+        if args.profile == "cprofile":
+            cmd = ["-m", "cProfile", "-o", str(prof_dir / f"api-{name}.prof"), *cmd]
+        return [sys.executable, *cmd]
+
+    receiver = sender = None
+    try:
+        receiver = start_proc(node_cmd(r, "receiver"), r.dir / "node.log", r.dir / "ready.json")
+        sender = start_proc(node_cmd(s, "sender"), s.dir / "node.log", s.dir / "ready.json")
+        local_port = json.loads((s.dir / "ready.json").read_text())["local_port"]
+        result_path = adir / "load-result.json"
+        lcmd = [sys.executable, __file__, "--role", "load", "--token", token]
+        lcmd += ["--local-url", f"http://127.0.0.1:{local_port}", "--peer", RECEIVER]
+        lcmd += ["--sender-pid", str(sender.pid), "--receiver-pid", str(receiver.pid)]
+        lcmd += ["--sender-db", str(s.data / "node.sqlite"), "--result", str(result_path)]
+        lcmd += ["--sender-names", str(s.dir / "names"), "--receiver-names", str(r.dir / "names")]
+        lcmd += ["--n", str(args.n), "--concurrency", str(args.concurrency)]
+        lcmd += ["--idle", str(args.idle), "--rate", str(args.rate)]
+        lcmd += ["--rate-seconds", str(args.rate_seconds)]
+        lcmd += ["--phase-timeout", str(args.phase_timeout)]
+        lcmd += ["--batch-size", str(args.batch_size)]
+        lcmd += ["--batch-concurrency", str(args.batch_concurrency)]
+        lcmd += ["--profile", args.profile, "--profile-dir", str(prof_dir)]
+        lcmd += ["--trace"] if args.trace else []
+        with open(adir / "load.log", "ab") as log:
+            res = subprocess.run(lcmd, stdout=log, stderr=subprocess.STDOUT, cwd=CODE)
+        if res.returncode != 0:
+            raise RuntimeError(f"the load generator failed; see {adir / 'load.log'}")
+        out = json.loads(result_path.read_text())
+    finally:
+        stop_proc(sender)
+        stop_proc(receiver)
+
+    limit = crypto.per_notice
+    idle = out["idle"]
+    print(
+        f"idle pair, one POST at a time ({idle['count']}): POST p50 {ms(idle['submit_p50'])}  "
+        f"p99 {ms(idle['submit_p99'])}; to stored receipt p50 {ms(idle['receipt_p50'])}  "
+        f"p99 {ms(idle['receipt_p99'])}"
+    )
+    print(
+        f"  CPU per notice: sender {idle['cpu_sender_per_notice'] * 1e3:.2f} ms, "
+        f"receiver {idle['cpu_receiver_per_notice'] * 1e3:.2f} ms"
+    )
+    if "paced" in out:
+        p = out["paced"]
+        print(
+            f"paced {p['offered_rate']:,}/s offered for {p['count'] / p['offered_rate']:.0f} s "
+            f"(posted at {p['achieved_submit_rate']:,.0f}/s){'' if p['complete'] else ' INCOMPLETE'}"
+            f": POST done p50 {ms(p['submit_p50'])}  p99 {ms(p['submit_p99'])}; stored receipt "
+            f"p50 {ms(p['p50'])}  p99 {ms(p['p99'])} (from the scheduled time)"
+        )
+        print(
+            f"  CPU per notice: sender {p['cpu_sender'] / p['count'] * 1e3:.2f} ms, receiver "
+            f"{p['cpu_receiver'] / p['count'] * 1e3:.2f} ms"
+        )
+    for key, title, target in (
+        ("single", f"single POST {NOTICE_PATH}", 0.5),
+        ("batch", f"POST {BATCH_PATH}", 0.8),
+    ):
+        tp = out.get(key)
+        if tp is None:
+            continue
+        if "skipped" in tp:
+            print(f"{title}: skipped: {tp['skipped']}")
+            continue
+        n = tp["delivered"] or 1
+        print(
+            f"{title}, {tp['n']:,} notices, {tp['per_request']} per request, {tp['clients']} "
+            f"clients: {tp['rate']:,.0f} notices/s first POST to last stored receipt "
+            f"= {tp['rate'] / limit:.2f} of the crypto-only limit   (target >= {target})"
+            f"{'' if tp['complete'] else '  INCOMPLETE'}; not accepted {tp['not_accepted']}"
+        )
+        print(
+            f"  POST answered p50 {ms(tp['post_p50'])}  p99 {ms(tp['post_p99'])}; submit to "
+            f"stored receipt p50 {ms(tp['p50'])}  p99 {ms(tp['p99'])}; all posted in "
+            f"{tp['submit_seconds']:.2f} s ({tp['submit_rate']:,.0f}/s)"
+        )
+        print(
+            f"  CPU per notice: sender {tp['cpu_sender'] / n * 1e3:.2f} ms"
+            f"{'   (target <= 0.70 ms)' if key == 'single' else ''}, receiver "
+            f"{tp['cpu_receiver'] / n * 1e3:.2f} ms, load generator {tp['cpu_load'] / n * 1e3:.2f}"
+            f" ms; sender {tp['cpu_sender'] / tp['seconds']:.0%} of a core"
+        )
+        for side in ("sender", "receiver"):
+            split = sorted(tp[f"cpu_{side}_threads"].items(), key=lambda kv: -kv[1])
+            print(
+                f"  {side} CPU per notice by thread: "
+                + ", ".join(f"{k} {v / n * 1e3:.2f} ms" for k, v in split if v >= 0.005)
+            )
+        ours = tp["cpu_sender"] + tp["cpu_receiver"] + tp["cpu_load"]
+        print(others_line(tp["machine_busy"], tp["machine_steal"], ours, tp["measured_seconds"]))
+    single = out.get("single", {})
+    n_single = single.get("delivered", 0)
+    if "rate" in single:
+        line = f"ratios: single POSTs / crypto-only limit = {single['rate'] / limit:.2f}"
+        if direct:
+            d = direct["throughput"]
+            line += (
+                f"; / direct Node.submit = {single['rate'] / d['rate']:.2f} (notices/s), sender "
+                f"CPU per notice {single['cpu_sender'] / max(single['delivered'], 1) * 1e3:.2f}"
+                f" ms vs {d['cpu_sender'] / d['delivered'] * 1e3:.2f} ms direct"
+            )
+        print(line)
+        if ("json-cpu", 8) in bare_fig:
+            print(
+                f"        a bare aiohttp POST of the same JSON costs its server "
+                f"{bare_fig[('json-cpu', 8)] * 1e3:.2f} ms CPU (8 in flight): the floor of the "
+                "local API's HTTP share"
+            )
+    if args.trace:
+        print("stage timings, single-POST throughput (wall time; awaited stages include waiting):")
+        for name in ("sender", "receiver"):
+            path = adir / f"{name}-trace.json.1"
+            if path.exists():
+                print_trace(name, json.loads(path.read_text()), single.get("n", 0))
+    if args.profile == "py-spy" and (prof_dir / "api-sender.raw.txt").exists() and n_single:
+        loop_ms = single["cpu_sender_threads"].get("event loop (main)", 0) / n_single * 1e3
+        print("sender profile, single-POST phase (py-spy samples; bench/spy_summary.py):")
+        _spy_summary().main(
+            [str(prof_dir / "api-sender.raw.txt"), "--scale", f"event loop (main)={loop_ms}"]
+        )
+    if args.profile != "none":
+        print(f"profiles in {prof_dir} (api-*)")
+    sys.stdout.flush()
+    return out
+
+
+def _spy_summary():
+    spec = importlib.util.spec_from_file_location("spy_summary", REPO / "bench" / "spy_summary.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1012,7 +1820,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, help="notices in the throughput phase (default 20,000)")
     ap.add_argument("--suite", choices=[*SUITES, "both"], default="mlkem768-x25519")
     ap.add_argument("--plain-http", action="store_true", help="no TLS between the nodes")
-    ap.add_argument("--concurrency", type=int, default=64, help="concurrent Node.submit calls")
+    ap.add_argument(
+        "--via", choices=["direct", "api", "both"], default="both",
+        help="how the sender is loaded: Node.submit in-process, HTTP clients on its local "
+        "API, or both one after the other (default)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--code", help="measure the exchange_node of this checkout (with its own .venv) "
+        "instead of this one's; the benchmark scripts stay these",
+    )  # fmt: skip
+    ap.add_argument(
+        "--concurrency", type=int, default=64,
+        help="concurrent Node.submit callers, or HTTP clients with --via api",
+    )  # fmt: skip
+    ap.add_argument(
+        "--batch-size", type=int, default=100, help="notices per batch submission request"
+    )
+    ap.add_argument(
+        "--batch-concurrency", type=int, default=4, help="batch submission requests in flight"
+    )
     ap.add_argument("--idle", type=int, default=200, help="single notices on the idle pair")
     ap.add_argument("--rate", type=int, default=1000, help="offered notices/s in phase 2")
     ap.add_argument("--rate-seconds", type=float, help="length of phase 2 (default 5; quick 2)")
@@ -1028,20 +1854,33 @@ def main(argv: list[str] | None = None) -> int:
         "--trace", action="store_true", help="print the wall time of each delivery stage"
     )
     # internal: the child roles
-    ap.add_argument("--role", choices=["driver", "sender", "receiver", "bare-server"], default="driver", help=argparse.SUPPRESS)  # fmt: skip
-    for name in ("--config", "--peer", "--result", "--ready-file", "--sender-dir", "--receiver-dir"):  # fmt: skip
+    ap.add_argument("--role", choices=["driver", "sender", "node", "load", "bare-server"], default="driver", help=argparse.SUPPRESS)  # fmt: skip
+    for name in ("--config", "--peer", "--result", "--ready-file", "--sender-dir", "--receiver-dir",
+                 "--names-file", "--token", "--local-url", "--sender-db", "--sender-names",
+                 "--receiver-names"):  # fmt: skip
         ap.add_argument(name, help=argparse.SUPPRESS)
-    for name in ("--receiver-pid", "--port"):
+    for name in ("--receiver-pid", "--sender-pid", "--port"):
         ap.add_argument(name, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--phase-timeout", type=float, default=300, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.role == "sender":
         return role_sender(args)
-    if args.role == "receiver":
-        return role_receiver(args)
+    if args.role == "node":
+        return role_node(args)
+    if args.role == "load":
+        return role_load(args)
     if args.role == "bare-server":
         return role_bare_server(args)
+    if args.code and Path(args.code).resolve() != CODE:
+        # Run again on that checkout's interpreter and code; the children inherit both.
+        code = Path(args.code).resolve()
+        python = code / ".venv" / "bin" / "python"
+        if not python.exists():
+            print(f"error: {python} does not exist (run `make setup` in {code})", file=sys.stderr)
+            return 1
+        env = dict(os.environ, E2E_CODE=str(code), PYTHONPATH=str(code))
+        os.execve(str(python), [str(python), __file__, *(argv or sys.argv[1:])], env)
 
     args.n = args.n or (2000 if args.quick else 20000)
     args.rate_seconds = (
@@ -1061,6 +1900,7 @@ def main(argv: list[str] | None = None) -> int:
     print("exchange-node end-to-end benchmark: two node processes on loopback")
     for name, value in hardware():
         print(f"  {name:<13} {value}")
+    print(f"  code          {CODE} at {code_version()}")
     print(
         f"  notices       {args.n:,} (throughput), {args.idle} (idle), "
         f"{args.rate:,}/s x {args.rate_seconds:g} s (paced); {args.concurrency} concurrent submitters"
@@ -1087,6 +1927,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
+
+
+def code_version() -> str:
+    """The commit of the code measured, and whether its work tree differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(CODE), "log", "-1", "--format=%h %s"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(CODE), "status", "--porcelain", "--", "exchange_node"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "(not a git checkout)"
+    return head + (" (exchange_node/ modified)" if dirty else "")
 
 
 def envelope_size(suite_name: str) -> int:
