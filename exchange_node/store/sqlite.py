@@ -90,6 +90,48 @@ def hash_token_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8")).digest()
 
 
+class _GroupLeaves:
+    """The audit leaves of one group commit, appended in ONE ``append_on`` just before
+    its COMMIT (a handful of statements per group instead of per operation). Each
+    ``note`` returns the seqs its leaves will have: counted on from the tree size read
+    once per group, in note order, which is append order. Writer thread only."""
+
+    __slots__ = ("_appender", "_pending", "_base")
+
+    def __init__(self) -> None:
+        self._appender: AuditAppender | None = None
+        self._pending: list[Any] = []
+        self._base: int | None = None
+
+    def begin(self) -> None:
+        self._pending = []
+        self._base = None
+
+    def note(self, conn: sqlite3.Connection, events: Sequence[Any]) -> range:
+        if not events:
+            return range(0)
+        if self._appender is None:
+            raise StoreError("audit_not_attached", "no audit log is attached to this store")
+        if self._base is None:
+            self._base = self._appender(conn, ()).start  # the tree size this group sees
+        start = self._base + len(self._pending)
+        self._pending.extend(events)
+        return range(start, start + len(events))
+
+    def mark(self) -> int:
+        return len(self._pending)
+
+    def undo_to(self, mark: int) -> None:
+        """Forget the leaves noted since ``mark`` (their part was rolled back)."""
+        del self._pending[mark:]
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        if self._pending:
+            assert self._appender is not None
+            self._appender(conn, self._pending)
+            self._pending = []
+
+
 class SqliteTransaction:
     """The writes of one unit of work, on the writer's connection inside one transaction.
 
@@ -101,19 +143,16 @@ class SqliteTransaction:
     the awaited call returns.
     """
 
-    __slots__ = ("_conn", "_audit")
+    __slots__ = ("_conn", "_leaves")
 
-    def __init__(self, conn: sqlite3.Connection, audit: AuditAppender | None) -> None:
+    def __init__(self, conn: sqlite3.Connection, leaves: _GroupLeaves) -> None:
         self._conn = conn
-        self._audit = audit
+        self._leaves = leaves
 
     def audit(self, events: Sequence[Any]) -> range:
-        """Append ``events`` as audit leaves in this transaction; their seqs."""
-        if not events:
-            return range(0)
-        if self._audit is None:
-            raise StoreError("audit_not_attached", "no audit log is attached to this store")
-        return self._audit(self._conn, events)
+        """Append ``events`` as audit leaves in this transaction; their seqs. (They are
+        written just before the COMMIT, with the rest of the group's leaves.)"""
+        return self._leaves.note(self._conn, events)
 
     def enqueue(self, items: Sequence[OutboxItem]) -> list[int]:
         for i, item in enumerate(items):
@@ -191,10 +230,12 @@ class SqliteTransaction:
     def savepoint(self) -> Iterator[None]:
         """A part of the unit that an exception undoes alone: everything written inside
         the block is rolled back if it raises (the exception goes on), kept otherwise."""
+        mark = self._leaves.mark()
         self._conn.execute("SAVEPOINT part")
         try:
             yield
         except BaseException:
+            self._leaves.undo_to(mark)
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK TO part")
                 self._conn.execute("RELEASE part")
@@ -233,7 +274,8 @@ class SqliteStore:
         self._writer = writer
         self._db = reader
         self._closed = False
-        self._audit: AuditAppender | None = None
+        self._leaves = _GroupLeaves()
+        writer.set_group_hooks(begin=self._leaves.begin, before_commit=self._leaves.flush)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -307,7 +349,7 @@ class SqliteStore:
     def attach_audit(self, appender: AuditAppender) -> None:
         """Let transactions append audit leaves (the audit log's tables are in this
         database, created by migration 3)."""
-        self._audit = appender
+        self._leaves._appender = appender
 
     async def transaction(
         self, work: Callable[[SqliteTransaction], T], *, label: str, weight: int = 1
@@ -320,8 +362,8 @@ class SqliteStore:
         for fault injection (``store/faults.py``); ``weight`` is about how many rows it
         writes (group-commit sizing).
         """
-        audit = self._audit
-        return await self._write(lambda conn: work(SqliteTransaction(conn, audit)),
+        leaves = self._leaves
+        return await self._write(lambda conn: work(SqliteTransaction(conn, leaves)),
                                  weight=weight, label=label)  # fmt: skip
 
     async def append_audit(self, events: Sequence[Any]) -> range:
@@ -897,13 +939,13 @@ class SqliteStore:
         )
 
     def _with_leaves(self, fn: Callable[[sqlite3.Connection], T], audit: Leaves):
-        appender = self._audit
-        if appender is None:
+        leaves = self._leaves
+        if leaves._appender is None:
             raise StoreError("audit_not_attached", "no audit log is attached to this store")
 
         def job(conn: sqlite3.Connection) -> T:
             result = fn(conn)
-            appender(conn, audit(result) if callable(audit) else audit)
+            leaves.note(conn, audit(result) if callable(audit) else audit)
             return result
 
         return job

@@ -2,15 +2,20 @@
 
 Callers hand a *job* (a function of the connection) to :meth:`GroupCommitWriter.submit`
 and await its result. The writer thread takes every job waiting in its queue (up to
-``max_group`` rows' worth), runs them in ONE transaction, each inside its own SAVEPOINT, and commits
-once; only after COMMIT returns does it resolve the callers' futures. Under load many
-jobs share one fsync; when idle a lone job commits at once (no added latency).
+``max_group`` rows' worth), runs them in ONE transaction and commits once; only after
+COMMIT returns does it resolve the callers' futures. Under load many jobs share one
+fsync; when idle a lone job commits at once (no added latency).
 
-A job that raises is rolled back to its savepoint alone and its exception goes to its own
-caller; the rest of the group commits. If the group as a whole fails (COMMIT error, or an
-error that aborted the whole transaction), every job of the group is run again on its own
-so each caller gets its own answer. Jobs must therefore only touch the connection and
-be safe to run again after a rollback.
+If a job raises, the group is rolled back, that job's caller gets the exception, and the
+other jobs run again together in a new transaction: a failing job takes nothing of the
+others with it. If the group as a whole fails (its COMMIT), every job is run again on
+its own so each caller gets its own answer. (No SAVEPOINT per job: jobs rarely fail,
+and two statements per job, each a release and re-take of the GIL on this thread, cost
+more than the rare re-run.) Jobs must therefore
+only touch the connection and be safe to run again after a rollback.
+
+The owner may hook the group's start and its last moment before COMMIT
+(:meth:`set_group_hooks`): the store appends a group's audit leaves there, once.
 """
 
 from __future__ import annotations
@@ -87,6 +92,18 @@ class GroupCommitWriter:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._closing = False
+        self._on_begin: Callable[[], None] = _nothing
+        self._before_commit: Callable[[sqlite3.Connection], None] = _nothing_on
+
+    def set_group_hooks(
+        self,
+        *,
+        begin: Callable[[], None],
+        before_commit: Callable[[sqlite3.Connection], None],
+    ) -> None:
+        """``begin`` runs as each group's transaction opens, ``before_commit`` after its
+        last job, inside the transaction (an exception there fails the group)."""
+        self._on_begin, self._before_commit = begin, before_commit
 
     def start(self) -> None:
         """Start the thread and open the connection; re-raises a failure to connect."""
@@ -193,22 +210,21 @@ class GroupCommitWriter:
         self._resolve([job])
 
     def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
-        failure: BaseException | None = None  # the database refused one job's write
+        current: _Job | None = None  # the job running when something raised
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._on_begin()
             for job in group:
-                conn.execute("SAVEPOINT job")
-                try:
-                    job.result = job.fn(conn)
-                except Exception as exc:
-                    if not conn.in_transaction:
-                        raise  # the error ended the whole transaction: group fails
-                    conn.execute("ROLLBACK TO job")
-                    job.error = _wrap(exc)
-                    if _storage_failure(exc):
-                        failure = exc
-                conn.execute("RELEASE job")
-            labels = tuple(job.label for job in group if job.error is None)
+                current = job
+                job.result = job.fn(conn)
+                if not conn.in_transaction:  # the job ended the group's transaction
+                    raise StoreError(
+                        "store_job_ended_transaction",
+                        "a write job committed or rolled back the group's transaction",
+                    )
+            current = None
+            self._before_commit(conn)
+            labels = tuple(job.label for job in group)
             faults.reached(labels, "applied")
             conn.execute("COMMIT")
             faults.reached(labels, "committed")
@@ -220,12 +236,21 @@ class GroupCommitWriter:
                 job.error = _wrap(exc)
                 self._count(group, exc, committed=False)
                 self._resolve(group)
+            elif current is not None:
+                # That job fails, with what it raised; the others run again, together.
+                current.result, current.error = None, _wrap(exc)
+                self._count([current], exc, committed=False)
+                self._resolve([current])
+                rest = [job for job in group if job is not current]
+                for job in rest:
+                    job.result, job.error = None, None
+                self._run_group(conn, rest)
             else:
-                for job in group:  # isolate the culprit: each job alone
+                for job in group:  # the COMMIT failed: each job alone, for its answer
                     job.result, job.error = None, None
                     self._run_group(conn, [job])
             return
-        self._count(group, failure, committed=True)
+        self._count(group, None, committed=True)
         self._resolve(group)
 
     def _count(self, group: list[_Job], failure: BaseException | None, *, committed: bool) -> None:
@@ -253,6 +278,14 @@ class GroupCommitWriter:
             # RuntimeError: the caller's loop is closed, nobody is waiting for these answers.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _nothing_on(_conn: sqlite3.Connection) -> None:
+    pass
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
