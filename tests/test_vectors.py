@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import importlib.util
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -398,6 +399,43 @@ def test_envelope_is_refused_with_the_published_reason(vector):
         types_pb2.Reason.Name(vector["expected_wire_reason"])
         == (vector["expected_wire_reason_name"])
     )
+
+
+_OPEN_FRESHNESS = Freshness(max_skew_ms=300_000, max_age_ms=604_800_000)
+
+
+@pytest.mark.parametrize(
+    "vector", FAILURES["opens_at_bounds"], ids=_ids(FAILURES["opens_at_bounds"])
+)
+def test_envelope_opens_at_the_exact_freshness_bounds(vector):
+    ring = Keyring.from_cards([x(_card("JPN-ISA")["signed_card"])])
+    opened = open_envelope(
+        x(vector["envelope"]),
+        me=_identity("PHL-DFA"),
+        keyring=ring,
+        now_ms=vector["now_ms"],
+        freshness=_OPEN_FRESHNESS,
+    )
+    assert opened.sender == "JPN-ISA"
+
+
+def _spec_open_checks() -> dict[str, str]:
+    """Check number -> internal reason, read from the table of docs/protocol.md 8.4."""
+    section = SPEC.split("### 8.4 ")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ")]
+    return {
+        cells[0].strip(): cells[-1].strip().strip("`")
+        for cells in rows
+        if re.fullmatch(r"[0-9]+a?", cells[0].strip())
+    }
+
+
+def test_every_check_of_the_spec_has_a_refusal_vector_with_its_reason():
+    checks = _spec_open_checks()
+    assert list(checks) == [str(n) for n in range(1, 3)] + ["2a"] + [str(n) for n in range(3, 20)]
+    for vector in FAILURES["vectors"]:
+        assert checks[vector["check"]] == vector["expected_reason"], vector["name"]
+    assert {v["check"] for v in FAILURES["vectors"]} == set(checks)
 
 
 def test_decryption_and_signature_failures_look_the_same_on_the_wire():
