@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
+from exchange_node.pb.exchange.v1 import card_pb2, envelope_pb2, types_pb2
 from exchange_node.protocol import framing
 from exchange_node.protocol.cards import card_fingerprint, verify_card, verify_revocation
 from exchange_node.protocol.envelope import (
@@ -150,6 +150,27 @@ def test_card_verifies_with_published_signatures_and_fingerprint(vector):
     assert fp_input == x(vector["fingerprint_input"])
     assert hashlib.sha256(fp_input).digest() == x(vector["fingerprint_digest"])
     assert card_fingerprint(card.card_bytes) == card.fingerprint == vector["fingerprint"]
+
+
+@pytest.mark.parametrize("vector", CARDS["invalid"], ids=_ids(CARDS["invalid"]))
+def test_invalid_card_is_refused_with_the_published_reason(vector):
+    with pytest.raises(OpenError) as caught:
+        verify_card(x(vector["signed_card"]))
+    assert caught.value.reason.value == vector["expected_reason"]
+
+
+def test_unloadable_mlkem_card_key_has_the_right_length_and_key_id():
+    """The key is refused for its content alone: FIPS 203's encapsulation key check."""
+    vector = next(v for v in CARDS["invalid"] if v["name"] == "ML-KEM key not loadable")
+    card = card_pb2.NodeCard.FromString(
+        card_pb2.SignedCard.FromString(x(vector["signed_card"])).card
+    )
+    key = card.encryption_keys[0]
+    assert len(key.public_key) == 1216
+    assert key_id(key.algorithm, key.public_key) == key.key_id
+    with pytest.raises(ValueError):
+        mlkem.MLKEM768PublicKey.from_public_bytes(key.public_key[:1184])
+    x25519.X25519PublicKey.from_public_bytes(key.public_key[1184:])
 
 
 def test_card_signatures_are_reproduced_from_the_seeds():

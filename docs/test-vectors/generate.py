@@ -72,6 +72,7 @@ from exchange_node.protocol.keys import (  # noqa: E402
     SigningKey,
     Suite,
     hpke_public_key,
+    key_id,
 )
 from exchange_node.protocol.receipts import (  # noqa: E402
     Outcome,
@@ -419,6 +420,112 @@ def revocation(jpn: Node, rotated: SigningKey) -> bytes:
     )
 
 
+def _altered_card(phl: Node, change) -> bytes:
+    """PHL-DFA's card after ``change(NodeCard)``, signed again by PHL-DFA's signing key."""
+    card = card_pb2.NodeCard.FromString(card_pb2.SignedCard.FromString(phl.card).card)
+    change(card)
+    data = card.SerializeToString()
+    sig = phl.signing.sign(framing.frame(framing.LABEL_CARD_SIGNATURE, data))
+    return card_pb2.SignedCard(
+        card=data, signatures=[card_pb2.CardSignature(key_id=phl.signing.key_id, signature=sig)]
+    ).SerializeToString()
+
+
+def _set(field: str, value: Any):
+    return lambda card: setattr(card, field, value)
+
+
+def _mlkem_out_of_range(card: card_pb2.NodeCard) -> None:
+    """The first 12-bit coefficient of the ML-KEM key set to 4095 (>= q = 3329)."""
+    key = card.encryption_keys[0]
+    public = b"\xff" + bytes([key.public_key[1] | 0x0F]) + key.public_key[2:]
+    key.public_key = public
+    key.key_id = key_id(key.algorithm, public)
+
+
+def _x25519_short(card: card_pb2.NodeCard) -> None:
+    key = card.encryption_keys[0]
+    key.algorithm = types_pb2.KEY_ALGORITHM_X25519
+    key.public_key = key.public_key[-31:]
+    key.key_id = key_id(key.algorithm, key.public_key)
+
+
+def _signature_flipped(phl: Node) -> bytes:
+    sc = card_pb2.SignedCard.FromString(phl.card)
+    sig = sc.signatures[0].signature
+    sc.signatures[0].signature = sig[:-1] + bytes([sig[-1] ^ 0x01])
+    return sc.SerializeToString()
+
+
+def invalid_card_vectors(phl: Node) -> list[dict[str, Any]]:
+    """Cards derived from PHL-DFA's, each failing one rule of docs/protocol.md 10.2."""
+    cases = [
+        (
+            "country not an ICAO code",
+            "4",
+            "country `phl` (lower case).",
+            _altered_card(phl, _set("country", "phl")),
+        ),
+        (
+            "TLS certificate digest mismatch",
+            "6",
+            "tls_cert_sha256 is 32 zero bytes while tls_certificate is present.",
+            _altered_card(phl, _set("tls_cert_sha256", b"\x00" * 32)),
+        ),
+        (
+            "ML-KEM key not loadable",
+            "7",
+            "The encryption key's ML-KEM-768 part has its first 12-bit coefficient set to "
+            "4095, which is not below q = 3329: it fails the FIPS 203 encapsulation key "
+            "check, so the key is not loadable, although its length and key id are right.",
+            _altered_card(phl, _mlkem_out_of_range),
+        ),
+        (
+            "X25519 key of 31 bytes",
+            "7",
+            "The encryption key as KEY_ALGORITHM_X25519 with a 31-byte public key (key id "
+            "recomputed over those bytes).",
+            _altered_card(phl, _x25519_short),
+        ),
+        (
+            "card signature does not verify",
+            "9",
+            "PHL-DFA's own card with the last bit of its signature flipped.",
+            _signature_flipped(phl),
+        ),
+        (
+            "not signed by its current key",
+            "10",
+            "PHL-DFA's card with no signatures.",
+            card_pb2.SignedCard(
+                card=card_pb2.SignedCard.FromString(phl.card).card
+            ).SerializeToString(),
+        ),
+    ]
+    expected = {"4": Reason.MALFORMED, "6": Reason.MALFORMED, "7": Reason.MALFORMED}
+    vectors = []
+    for name, check, description, signed in cases:
+        try:
+            verify_card(signed)
+        except OpenError as exc:
+            reason = exc.reason
+        else:  # pragma: no cover - the generator itself checks its vectors
+            raise RuntimeError(f"invalid card vector {name!r} verified")
+        if reason is not expected.get(check, Reason.BAD_SIGNATURE):
+            raise RuntimeError(f"invalid card vector {name!r}: {reason}")
+        vectors.append(
+            {
+                "name": name,
+                "check": check,
+                "description": description + " Otherwise a well-formed card, signed by "
+                "PHL-DFA's current signing key (except where the signature is the fault).",
+                "signed_card": h(signed),
+                "expected_reason": reason.value,
+            }
+        )
+    return vectors
+
+
 def cards_file(jpn: Node, phl: Node, rotated: SigningKey) -> dict[str, Any]:
     rot = rotated_jpn_card(jpn, rotated)
     rev = revocation(jpn, rotated)
@@ -461,9 +568,11 @@ def cards_file(jpn: Node, phl: Node, rotated: SigningKey) -> dict[str, Any]:
         "SignedCard bytes, card signature inputs, fingerprints, a rotation and a revocation. "
         "fingerprint = base32 (RFC 4648, upper case, no padding) of the first 20 bytes of "
         'SHA-256(frame("exchange-node/v1/card-fingerprint", card)), in groups of four '
-        "joined with '-'. " + COMMON,
+        "joined with '-'. `invalid`: cards a receiver must refuse, each with the check of "
+        "docs/protocol.md 10.2 it fails first and the reason. " + COMMON,
         vectors,
         revocation=rev_vector,
+        invalid=invalid_card_vectors(phl),
     )
 
 
