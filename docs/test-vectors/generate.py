@@ -60,6 +60,7 @@ from exchange_node.protocol.cards import (  # noqa: E402
 from exchange_node.protocol.envelope import (  # noqa: E402
     MAX_BODY_BYTES,
     MAX_ENVELOPE_BYTES,
+    Freshness,
     hpke_info,
     open_envelope,
     seal,
@@ -87,6 +88,9 @@ T_SEND_MS = 1_767_225_600_000
 T_KEYS_MS = 1_764_547_200_000
 # The receiver opens the envelopes one second after they were sealed.
 T_OPEN_MS = T_SEND_MS + 1_000
+
+# The receiver settings of open-failures.json: stated in the file, not the defaults.
+VECTOR_FRESHNESS = Freshness(max_skew_ms=300_000, max_age_ms=604_800_000)
 
 SEALED_FILE = "sealed-envelopes.json"
 FILES = (
@@ -1276,7 +1280,12 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ring = Keyring.from_cards([jpn.card], [(k, T_SEND_MS + 60_000) for k in revoked])
         try:
             open_envelope(
-                env, me=phl.identity, keyring=ring, now_ms=now, expected_sender=expected_sender
+                env,
+                me=phl.identity,
+                keyring=ring,
+                now_ms=now,
+                freshness=VECTOR_FRESHNESS,
+                expected_sender=expected_sender,
             )
         except OpenError as exc:
             reason = exc.reason
@@ -1332,7 +1341,13 @@ def opens_at_bounds(jpn: Node, phl: Node, data: bytes) -> list[dict[str, Any]]:
             T_SEND_MS + 604_800_000,
         ),
     ):
-        open_envelope(data, me=phl.identity, keyring=Keyring.from_cards([jpn.card]), now_ms=now)
+        open_envelope(
+            data,
+            me=phl.identity,
+            keyring=Keyring.from_cards([jpn.card]),
+            now_ms=now,
+            freshness=VECTOR_FRESHNESS,
+        )
         vectors.append(
             {"name": name, "description": description, "envelope": h(data), "now_ms": now}
         )
