@@ -266,6 +266,7 @@ def render_config(
     local_listen: str,
     allow_plain_http: bool = False,
     data_dir: str = "data",
+    suite: str = "mlkem768-x25519",
 ) -> str:
     """The commented TOML that ``exchange-node init`` writes."""
     return f'''# exchange-node configuration. Every key is documented in docs/operations.md.
@@ -275,7 +276,7 @@ id = "{node_id}"                  # this node's id, as peers know it
 country = "{country}"                 # ICAO Doc 9303 code of the authority's state
 display_name = "{display_name}"
 data_dir = "{data_dir}"                # keys, TLS certificate, databases (relative to this file)
-suite = "mlkem768-x25519"        # HPKE suite of our encryption key: or "x25519"
+suite = "{suite}"{" " * (23 - len(suite))}# HPKE suite of new encryption keys (init, keys rotate): "mlkem768-x25519" or "x25519"
 key_passphrase_env = ""          # env var holding the private-key passphrase, if keys are encrypted
 
 [peer_api]

@@ -24,6 +24,7 @@ from exchange_node.identity import (
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import verify_card
 from exchange_node.protocol.envelope import DAY_MS
+from exchange_node.protocol.keys import Suite
 
 
 def rotation_overlap_ms(cfg: Config) -> int:
@@ -58,7 +59,11 @@ async def cmd_keys_rotate(args) -> int:
     passphrase = _passphrase(cfg)
     overlap_ms = rotation_overlap_ms(cfg)
     successor = prepare_rotation(
-        cfg.data_path, now_ms=now_ms(), passphrase=passphrase, overlap_ms=overlap_ms
+        cfg.data_path,
+        now_ms=now_ms(),
+        passphrase=passphrase,
+        suite=Suite.parse(cfg.node.suite),
+        overlap_ms=overlap_ms,
     )
     body = notice_pb2.Body(
         card_announcement=notice_pb2.CardAnnouncement(
