@@ -254,8 +254,9 @@ def test_sealed_envelope_opens_with_the_published_private_key(vector):
     assert opened.body.WhichOneof("content") == vector["body_variant"]
 
 
-# An independent reading of docs/protocol.md, "HPKE": RFC 9180 base mode, single shot,
-# with DHKEM(X25519, HKDF-SHA256) or X-Wing, HKDF-SHA256 and AES-256-GCM, empty aad.
+# An independent reading of docs/protocol.md section 7, "HPKE suites": RFC 9180 base mode,
+# single shot, with DHKEM(X25519, HKDF-SHA256) or X-Wing, HKDF-SHA256 and AES-256-GCM,
+# empty aad.
 
 
 def _extract(salt: bytes, ikm: bytes) -> bytes:
