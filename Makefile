@@ -13,7 +13,7 @@ BUF := .tools/node_modules/.bin/buf
 # Twice quiet: errors still show, a machine's own index warnings do not.
 PIP := $(BIN)/python -m pip --quiet --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint lock proto bench clean
+.PHONY: setup demo test lint lock proto spec bench clean
 
 # A changed lock rebuilds the environment from scratch: nothing unlocked stays behind.
 $(STAMP): $(LOCK) pyproject.toml
@@ -50,6 +50,10 @@ lint: $(STAMP) $(BUF)
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
+
+# The parts of docs/protocol.md generated from the code (the case lifecycle table).
+spec: $(STAMP)
+	$(BIN)/python docs/generate.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/crypto.py

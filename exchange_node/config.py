@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from exchange_node.protocol.cards import NODE_ID_RE
+from exchange_node.protocol.envelope import DAY_MS, DEFAULT_MAX_AGE_MS, DEFAULT_MAX_SKEW_MS
 
 NOTICE_KINDS = ("status_notice", "fraud_notice", "correction", "case_event")
 """Kinds of notice a peer policy can allow. Pings and key announcements always pass."""
@@ -54,9 +55,9 @@ class LocalApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    max_clock_skew_seconds: int = 300
+    max_clock_skew_seconds: int = DEFAULT_MAX_SKEW_MS // 1000
     # Envelopes older than this are refused; de-duplication remembers at least this long.
-    retention_days: int = 30
+    retention_days: int = DEFAULT_MAX_AGE_MS // DAY_MS
 
 
 class DeliverySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -265,6 +266,7 @@ def render_config(
     local_listen: str,
     allow_plain_http: bool = False,
     data_dir: str = "data",
+    suite: str = "mlkem768-x25519",
 ) -> str:
     """The commented TOML that ``exchange-node init`` writes."""
     return f'''# exchange-node configuration. Every key is documented in docs/operations.md.
@@ -274,7 +276,7 @@ id = "{node_id}"                  # this node's id, as peers know it
 country = "{country}"                 # ICAO Doc 9303 code of the authority's state
 display_name = "{display_name}"
 data_dir = "{data_dir}"                # keys, TLS certificate, databases (relative to this file)
-suite = "mlkem768-x25519"        # HPKE suite of our encryption key: or "x25519"
+suite = "{suite}"{" " * (23 - len(suite))}# HPKE suite of new encryption keys (init, keys rotate): "mlkem768-x25519" or "x25519"
 key_passphrase_env = ""          # env var holding the private-key passphrase, if keys are encrypted
 
 [peer_api]
@@ -289,8 +291,8 @@ listen = "{local_listen}"          # authority systems connect here; loopback by
 allow_non_loopback = false
 
 [protocol]
-max_clock_skew_seconds = 300     # how far peers' clocks may be ahead of ours
-retention_days = 30              # older envelopes are refused; duplicates remembered this long
+max_clock_skew_seconds = {DEFAULT_MAX_SKEW_MS // 1000}     # how far peers' clocks may be ahead of ours
+retention_days = {DEFAULT_MAX_AGE_MS // DAY_MS}              # older envelopes are refused; duplicates and replaced keys kept this long
 
 [delivery]
 batch_size = 200                 # envelopes per batch (1-500)

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from exchange_node.protocol.cards import CardKey, PeerCard, issue_card, sign_revocation, verify_card
+from exchange_node.protocol.envelope import DEFAULT_MAX_AGE_MS
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keyring import LocalIdentity
 from exchange_node.protocol.keys import (
@@ -46,8 +47,10 @@ from exchange_node.protocol.keys import (
     write_secret_file,
 )
 
-ROTATION_OVERLAP_MS = 7 * 24 * 3600 * 1000
-"""How long keys replaced by a rotation stay valid, so envelopes in flight still open."""
+ROTATION_OVERLAP_MS = DEFAULT_MAX_AGE_MS
+"""How long keys replaced by a rotation stay valid, so envelopes in flight still open:
+at least the maximum age (docs/protocol.md 10.5). ``keys rotate`` uses the node's
+configured ``retention_days`` when that is longer."""
 
 NEXT_CARD = "card-next.pb"
 

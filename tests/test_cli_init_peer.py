@@ -11,11 +11,12 @@ import pytest
 
 from exchange_node.config import load_config
 from exchange_node.identity import load_identity
+from exchange_node.protocol.keys import Suite
 from exchange_node.store.sqlite import SqliteStore
 from tests.node_helpers import free_port, run_cli
 
 
-def init(tmp_path, capsys, node_id: str, country: str) -> tuple:
+def init(tmp_path, capsys, node_id: str, country: str, *extra: str) -> tuple:
     config = tmp_path / node_id.lower() / "node.toml"
     port = free_port()
     code = run_cli(
@@ -26,6 +27,7 @@ def init(tmp_path, capsys, node_id: str, country: str) -> tuple:
             "--endpoint", f"https://127.0.0.1:{port}",
             "--peer-listen", f"127.0.0.1:{port}",
             "--local-listen", "127.0.0.1:0",
+            *extra,
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -51,6 +53,37 @@ def test_init_writes_private_keys_0600_and_a_config_that_loads(tmp_path, capsys)
             assert mode(path) == 0o600, path.name
     assert mode(cfg.data_path) == 0o700
     assert mode(cfg.data_path / "keys") == 0o700
+
+
+def _encryption_suites(config) -> list[Suite]:
+    card = load_identity(load_config(config).data_path).card
+    return [Suite.for_algorithm(k.algorithm) for k in card.encryption_keys]
+
+
+def test_init_makes_the_hybrid_suite_by_default(tmp_path, capsys):
+    config, _ = init(tmp_path, capsys, "JPN-ISA", "JPN")
+    assert load_config(config).node.suite == "mlkem768-x25519"
+    assert _encryption_suites(config) == [Suite.MLKEM768_X25519]
+
+
+def test_init_suite_x25519_offers_the_x25519_suite_and_writes_it_to_the_config(tmp_path, capsys):
+    config, _ = init(tmp_path, capsys, "JPN-ISA", "JPN", "--suite", "x25519")
+    assert load_config(config).node.suite == "x25519"
+    assert _encryption_suites(config) == [Suite.X25519]
+
+
+def test_keys_rotate_makes_the_encryption_key_of_the_configured_suite(tmp_path, capsys):
+    config, _ = init(tmp_path, capsys, "JPN-ISA", "JPN")
+    text = config.read_text()
+    config.write_text(text.replace('suite = "mlkem768-x25519"', 'suite = "x25519"', 1))
+    assert run_cli(["--config", str(config), "keys", "rotate"]) == 0
+    assert "previous keys stay valid for 30 days" in capsys.readouterr().out
+    # The new current key is X25519; the hybrid one is kept for the overlap.
+    assert _encryption_suites(config) == [Suite.X25519, Suite.MLKEM768_X25519]
+
+    config.write_text(text)
+    assert run_cli(["--config", str(config), "keys", "rotate"]) == 0
+    assert _encryption_suites(config)[0] is Suite.MLKEM768_X25519
 
 
 def test_init_refuses_to_overwrite_an_existing_config(tmp_path, capsys):

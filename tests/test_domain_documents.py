@@ -474,3 +474,22 @@ def test_fold_accepts_kinds_given_as_string_values():
     record = fold_history([_notice("s1", K.STOLEN, at=1), withdrawal])
     assert record.current_status is None
     assert _entry(record, "s1").withdrawn
+
+
+def test_spec_lists_exactly_the_codes_that_may_not_send_status_notices():
+    """docs/protocol.md 16.1 names every non-state code; the code refuses exactly those."""
+    import re
+    from pathlib import Path
+
+    from exchange_node.domain.icao import HISTORIC_CODES, INTERNATIONAL_CODES, STATE_CODES
+
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    rule = spec.split("### 16.1 ")[1].split("2. `document.issuing_state`")[0]
+    refused = set(re.findall(r"`([A-Z]{3})`", rule.split("are\n   not;")[0].split("Part B")[1]))
+    assert refused == INTERNATIONAL_CODES | HISTORIC_CODES
+    assert not refused & STATE_CODES
+    for code in refused:
+        err = _error(
+            ValidationError, check_notice_authority, K.STOLEN, code, DocumentKey(code, "P", "1")
+        )
+        assert err.code == "not_issuing_state"

@@ -23,6 +23,7 @@ from exchange_node.pb.exchange.v1 import card_pb2
 from exchange_node.protocol.cards import (
     MAX_CARD_BYTES,
     CardKey,
+    announced_card_bytes,
     card_fingerprint,
     issue_card,
     normalise_fingerprint,
@@ -474,3 +475,38 @@ def test_pinning_keeps_earlier_revocations_of_the_cards_keys() -> None:
     ring = Keyring(revoked={node.encryption_keys[0].key_id: NOW_MS})
     card = ring.pin(node.signed_card, node.fingerprint)
     assert card.encryption_keys == ()
+
+
+# --- announced cards ---------------------------------------------------------------------
+
+
+def test_announced_card_bytes_are_the_issued_bytes():
+    node = make_node("PHL-DFA", Suite.X25519)
+    embedded = card_pb2.SignedCard.FromString(node.signed_card)
+    assert announced_card_bytes(embedded) == node.signed_card
+
+
+def test_announced_card_bytes_do_not_depend_on_how_the_sender_encoded_them():
+    """Fields reordered, an unknown field in the SignedCard and in a signature: the pinned
+    bytes are rebuilt from card and signatures, so card bytes and fingerprint are the
+    sender's and the SignedCard is the one every implementation pins."""
+    node = make_node("PHL-DFA", Suite.X25519)
+    sc = card_pb2.SignedCard.FromString(node.signed_card)
+
+    def field(number: int, value: bytes) -> bytes:  # length-delimited, short values only
+        assert len(value) < 128
+        return bytes([number << 3 | 2, len(value)]) + value
+
+    # signature (2) before key_id (1) and an unknown field 3; then an unknown field 3 in
+    # the SignedCard; then card (1) after signatures (2).
+    odd_sig = field(2, sc.signatures[0].signature) + field(1, sc.signatures[0].key_id)
+    reencoded = (
+        field(2, odd_sig + b"\x18\x07")
+        + b"\x18\x01"
+        + card_pb2.SignedCard(card=sc.card).SerializeToString()
+    )
+    embedded = card_pb2.SignedCard.FromString(reencoded)
+    assert embedded.SerializeToString() != node.signed_card
+    pinned = announced_card_bytes(embedded)
+    assert pinned == node.signed_card
+    assert verify_card(pinned).fingerprint == card_fingerprint(sc.card)

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import importlib.util
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
+from exchange_node.pb.exchange.v1 import card_pb2, envelope_pb2, types_pb2
 from exchange_node.protocol import framing
 from exchange_node.protocol.cards import card_fingerprint, verify_card, verify_revocation
 from exchange_node.protocol.envelope import (
@@ -151,6 +152,27 @@ def test_card_verifies_with_published_signatures_and_fingerprint(vector):
     assert card_fingerprint(card.card_bytes) == card.fingerprint == vector["fingerprint"]
 
 
+@pytest.mark.parametrize("vector", CARDS["invalid"], ids=_ids(CARDS["invalid"]))
+def test_invalid_card_is_refused_with_the_published_reason(vector):
+    with pytest.raises(OpenError) as caught:
+        verify_card(x(vector["signed_card"]))
+    assert caught.value.reason.value == vector["expected_reason"]
+
+
+def test_unloadable_mlkem_card_key_has_the_right_length_and_key_id():
+    """The key is refused for its content alone: FIPS 203's encapsulation key check."""
+    vector = next(v for v in CARDS["invalid"] if v["name"] == "ML-KEM key not loadable")
+    card = card_pb2.NodeCard.FromString(
+        card_pb2.SignedCard.FromString(x(vector["signed_card"])).card
+    )
+    key = card.encryption_keys[0]
+    assert len(key.public_key) == 1216
+    assert key_id(key.algorithm, key.public_key) == key.key_id
+    with pytest.raises(ValueError):
+        mlkem.MLKEM768PublicKey.from_public_bytes(key.public_key[:1184])
+    x25519.X25519PublicKey.from_public_bytes(key.public_key[1184:])
+
+
 def test_card_signatures_are_reproduced_from_the_seeds():
     vector = _card("JPN-ISA", 2)
     signers = {v["key_id"]: v["seed"] for v in KEYS["vectors"]}
@@ -232,8 +254,9 @@ def test_sealed_envelope_opens_with_the_published_private_key(vector):
     assert opened.body.WhichOneof("content") == vector["body_variant"]
 
 
-# An independent reading of docs/protocol.md, "HPKE": RFC 9180 base mode, single shot,
-# with DHKEM(X25519, HKDF-SHA256) or X-Wing, HKDF-SHA256 and AES-256-GCM, empty aad.
+# An independent reading of docs/protocol.md section 7, "HPKE suites": RFC 9180 base mode,
+# single shot, with DHKEM(X25519, HKDF-SHA256) or X-Wing, HKDF-SHA256 and AES-256-GCM,
+# empty aad.
 
 
 def _extract(salt: bytes, ikm: bytes) -> bytes:
@@ -398,6 +421,43 @@ def test_envelope_is_refused_with_the_published_reason(vector):
         types_pb2.Reason.Name(vector["expected_wire_reason"])
         == (vector["expected_wire_reason_name"])
     )
+
+
+_OPEN_FRESHNESS = Freshness(max_skew_ms=300_000, max_age_ms=604_800_000)
+
+
+@pytest.mark.parametrize(
+    "vector", FAILURES["opens_at_bounds"], ids=_ids(FAILURES["opens_at_bounds"])
+)
+def test_envelope_opens_at_the_exact_freshness_bounds(vector):
+    ring = Keyring.from_cards([x(_card("JPN-ISA")["signed_card"])])
+    opened = open_envelope(
+        x(vector["envelope"]),
+        me=_identity("PHL-DFA"),
+        keyring=ring,
+        now_ms=vector["now_ms"],
+        freshness=_OPEN_FRESHNESS,
+    )
+    assert opened.sender == "JPN-ISA"
+
+
+def _spec_open_checks() -> dict[str, str]:
+    """Check number -> internal reason, read from the table of docs/protocol.md 8.4."""
+    section = SPEC.split("### 8.4 ")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ")]
+    return {
+        cells[0].strip(): cells[-1].strip().strip("`")
+        for cells in rows
+        if re.fullmatch(r"[0-9]+a?", cells[0].strip())
+    }
+
+
+def test_every_check_of_the_spec_has_a_refusal_vector_with_its_reason():
+    checks = _spec_open_checks()
+    assert list(checks) == [str(n) for n in range(1, 3)] + ["2a"] + [str(n) for n in range(3, 20)]
+    for vector in FAILURES["vectors"]:
+        assert checks[vector["check"]] == vector["expected_reason"], vector["name"]
+    assert {v["check"] for v in FAILURES["vectors"]} == set(checks)
 
 
 def test_decryption_and_signature_failures_look_the_same_on_the_wire():

@@ -60,18 +60,20 @@ from exchange_node.protocol.cards import (  # noqa: E402
 from exchange_node.protocol.envelope import (  # noqa: E402
     MAX_BODY_BYTES,
     MAX_ENVELOPE_BYTES,
+    Freshness,
     hpke_info,
     open_envelope,
     seal,
     signature_input,
 )
-from exchange_node.protocol.errors import OpenError, wire_reason  # noqa: E402
+from exchange_node.protocol.errors import OpenError, Reason, wire_reason  # noqa: E402
 from exchange_node.protocol.keyring import Keyring, LocalIdentity  # noqa: E402
 from exchange_node.protocol.keys import (  # noqa: E402
     EncryptionKey,
     SigningKey,
     Suite,
     hpke_public_key,
+    key_id,
 )
 from exchange_node.protocol.receipts import (  # noqa: E402
     Outcome,
@@ -86,6 +88,9 @@ T_SEND_MS = 1_767_225_600_000
 T_KEYS_MS = 1_764_547_200_000
 # The receiver opens the envelopes one second after they were sealed.
 T_OPEN_MS = T_SEND_MS + 1_000
+
+# The receiver settings of open-failures.json: stated in the file, not the defaults.
+VECTOR_FRESHNESS = Freshness(max_skew_ms=300_000, max_age_ms=604_800_000)
 
 SEALED_FILE = "sealed-envelopes.json"
 FILES = (
@@ -419,6 +424,112 @@ def revocation(jpn: Node, rotated: SigningKey) -> bytes:
     )
 
 
+def _altered_card(phl: Node, change) -> bytes:
+    """PHL-DFA's card after ``change(NodeCard)``, signed again by PHL-DFA's signing key."""
+    card = card_pb2.NodeCard.FromString(card_pb2.SignedCard.FromString(phl.card).card)
+    change(card)
+    data = card.SerializeToString()
+    sig = phl.signing.sign(framing.frame(framing.LABEL_CARD_SIGNATURE, data))
+    return card_pb2.SignedCard(
+        card=data, signatures=[card_pb2.CardSignature(key_id=phl.signing.key_id, signature=sig)]
+    ).SerializeToString()
+
+
+def _set(field: str, value: Any):
+    return lambda card: setattr(card, field, value)
+
+
+def _mlkem_out_of_range(card: card_pb2.NodeCard) -> None:
+    """The first 12-bit coefficient of the ML-KEM key set to 4095 (>= q = 3329)."""
+    key = card.encryption_keys[0]
+    public = b"\xff" + bytes([key.public_key[1] | 0x0F]) + key.public_key[2:]
+    key.public_key = public
+    key.key_id = key_id(key.algorithm, public)
+
+
+def _x25519_short(card: card_pb2.NodeCard) -> None:
+    key = card.encryption_keys[0]
+    key.algorithm = types_pb2.KEY_ALGORITHM_X25519
+    key.public_key = key.public_key[-31:]
+    key.key_id = key_id(key.algorithm, key.public_key)
+
+
+def _signature_flipped(phl: Node) -> bytes:
+    sc = card_pb2.SignedCard.FromString(phl.card)
+    sig = sc.signatures[0].signature
+    sc.signatures[0].signature = sig[:-1] + bytes([sig[-1] ^ 0x01])
+    return sc.SerializeToString()
+
+
+def invalid_card_vectors(phl: Node) -> list[dict[str, Any]]:
+    """Cards derived from PHL-DFA's, each failing one rule of docs/protocol.md 10.2."""
+    cases = [
+        (
+            "country not an ICAO code",
+            "4",
+            "country `phl` (lower case).",
+            _altered_card(phl, _set("country", "phl")),
+        ),
+        (
+            "TLS certificate digest mismatch",
+            "6",
+            "tls_cert_sha256 is 32 zero bytes while tls_certificate is present.",
+            _altered_card(phl, _set("tls_cert_sha256", b"\x00" * 32)),
+        ),
+        (
+            "ML-KEM key not loadable",
+            "7",
+            "The encryption key's ML-KEM-768 part has its first 12-bit coefficient set to "
+            "4095, which is not below q = 3329: it fails the FIPS 203 encapsulation key "
+            "check, so the key is not loadable, although its length and key id are right.",
+            _altered_card(phl, _mlkem_out_of_range),
+        ),
+        (
+            "X25519 key of 31 bytes",
+            "7",
+            "The encryption key as KEY_ALGORITHM_X25519 with a 31-byte public key (key id "
+            "recomputed over those bytes).",
+            _altered_card(phl, _x25519_short),
+        ),
+        (
+            "card signature does not verify",
+            "9",
+            "PHL-DFA's own card with the last bit of its signature flipped.",
+            _signature_flipped(phl),
+        ),
+        (
+            "not signed by its current key",
+            "10",
+            "PHL-DFA's card with no signatures.",
+            card_pb2.SignedCard(
+                card=card_pb2.SignedCard.FromString(phl.card).card
+            ).SerializeToString(),
+        ),
+    ]
+    expected = {"4": Reason.MALFORMED, "6": Reason.MALFORMED, "7": Reason.MALFORMED}
+    vectors = []
+    for name, check, description, signed in cases:
+        try:
+            verify_card(signed)
+        except OpenError as exc:
+            reason = exc.reason
+        else:  # pragma: no cover - the generator itself checks its vectors
+            raise RuntimeError(f"invalid card vector {name!r} verified")
+        if reason is not expected.get(check, Reason.BAD_SIGNATURE):
+            raise RuntimeError(f"invalid card vector {name!r}: {reason}")
+        vectors.append(
+            {
+                "name": name,
+                "check": check,
+                "description": description + " Otherwise a well-formed card, signed by "
+                "PHL-DFA's current signing key (except where the signature is the fault).",
+                "signed_card": h(signed),
+                "expected_reason": reason.value,
+            }
+        )
+    return vectors
+
+
 def cards_file(jpn: Node, phl: Node, rotated: SigningKey) -> dict[str, Any]:
     rot = rotated_jpn_card(jpn, rotated)
     rev = revocation(jpn, rotated)
@@ -461,9 +572,11 @@ def cards_file(jpn: Node, phl: Node, rotated: SigningKey) -> dict[str, Any]:
         "SignedCard bytes, card signature inputs, fingerprints, a rotation and a revocation. "
         "fingerprint = base32 (RFC 4648, upper case, no padding) of the first 20 bytes of "
         'SHA-256(frame("exchange-node/v1/card-fingerprint", card)), in groups of four '
-        "joined with '-'. " + COMMON,
+        "joined with '-'. `invalid`: cards a receiver must refuse, each with the check of "
+        "docs/protocol.md 10.2 it fails first and the reason. " + COMMON,
         vectors,
         revocation=rev_vector,
+        invalid=invalid_card_vectors(phl),
     )
 
 
@@ -595,10 +708,35 @@ def sealed_file(jpn: Node, phl: Node, existing: dict[str, Any] | None) -> dict[s
         "Sealed envelopes for both HPKE suites (mode_base, single-shot, aad empty). HPKE is "
         "randomised: these bytes were drawn once and are kept; generate.py --regenerate "
         "draws new ones. `bad_signature` is a correctly sealed envelope whose signature was "
-        "made by the wrong key (used by open-failures.json). " + COMMON,
+        "made by the wrong key; `inner_failures` are correctly sealed envelopes whose "
+        "plaintext fails a check after decryption (both used by open-failures.json). " + COMMON,
         vectors,
         bad_signature=bad_signature_vector(jpn, phl, existing),
+        inner_failures=inner_failure_vectors(jpn, phl, existing),
     )
+
+
+def _seal_kept(name: str, recipient: Node, header: bytes, plaintext: bytes, kept: str | None):
+    """Envelope bytes sealing ``plaintext`` under ``header``; ``kept`` (hex) is reused.
+
+    Raises RuntimeError when the kept envelope no longer holds that header and plaintext.
+    """
+    if kept is not None:
+        data = bytes.fromhex(kept)
+        env = envelope_pb2.Envelope.FromString(data)
+        if (
+            env.header != header
+            or recipient.encryption.decrypt(env.sealed, hpke_info(header)) != plaintext
+        ):
+            raise RuntimeError(f"{SEALED_FILE}: {name} is stale; run with --regenerate")
+        return data
+    suite = recipient.encryption.suite
+    sealed = suite.hpke.encrypt(
+        plaintext,
+        hpke_public_key(suite.key_algorithm, recipient.encryption.public),
+        info=hpke_info(header),
+    )
+    return envelope_pb2.Envelope(header=header, sealed=sealed).SerializeToString()
 
 
 def bad_signature_vector(jpn: Node, phl: Node, existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -608,23 +746,8 @@ def bad_signature_vector(jpn: Node, phl: Node, existing: dict[str, Any] | None) 
     header, _ = envelope_parts(jpn, phl, body, name)
     wrong = phl.signing.sign(signature_input(header, body))
     plaintext = envelope_pb2.SignedBody(body=body, signature=wrong).SerializeToString()
-    kept = (existing or {}).get("bad_signature")
-    if kept is not None:
-        data = bytes.fromhex(kept["envelope"])
-        env = envelope_pb2.Envelope.FromString(data)
-        if (
-            env.header != header
-            or phl.encryption.decrypt(env.sealed, hpke_info(header)) != plaintext
-        ):
-            raise RuntimeError(f"{SEALED_FILE}: {name} is stale; run with --regenerate")
-    else:
-        suite = phl.encryption.suite
-        sealed = suite.hpke.encrypt(
-            plaintext,
-            hpke_public_key(suite.key_algorithm, phl.encryption.public),
-            info=hpke_info(header),
-        )
-        data = envelope_pb2.Envelope(header=header, sealed=sealed).SerializeToString()
+    kept = (existing or {}).get("bad_signature", {}).get("envelope")
+    data = _seal_kept(name, phl, header, plaintext, kept)
     return {
         "name": name,
         "description": "Sealed correctly to PHL-DFA under JPN-ISA's header, but the "
@@ -634,6 +757,138 @@ def bad_signature_vector(jpn: Node, phl: Node, existing: dict[str, Any] | None) 
         "header_fields": header_fields(header),
         "signed_body": h(plaintext),
     }
+
+
+def _bad_utf8(body: bytes, placeholder: bytes) -> bytes:
+    """``body`` with the string ``placeholder`` replaced by as many bytes of bad UTF-8."""
+    assert body.count(placeholder) == 1
+    return body.replace(placeholder, b"\xc3\x28" + b"\xff" * (len(placeholder) - 2))
+
+
+def _truncated_signed_body(jpn: Node, phl: Node, name: str) -> bytes:
+    body = fraud_body()
+    header, sig = envelope_parts(jpn, phl, body, name)
+    return envelope_pb2.SignedBody(body=body, signature=sig).SerializeToString()[:-1]
+
+
+def _signed(jpn: Node, phl: Node, name: str, body: bytes) -> bytes:
+    _, sig = envelope_parts(jpn, phl, body, name)
+    return envelope_pb2.SignedBody(body=body, signature=sig).SerializeToString()
+
+
+# (name, check of 8.4, description, plaintext(jpn, phl, name)) for envelopes that decrypt
+# but fail a later check; sealed once, like the other envelopes, and kept.
+INNER_FAILURES = (
+    (
+        "signed body does not parse",
+        16,
+        "The plaintext is a SignedBody with its last byte cut off: the signature field's "
+        "length runs past the end. Correctly sealed to PHL-DFA.",
+        _truncated_signed_body,
+    ),
+    (
+        "body does not parse (truncated)",
+        18,
+        "SignedBody.body is the fraud notice body with its last byte cut off, correctly "
+        "signed by JPN-ISA: the signature verifies, the body does not parse.",
+        lambda jpn, phl, name: _signed(jpn, phl, name, fraud_body()[:-1]),
+    ),
+    (
+        "body does not parse (invalid UTF-8)",
+        18,
+        "SignedBody.body is the fraud notice body whose detection_place string is the "
+        "five bytes c3 28 ff ff ff (not UTF-8), correctly signed by JPN-ISA. A string field "
+        "that is not valid UTF-8 does not parse.",
+        lambda jpn, phl, name: _signed(jpn, phl, name, _bad_utf8(fraud_body(), b"JPNRT")),
+    ),
+    (
+        "body with no content",
+        19,
+        "SignedBody.body is empty (zero bytes), correctly signed by JPN-ISA: it parses "
+        "as a Body with no content variant set.",
+        lambda jpn, phl, name: _signed(jpn, phl, name, b""),
+    ),
+    (
+        "body with only a wire-type mismatch",
+        19,
+        "SignedBody.body is 08 01: field 1 (status_notice, a message, wire type 2) encoded "
+        "as a varint (wire type 0), correctly signed by JPN-ISA. A known field number with "
+        "another wire type is an unknown field, so the Body parses with no content set.",
+        lambda jpn, phl, name: _signed(jpn, phl, name, b"\x08\x01"),
+    ),
+)
+
+
+def inner_failure_vectors(
+    jpn: Node, phl: Node, existing: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    kept = {v["name"]: v["envelope"] for v in (existing or {}).get("inner_failures", [])}
+    vectors = []
+    for name, check, description, plaintext_fn in INNER_FAILURES:
+        header, _ = envelope_parts(jpn, phl, fraud_body(), name)
+        plaintext = plaintext_fn(jpn, phl, name)
+        data = _seal_kept(name, phl, header, plaintext, kept.get(name))
+        vectors.append(
+            {
+                "name": name,
+                "check": str(check),
+                "description": description,
+                "envelope": h(data),
+                "header_fields": header_fields(header),
+                "signed_body": h(plaintext),
+            }
+        )
+    return vectors
+
+
+# The internal reason each check of docs/protocol.md 8.4 fails with, in check order.
+CHECK_REASONS = {
+    "1": Reason.OVERSIZED,
+    "2": Reason.MALFORMED,
+    "2a": Reason.MALFORMED,
+    "3": Reason.UNSUPPORTED_VERSION,
+    "4": Reason.MALFORMED,
+    "5": Reason.WRONG_RECIPIENT,
+    "6": Reason.SENDER_MISMATCH,
+    "7": Reason.UNKNOWN_SENDER,
+    "8": Reason.FUTURE_DATED,
+    "9": Reason.EXPIRED,
+    "10": Reason.UNKNOWN_KEY,
+    "11": Reason.KEY_REVOKED,
+    "12": Reason.KEY_NOT_VALID,
+    "13": Reason.UNKNOWN_RECIPIENT_KEY,
+    "14": Reason.SUITE_MISMATCH,
+    "15": Reason.DECRYPTION_FAILED,
+    "16": Reason.MALFORMED,
+    "17": Reason.BAD_SIGNATURE,
+    "18": Reason.MALFORMED,
+    "19": Reason.MALFORMED,
+}
+
+
+def _field(number: int, value: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2), for hand-made encodings."""
+    assert number < 16 and len(value) < 1 << 21
+    length, out = len(value), bytearray()
+    while True:
+        out.append((length & 0x7F) | (0x80 if length > 0x7F else 0))
+        length >>= 7
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + bytes(out) + value
+
+
+def _padded_to(data: bytes, size: int) -> bytes:
+    """``data`` with zero bytes appended to ``sealed`` until the envelope is ``size`` bytes."""
+    env = envelope_pb2.Envelope.FromString(data)
+    pad = size - len(data)
+    while True:
+        out = envelope_pb2.Envelope(
+            header=env.header, sealed=env.sealed + b"\x00" * pad
+        ).SerializeToString()
+        if len(out) == size:
+            return out
+        pad -= len(out) - size
 
 
 def _reenvelope(data: bytes, **changes: Any) -> bytes:
@@ -722,10 +977,152 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
     far = T_OPEN_MS + 8 * 24 * 3600 * 1000
     bad_sig = bytes.fromhex(sealed["bad_signature"]["envelope"])
     jpn_kid = jpn.signing.key_id
-    # (name, description, envelope, now_ms, expected_sender, revoked key ids)
-    cases: list[tuple[str, str, bytes, int, str | None, list[bytes]]] = [
+    header = envelope_pb2.Envelope.FromString(data).header
+    sealed_part = envelope_pb2.Envelope.FromString(data).sealed
+    max_age, skew = 604_800_000, 300_000
+    # (name, check of 8.4, description, envelope, now_ms, expected_sender, revoked key ids)
+    cases: list[tuple[str, int, str, bytes, int, str | None, list[bytes]]] = [
+        (
+            "oversized",
+            1,
+            "The envelope with 65,537 - len(envelope) bytes appended to `sealed`: one byte over "
+            "MAX_ENVELOPE_BYTES (65,536).",
+            _padded_to(data, MAX_ENVELOPE_BYTES + 1),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "at the size limit",
+            15,
+            "The same, padded to exactly MAX_ENVELOPE_BYTES (65,536) bytes: not oversized, "
+            "so it fails only at decryption.",
+            _padded_to(data, MAX_ENVELOPE_BYTES),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "header does not parse (invalid UTF-8)",
+            2,
+            "The header's sender string JPN-ISA replaced by the seven bytes c3 28 ff ff ff ff "
+            "ff (not UTF-8): the header does not parse as EnvelopeHeader.",
+            envelope_pb2.Envelope(
+                header=_bad_utf8(header, b"JPN-ISA"), sealed=sealed_part
+            ).SerializeToString(),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "envelope truncated",
+            2,
+            "The envelope with its last byte cut off: the sealed field's length runs past the end.",
+            data[:-1],
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "not canonical (unknown field)",
+            "2a",
+            "The envelope followed by 18 01 (field 3, varint 1), a field Envelope does not "
+            "define. It parses, but is not the canonical encoding.",
+            data + b"\x18\x01",
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "not canonical (fields reordered)",
+            "2a",
+            "The same two fields, sealed (2) before header (1).",
+            _field(2, sealed_part) + _field(1, header),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "not canonical (field repeated)",
+            "2a",
+            "header (1) twice, then sealed (2). A parser keeps the last header (the same "
+            "bytes), but the encoding is not canonical.",
+            _field(1, header) + _field(1, header) + _field(2, sealed_part),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "not canonical (wire-type mismatch)",
+            "2a",
+            "The envelope followed by 08 01: field 1 (header, wire type 2) as a varint. A "
+            "parser treats it as an unknown field; the encoding is not canonical.",
+            data + b"\x08\x01",
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "message id too short",
+            4,
+            "message_id of 15 bytes.",
+            _reenvelope(data, message_id=b"\x00" * 15),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "sender not a node id",
+            4,
+            "Header sender jpn-isa (lower case is not a node id, section 4).",
+            _reenvelope(data, sender="jpn-isa"),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "recipient not a node id",
+            4,
+            "Header recipient PHL_DFA (an underscore is not allowed, section 4): malformed, "
+            "before the recipient is compared (check 5).",
+            _reenvelope(data, recipient="PHL_DFA"),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "sealed empty",
+            4,
+            "The header alone: Envelope.sealed is empty (absent).",
+            envelope_pb2.Envelope(header=header).SerializeToString(),
+            T_OPEN_MS,
+            None,
+            [],
+        ),
+        (
+            "future dated by 1 ms past the skew",
+            8,
+            "The untouched envelope opened at created_at_ms - 300,001: created_at_ms is one "
+            "millisecond beyond now_ms + max_skew_ms. (At exactly max_skew_ms it opens: "
+            "opens_at_bounds.)",
+            data,
+            T_SEND_MS - skew - 1,
+            None,
+            [],
+        ),
+        (
+            "expired by 1 ms",
+            9,
+            "The untouched envelope opened at created_at_ms + 604,800,001: one millisecond "
+            "older than max_age_ms. (At exactly max_age_ms it opens: opens_at_bounds.)",
+            data,
+            T_SEND_MS + max_age + 1,
+            None,
+            [],
+        ),
         (
             "malformed",
+            2,
             "Bytes that do not parse as an Envelope.",
             b"\xff\xff\xff",
             T_OPEN_MS,
@@ -734,6 +1131,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "unsupported version",
+            3,
             "Header version 2.",
             _reenvelope(data, version=2),
             T_OPEN_MS,
@@ -742,6 +1140,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "wrong recipient",
+            5,
             "Header recipient names another node (IOM-MNL).",
             _reenvelope(data, recipient="IOM-MNL"),
             T_OPEN_MS,
@@ -750,6 +1149,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "unknown sender",
+            7,
             "Header sender is a well-formed node id that PHL-DFA has not pinned.",
             _reenvelope(data, sender="XXA-TEST"),
             T_OPEN_MS,
@@ -758,6 +1158,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "sender mismatch",
+            6,
             "The untouched envelope delivered over a TLS connection authenticated as "
             "IOM-MNL (expected_sender), while its header names JPN-ISA.",
             data,
@@ -767,6 +1168,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "future dated",
+            8,
             "created_at_ms is 5 minutes and 1 ms after the receiver's clock (skew 5 min).",
             _reenvelope(data, created_at_ms=T_OPEN_MS + 300_001),
             T_OPEN_MS,
@@ -775,6 +1177,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "expired",
+            9,
             "The untouched envelope opened 8 days after it was sealed (max age 7 days).",
             data,
             far,
@@ -783,6 +1186,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "unknown signing key",
+            10,
             "sender_key_id is not a signing key on JPN-ISA's card.",
             _reenvelope(data, sender_key_id=b"\x00" * 16),
             T_OPEN_MS,
@@ -791,6 +1195,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "signing key revoked",
+            11,
             "The untouched envelope, after PHL-DFA applied a revocation of JPN-ISA's "
             "signing key dated after created_at_ms: refused whatever date it claims.",
             data,
@@ -800,6 +1205,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "signing key not yet valid",
+            12,
             "created_at_ms one millisecond before the signing key's not_before_ms, opened at "
             "not_before_ms.",
             _reenvelope(data, created_at_ms=T_KEYS_MS - 1),
@@ -809,6 +1215,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "unknown recipient key",
+            13,
             "recipient_key_id is not a key PHL-DFA holds.",
             _reenvelope(data, recipient_key_id=b"\x00" * 16),
             T_OPEN_MS,
@@ -817,6 +1224,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "suite mismatch",
+            14,
             "Header suite says X25519 but the recipient key is MLKEM768-X25519.",
             _reenvelope(data, suite=types_pb2.SUITE_X25519_SHA256_AES256GCM),
             T_OPEN_MS,
@@ -825,6 +1233,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "header altered",
+            15,
             "created_at_ms moved back by one millisecond: the header no longer matches the "
             "HPKE info the sender used, so decryption fails.",
             _reenvelope(data, created_at_ms=T_SEND_MS - 1),
@@ -834,6 +1243,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "ciphertext altered",
+            15,
             "The last byte of the envelope (inside the AES-GCM tag) flipped.",
             data[:-1] + bytes([data[-1] ^ 0x01]),
             T_OPEN_MS,
@@ -842,6 +1252,7 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         ),
         (
             "bad signature",
+            17,
             "sealed-envelopes.json bad_signature: decrypts, but the signature is not "
             "JPN-ISA's. On the wire the same reason as a decryption failure.",
             bad_sig,
@@ -850,21 +1261,43 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
             [],
         ),
     ]
+    cases += [
+        (
+            v["name"],
+            v["check"],
+            f"sealed-envelopes.json inner_failures {v['name']!r}: " + v["description"],
+            bytes.fromhex(v["envelope"]),
+            T_OPEN_MS,
+            None,
+            [],
+        )
+        for v in sealed["inner_failures"]
+    ]
+    order = list(CHECK_REASONS)
+    cases.sort(key=lambda c: order.index(str(c[1])))
     vectors = []
-    for name, description, env, now, expected_sender, revoked in cases:
+    for name, check, description, env, now, expected_sender, revoked in cases:
         ring = Keyring.from_cards([jpn.card], [(k, T_SEND_MS + 60_000) for k in revoked])
         try:
             open_envelope(
-                env, me=phl.identity, keyring=ring, now_ms=now, expected_sender=expected_sender
+                env,
+                me=phl.identity,
+                keyring=ring,
+                now_ms=now,
+                freshness=VECTOR_FRESHNESS,
+                expected_sender=expected_sender,
             )
         except OpenError as exc:
             reason = exc.reason
         else:  # pragma: no cover - the generator itself checks its vectors
             raise RuntimeError(f"open failure vector {name!r} opened")
+        if reason is not CHECK_REASONS[str(check)]:
+            raise RuntimeError(f"open failure vector {name!r}: {reason} at check {check}")
         wire = wire_reason(reason)
         vectors.append(
             {
                 "name": name,
+                "check": str(check),
                 "description": description,
                 "envelope": h(env),
                 "now_ms": now,
@@ -882,10 +1315,43 @@ def open_failures_file(jpn: Node, phl: Node, sealed: dict[str, Any]) -> dict[str
         "that PHL-DFA (holding only its own key and JPN-ISA's serial-1 card, skew 300,000 ms, "
         "max age 604,800,000 ms) must refuse. expected_wire_reason is what the receipt "
         "carries; expected_reason the internal code logged and audited. The checks run in "
-        "the order of docs/protocol.md, 'Receiving an envelope'. " + COMMON,
+        "the order of docs/protocol.md 8.4; `check` names the check each vector fails "
+        "(the first that fails). `opens_at_bounds`: the untouched envelope opened at the "
+        "exact freshness bounds, where it must open. " + COMMON,
         vectors,
+        opens_at_bounds=opens_at_bounds(jpn, phl, data),
         limits={"MAX_ENVELOPE_BYTES": MAX_ENVELOPE_BYTES, "MAX_BODY_BYTES": MAX_BODY_BYTES},
     )
+
+
+def opens_at_bounds(jpn: Node, phl: Node, data: bytes) -> list[dict[str, Any]]:
+    """The envelope opened at now_ms = created_at_ms - skew and created_at_ms + max age."""
+    vectors = []
+    for name, description, now in (
+        (
+            "created at exactly now + max skew",
+            "now_ms = created_at_ms - 300,000: created_at_ms <= now_ms + max_skew_ms holds "
+            "with equality (check 8).",
+            T_SEND_MS - 300_000,
+        ),
+        (
+            "created at exactly now - max age",
+            "now_ms = created_at_ms + 604,800,000: created_at_ms >= now_ms - max_age_ms "
+            "holds with equality (check 9).",
+            T_SEND_MS + 604_800_000,
+        ),
+    ):
+        open_envelope(
+            data,
+            me=phl.identity,
+            keyring=Keyring.from_cards([jpn.card]),
+            now_ms=now,
+            freshness=VECTOR_FRESHNESS,
+        )
+        vectors.append(
+            {"name": name, "description": description, "envelope": h(data), "now_ms": now}
+        )
+    return vectors
 
 
 # --- entry points -------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def cmd_init(args) -> int:
         local_listen=args.local_listen,
         allow_plain_http=args.plain_http,
         data_dir=args.data_dir,
+        suite=args.suite,
     )
     tmp = config_path.with_name(config_path.name + ".new")
     tmp.write_text(text)

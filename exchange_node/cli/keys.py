@@ -14,6 +14,7 @@ from exchange_node.cli.common import (
 )
 from exchange_node.config import Config
 from exchange_node.identity import (
+    ROTATION_OVERLAP_MS,
     all_signing_public_keys,
     finish_rotation,
     load_identity,
@@ -22,6 +23,16 @@ from exchange_node.identity import (
 )
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import verify_card
+from exchange_node.protocol.envelope import DAY_MS
+from exchange_node.protocol.keys import Suite
+
+
+def rotation_overlap_ms(cfg: Config) -> int:
+    """How long keys replaced by a rotation stay on the card: at least this node's own
+    maximum age (``retention_days``), since peers seal to our previous encryption key
+    until they see the new card, and never less than the protocol default, which peers'
+    maximum age for envelopes we signed is by default (docs/protocol.md 10.5)."""
+    return max(ROTATION_OVERLAP_MS, cfg.protocol.retention_days * DAY_MS)
 
 
 def cmd_keys_show(args) -> int:
@@ -46,7 +57,14 @@ async def cmd_keys_rotate(args) -> int:
     """New keys; the new card is announced to every peer, signed by the old key."""
     cfg = _cfg(args)
     passphrase = _passphrase(cfg)
-    successor = prepare_rotation(cfg.data_path, now_ms=now_ms(), passphrase=passphrase)
+    overlap_ms = rotation_overlap_ms(cfg)
+    successor = prepare_rotation(
+        cfg.data_path,
+        now_ms=now_ms(),
+        passphrase=passphrase,
+        suite=Suite.parse(cfg.node.suite),
+        overlap_ms=overlap_ms,
+    )
     body = notice_pb2.Body(
         card_announcement=notice_pb2.CardAnnouncement(
             signed_card=card_pb2.SignedCard.FromString(successor)
@@ -62,7 +80,9 @@ async def cmd_keys_rotate(args) -> int:
     queued = await _announce(cfg, body, rotated)
     after = finish_rotation(cfg.data_path, passphrase)
     print(f"rotated keys: card serial {after.card.serial}, fingerprint {after.fingerprint}")
-    print(f"  announced to {queued} peer(s); previous keys stay valid for 7 days")
+    print(
+        f"  announced to {queued} peer(s); previous keys stay valid for {overlap_ms // DAY_MS} days"
+    )
     return 0
 
 

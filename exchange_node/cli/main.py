@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--local-listen", default="127.0.0.1:8080")
     s.add_argument("--data-dir", default="data")
     s.add_argument(
+        "--suite",
+        default="mlkem768-x25519",
+        choices=["mlkem768-x25519", "x25519"],
+        help="HPKE suite of this node's encryption key (default: the hybrid mlkem768-x25519)",
+    )
+    s.add_argument(
         "--plain-http", action="store_true", help="demo/testing only: no TLS between nodes"
     )
     s.set_defaults(func=cmd_init)

@@ -36,6 +36,7 @@ from exchange_node.identity import Identity
 from exchange_node.metrics import Metrics
 from exchange_node.pb.exchange.v1 import envelope_pb2
 from exchange_node.peers import PeerDirectory
+from exchange_node.protocol.cards import announced_card_bytes
 from exchange_node.protocol.envelope import Freshness, OpenedEnvelope
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.receipts import outcome_name
@@ -194,7 +195,7 @@ class Inbound:
         kind = opened.body.WhichOneof("content")
         try:
             if kind == "card_announcement":
-                signed = opened.body.card_announcement.signed_card.SerializeToString()
+                signed = announced_card_bytes(opened.body.card_announcement.signed_card)
                 await self._directory.accept_rotation(signed, actor=sender)
             elif kind == "revocation_announcement":
                 signed = opened.body.revocation_announcement.signed_revocation.SerializeToString()

@@ -1,6 +1,6 @@
 """Travel document notices: who may say what about a document, and what its record shows.
 
-Two families of notice (DESIGN.md, "What travels"):
+Two families of notice (docs/protocol.md 16.1 and 16.2):
 
 - **status notices** (STOLEN, LOST, REVOKED, INVALIDATED, STOLEN_BLANK) state a fact only
   the issuing state knows, so only a node whose country is the document's issuing state

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -37,8 +37,11 @@ from exchange_node.domain.icao import validate_state_code
 from exchange_node.errors import ConflictError, ValidationError
 
 __all__ = [
+    "OPEN_STATES",
     "RESUME_TARGET",
     "RULES",
+    "RUNNING_STATES",
+    "TERMINAL",
     "CaseEvent",
     "CaseState",
     "CaseStatus",
@@ -53,6 +56,7 @@ __all__ = [
     "check_participants",
     "check_step",
     "new_case_reference",
+    "render_spec_markdown",
     "render_table_markdown",
     "replay",
     "role_in_case",
@@ -131,6 +135,8 @@ _RUNNING = tuple(
     if s not in TERMINAL and s not in {CaseStatus.NOT_OPENED, CaseStatus.SUSPENDED}
 )
 _OPEN = (*_RUNNING, CaseStatus.SUSPENDED)
+RUNNING_STATES = frozenset(_RUNNING)
+OPEN_STATES = frozenset(_OPEN)
 
 _PARTICIPANTS = frozenset({Role.IDENTIFYING_STATE, Role.ORIGIN_STATE, Role.IOM})
 _ORIGIN_OR_IOM = frozenset({Role.ORIGIN_STATE, Role.IOM})
@@ -588,6 +594,52 @@ def render_table_markdown() -> str:
         lines.append(
             f"| `{row.event}` | {row.source} | {row.target} | "
             f"{', '.join(row.roles)} | {'yes' if row.requires_consent else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_spec_markdown(wire_value: Callable[[EventType], int]) -> str:
+    """The lifecycle part of docs/protocol.md 16.4: states and the table, one row per event.
+
+    ``wire_value`` maps an event to its ``CaseEventType`` number. Generated from ``RULES``
+    by ``docs/generate.py``; the test suite fails when the document and this differ.
+    """
+
+    def names(states: Iterable[CaseStatus]) -> str:
+        return ", ".join(f"`{s}`" for s in states)
+
+    lines = [
+        f"States: {names(s for s in CaseStatus if s not in TERMINAL)}, and the terminal "
+        f"{names(s for s in CaseStatus if s in TERMINAL)}. A case that does not exist yet "
+        'is `NOT_OPENED`. "Running" means every state except '
+        f"{names(s for s in CaseStatus if s not in RUNNING_STATES and s not in TERMINAL)} "
+        f"and the terminal ones: {names(_RUNNING)}.",
+        "",
+        "| Event (wire value) | From | To | Roles | Needs consent | Consent after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rule in RULES:
+        sources = set(rule.moves)
+        if sources == RUNNING_STATES:
+            source = "any running state"
+        elif sources == OPEN_STATES:
+            source = f"any running state, {CaseStatus.SUSPENDED}"
+        else:
+            source = ", ".join(rule.moves)
+        targets = set(rule.moves.values())
+        if all(target is s for s, target in rule.moves.items()):
+            target = "(unchanged)"
+        elif targets == {RESUME_TARGET}:
+            target = "the state before suspension"
+        elif len(targets) == 1:
+            target = str(next(iter(targets)))
+        else:
+            target = "; ".join(f"{s} → {t}" for s, t in rule.moves.items())
+        consent_after = {None: "unchanged", True: "recorded", False: "withdrawn"}[rule.consent]
+        lines.append(
+            f"| `{rule.event}` ({wire_value(rule.event)}) | {source} | {target} | "
+            f"{', '.join(sorted(rule.roles))} | {'yes' if rule.requires_consent else 'no'} | "
+            f"{consent_after} |"
         )
     return "\n".join(lines) + "\n"
 

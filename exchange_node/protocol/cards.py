@@ -256,6 +256,25 @@ def verify_card(signed: bytes) -> PeerCard:
     )
 
 
+def announced_card_bytes(signed_card: card_pb2.SignedCard) -> bytes:
+    """The SignedCard bytes a receiver verifies and pins from a ``CardAnnouncement``.
+
+    The announcement embeds the SignedCard as a message, not as bytes, so its encoding is
+    rebuilt: ``card`` exactly as received (the bytes the signatures and the fingerprint
+    cover), then every ``signatures`` entry in the order received, as ``{key_id,
+    signature}``; unknown fields are dropped. Every implementation gets the same bytes,
+    and for a card issued canonically they are the bytes its node serves (docs/protocol.md
+    16.6).
+    """
+    return card_pb2.SignedCard(
+        card=signed_card.card,
+        signatures=[
+            card_pb2.CardSignature(key_id=s.key_id, signature=s.signature)
+            for s in signed_card.signatures
+        ],
+    ).SerializeToString()
+
+
 def verify_rotation(
     pinned: PeerCard, signed: bytes, revoked: frozenset[bytes] = frozenset()
 ) -> PeerCard:

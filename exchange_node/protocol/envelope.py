@@ -29,6 +29,11 @@ PROTOCOL_VERSION = 1
 MESSAGE_ID_LEN = 16
 MAX_BODY_BYTES = 48 * 1024
 MAX_ENVELOPE_BYTES = 64 * 1024
+DAY_MS = 86_400_000
+# The reference defaults of docs/protocol.md section 14; ``[protocol]`` in the config
+# sets a node's own values (``max_clock_skew_seconds``, ``retention_days``).
+DEFAULT_MAX_SKEW_MS = 5 * 60 * 1000
+DEFAULT_MAX_AGE_MS = 30 * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,8 @@ class Freshness:
     """How far a receiver trusts the sender's clock. ``max_age_ms`` is the retention
     window of de-duplication: anything older could be a replay and is refused."""
 
-    max_skew_ms: int = 5 * 60 * 1000
-    max_age_ms: int = 7 * 24 * 3600 * 1000
+    max_skew_ms: int = DEFAULT_MAX_SKEW_MS
+    max_age_ms: int = DEFAULT_MAX_AGE_MS
 
 
 @dataclass(frozen=True)
