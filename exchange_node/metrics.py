@@ -69,6 +69,12 @@ class Metrics:
         self.overload = Counter(
             "exchange_batches_refused_overload_total", "Batches answered 429", registry=r
         )
+        self.peer_limit = Counter(
+            "exchange_batches_refused_peer_limit_total",
+            "Batches answered 429 because their peer held its share of the slots",
+            ["peer"],
+            registry=r,
+        )
         self.checkpoint_alarm = Counter(
             "exchange_peer_checkpoint_inconsistent_total",
             "Peer audit checkpoints that contradict earlier ones",

@@ -164,6 +164,7 @@ class Node:
             peer_seen=lambda peer: self.outbox.wake(peer, reset_backoff=True),
             spawn=self._spawn,
             max_concurrent=config.peer_api.max_concurrent_batches,
+            max_per_peer=config.peer_api.max_concurrent_batches_per_peer,
         )
         self.directory.listeners += [self._trust_peers, self.outbox.sync_workers]
         # Entry points of the parts, as the API, the command line and the tests call them.

@@ -34,7 +34,13 @@ async def net(tmp_path):
     net = await make_net(
         tmp_path,
         [JPN, PHL, IOM],
-        options={PHL: {"max_batch_bytes": LIMIT, "max_concurrent_batches": 1}},
+        options={
+            PHL: {
+                "max_batch_bytes": LIMIT,
+                "max_concurrent_batches": 2,
+                "max_concurrent_batches_per_peer": 1,
+            }
+        },
         pins=[(PHL, JPN), (JPN, PHL), (IOM, PHL)],
     )
     yield net
@@ -195,10 +201,10 @@ async def test_a_second_batch_while_one_is_in_progress_gets_429_with_retry_after
     jpn = await net[JPN].open()
     port = net[PHL].peer_port
     data = batch_bytes(JPN, [e.data for e in sealed_for(jpn, PHL)])
-    # The first batch holds the only slot while its body is still arriving.
+    # The first batch holds its peer's only slot while its body is still arriving.
     reader, writer = await raw_request(port, batch_head(port, len(data)), data[:10])
     try:
-        await wait_for(phl.inbound.slots.locked, what="the first batch to take the slot")
+        await wait_for(lambda: phl.inbound.held, what="the first batch to take a slot")
 
         async with (
             aiohttp.ClientSession() as session,
@@ -218,3 +224,55 @@ async def test_a_second_batch_while_one_is_in_progress_gets_429_with_retry_after
         writer.close()
     assert status == 200
     assert len(phl.store.inbox_feed(0, 10)) == 1
+
+
+async def read_all(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := await asyncio.wait_for(reader.read(65536), timeout=15):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a stream of HTTP/1.1 responses with Content-Length bodies."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+        length = int(headers.get("content-length", "0"))
+        out.append((int(status_line.split()[1]), headers, rest[:length]))
+        raw = rest[length:]
+    return out
+
+
+@pytest.fixture
+async def slow_net(tmp_path):
+    net = await make_net(
+        tmp_path,
+        [JPN, PHL],
+        options={PHL: {"body_timeout_seconds": 1}},
+        pins=[(PHL, JPN), (JPN, PHL)],
+    )
+    yield net
+    await net.stop_all()
+
+
+async def test_a_body_shorter_than_its_content_length_is_refused_408_and_frees_its_slot(
+    slow_net,
+):
+    phl = await slow_net[PHL].start()
+    port = slow_net[PHL].peer_port
+    reader, writer = await raw_request(port, batch_head(port, 1000), b"0123456789")
+    try:
+        raw = await read_all(reader)
+    finally:
+        writer.close()
+
+    [(status, headers, content)] = responses(raw)
+    assert status == 408
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(content)["code"] == "body_timeout"
+    await batch_rejections(phl, "body_timeout")
+    assert not phl.inbound.held

@@ -3,16 +3,19 @@ pinned one is refused on either side."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 
 import aiohttp
 import pytest
 
+from exchange_node.audit.leaf import LeafKind
 from exchange_node.protocol.envelope import seal
 from exchange_node.store.records import OutboxState, Outcome
 from exchange_node.tls import client_context
 from tests.node_helpers import (
+    audit_leaves,
     batch_bytes,
     fraud_notice,
     make_net,
@@ -120,3 +123,75 @@ async def test_a_server_certificate_other_than_the_pinned_one_is_refused_by_the_
     assert row.delivered_at is None and row.receipt_id is None
     assert "certificate" in row.last_error.lower() or "ssl" in row.last_error.lower()
     assert phl.store.inbox_feed(0, 10) == []
+
+
+async def held_batch(nd, server_card, port: int, length: int) -> tuple[int, dict]:
+    """A batch request whose headers and first bytes arrive and whose rest never does:
+    the status and JSON body of the answer."""
+    keys = nd.keys()
+    ctx = client_context(keys.tls_cert_der, keys.tls_key_path, server_card.tls_certificate)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    try:
+        writer.write(
+            f"POST /exchange/v1/batch HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/x-protobuf\r\nContent-Length: {length}\r\n\r\n".encode()
+            + b"\x0a\x10"
+        )
+        await writer.drain()
+        status = int((await asyncio.wait_for(reader.readline(), timeout=60)).split()[1])
+        headers = {}
+        while (line := await asyncio.wait_for(reader.readline(), timeout=15)) != b"\r\n":
+            k, _, v = line.decode().partition(":")
+            headers[k.strip().lower()] = v.strip()
+        body = await reader.readexactly(int(headers["content-length"]))
+        return status, json.loads(body)
+    finally:
+        writer.close()
+
+
+async def test_one_peer_holding_its_connections_open_does_not_lock_the_others_out(tmp_path):
+    net = await make_net(
+        tmp_path,
+        [JPN, PHL, IOM],
+        tls=True,
+        options={PHL: {"body_timeout_seconds": 5}},
+        pins=[(PHL, JPN), (PHL, IOM), (JPN, PHL), (IOM, PHL)],
+    )
+    try:
+        phl = await net[PHL].start()
+        iom = await net[IOM].open()
+        port, card = net[PHL].peer_port, phl.keys.card
+        assert phl.config.peer_api.max_concurrent_batches == 8
+        assert phl.inbound.max_per_peer == 2
+
+        # JPN opens eight batches and sends none of them in full.
+        held = [asyncio.create_task(held_batch(net[JPN], card, port, 4096)) for _ in range(8)]
+        await wait_for(lambda: sum(t.done() for t in held) == 6, what="six answers")
+        assert [t.result()[0] for t in held if t.done()] == [429] * 6
+        assert {t.result()[1]["code"] for t in held if t.done()} == {"peer_limit"}
+        assert phl.inbound.held == {JPN: 2}
+
+        # IOM is served meanwhile.
+        envelope = seal(
+            fraud_notice().SerializeToString(),
+            sender=iom.keys.local,
+            recipient=card,
+            now_ms=now_ms(),
+        )
+        status, _ = await post_as(net[IOM], net[PHL], card, batch_bytes(IOM, [envelope.data]))
+        assert status == 200
+
+        # The two held bodies are refused at their deadline and free their slots.
+        rest = await asyncio.gather(*(t for t in held if not t.done()))
+        assert [(s, b["code"]) for s, b in rest] == [(408, "body_timeout")] * 2
+        assert not phl.inbound.held
+
+        def timeouts() -> list:
+            leaves = audit_leaves(phl.audit, LeafKind.ENVELOPE_REJECTED)
+            return [r.peer for r in leaves if r.reason == "body_timeout"]
+
+        await wait_for(lambda: len(timeouts()) == 2, what="the two refusals' leaves")
+        assert timeouts() == [JPN, JPN]
+        assert [r.message_id for r in phl.store.inbox_feed(0, 10)] == [envelope.message_id]
+    finally:
+        await net.stop_all()

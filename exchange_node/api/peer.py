@@ -80,19 +80,52 @@ async def post_batch(request: web.Request) -> web.StreamResponse:
         return _refuse(node, peer, 411, "length_required", "send Content-Length with the batch")
     if request.content_length > limit:
         return _refuse(node, peer, 413, "batch_oversized", f"batches are limited to {limit} bytes")
-    if node.inbound.slots.locked():
-        # Back-pressure, not a refusal of content: counted, not audited (an overloaded
-        # node must not write more per request), and the sender retries.
+    # Back-pressure, not a refusal of content: counted, not audited (an overloaded node
+    # must not write more per request), and the sender retries. One peer gets a share of
+    # the slots, never all of them; on plain HTTP a remote address stands for the peer.
+    key = peer or f"plain:{request.remote}"
+    busy = node.inbound.admit(key)
+    if busy == "peer_limit":
+        node.metrics.peer_limit.labels(peer or "").inc()
+        return _problem(
+            429,
+            "peer_limit",
+            "this peer has as many batches in progress as it may; retry later",
+            {"Retry-After": "1"},
+        )
+    if busy is not None:
         node.metrics.overload.inc()
         return _problem(
             429, "overloaded", "too many batches in progress; retry later", {"Retry-After": "1"}
         )
-    async with node.inbound.slots:
-        data = await request.read()
-        try:
-            receipt = await node.receive_batch(data, peer)
-        except BatchRefused as exc:
-            return _refuse(node, peer, exc.status, exc.code, exc.message, **exc.attrs)
+    try:
+        async with node.inbound.slots:
+            timeout = node.config.peer_api.body_timeout_seconds
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await request.read()
+            except TimeoutError:
+                # A body held back (or shorter than its Content-Length) must not hold
+                # its slot: refused, and the connection closed.
+                resp = _refuse(
+                    node,
+                    peer,
+                    408,
+                    "body_timeout",
+                    f"the batch body did not arrive within {timeout:g} seconds of its headers",
+                )
+                resp.force_close()
+                return resp
+            except web.HTTPRequestEntityTooLarge:
+                return _refuse(
+                    node, peer, 413, "batch_oversized", f"batches are limited to {limit} bytes"
+                )
+            try:
+                receipt = await node.receive_batch(data, peer)
+            except BatchRefused as exc:
+                return _refuse(node, peer, exc.status, exc.code, exc.message, **exc.attrs)
+    finally:
+        node.inbound.release(key)
     return web.Response(body=receipt, content_type=PROTOBUF)
 
 
