@@ -29,10 +29,11 @@ import structlog
 from aiohttp import web
 
 from exchange_node.api.local import create_local_app
-from exchange_node.api.peer import create_peer_app
+from exchange_node.api.peer import serve_peer_api
+from exchange_node.api.peer_server import RefusalAudit
 from exchange_node.at_rest import AtRest
 from exchange_node.audit import leaves
-from exchange_node.audit.leaf import AuditEvent
+from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog
 from exchange_node.audit.migrate import adopt_audit_file
 from exchange_node.audit.witness import Witness
@@ -131,6 +132,11 @@ class Node:
         self.local_port: int | None = None
         self.ready = False
 
+        # Refusals anyone who can connect can provoke (a TLS handshake, a malformed
+        # request): audited within a budget per minute, the rest counted in one entry.
+        self.handshake_refusals = self._refusal_audit(LeafKind.AUTH_FAILED, "peer_api.handshake")
+        self.request_refusals = self._refusal_audit(LeafKind.REQUEST_REFUSED, "peer_api")
+
         self.directory = PeerDirectory(store, config, self.now_ms)
         self.client = PeerClient(self.directory, self.identity, config, self.metrics, self.now_ms)
         self.witness = Witness(
@@ -220,6 +226,16 @@ class Node:
         """Append leaves that record no other change (lookups, refusals); durable on return."""
         return await self.store.append_audit(events)
 
+    def _refusal_audit(self, kind: LeafKind, operation: str) -> RefusalAudit:
+        suppressed = self.metrics.refusal_audit_suppressed.labels(operation)
+        return RefusalAudit(
+            kind=kind,
+            operation=operation,
+            write=lambda leaf: self._spawn(self.store.append_audit([leaf])),
+            clock=self.now_ms,
+            on_suppressed=suppressed.inc,
+        )
+
     def _trust_peers(self, _changed: frozenset[str]) -> None:
         if self._server_ssl is not None:
             trust_peers(self._server_ssl, self.directory.tls_certificates())
@@ -244,7 +260,8 @@ class Node:
                 self.identity.passphrase,
             )
         host, port = parse_listen(cfg.peer_api.listen)
-        self.peer_port = await self._serve(create_peer_app(self), host, port, self._server_ssl)
+        runner, self.peer_port = await serve_peer_api(self, host, port, self._server_ssl)
+        self._runners.append(runner)
         host, port = parse_listen(cfg.local_api.listen)
         self.local_port = await self._serve(create_local_app(self), host, port, None)
         digest = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest() if cfg.path else ""
@@ -312,6 +329,8 @@ class Node:
                     )
                     self.log.info("identity.reloaded", serial=keys.card.serial)
                 self.update_gauges()
+                self.handshake_refusals.flush()
+                self.request_refusals.flush()
                 if time.monotonic() - last_purge > 3600:
                     last_purge = time.monotonic()
                     await self.store.purge_before(self.now_ms() - self.freshness.max_age_ms)

@@ -247,6 +247,73 @@ def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     return out
 
 
+async def request_rejections(node, code: str) -> list:
+    return await wait_for(
+        lambda: [
+            r
+            for r in audit_leaves(node.audit, LeafKind.REQUEST_REFUSED)
+            if r.reason == code and r.attrs.get("operation") == "peer_api"
+        ],
+        what=f"a request.refused leaf for {code}",
+    )
+
+
+async def test_a_body_longer_than_its_content_length_is_refused_in_json_quoting_nothing(net):
+    phl = await net[PHL].start()
+    port = net[PHL].peer_port
+    # Five bytes announced, more sent: what follows the five is not a request.
+    body = b"\xff\xff\xffSECRET-BYTES-THAT-MUST-NOT-COME-BACK"
+    reader, writer = await raw_request(port, batch_head(port, 5), body)
+    try:
+        raw = await read_all(reader)
+    finally:
+        writer.close()
+
+    # aiohttp's parser reads the five and what follows in one go and refuses both.
+    [(status, headers, content)] = responses(raw)
+    assert b"SECRET" not in raw
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(content) == {
+        "code": "request_malformed",
+        "detail": json.loads(content)["detail"],
+        "status": 400,
+    }
+    [leaf] = await request_rejections(phl, "request_malformed")
+    assert leaf.attrs["status"] == "400" and leaf.attrs["remote_addr"] == "127.0.0.1"
+    assert phl.store.inbox_feed(0, 10) == []
+
+
+async def test_an_unknown_path_is_answered_404_in_json_and_audited(net):
+    phl = await net[PHL].start()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(net[PHL].url + "/exchange/v1/nothing-here") as resp,
+    ):
+        assert resp.status == 404
+        assert resp.content_type == "application/json"
+        assert (await resp.json())["code"] == "not_found"
+    await request_rejections(phl, "not_found")
+
+
+async def test_the_server_header_names_no_software_or_version(net):
+    await net[PHL].start()
+    port = net[PHL].peer_port
+    async with aiohttp.ClientSession() as session:
+        async with session.get(net[PHL].url + "/exchange/v1/card") as resp:
+            assert resp.status == 200
+            assert resp.headers["Server"] == "exchange-node"
+        async with session.get(net[PHL].url + "/exchange/v1/nothing-here") as resp:
+            assert resp.headers["Server"] == "exchange-node"
+    reader, writer = await raw_request(port, "BREW /coffee HTCPCP/1.0\r\n\r\n", b"")
+    try:
+        [(status, headers, _)] = responses(await read_all(reader))
+    finally:
+        writer.close()
+    assert status == 400
+    assert headers["server"] == "exchange-node"
+
+
 @pytest.fixture
 async def slow_net(tmp_path):
     net = await make_net(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 
 import aiohttp
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from exchange_node.audit.leaf import LeafKind
 from exchange_node.protocol.envelope import seal
 from exchange_node.store.records import OutboxState, Outcome
-from exchange_node.tls import client_context
+from exchange_node.tls import client_context, trust_peers
 from tests.node_helpers import (
     audit_leaves,
     batch_bytes,
@@ -123,6 +124,105 @@ async def test_a_server_certificate_other_than_the_pinned_one_is_refused_by_the_
     assert row.delivered_at is None and row.receipt_id is None
     assert "certificate" in row.last_error.lower() or "ssl" in row.last_error.lower()
     assert phl.store.inbox_feed(0, 10) == []
+
+
+def handshake_refusals(node, reason: str) -> list:
+    return [
+        r
+        for r in audit_leaves(node.audit, LeafKind.AUTH_FAILED)
+        if r.reason == reason and r.attrs.get("operation") == "peer_api.handshake"
+    ]
+
+
+def refused_count(node, reason: str) -> float:
+    value = node.metrics.registry.get_sample_value(
+        "exchange_peer_handshakes_refused_total", {"reason": reason}
+    )
+    return value or 0
+
+
+async def talk(nd, server_card, port: int, *, with_cert: bool = True) -> bytes:
+    """Open a TLS connection as ``nd`` (or with no client certificate), send a request
+    head and read what comes back; b"" when the server ends the connection."""
+    if with_cert:
+        keys = nd.keys()
+        ctx = client_context(keys.tls_cert_der, keys.tls_key_path, server_card.tls_certificate)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        trust_peers(ctx, [server_card.tls_certificate])
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    except (ssl.SSLError, ConnectionError):
+        return b""
+    try:
+        writer.write(b"GET /exchange/v1/card HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=15)
+    except (ssl.SSLError, ConnectionError):
+        return b""
+    finally:
+        writer.close()
+
+
+async def test_a_handshake_with_an_unpinned_certificate_is_audited_and_counted(net, tmp_path):
+    phl = await net[PHL].start()
+    stranger = make_node_dir(tmp_path / "elsewhere", IOM, tls=True)
+
+    assert await talk(stranger, phl.keys.card, net[PHL].peer_port) == b""
+
+    [leaf] = await wait_for(
+        lambda: handshake_refusals(phl, "tls_certificate_unknown"), what="the refusal's leaf"
+    )
+    assert leaf.actor == "unknown" and leaf.peer == ""
+    assert leaf.attrs["remote_addr"] == "127.0.0.1"
+    assert leaf.attrs["remote_port"].isdigit()
+    assert leaf.attrs["tls_error"] == "certificate_verify_failed"
+    assert refused_count(phl, "tls_certificate_unknown") == 1
+
+
+async def test_a_handshake_without_a_client_certificate_is_audited(net):
+    phl = await net[PHL].start()
+
+    assert await talk(None, phl.keys.card, net[PHL].peer_port, with_cert=False) == b""
+
+    [leaf] = await wait_for(
+        lambda: handshake_refusals(phl, "tls_certificate_missing"), what="the refusal's leaf"
+    )
+    assert leaf.attrs["remote_addr"] == "127.0.0.1"
+    assert refused_count(phl, "tls_certificate_missing") == 1
+
+
+async def test_a_pinned_peer_still_gets_through_after_refused_handshakes(net, tmp_path):
+    phl = await net[PHL].start()
+    stranger = make_node_dir(tmp_path / "elsewhere", IOM, tls=True)
+    await talk(stranger, phl.keys.card, net[PHL].peer_port)
+
+    answer = await talk(net[JPN], phl.keys.card, net[PHL].peer_port)
+
+    assert answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_flood_of_refused_handshakes_is_audited_within_its_budget(net, tmp_path):
+    phl = await net[PHL].start()
+    phl.handshake_refusals.budget = 3
+    stranger = make_node_dir(tmp_path / "elsewhere", IOM, tls=True)
+
+    await asyncio.gather(*(talk(stranger, phl.keys.card, net[PHL].peer_port) for _ in range(12)))
+
+    await wait_for(lambda: refused_count(phl, "tls_certificate_unknown") == 12, what="12 refusals")
+    await wait_for(
+        lambda: len(handshake_refusals(phl, "tls_certificate_unknown")) == 3, what="three leaves"
+    )
+    # The window ends: the nine past the budget are counted in one entry.
+    later = time.monotonic() + phl.handshake_refusals.window_seconds
+    phl.handshake_refusals.monotonic = lambda: later
+    phl.handshake_refusals.flush()
+    [summary] = await wait_for(
+        lambda: handshake_refusals(phl, "refusals_suppressed"), what="the summary leaf"
+    )
+    assert summary.attrs["suppressed"] == "9"
+    assert len(handshake_refusals(phl, "tls_certificate_unknown")) == 3
 
 
 async def held_batch(nd, server_card, port: int, length: int) -> tuple[int, dict]:
