@@ -295,3 +295,25 @@ async def test_one_peer_holding_its_connections_open_does_not_lock_the_others_ou
         assert [r.message_id for r in phl.store.inbox_feed(0, 10)] == [envelope.message_id]
     finally:
         await net.stop_all()
+
+
+async def test_plain_http_and_tls_1_2_on_the_tls_port_are_refused_in_the_handshake(net):
+    phl = await net[PHL].start()
+    port = net[PHL].peer_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /exchange/v1/card HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    assert not (await asyncio.wait_for(reader.read(), timeout=15)).startswith(b"HTTP")
+    writer.close()
+    keys = net[JPN].keys()
+    old = client_context(keys.tls_cert_der, keys.tls_key_path, phl.keys.card.tls_certificate)
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await asyncio.open_connection("127.0.0.1", port, ssl=old)
+
+    await wait_for(
+        lambda: len(handshake_refusals(phl, "tls_handshake_failed")) == 2, what="two leaves"
+    )
+    errors = {r.attrs["tls_error"] for r in handshake_refusals(phl, "tls_handshake_failed")}
+    assert errors == {"http_request", "unsupported_protocol"}
+    assert refused_count(phl, "tls_handshake_failed") == 2
