@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 
 from exchange_node.api.peer_server import (
+    IDLE_TIMEOUT,
     SERVER_HEADER,
     PeerRequestHandler,
     PeerSite,
@@ -289,6 +290,7 @@ async def serve_peer_api(
             server,
             loop=loop,
             access_log=None,
+            keepalive_timeout=IDLE_TIMEOUT,
             on_refused=lambda request, status, code: request_refused(node, request, status, code),
         )
 

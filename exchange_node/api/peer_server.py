@@ -35,6 +35,9 @@ SERVER_HEADER = "exchange-node"
 """What the ``Server`` header says: no software or version."""
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds; a connection that does not finish its handshake is dropped
+IDLE_TIMEOUT = 75.0
+"""Seconds a connection may wait without a complete request (before its first one, or
+between two) before it is closed; also what bounds request headers that never finish."""
 
 
 def remote_of(peername: object) -> tuple[str, str]:
