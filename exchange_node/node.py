@@ -30,7 +30,7 @@ from aiohttp import web
 
 from exchange_node.api.local import create_local_app
 from exchange_node.api.peer import serve_peer_api
-from exchange_node.api.peer_server import RefusalAudit
+from exchange_node.api.peer_server import PeerSite, RefusalAudit
 from exchange_node.at_rest import AtRest
 from exchange_node.audit import leaves
 from exchange_node.audit.leaf import AuditEvent, LeafKind
@@ -48,7 +48,7 @@ from exchange_node.peers import PeerDirectory
 from exchange_node.protocol.envelope import Freshness
 from exchange_node.services import Services
 from exchange_node.store.sqlite import SqliteStore
-from exchange_node.tls import server_context, trust_peers
+from exchange_node.tls import server_context
 
 __all__ = ["DATABASE", "Node", "Submitted", "key_passphrase", "prepare_database"]
 
@@ -125,6 +125,7 @@ class Node:
         self._checkpoint_note = b""
         self._card_mtime = 0
         self._server_ssl = None
+        self._peer_site: PeerSite | None = None
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task] = []  # long-running loops, cancelled at stop
         self._background: set[asyncio.Task] = set()  # one-off work, awaited at stop
@@ -237,8 +238,18 @@ class Node:
         )
 
     def _trust_peers(self, _changed: frozenset[str]) -> None:
-        if self._server_ssl is not None:
-            trust_peers(self._server_ssl, self.directory.tls_certificates())
+        """Handshakes from now on trust exactly the pinned peers' certificates: a new
+        context, as OpenSSL cannot drop a trust anchor from a live one. A removed peer's
+        connections already open are refused by fingerprint (403)."""
+        if self._server_ssl is None or self._peer_site is None:
+            return
+        self._server_ssl = server_context(
+            self.identity.keys.tls_cert_der,
+            self.identity.keys.tls_key_path,
+            self.directory.tls_certificates(),
+            self.identity.passphrase,
+        )
+        self._peer_site.set_ssl_context(self._server_ssl)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -260,7 +271,8 @@ class Node:
                 self.identity.passphrase,
             )
         host, port = parse_listen(cfg.peer_api.listen)
-        runner, self.peer_port = await serve_peer_api(self, host, port, self._server_ssl)
+        runner, self._peer_site = await serve_peer_api(self, host, port, self._server_ssl)
+        self.peer_port = self._peer_site.bound_port
         self._runners.append(runner)
         host, port = parse_listen(cfg.local_api.listen)
         self.local_port = await self._serve(create_local_app(self), host, port, None)

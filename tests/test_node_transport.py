@@ -78,25 +78,54 @@ async def test_a_client_certificate_on_no_pinned_card_fails_the_handshake(net, t
     assert phl.store.inbox_feed(0, 10) == []
 
 
-async def test_a_client_certificate_of_an_unpinned_peer_is_refused_403(net, tmp_path):
-    # IOM was pinned when PHL started (so OpenSSL trusts its certificate), then removed:
-    # the peer API must refuse it by fingerprint.
+async def test_a_peer_removed_while_the_node_runs_is_refused_in_the_next_handshake(net, tmp_path):
+    # IOM was pinned when PHL started (so its certificate was a trust anchor), then
+    # removed: new connections no longer complete the handshake.
     iom_dir = make_node_dir(tmp_path / "elsewhere", IOM, tls=True)
     iom_keys = iom_dir.keys()
     await pin(net[PHL], iom_keys.card_bytes, iom_keys.fingerprint, IOM)
     phl = await net[PHL].start()
+    assert (await talk(iom_dir, phl.keys.card, net[PHL].peer_port)).startswith(b"HTTP/1.1 200")
     await phl.store.remove_peer(IOM)
     phl.reload_peers()
+
+    assert await talk(iom_dir, phl.keys.card, net[PHL].peer_port) == b""
+
+    await wait_for(
+        lambda: handshake_refusals(phl, "tls_certificate_unknown"), what="the refusal's leaf"
+    )
+    assert (await talk(net[JPN], phl.keys.card, net[PHL].peer_port)).startswith(b"HTTP/1.1 200")
+
+
+async def test_a_connection_open_when_its_peer_is_removed_is_refused_403(net, tmp_path):
+    iom_dir = make_node_dir(tmp_path / "elsewhere", IOM, tls=True)
+    iom_keys = iom_dir.keys()
+    await pin(net[PHL], iom_keys.card_bytes, iom_keys.fingerprint, IOM)
+    phl = await net[PHL].start()
     envelope = seal(
         fraud_notice().SerializeToString(),
         sender=iom_keys.local,
         recipient=phl.keys.card,
         now_ms=now_ms(),
     )
-
-    status, body = await post_as(
-        iom_dir, net[PHL], phl.keys.card, batch_bytes(IOM, [envelope.data])
+    data = batch_bytes(IOM, [envelope.data])
+    ctx = client_context(
+        iom_keys.tls_cert_der, iom_keys.tls_key_path, phl.keys.card.tls_certificate
     )
+    # One connection, kept alive: a request before the removal, a batch after it.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        async with session.get(net[PHL].endpoint + "/exchange/v1/card", ssl=ctx) as resp:
+            assert resp.status == 200
+            await resp.read()
+        await phl.store.remove_peer(IOM)
+        phl.reload_peers()
+        async with session.post(
+            net[PHL].endpoint + "/exchange/v1/batch",
+            data=data,
+            headers={"Content-Type": "application/x-protobuf"},
+            ssl=ctx,
+        ) as resp:
+            status, body = resp.status, await resp.read()
 
     assert status == 403
     assert json.loads(body)["code"] == "unknown_peer"

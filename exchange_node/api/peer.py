@@ -9,9 +9,8 @@
 
 The peer is identified by the SHA-256 of its TLS client certificate, matched against
 the pinned cards. A certificate on no pinned card never gets this far: the TLS
-handshake refuses it (``peer_server.py`` records that); one that the TLS context still
-trusts but no pinned card has any more (a peer removed while the node runs) is refused
-403 before the body is read. Size and content type are checked from the headers before
+handshake refuses it (``peer_server.py`` records that); a connection opened before its
+peer was removed is refused 403 before the body is read. Size and content type are checked from the headers before
 reading the body, and the body must arrive within a deadline; overload answers 429 with
 Retry-After instead of queueing without bound, and one peer gets only a share of the
 slots. Every error answer is the JSON problem document, with no request bytes in it.
@@ -76,9 +75,9 @@ def _tls_peer(request: web.BaseRequest, node: Node) -> tuple[bool, bytes, str | 
 
 
 def authenticated_peer(request: web.Request, node: Node) -> str | None:
-    """Node id of the TLS client, None on plain HTTP; raises 403 for a certificate
-    OpenSSL still trusts but no pinned card has any more (a peer removed while the node
-    runs), audited with the certificate's hash."""
+    """Node id of the TLS client, None on plain HTTP; raises 403 for a certificate no
+    pinned card has any more (its peer was removed after the connection was opened),
+    audited with the certificate's hash."""
     tls, fp, peer = _tls_peer(request, node)
     if not tls:
         return None
@@ -277,8 +276,8 @@ _SIZE = re.compile(r"[0-9]{1,18}")
 
 async def serve_peer_api(
     node: Node, host: str, port: int, ssl_context
-) -> tuple[web.AppRunner, int]:
-    """Start the peer API on ``host:port``: its runner and the port it listens on."""
+) -> tuple[web.AppRunner, PeerSite]:
+    """Start the peer API on ``host:port``: its runner and its site (``bound_port``)."""
     runner = web.AppRunner(create_peer_app(node), access_log=None, handle_signals=False)
     await runner.setup()
     server = runner.server
@@ -303,7 +302,7 @@ async def serve_peer_api(
         on_handshake_refused=lambda remote, exc: handshake_refused(node, remote, exc),
     )
     await site.start()
-    return runner, site.bound_port
+    return runner, site
 
 
 def create_peer_app(node: Node) -> web.Application:

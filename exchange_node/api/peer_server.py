@@ -192,11 +192,13 @@ class _TlsGate(asyncio.Protocol):
         assert transport is not None
         peername = transport.get_extra_info("peername")
         handler = site._handler_factory()
+        ctx = site._ssl_context
+        assert ctx is not None
         try:
             tls = await asyncio.get_running_loop().start_tls(
                 transport,
                 handler,
-                site._ssl_context,
+                ctx,
                 server_side=True,
                 ssl_handshake_timeout=site._handshake_timeout,
             )
@@ -275,6 +277,11 @@ class PeerSite(web.BaseSite):
             factory, self._host, self._port, backlog=self._backlog
         )
         self.bound_port = self._server.sockets[0].getsockname()[1]
+
+    def set_ssl_context(self, ctx: ssl.SSLContext) -> None:
+        """Use ``ctx`` for the handshakes of connections accepted from now on (a new set
+        of pinned certificates); connections already open keep theirs."""
+        self._ssl_context = ctx
 
     async def stop(self) -> None:
         for gate in list(self._gates):
