@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import os
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -243,13 +244,20 @@ class Node:
         connections already open are refused by fingerprint (403)."""
         if self._server_ssl is None or self._peer_site is None:
             return
-        self._server_ssl = server_context(
-            self.identity.keys.tls_cert_der,
-            self.identity.keys.tls_key_path,
-            self.directory.tls_certificates(),
-            self.identity.passphrase,
-        )
-        self._peer_site.set_ssl_context(self._server_ssl)
+        try:
+            ctx = server_context(
+                self.identity.keys.tls_cert_der,
+                self.identity.keys.tls_key_path,
+                self.directory.tls_certificates(),
+                self.identity.passphrase,
+            )
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            # Keep the context in use (and the other listeners running); requests from
+            # a removed peer are still refused by fingerprint.
+            self.log.error("transport.tls_context_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._server_ssl = ctx
+        self._peer_site.set_ssl_context(ctx)
 
     # --- lifecycle ----------------------------------------------------------------------
 

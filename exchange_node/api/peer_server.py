@@ -66,12 +66,13 @@ class RefusalAudit:
         on_suppressed: Callable[[], None] = lambda: None,
         budget: int = 20,
         window_seconds: int = 60,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kind = kind
         self.operation = operation
         self.budget = budget
         self.window_seconds = window_seconds
-        self.monotonic: Callable[[], float] = time.monotonic
+        self.monotonic = monotonic
         self._write = write
         self._clock = clock
         self._on_suppressed = on_suppressed
