@@ -46,6 +46,12 @@ class PeerApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     allow_plain_http: bool = False
     max_batch_bytes: int = 16 * 1024 * 1024
     max_concurrent_batches: int = 8
+    # At most this many of those slots for one peer: below the total, so one peer that
+    # holds its connections open cannot lock the others out.
+    max_concurrent_batches_per_peer: int = 2
+    # A batch body must arrive within this many seconds of its headers, or the request
+    # is refused (408) and its slot freed.
+    body_timeout_seconds: float = 30.0
 
 
 class LocalApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -123,6 +129,8 @@ def is_loopback(host: str) -> bool:
 _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("peer_api", "max_batch_bytes", 1024, 64 * 1024 * 1024),
     ("peer_api", "max_concurrent_batches", 1, 256),
+    ("peer_api", "max_concurrent_batches_per_peer", 1, 255),
+    ("peer_api", "body_timeout_seconds", 1, 600),
     ("protocol", "max_clock_skew_seconds", 0, 3600),
     ("protocol", "retention_days", 1, 3650),
     ("delivery", "batch_size", 1, 500),
@@ -183,6 +191,13 @@ def _check(path: Path, cfg: Config) -> None:
         value = getattr(getattr(cfg, section), key)
         if not low <= value <= high:
             raise bad(f"[{section}] {key}", f"a number between {low} and {high}", value)
+    if cfg.peer_api.max_concurrent_batches_per_peer >= cfg.peer_api.max_concurrent_batches:
+        raise bad(
+            "[peer_api] max_concurrent_batches_per_peer",
+            f"a number below max_concurrent_batches ({cfg.peer_api.max_concurrent_batches}),"
+            " so that one peer cannot take every slot",
+            cfg.peer_api.max_concurrent_batches_per_peer,
+        )
     if cfg.delivery.backoff_initial_ms > cfg.delivery.backoff_max_ms:
         raise bad(
             "[delivery] backoff_initial_ms",
@@ -284,7 +299,9 @@ listen = "{peer_listen}"          # where peers connect (mutual TLS)
 public_endpoint = "{public_endpoint}"
 allow_plain_http = {str(allow_plain_http).lower()}          # never in production: no TLS at all
 max_batch_bytes = 16777216
-max_concurrent_batches = 8
+max_concurrent_batches = 8        # batches in progress at once; more are answered 429
+max_concurrent_batches_per_peer = 2  # of those, at most this many for one peer (below the total)
+body_timeout_seconds = 30        # a batch body must arrive within this, or 408 and the slot is freed
 
 [local_api]
 listen = "{local_listen}"          # authority systems connect here; loopback by default

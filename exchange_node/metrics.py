@@ -69,6 +69,30 @@ class Metrics:
         self.overload = Counter(
             "exchange_batches_refused_overload_total", "Batches answered 429", registry=r
         )
+        self.peer_limit = Counter(
+            "exchange_batches_refused_peer_limit_total",
+            "Batches answered 429 because their peer held its share of the slots",
+            ["peer"],
+            registry=r,
+        )
+        self.handshakes_refused = Counter(
+            "exchange_peer_handshakes_refused_total",
+            "Connections to the peer API refused in the TLS handshake",
+            ["reason"],
+            registry=r,
+        )
+        self.requests_refused = Counter(
+            "exchange_peer_requests_refused_total",
+            "Peer API requests refused before a handler took them (malformed, unknown path)",
+            ["code"],
+            registry=r,
+        )
+        self.refusal_audit_suppressed = Counter(
+            "exchange_refusal_audit_suppressed_total",
+            "Refusals past the audit budget: counted in one summary entry, not one each",
+            ["operation"],
+            registry=r,
+        )
         self.checkpoint_alarm = Counter(
             "exchange_peer_checkpoint_inconsistent_total",
             "Peer audit checkpoints that contradict earlier ones",

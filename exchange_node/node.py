@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import os
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,10 +30,11 @@ import structlog
 from aiohttp import web
 
 from exchange_node.api.local import create_local_app
-from exchange_node.api.peer import create_peer_app
+from exchange_node.api.peer import serve_peer_api
+from exchange_node.api.peer_server import PeerSite, RefusalAudit
 from exchange_node.at_rest import AtRest
 from exchange_node.audit import leaves
-from exchange_node.audit.leaf import AuditEvent
+from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog
 from exchange_node.audit.migrate import adopt_audit_file
 from exchange_node.audit.witness import Witness
@@ -47,7 +49,7 @@ from exchange_node.peers import PeerDirectory
 from exchange_node.protocol.envelope import Freshness
 from exchange_node.services import Services
 from exchange_node.store.sqlite import SqliteStore
-from exchange_node.tls import server_context, trust_peers
+from exchange_node.tls import server_context
 
 __all__ = ["DATABASE", "Node", "Submitted", "key_passphrase", "prepare_database"]
 
@@ -124,12 +126,18 @@ class Node:
         self._checkpoint_note = b""
         self._card_mtime = 0
         self._server_ssl = None
+        self._peer_site: PeerSite | None = None
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task] = []  # long-running loops, cancelled at stop
         self._background: set[asyncio.Task] = set()  # one-off work, awaited at stop
         self.peer_port: int | None = None
         self.local_port: int | None = None
         self.ready = False
+
+        # Refusals anyone who can connect can provoke (a TLS handshake, a malformed
+        # request): audited within a budget per minute, the rest counted in one entry.
+        self.handshake_refusals = self._refusal_audit(LeafKind.AUTH_FAILED, "peer_api.handshake")
+        self.request_refusals = self._refusal_audit(LeafKind.REQUEST_REFUSED, "peer_api")
 
         self.directory = PeerDirectory(store, config, self.now_ms)
         self.client = PeerClient(self.directory, self.identity, config, self.metrics, self.now_ms)
@@ -164,6 +172,7 @@ class Node:
             peer_seen=lambda peer: self.outbox.wake(peer, reset_backoff=True),
             spawn=self._spawn,
             max_concurrent=config.peer_api.max_concurrent_batches,
+            max_per_peer=config.peer_api.max_concurrent_batches_per_peer,
         )
         self.directory.listeners += [self._trust_peers, self.outbox.sync_workers]
         # Entry points of the parts, as the API, the command line and the tests call them.
@@ -219,9 +228,36 @@ class Node:
         """Append leaves that record no other change (lookups, refusals); durable on return."""
         return await self.store.append_audit(events)
 
+    def _refusal_audit(self, kind: LeafKind, operation: str) -> RefusalAudit:
+        suppressed = self.metrics.refusal_audit_suppressed.labels(operation)
+        return RefusalAudit(
+            kind=kind,
+            operation=operation,
+            write=lambda leaf: self._spawn(self.store.append_audit([leaf])),
+            clock=self.now_ms,
+            on_suppressed=suppressed.inc,
+        )
+
     def _trust_peers(self, _changed: frozenset[str]) -> None:
-        if self._server_ssl is not None:
-            trust_peers(self._server_ssl, self.directory.tls_certificates())
+        """Handshakes from now on trust exactly the pinned peers' certificates: a new
+        context, as OpenSSL cannot drop a trust anchor from a live one. A removed peer's
+        connections already open are refused by fingerprint (403)."""
+        if self._server_ssl is None or self._peer_site is None:
+            return
+        try:
+            ctx = server_context(
+                self.identity.keys.tls_cert_der,
+                self.identity.keys.tls_key_path,
+                self.directory.tls_certificates(),
+                self.identity.passphrase,
+            )
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            # Keep the context in use (and the other listeners running); requests from
+            # a removed peer are still refused by fingerprint.
+            self.log.error("transport.tls_context_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._server_ssl = ctx
+        self._peer_site.set_ssl_context(ctx)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -243,7 +279,9 @@ class Node:
                 self.identity.passphrase,
             )
         host, port = parse_listen(cfg.peer_api.listen)
-        self.peer_port = await self._serve(create_peer_app(self), host, port, self._server_ssl)
+        runner, self._peer_site = await serve_peer_api(self, host, port, self._server_ssl)
+        self.peer_port = self._peer_site.bound_port
+        self._runners.append(runner)
         host, port = parse_listen(cfg.local_api.listen)
         self.local_port = await self._serve(create_local_app(self), host, port, None)
         digest = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest() if cfg.path else ""
@@ -311,6 +349,8 @@ class Node:
                     )
                     self.log.info("identity.reloaded", serial=keys.card.serial)
                 self.update_gauges()
+                self.handshake_refusals.flush()
+                self.request_refusals.flush()
                 if time.monotonic() - last_purge > 3600:
                     last_purge = time.monotonic()
                     await self.store.purge_before(self.now_ms() - self.freshness.max_age_ms)

@@ -49,10 +49,10 @@ def server_context(
 
 
 def trust_peers(ctx: ssl.SSLContext, peer_certs: Iterable[bytes]) -> None:
-    """Add pinned peers' certificates as trust anchors (e.g. after `peer add`).
+    """Add pinned peers' certificates as trust anchors.
 
-    OpenSSL cannot drop an anchor from a live context; the peer API refuses removed
-    peers by fingerprint, and a restart drops them from TLS too.
+    OpenSSL cannot drop an anchor from a live context: when the pinned peers change, the
+    node builds a new server context for the handshakes that follow.
     """
     pem = "".join(_pem(c) for c in peer_certs if c)
     if pem:

@@ -141,3 +141,64 @@ def test_peer_add_with_the_right_fingerprint_pins_the_card(two, capsys):
     assert code == 0
     assert "pinned PHL-DFA" in capsys.readouterr().out
     assert pinned(jpn_config) == ["PHL-DFA"]
+
+
+def pinned_fingerprint(config, node_id: str) -> str:
+    async def read() -> str:
+        store = await SqliteStore.open(load_config(config).data_path / "node.sqlite")
+        try:
+            return store.get_peer(node_id).fingerprint
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def impostor(tmp_path, capsys):
+    """Another card for PHL-DFA: other keys, the same serial."""
+    config, fingerprint = init(tmp_path / "other", capsys, "PHL-DFA", "PHL")
+    return load_config(config).data_path / "card.pb", fingerprint
+
+
+def test_peer_add_of_another_card_for_a_pinned_node_needs_replace(two, impostor, capsys):
+    (jpn_config, _), (phl_config, phl_fp) = two
+    card = load_config(phl_config).data_path / "card.pb"
+    other_card, other_fp = impostor
+    add = ["--config", str(jpn_config), "peer", "add"]
+    assert run_cli([*add, str(card), "--fingerprint", phl_fp]) == 0
+    capsys.readouterr()
+
+    code = run_cli([*add, str(other_card), "--fingerprint", other_fp])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "already pinned" in err and "--replace" in err
+    assert phl_fp in err and other_fp in err
+    assert pinned_fingerprint(jpn_config, "PHL-DFA") == phl_fp
+
+
+def test_peer_add_replace_swaps_the_card_and_shows_both_fingerprints(two, impostor, capsys):
+    (jpn_config, _), (phl_config, phl_fp) = two
+    card = load_config(phl_config).data_path / "card.pb"
+    other_card, other_fp = impostor
+    add = ["--config", str(jpn_config), "peer", "add"]
+    assert run_cli([*add, str(card), "--fingerprint", phl_fp]) == 0
+    capsys.readouterr()
+
+    code = run_cli([*add, str(other_card), "--fingerprint", other_fp, "--replace"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "replaced" in out and phl_fp in out and other_fp in out
+    assert pinned_fingerprint(jpn_config, "PHL-DFA") == other_fp
+
+
+def test_peer_add_of_the_same_card_again_needs_no_replace(two, capsys):
+    (jpn_config, _), (phl_config, phl_fp) = two
+    card = load_config(phl_config).data_path / "card.pb"
+    add = ["--config", str(jpn_config), "peer", "add", str(card), "--fingerprint", phl_fp]
+    assert run_cli(add) == 0
+
+    assert run_cli(add) == 0
+    assert pinned_fingerprint(jpn_config, "PHL-DFA") == phl_fp

@@ -35,6 +35,16 @@ BAD = {
         "[peer_api] max_concurrent_batches",
         "between 1 and 256",
     ),
+    "per-peer cap not below the total": (
+        set_options(BASE, {"max_concurrent_batches_per_peer": 8}),
+        "[peer_api] max_concurrent_batches_per_peer",
+        "below max_concurrent_batches (8)",
+    ),
+    "body timeout out of range": (
+        set_options(BASE, {"body_timeout_seconds": 0}),
+        "[peer_api] body_timeout_seconds",
+        "between 1 and 600",
+    ),
     "bad node id": (set_options(BASE, {"id": "jpn isa"}), "[node] id", "upper-case node id"),
     "non-loopback local API": (
         BASE.replace('listen = "127.0.0.1:8080"', 'listen = "0.0.0.0:8080"'),

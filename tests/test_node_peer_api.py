@@ -34,7 +34,13 @@ async def net(tmp_path):
     net = await make_net(
         tmp_path,
         [JPN, PHL, IOM],
-        options={PHL: {"max_batch_bytes": LIMIT, "max_concurrent_batches": 1}},
+        options={
+            PHL: {
+                "max_batch_bytes": LIMIT,
+                "max_concurrent_batches": 2,
+                "max_concurrent_batches_per_peer": 1,
+            }
+        },
         pins=[(PHL, JPN), (JPN, PHL), (IOM, PHL)],
     )
     yield net
@@ -195,10 +201,10 @@ async def test_a_second_batch_while_one_is_in_progress_gets_429_with_retry_after
     jpn = await net[JPN].open()
     port = net[PHL].peer_port
     data = batch_bytes(JPN, [e.data for e in sealed_for(jpn, PHL)])
-    # The first batch holds the only slot while its body is still arriving.
+    # The first batch holds its peer's only slot while its body is still arriving.
     reader, writer = await raw_request(port, batch_head(port, len(data)), data[:10])
     try:
-        await wait_for(phl.inbound.slots.locked, what="the first batch to take the slot")
+        await wait_for(lambda: phl.inbound.held, what="the first batch to take a slot")
 
         async with (
             aiohttp.ClientSession() as session,
@@ -218,3 +224,122 @@ async def test_a_second_batch_while_one_is_in_progress_gets_429_with_retry_after
         writer.close()
     assert status == 200
     assert len(phl.store.inbox_feed(0, 10)) == 1
+
+
+async def read_all(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := await asyncio.wait_for(reader.read(65536), timeout=15):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Split a stream of HTTP/1.1 responses with Content-Length bodies."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+        length = int(headers.get("content-length", "0"))
+        out.append((int(status_line.split()[1]), headers, rest[:length]))
+        raw = rest[length:]
+    return out
+
+
+async def request_rejections(node, code: str) -> list:
+    return await wait_for(
+        lambda: [
+            r
+            for r in audit_leaves(node.audit, LeafKind.REQUEST_REFUSED)
+            if r.reason == code and r.attrs.get("operation") == "peer_api"
+        ],
+        what=f"a request.refused leaf for {code}",
+    )
+
+
+async def test_a_body_longer_than_its_content_length_is_refused_in_json_quoting_nothing(net):
+    phl = await net[PHL].start()
+    port = net[PHL].peer_port
+    # Five bytes announced, more sent: what follows the five is not a request.
+    body = b"\xff\xff\xffSECRET-BYTES-THAT-MUST-NOT-COME-BACK"
+    reader, writer = await raw_request(port, batch_head(port, 5), body)
+    try:
+        raw = await read_all(reader)
+    finally:
+        writer.close()
+
+    # aiohttp's parser reads the five and what follows in one go and refuses both.
+    [(status, headers, content)] = responses(raw)
+    assert b"SECRET" not in raw
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(content) == {
+        "code": "request_malformed",
+        "detail": json.loads(content)["detail"],
+        "status": 400,
+    }
+    [leaf] = await request_rejections(phl, "request_malformed")
+    assert leaf.attrs["status"] == "400" and leaf.attrs["remote_addr"] == "127.0.0.1"
+    assert phl.store.inbox_feed(0, 10) == []
+
+
+async def test_an_unknown_path_is_answered_404_in_json_and_audited(net):
+    phl = await net[PHL].start()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(net[PHL].url + "/exchange/v1/nothing-here") as resp,
+    ):
+        assert resp.status == 404
+        assert resp.content_type == "application/json"
+        assert (await resp.json())["code"] == "not_found"
+    await request_rejections(phl, "not_found")
+
+
+async def test_the_server_header_names_no_software_or_version(net):
+    await net[PHL].start()
+    port = net[PHL].peer_port
+    async with aiohttp.ClientSession() as session:
+        async with session.get(net[PHL].url + "/exchange/v1/card") as resp:
+            assert resp.status == 200
+            assert resp.headers["Server"] == "exchange-node"
+        async with session.get(net[PHL].url + "/exchange/v1/nothing-here") as resp:
+            assert resp.headers["Server"] == "exchange-node"
+    reader, writer = await raw_request(port, "BREW /coffee HTCPCP/1.0\r\n\r\n", b"")
+    try:
+        [(status, headers, _)] = responses(await read_all(reader))
+    finally:
+        writer.close()
+    assert status == 400
+    assert headers["server"] == "exchange-node"
+
+
+@pytest.fixture
+async def slow_net(tmp_path):
+    net = await make_net(
+        tmp_path,
+        [JPN, PHL],
+        options={PHL: {"body_timeout_seconds": 1}},
+        pins=[(PHL, JPN), (JPN, PHL)],
+    )
+    yield net
+    await net.stop_all()
+
+
+async def test_a_body_shorter_than_its_content_length_is_refused_408_and_frees_its_slot(
+    slow_net,
+):
+    phl = await slow_net[PHL].start()
+    port = slow_net[PHL].peer_port
+    reader, writer = await raw_request(port, batch_head(port, 1000), b"0123456789")
+    try:
+        raw = await read_all(reader)
+    finally:
+        writer.close()
+
+    [(status, headers, content)] = responses(raw)
+    assert status == 408
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(content)["code"] == "body_timeout"
+    await batch_rejections(phl, "body_timeout")
+    assert not phl.inbound.held

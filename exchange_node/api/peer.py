@@ -8,9 +8,12 @@
                                           when it cannot be given for now
 
 The peer is identified by the SHA-256 of its TLS client certificate, matched against
-the pinned cards; an unknown certificate is refused (403) before the body is read.
-Size and content type are checked from the headers before reading the body; overload
-answers 429 with Retry-After instead of queueing without bound.
+the pinned cards. A certificate on no pinned card never gets this far: the TLS
+handshake refuses it (``peer_server.py`` records that); a connection opened before its
+peer was removed is refused 403 before the body is read. Size and content type are checked from the headers before
+reading the body, and the body must arrive within a deadline; overload answers 429 with
+Retry-After instead of queueing without bound, and one peer gets only a share of the
+slots. Every error answer is the JSON problem document, with no request bytes in it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
+from exchange_node.api.peer_server import (
+    IDLE_TIMEOUT,
+    SERVER_HEADER,
+    PeerRequestHandler,
+    PeerSite,
+    handshake_reason,
+    remote_of,
+)
+from exchange_node.audit import leaves
 from exchange_node.delivery.client import PROTOBUF
 from exchange_node.delivery.receiver import BatchRefused
 from exchange_node.errors import ExchangeError, NotFoundError
@@ -43,22 +55,102 @@ def _problem(
     )
 
 
-def authenticated_peer(request: web.Request, node: Node) -> str | None:
-    """Node id of the TLS client, None on plain HTTP; raises 403 for an unknown cert
-    (audited with the certificate's hash)."""
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+class Refused(Exception):
+    """A refusal already recorded; the middleware answers with its response."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _tls_peer(request: web.BaseRequest, node: Node) -> tuple[bool, bytes, str | None]:
+    """(over TLS, SHA-256 of the client certificate, pinned node id or None)."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport else None
     if ssl_object is None:
-        return None
+        return False, b"", None
     der = ssl_object.getpeercert(binary_form=True)
     fp = hashlib.sha256(der).digest() if der else b""
-    peer = node.directory.by_tls_fingerprint(fp) if der else None
+    return True, fp, node.directory.by_tls_fingerprint(fp) if der else None
+
+
+def authenticated_peer(request: web.Request, node: Node) -> str | None:
+    """Node id of the TLS client, None on plain HTTP; raises 403 for a certificate no
+    pinned card has any more (its peer was removed after the connection was opened),
+    audited with the certificate's hash."""
+    tls, fp, peer = _tls_peer(request, node)
+    if not tls:
+        return None
     if peer is None:
-        node.inbound.audit_refusal("", "unknown_peer", {"tls_sha256": fp.hex()})
-        raise web.HTTPForbidden(
-            text='{"code":"unknown_peer","detail":"client certificate is not on a pinned card"}',
-            content_type="application/json",
+        raise Refused(
+            _refuse(
+                node,
+                None,
+                403,
+                "unknown_peer",
+                "client certificate is not on a pinned card",
+                tls_sha256=fp.hex(),
+            )
         )
     return peer
+
+
+def _remote(request: web.BaseRequest) -> tuple[str, str]:
+    transport = request.transport
+    return remote_of(transport.get_extra_info("peername") if transport else None)
+
+
+def request_refused(node: Node, request: web.BaseRequest, status: int, code: str) -> None:
+    """Record a request refused before a handler took it: counted, and audited within the
+    refusal budget (``request.refused``, operation ``peer_api``)."""
+    _, _, peer = _tls_peer(request, node)
+    node.metrics.requests_refused.labels(code).inc()
+    remote = _remote(request)
+    if node.request_refusals.record(
+        lambda: leaves.peer_request_refused(node.now_ms(), peer or "", code, remote, status)
+    ):
+        log.warning(
+            "peer_api.request_refused", status=status, code=code, peer=peer, remote=remote[0]
+        )
+
+
+def handshake_refused(node: Node, remote: tuple[str, str], exc: BaseException) -> None:
+    """Record a connection refused in the TLS handshake: counted by reason, logged and
+    audited within the refusal budget (``auth.failed``, operation
+    ``peer_api.handshake``)."""
+    reason, tls_error = handshake_reason(exc)
+    node.metrics.handshakes_refused.labels(reason).inc()
+    if node.handshake_refusals.record(
+        lambda: leaves.handshake_refused(node.now_ms(), reason, remote, tls_error)
+    ):
+        log.warning(
+            "peer_api.handshake_refused", reason=reason, remote=remote[0], tls_error=tls_error
+        )
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+@web.middleware
+async def _problems(request: web.Request, handler) -> web.StreamResponse:
+    """Every refusal in the JSON error format: recorded ones as they are, aiohttp's own
+    (no such path or method) recorded here."""
+    try:
+        return await handler(request)
+    except Refused as exc:
+        return exc.response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
+        code = _HTTP_CODES.get(exc.status, "request_refused")
+        request_refused(node, request, exc.status, code)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _problem(exc.status, code, exc.reason, headers)
+
+
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER
 
 
 def _refuse(
@@ -80,19 +172,52 @@ async def post_batch(request: web.Request) -> web.StreamResponse:
         return _refuse(node, peer, 411, "length_required", "send Content-Length with the batch")
     if request.content_length > limit:
         return _refuse(node, peer, 413, "batch_oversized", f"batches are limited to {limit} bytes")
-    if node.inbound.slots.locked():
-        # Back-pressure, not a refusal of content: counted, not audited (an overloaded
-        # node must not write more per request), and the sender retries.
+    # Back-pressure, not a refusal of content: counted, not audited (an overloaded node
+    # must not write more per request), and the sender retries. One peer gets a share of
+    # the slots, never all of them; on plain HTTP a remote address stands for the peer.
+    key = peer or f"plain:{request.remote}"
+    busy = node.inbound.admit(key)
+    if busy == "peer_limit":
+        node.metrics.peer_limit.labels(peer or "").inc()
+        return _problem(
+            429,
+            "peer_limit",
+            "this peer has as many batches in progress as it may; retry later",
+            {"Retry-After": "1"},
+        )
+    if busy is not None:
         node.metrics.overload.inc()
         return _problem(
             429, "overloaded", "too many batches in progress; retry later", {"Retry-After": "1"}
         )
-    async with node.inbound.slots:
-        data = await request.read()
-        try:
-            receipt = await node.receive_batch(data, peer)
-        except BatchRefused as exc:
-            return _refuse(node, peer, exc.status, exc.code, exc.message, **exc.attrs)
+    try:
+        async with node.inbound.slots:
+            timeout = node.config.peer_api.body_timeout_seconds
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await request.read()
+            except TimeoutError:
+                # A body held back (or shorter than its Content-Length) must not hold
+                # its slot: refused, and the connection closed.
+                resp = _refuse(
+                    node,
+                    peer,
+                    408,
+                    "body_timeout",
+                    f"the batch body did not arrive within {timeout:g} seconds of its headers",
+                )
+                resp.force_close()
+                return resp
+            except web.HTTPRequestEntityTooLarge:
+                return _refuse(
+                    node, peer, 413, "batch_oversized", f"batches are limited to {limit} bytes"
+                )
+            try:
+                receipt = await node.receive_batch(data, peer)
+            except BatchRefused as exc:
+                return _refuse(node, peer, exc.status, exc.code, exc.message, **exc.attrs)
+    finally:
+        node.inbound.release(key)
     return web.Response(body=receipt, content_type=PROTOBUF)
 
 
@@ -149,10 +274,44 @@ async def get_consistency(request: web.Request) -> web.Response:
 _SIZE = re.compile(r"[0-9]{1,18}")
 
 
+async def serve_peer_api(
+    node: Node, host: str, port: int, ssl_context
+) -> tuple[web.AppRunner, PeerSite]:
+    """Start the peer API on ``host:port``: its runner and its site (``bound_port``)."""
+    runner = web.AppRunner(create_peer_app(node), access_log=None, handle_signals=False)
+    await runner.setup()
+    server = runner.server
+    assert server is not None
+    loop = asyncio.get_running_loop()
+
+    def handler() -> PeerRequestHandler:
+        return PeerRequestHandler(
+            server,
+            loop=loop,
+            access_log=None,
+            keepalive_timeout=IDLE_TIMEOUT,
+            on_refused=lambda request, status, code: request_refused(node, request, status, code),
+        )
+
+    site = PeerSite(
+        runner,
+        host,
+        port,
+        ssl_context=ssl_context,
+        handler_factory=handler,
+        on_handshake_refused=lambda remote, exc: handshake_refused(node, remote, exc),
+    )
+    await site.start()
+    return runner, site
+
+
 def create_peer_app(node: Node) -> web.Application:
     # client_max_size guards chunked bodies that lie about (or omit) their length.
-    app = web.Application(client_max_size=node.config.peer_api.max_batch_bytes)
+    app = web.Application(
+        client_max_size=node.config.peer_api.max_batch_bytes, middlewares=[_problems]
+    )
     app[NODE_KEY] = node
+    app.on_response_prepare.append(_server_header)
     app.router.add_post("/exchange/v1/batch", post_batch)
     app.router.add_get("/exchange/v1/card", get_card)
     app.router.add_get("/exchange/v1/audit/consistency", get_consistency)

@@ -130,6 +130,64 @@ def batch_refused(
     )
 
 
+def handshake_refused(now: int, reason: str, remote: tuple[str, str], tls_error: str) -> AuditEvent:
+    """A connection to the peer API refused in the TLS handshake: no client certificate,
+    one on no pinned card, or no TLS 1.3. OpenSSL discards a certificate it refuses, so
+    only the remote address and OpenSSL's reason are known."""
+    addr, port = remote
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.AUTH_FAILED,
+        actor="unknown",
+        reason=reason,
+        attrs={
+            "operation": "peer_api.handshake",
+            "remote_addr": addr,
+            "remote_port": port,
+            **({"tls_error": tls_error} if tls_error else {}),
+        },
+    )
+
+
+def peer_request_refused(
+    now: int, peer: str, code: str, remote: tuple[str, str], status: int
+) -> AuditEvent:
+    """A peer API request refused before any handler took it (malformed HTTP, a body
+    that does not match its ``Content-Length``, an unknown path or method)."""
+    addr, port = remote
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.REQUEST_REFUSED,
+        actor=peer or "unknown",
+        peer=peer,
+        reason=code,
+        attrs={
+            "operation": "peer_api",
+            "status": str(status),
+            "remote_addr": addr,
+            "remote_port": port,
+        },
+    )
+
+
+def refusals_suppressed(
+    now: int, kind: LeafKind, operation: str, count: int, window_seconds: int
+) -> AuditEvent:
+    """``count`` refusals of ``operation`` past the per-window budget, counted in one
+    entry instead of one each (a flood cannot fill the log)."""
+    return AuditEvent(
+        time=now,
+        kind=kind,
+        actor="unknown",
+        reason="refusals_suppressed",
+        attrs={
+            "operation": operation,
+            "suppressed": str(count),
+            "window_seconds": str(window_seconds),
+        },
+    )
+
+
 def request_refused(now: int, actor: str, operation: str, code: str) -> AuditEvent:
     """A local API request refused for how it was made, not for its content (an
     ``Idempotency-Key`` malformed or reused with another request)."""

@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--allow", help=f"comma-separated notice kinds ({','.join(NOTICE_KINDS)}); default all"
     )
+    s.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the card pinned for that node id with this one (other keys); "
+        "prints the old and new fingerprints",
+    )
     s.set_defaults(func=cmd_peer_add)
     peer.add_parser("list").set_defaults(func=cmd_peer_list)
     for name, func, helptext in (

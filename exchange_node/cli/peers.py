@@ -45,17 +45,38 @@ async def cmd_peer_add(args) -> int:
     store = await _store(cfg)
     try:
         existing = store.get_peer(card.node_id)
-        if existing is not None and verify_card(existing.card).serial > card.serial:
-            raise CliError(
-                f"{card.node_id} is already pinned with a newer card (serial {verify_card(existing.card).serial})"
-            )
+        replaced = None
+        if existing is not None and existing.card != card.signed:
+            # Another card for a pinned node: other keys, whatever the serial. Pinning
+            # it silently would hand the node id to whoever holds those keys.
+            old = verify_card(existing.card)
+            if old.serial > card.serial:
+                raise CliError(
+                    f"{card.node_id} is already pinned with a newer card (serial {old.serial})"
+                )
+            if not args.replace:
+                raise CliError(
+                    f"{card.node_id} is already pinned with another card: pinned fingerprint "
+                    f"{old.fingerprint} (serial {old.serial}), this card's {card.fingerprint} "
+                    f"(serial {card.serial}); nothing was changed. Confirm the new fingerprint "
+                    "with the peer's operator, then add it again with --replace."
+                )
+            replaced = old
         now = now_ms()
-        leaf = leaves.peer_changed(now, LeafKind.PEER_ADDED, card.node_id, serial=str(card.serial))
+        attrs = {"serial": str(card.serial)}
+        if replaced is not None:
+            attrs["replaced_fingerprint"] = replaced.fingerprint
+        leaf = leaves.peer_changed(now, LeafKind.PEER_ADDED, card.node_id, **attrs)
         await store.upsert_peer(
             card.node_id, card.signed, card.fingerprint, now, allow, audit=[leaf]
         )
     finally:
         await store.close()
+    if replaced is not None:
+        print(
+            f"replaced the pinned card of {card.node_id}: fingerprint {replaced.fingerprint} "
+            f"(serial {replaced.serial}) -> {card.fingerprint} (serial {card.serial})"
+        )
     print(
         f"pinned {card.node_id} ({card.country}) at {card.endpoint}; fingerprint {card.fingerprint}"
     )

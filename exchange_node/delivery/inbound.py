@@ -61,6 +61,7 @@ class Inbound:
         peer_seen: Callable[[str], None],
         spawn: Callable[[Awaitable[object]], None],
         max_concurrent: int,
+        max_per_peer: int | None = None,
     ) -> None:
         self._identity = identity
         self._directory = directory
@@ -77,6 +78,10 @@ class Inbound:
         # Run after the receipt is committed (wake long-pollers).
         self.on_accepted: list[Callable[[Sequence[EnvelopeResult]], object]] = []
         self.slots = asyncio.Semaphore(max_concurrent)
+        # Slots held per peer (or per remote address on plain HTTP): one peer gets at
+        # most ``max_per_peer`` of them, so it cannot lock the others out.
+        self.max_per_peer = max_per_peer or max_concurrent
+        self.held: Counter[str] = Counter()
         # Opening envelopes is mostly OpenSSL work that releases the GIL: a batch is
         # opened in slices on these threads, one per core.
         self._crypto_threads = max(1, min(4, os.cpu_count() or 1))
@@ -141,6 +146,22 @@ class Inbound:
             self._metrics.received.labels(batch.sender, outcome, reason).inc(n)
         self._peer_seen(batch.sender)  # the peer is evidently up
         return receipt
+
+    def admit(self, key: str) -> str | None:
+        """Take a slot for ``key``'s batch; release it with :meth:`release`. Returns
+        None when taken, else why not: ``peer_limit`` (``key`` holds its share) or
+        ``overloaded`` (every slot is held)."""
+        if self.held[key] >= self.max_per_peer:
+            return "peer_limit"
+        if self.slots.locked():
+            return "overloaded"
+        self.held[key] += 1
+        return None
+
+    def release(self, key: str) -> None:
+        self.held[key] -= 1
+        if self.held[key] <= 0:
+            del self.held[key]
 
     def audit_refusal(self, peer: str, code: str, attrs: dict[str, str] | None = None) -> None:
         """Audit a batch refused as a whole (oversized, malformed, unknown peer)."""
