@@ -17,13 +17,22 @@ import sys
 
 import pytest
 
+from exchange_node.audit.leaf import LeafKind
 from exchange_node.domain.documents import Detection, NoticeKind
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.services.catchup import LABEL
 from exchange_node.services.notices import NoticeDraft
 from exchange_node.store.sqlite import SqliteStore
 from tests import node_helpers
-from tests.node_helpers import child_env, make_net, now_ms, pin, wait_for
+from tests.node_helpers import (
+    audit_leaves,
+    child_env,
+    make_net,
+    now_ms,
+    pin,
+    run_cli,
+    wait_for,
+)
 
 PHL, JPN = "PHL-DFA", "JPN-ISA"
 HELPER = [sys.executable, node_helpers.__file__]
@@ -208,6 +217,51 @@ async def test_a_source_killed_during_catch_up_resumes_without_loss_or_double(ne
     assert jpn.store.count_notices() == len(expected)
 
 
+async def test_the_operator_pauses_resumes_and_restarts_a_catch_up(net, capsys) -> None:
+    n = 150
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    await _pin_jpn(net)  # JPN-ISA is down: one chunk queued, then the queue is full
+    await wait_for(lambda: _catchup_rows(phl.store.path, JPN), what="a first chunk")
+    await net[PHL].stop()
+
+    cli = ["--config", str(net[PHL].config_path)]
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", JPN, "pause"]) == 0
+    assert await asyncio.to_thread(run_cli, [*cli, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "catch-up" in out and f"{JPN:<14} paused" in out
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", JPN, "resume"]) == 0
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", JPN, "restart"]) == 0
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", "XXX-NONE", "pause"]) == 2
+
+    jpn = await net[JPN].start()
+    phl = await net[PHL].start()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the restarted catch-up")
+    source = _answers(phl, n)
+    assert _answers(jpn, n) == source
+    actions = [
+        (leaf.actor, leaf.attrs["action"])
+        for leaf in audit_leaves(phl.audit, LeafKind.PEER_CATCHUP)
+    ]
+    assert actions == [
+        ("catchup", "started"),
+        ("operator", "paused"),
+        ("operator", "resumed"),
+        ("operator", "restarted"),
+        ("catchup", "finished"),
+    ]
+    text = phl.metrics.registry.get_sample_value(
+        "exchange_catchup_notices", {"peer": JPN, "count": "remaining"}
+    )
+    phl.update_gauges()
+    assert phl.metrics.registry.get_sample_value(
+        "exchange_catchup_notices", {"peer": JPN, "count": "remaining"}
+    ) == 0 and text in (None, 0.0)
+    assert phl.metrics.registry.get_sample_value(
+        "exchange_catchup_notices", {"peer": JPN, "count": "delivered"}
+    ) == len(_in_effect_ids(source))
+
+
 def _status_body(number: str, status, *, issued_at: int | None = None) -> notice_pb2.Body:
     body = notice_pb2.Body(
         status_notice=notice_pb2.TravelDocumentStatusNotice(
@@ -260,3 +314,27 @@ async def test_the_receiver_orders_a_caught_up_notice_by_when_it_was_issued(net)
     assert alone.status.kind == NoticeKind.LOST and alone.status.supersedes is None
     assert entries[0].reason == "re-issued"
     assert jpn.store.count_notices() == 3
+
+
+async def test_a_policy_that_comes_to_allow_a_kind_catches_up_on_that_kind(net) -> None:
+    n = 90
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    jpn = await net[JPN].start()
+    keys = net[JPN].keys()
+    await phl.store.upsert_peer(JPN, keys.card_bytes, keys.fingerprint, now_ms(), ["fraud_notice"])
+    phl.reload_peers()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the fraud catch-up")
+    source = _answers(phl, n)
+    fraud = {f for _, _, ids in source for f in ids}
+    assert {
+        r.notice_id for i in range(n) for r in jpn.store.notices_for_document("PHL", f"P{i:07d}")
+    } == fraud
+
+    await phl.directory.set_policy(JPN, ["fraud_notice", "status_notice", "correction"])
+    await wait_for(lambda: phl.store.catchup(JPN).todo == ("correction", "status_notice"),
+                   what="a catch-up of the new kinds")  # fmt: skip
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the status catch-up")
+    assert _answers(jpn, n) == source
+    # Only the new kinds went out the second time: each notice in effect once.
+    assert len(_catchup_rows(phl.store.path, JPN)) == len(_in_effect_ids(source))

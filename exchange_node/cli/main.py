@@ -44,6 +44,7 @@ from exchange_node.cli.keys import (
 from exchange_node.cli.notices import cmd_send
 from exchange_node.cli.peers import (
     cmd_peer_add,
+    cmd_peer_catchup,
     cmd_peer_list,
     cmd_peer_pause,
     cmd_peer_ping,
@@ -138,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                 help="even with queued messages (they become dead letters)",
             )
         s.set_defaults(func=func)
+    s = peer.add_parser(
+        "catchup", help="pause, resume or restart sending a peer the notices still in effect"
+    )
+    s.add_argument("peer")
+    s.add_argument("action", choices=("pause", "resume", "restart"))
+    s.set_defaults(func=cmd_peer_catchup)
 
     keys = sub.add_parser("keys", help="key rotation and revocation").add_subparsers(
         dest="keys_cmd", required=True
