@@ -338,3 +338,45 @@ async def test_a_policy_that_comes_to_allow_a_kind_catches_up_on_that_kind(net) 
     assert _answers(jpn, n) == source
     # Only the new kinds went out the second time: each notice in effect once.
     assert len(_catchup_rows(phl.store.path, JPN)) == len(_in_effect_ids(source))
+
+
+async def test_a_peer_asks_for_a_catch_up_and_is_answered_once_per_interval(net) -> None:
+    n = 60
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    jpn = await net[JPN].start()
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the first catch-up")
+    held = jpn.store.count_notices()
+
+    cli = ["--config", str(net[JPN].config_path)]
+    for _ in range(2):
+        assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", PHL, "request"]) == 0
+    mids = [
+        bytes.fromhex(leaf.message_id)
+        for leaf in audit_leaves(jpn.audit, LeafKind.NOTICE_SUBMITTED)
+        if leaf.attrs["kind"] == "catch_up_request"
+    ]
+    assert len(mids) == 2
+    await wait_for(lambda: node_helpers.settled(jpn.store, mids), what="both requests answered")
+    outcomes = [jpn.store.message_status(m)[0] for m in mids]
+    # The first is honoured; the second, inside the interval, refused and dead-lettered.
+    assert [(o.outcome.value, o.reason) for o in outcomes] == [
+        ("accepted", None),
+        ("rejected", "policy_denied"),
+    ]
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the requested catch-up")
+    assert phl.store.catchup(JPN).queued == held  # everything in effect sent again...
+    assert jpn.store.count_notices() == held  # ...and held once
+    restarted = [
+        (leaf.actor, leaf.attrs["why"])
+        for leaf in audit_leaves(phl.audit, LeafKind.PEER_CATCHUP)
+        if leaf.attrs["action"] == "restarted"
+    ]
+    assert restarted == [(JPN, "requested")]
+    requested = [
+        leaf.actor
+        for leaf in audit_leaves(jpn.audit, LeafKind.PEER_CATCHUP)
+        if leaf.attrs["action"] == "requested"
+    ]
+    assert requested == ["operator", "operator"]

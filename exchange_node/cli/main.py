@@ -140,10 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
         s.set_defaults(func=func)
     s = peer.add_parser(
-        "catchup", help="pause, resume or restart sending a peer the notices still in effect"
+        "catchup",
+        help="pause, resume or restart sending a peer the notices still in effect, "
+        "or request them from it",
     )
     s.add_argument("peer")
-    s.add_argument("action", choices=("pause", "resume", "restart"))
+    s.add_argument("action", choices=("pause", "resume", "restart", "request"))
     s.set_defaults(func=cmd_peer_catchup)
 
     keys = sub.add_parser("keys", help="key rotation and revocation").add_subparsers(

@@ -190,6 +190,9 @@ async def cmd_peer_catchup(args) -> int:
         record = store.get_peer(args.peer)
         if record is None:
             raise CliError(f"{args.peer} is not a pinned peer (see `exchange-node peer list`)")
+        if args.action == "request":
+            await store.close()
+            return await _request_catchup(cfg, args.peer)
         now = now_ms()
         action = args.action
         if action == "restart":
@@ -229,4 +232,27 @@ async def cmd_peer_catchup(args) -> int:
         print(f"catch-up of {args.peer} restarted: {row.total} notice(s) in effect to send")
     else:
         print(f"catch-up of {args.peer} {action}d at {row.queued}/{row.total} queued")
+    return 0
+
+
+async def _request_catchup(cfg, peer: str) -> int:
+    """Ask ``peer`` to send us again its notices in effect: a ``catch_up_request``
+    queued like any message (the running node delivers it), with a ``peer.catchup``
+    leaf. Only for peers known to support it (docs/protocol.md 16.9)."""
+    import secrets
+
+    from exchange_node.cli.common import _node
+    from exchange_node.pb.exchange.v1 import notice_pb2
+
+    body = notice_pb2.Body(
+        catch_up_request=notice_pb2.CatchUpRequest(request_id=secrets.token_bytes(16))
+    )
+    async with _node(cfg) as node:
+        now = node.now_ms()
+        leaf = leaves.catchup(now, peer, "requested", actor="operator")
+        [sub] = await node.submit(
+            body, [peer], actor="operator", also=lambda tx, _: tx.audit([leaf]),
+            label="catchup.request",
+        )  # fmt: skip
+    print(f"catch-up requested from {peer}: message {sub.message_id.hex()} queued")
     return 0

@@ -44,8 +44,10 @@ class Services:
         self.cases = CaseService(node)
         self.catchup = CatchUpService(node)
         self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
-        node.inbound.content_handlers.extend([self.notices.apply, self.cases.apply])
-        node.inbound.on_accepted.append(self.notices.on_accepted)
+        node.inbound.content_handlers.extend(
+            [self.notices.apply, self.cases.apply, self.catchup.apply]
+        )
+        node.inbound.on_accepted.extend([self.notices.on_accepted, self.catchup.on_accepted])
 
     def subject_hash(self, issuing_state: str, number: str) -> str:
         """Keyed hash of a document for ``document.lookup`` leaves (type left out, so an

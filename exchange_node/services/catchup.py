@@ -27,12 +27,19 @@ same sealing, receipts, retries, FIFO order and ``notice.submitted`` leaves (act
 The operator pauses, resumes and restarts a peer's catch-up (``exchange-node peer
 catchup``), each with a ``peer.catchup`` leaf; ``exchange-node status`` and the
 ``exchange_catchup_*`` gauges show its progress.
+
+A peer may ask for a catch-up itself (a ``catch_up_request`` body, ``exchange-node peer
+catchup ID request`` at its end): :meth:`CatchUpService.apply` honours it at most once
+per ``[delivery] catchup_request_interval_seconds``, restarting the peer's catch-up in
+the transaction that stores the request, with a ``peer.catchup`` leaf (actor: the
+peer); a request inside the interval is REJECTED with ``policy_denied``, which both
+sides' ``envelope.*`` leaves record.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -40,10 +47,14 @@ import structlog
 from exchange_node.audit import leaves
 from exchange_node.domain.documents import FRAUD_KINDS, STATUS_KINDS
 from exchange_node.errors import ConflictError
+from exchange_node.protocol.errors import OpenError, Reason
 from exchange_node.services.documents import body_from_row
 from exchange_node.store.records import CatchUpSelection
 
 if TYPE_CHECKING:
+    from exchange_node.delivery.receiver import EnvelopeResult
+    from exchange_node.protocol.cards import PeerCard
+    from exchange_node.protocol.envelope import OpenedEnvelope
     from exchange_node.services.context import ServiceContext
     from exchange_node.store.records import CatchUpRow
     from exchange_node.store.sqlite import SqliteTransaction
@@ -57,6 +68,9 @@ LABEL = "catchup.chunk"
 """The transaction that queues a chunk and moves the cursor (crash tests kill it)."""
 
 IDLE_POLL_S = 0.2
+
+REQUEST_KIND = "catch_up_request"
+"""The body a peer asks for a catch-up with (docs/protocol.md 16.9)."""
 
 
 def wanted_kinds(policy: Iterable[str]) -> frozenset[str]:
@@ -193,6 +207,49 @@ class CatchUpService:
         row = await node.store.transaction(work, label="catchup.begin")
         log.info("catchup.begun", peer=peer_id, why=why, total=row.total, kinds=sorted(todo))
         self._wake.set()
+
+    # --- a peer asking -------------------------------------------------------------------
+
+    def apply(
+        self, tx: SqliteTransaction, card: PeerCard, opened: OpenedEnvelope, kind: str, now: int
+    ) -> None:
+        """Content handler of the receiving transaction: a peer's catch-up request,
+        honoured at most once per interval (``OpenError(POLICY_DENIED)`` otherwise)."""
+        if kind != REQUEST_KIND:
+            return
+        node = self._node
+        peer = card.node_id
+        interval_ms = node.config.delivery.catchup_request_interval_seconds * 1000
+        row = tx.catchup(peer)
+        if row is not None and row.requested_at is not None:
+            since = now - row.requested_at
+            if since < interval_ms:
+                raise OpenError(
+                    Reason.POLICY_DENIED,
+                    f"a catch-up was requested {since // 1000} s ago; one is honoured every "
+                    f"{interval_ms // 1000} s",
+                )
+        kinds = wanted_kinds(node.directory.policy(peer))
+        started = begin(tx, peer, node.node_id, kinds, kinds, now)
+        tx.mark_catchup_requested(peer, now)
+        tx.audit(
+            [
+                leaves.catchup(
+                    now,
+                    peer,
+                    "restarted",
+                    actor=peer,
+                    why="requested",
+                    kinds=reason_kinds(kinds),
+                    total=str(started.total),
+                )
+            ]
+        )
+
+    def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
+        """After the commit: a request honoured starts sending at once."""
+        if any(r.kind == REQUEST_KIND for r in results):
+            self._wake.set()
 
     # --- sending -------------------------------------------------------------------------
 

@@ -307,7 +307,8 @@ _V4: tuple[str, ...] = (
 # (a rowid), advanced in the transaction that queues each chunk. ``kinds`` are the
 # notice kinds the peer has been caught up on (NULL: whatever its policy allows, for
 # peers pinned before catch-up existed: they are not caught up again). Outbox rows
-# queued by a catch-up are marked, so its progress can be counted.
+# queued by a catch-up are marked, so its progress can be counted. ``requested_at``:
+# when the peer last asked for a catch-up that was honoured.
 _V5: tuple[str, ...] = (
     """
     CREATE TABLE catchup (
@@ -320,7 +321,8 @@ _V5: tuple[str, ...] = (
         total      INTEGER NOT NULL DEFAULT 0,
         queued     INTEGER NOT NULL DEFAULT 0,
         started_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
+        updated_at INTEGER NOT NULL,
+        requested_at INTEGER
     ) STRICT
     """,
     "INSERT INTO catchup (peer_id, state, kinds, started_at, updated_at) "

@@ -315,6 +315,7 @@ class CatchUpRow:
     ``high_water``: the last rowid when the run began (notices after it went to the
     peer live; corrections after it are still looked at). ``total``: notices in effect
     the run had to send when it began; ``queued``: how many it has queued so far.
+    ``requested_at``: when the peer last asked for a catch-up that was honoured.
     """
 
     peer_id: str
@@ -327,6 +328,7 @@ class CatchUpRow:
     queued: int
     started_at: int
     updated_at: int
+    requested_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

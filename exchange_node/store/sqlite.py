@@ -288,6 +288,10 @@ class SqliteTransaction:
             (to_cursor, len(outbox_ids), "done" if done else "running", at, peer_id),
         )
 
+    def mark_catchup_requested(self, peer_id: str, at: int) -> None:
+        """The peer asked for this catch-up (``requested_at``)."""
+        self._conn.execute("UPDATE catchup SET requested_at = ? WHERE peer_id = ?", (at, peer_id))
+
     def delete_catchup(self, peer_id: str) -> None:
         self._conn.execute("DELETE FROM catchup WHERE peer_id = ?", (peer_id,))
 
@@ -1262,7 +1266,8 @@ _idempotency_values = attrgetter(*(f.name for f in fields(IdempotencyRecord)))
 
 
 _CATCHUP_COLS = (
-    "peer_id, state, kinds, todo, cursor, high_water, total, queued, started_at, updated_at"
+    "peer_id, state, kinds, todo, cursor, high_water, total, queued, started_at, updated_at, "
+    "requested_at"
 )
 
 
