@@ -102,6 +102,7 @@ class CatchUpService:
         self._node = node
         self._wake = asyncio.Event()
         self._resync = True
+        self._stopping = False
         self._task: asyncio.Task | None = None
 
     @property
@@ -112,12 +113,21 @@ class CatchUpService:
 
     def start(self) -> None:
         self._resync = True
+        self._stopping = False
         self._task = asyncio.create_task(self.run(), name="catchup")
 
     async def stop(self) -> None:
+        """Let the current step finish (a chunk is queued whole or not at all), then
+        end. The flag, not only a cancellation, ends the loop: ``asyncio.wait_for`` on
+        Python 3.11 can swallow a cancellation that meets a wake-up."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
     def peers_changed(self, _changed: frozenset[str]) -> None:
@@ -129,7 +139,7 @@ class CatchUpService:
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             busy = False
             try:
                 if self._resync:
@@ -140,7 +150,7 @@ class CatchUpService:
                 raise
             except Exception as exc:  # the store refused: try again later
                 log.error("catchup.failed", error=str(exc))
-            if not busy:
+            if not busy and not self._stopping:
                 try:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
                 except TimeoutError:
