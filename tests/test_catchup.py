@@ -1,6 +1,6 @@
 """Catch-up: a peer pinned late receives the source's notices still in effect.
 
-The source (PHL-DFA) indexes a few hundred notices of its own (some withdrawn, some
+The source (PHL-DFA) indexes a few thousand notices of its own (some withdrawn, some
 corrected once or twice) before it pins JPN-ISA; once pinned, JPN-ISA's lookups answer
 what PHL-DFA's answer, and nothing withdrawn or superseded went over the wire. A source
 SIGKILLed at a chunk's commit points carries on where it left off; live notices are not
@@ -141,7 +141,7 @@ async def net(tmp_path):
 
 
 async def test_a_peer_pinned_late_answers_what_the_source_answers(net) -> None:
-    n = 300
+    n = 2000
     phl = await net[PHL].start()
     await _fill(phl, n)
     jpn = await net[JPN].start()
