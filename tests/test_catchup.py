@@ -21,6 +21,7 @@ from exchange_node.audit.leaf import LeafKind
 from exchange_node.domain.documents import Detection, NoticeKind
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.services.catchup import LABEL
+from exchange_node.services.documents import body_from_row
 from exchange_node.services.notices import NoticeDraft
 from exchange_node.store.sqlite import SqliteStore
 from tests import node_helpers
@@ -380,3 +381,52 @@ async def test_a_peer_asks_for_a_catch_up_and_is_answered_once_per_interval(net)
         if leaf.attrs["action"] == "requested"
     ]
     assert requested == ["operator", "operator"]
+
+
+async def test_a_caught_up_correction_supersedes_the_earlier_notice_of_its_chain_held(net):
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), what="the (empty) catch-up")
+    # JPN-ISA received the original live, but not the first correction of it (its policy
+    # did not allow corrections then); the catch-up sends the second correction.
+    original = _status_body("P7100001", notice_pb2.DOCUMENT_STATUS_STOLEN)
+    [first] = await phl.submit(original, [JPN])
+    first_correction = secrets.token_bytes(16)
+    second = notice_pb2.Body(
+        correction=notice_pb2.NoticeCorrection(
+            notice_id=secrets.token_bytes(16),
+            supersedes_notice_id=first_correction,
+            action=notice_pb2.CORRECTION_ACTION_REPLACE,
+            reason="r2",
+        )
+    )
+    replacement = _status_body("P7100001", notice_pb2.DOCUMENT_STATUS_REVOKED).status_notice
+    replacement.notice_id = second.correction.notice_id
+    second.correction.status_notice.CopyFrom(replacement)
+    second.catch_up.issued_at_ms = now_ms() - 1000
+    second.catch_up.superseded_ids.extend([first_correction, original.status_notice.notice_id])
+    [sub] = await phl.submit(second, [JPN])
+    mids = [first.message_id, sub.message_id]
+    await wait_for(lambda: node_helpers.settled(phl.store, mids), what="delivery")
+    assert [phl.store.message_status(m)[0].outcome.value for m in mids] == ["accepted"] * 2
+
+    record = jpn.services.index.lookup("PHL", "P7100001", "P").records[0][0]
+    assert record.status.notice_id == second.correction.notice_id.hex()
+    [held_original] = [e for e in record.history if e.notice.kind == NoticeKind.STOLEN]
+    assert not held_original.in_effect
+    assert held_original.superseded_by == second.correction.notice_id.hex()
+
+
+async def test_the_catch_up_sends_a_correction_with_its_chain(net) -> None:
+    phl = await net[PHL].open()
+    await _fill(phl, 20)  # P0000014 is corrected twice
+    [row] = [
+        r for r in phl.store.notices_for_document("PHL", "P0000014") if r.kind == "INVALIDATED"
+    ]
+    body = body_from_row(row, phl.services.catchup._chain(row.supersedes))
+    chain = [i.hex() for i in body.catch_up.superseded_ids]
+    assert chain[0] == row.supersedes and len(chain) == 2
+    assert phl.store.notice(chain[1]).kind == "STOLEN"
+    assert body.correction.notice_id.hex() == row.notice_id
+    assert body.catch_up.issued_at_ms == row.issued_at_ms

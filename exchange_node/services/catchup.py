@@ -305,7 +305,7 @@ class CatchUpService:
 
         if notices:
             await node.submit_many(
-                [(body_from_row(n), [peer]) for n in notices],
+                [(body_from_row(n, self._chain(n.supersedes)), [peer]) for n in notices],
                 actor="catchup",
                 also=advance,
                 label=LABEL,
@@ -314,6 +314,20 @@ class CatchUpService:
             await node.store.transaction(lambda tx: advance(tx, []), label=LABEL)
         if done:
             log.info("catchup.finished", peer=peer, queued=row.queued + len(notices))
+
+    def _chain(self, supersedes: str | None) -> list[str]:
+        """The ids a correction supersedes, directly or through earlier corrections,
+        nearest first."""
+        chain: list[str] = []
+        while supersedes is not None and len(chain) < MAX_CHAIN and supersedes not in chain:
+            chain.append(supersedes)
+            row = self._node.store.notice(supersedes)
+            supersedes = row.supersedes if row is not None else None
+        return chain
+
+
+MAX_CHAIN = 1000
+"""Corrections of corrections followed back at most this far."""
 
 
 def reason_kinds(kinds: Iterable[str]) -> str:

@@ -294,7 +294,7 @@ class NoticeService:
             issued_at = body.catch_up.issued_at_ms
             if tx.notice(_notice_id_hex(body)) is not None:
                 return
-            body = _standing_alone(body, find)
+            body = _standing_alone(body, find, tx.notice_superseded_by)
         try:
             entry = notice_from_body(
                 body,
@@ -326,16 +326,28 @@ def _notice_id_hex(body: notice_pb2.Body) -> str:
 
 
 def _standing_alone(
-    body: notice_pb2.Body, find: Callable[[str], IndexedNotice | None]
+    body: notice_pb2.Body,
+    find: Callable[[str], IndexedNotice | None],
+    superseded_by: Callable[[str], str | None],
 ) -> notice_pb2.Body:
-    """A caught-up replacing correction whose superseded notice is unknown here, as the
-    notice it replaces with (same id): the receiver never held what it corrects."""
+    """A caught-up replacing correction whose superseded notice is unknown here: as a
+    correction of the nearest earlier notice of its chain held here and still in effect
+    (``catch_up.superseded_ids``), else as the notice it replaces with (same id)."""
     if body.WhichOneof("content") != "correction":
         return body
     c = body.correction
     which = c.WhichOneof("replacement")
     if which is None or find(c.supersedes_notice_id.hex()) is not None:
         return body
+    for earlier in body.catch_up.superseded_ids[1:]:
+        if find(earlier.hex()) is None:
+            continue
+        if superseded_by(earlier.hex()) is None:
+            nearer = notice_pb2.Body()
+            nearer.CopyFrom(body)
+            nearer.correction.supersedes_notice_id = earlier
+            return nearer
+        break
     alone = notice_pb2.Body()
     getattr(alone, which).CopyFrom(getattr(c, which))
     return alone

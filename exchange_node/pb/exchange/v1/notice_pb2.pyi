@@ -129,10 +129,12 @@ class CatchUpRequest(_message.Message):
     def __init__(self, request_id: _Optional[bytes] = ...) -> None: ...
 
 class CatchUp(_message.Message):
-    __slots__ = ("issued_at_ms",)
+    __slots__ = ("issued_at_ms", "superseded_ids")
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_IDS_FIELD_NUMBER: _ClassVar[int]
     issued_at_ms: int
-    def __init__(self, issued_at_ms: _Optional[int] = ...) -> None: ...
+    superseded_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, issued_at_ms: _Optional[int] = ..., superseded_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DocumentRef(_message.Message):
     __slots__ = ("issuing_state", "document_type", "document_number", "mrz")
