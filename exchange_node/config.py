@@ -71,6 +71,8 @@ class DeliverySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     backoff_initial_ms: int = 500
     backoff_max_ms: int = 60_000
     request_timeout_seconds: float = 30.0
+    # A peer's request for a catch-up is honoured at most once in this many seconds.
+    catchup_request_interval_seconds: int = 86_400
 
 
 class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -137,6 +139,7 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("delivery", "backoff_initial_ms", 1, 3_600_000),
     ("delivery", "backoff_max_ms", 1, 86_400_000),
     ("delivery", "request_timeout_seconds", 1, 600),
+    ("delivery", "catchup_request_interval_seconds", 0, 31_536_000),
     ("audit", "checkpoint_interval_seconds", 1, 86400),
 )
 
@@ -316,6 +319,7 @@ batch_size = 200                 # envelopes per batch (1-500)
 backoff_initial_ms = 500         # first retry delay after a failure (new traffic does not cut a delay short)
 backoff_max_ms = 60000           # retry delay cap, a peer's Retry-After included: a returning peer is served within a minute
 request_timeout_seconds = 30
+catchup_request_interval_seconds = 86400  # a peer's catch-up request is honoured at most once a day
 
 [audit]
 checkpoint_interval_seconds = 60 # how often a new signed checkpoint is issued

@@ -34,6 +34,12 @@ class Metrics:
         self.dead = Gauge(
             "exchange_outbox_dead_letters", "Dead letters per peer", ["peer"], registry=r
         )
+        self.catchup = Gauge(
+            "exchange_catchup_notices",
+            "A peer's catch-up: notices queued, delivered, remaining to queue",
+            ["peer", "count"],
+            registry=r,
+        )
         self.send_latency = Histogram(
             "exchange_batch_send_seconds",
             "Time from POSTing a batch to a verified receipt",

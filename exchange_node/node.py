@@ -181,6 +181,9 @@ class Node:
         self.receive_batch = self.inbound.receive
         # Document index, notices and cases: registers content handlers and hooks.
         self.services = Services(self)
+        # Catch-up of peers that join or whose policy grows (services/catchup.py).
+        self.directory.listeners.append(self.services.catchup.peers_changed)
+        self.outbox.on_settled.append(self.services.catchup.wake)
 
     # --- construction -----------------------------------------------------------------
 
@@ -291,6 +294,7 @@ class Node:
         await self.sign_checkpoint()
         self.ready = True
         self.outbox.start()
+        self.services.catchup.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         self._tasks.append(asyncio.create_task(self._checkpoints(), name="checkpoints"))
         self._tasks.append(asyncio.create_task(self.health.run(), name="write-probe"))
@@ -366,6 +370,10 @@ class Node:
             self.metrics.dead.labels(q.peer_id).set(q.dead)
             age = (now - q.oldest_queued_at) / 1000 if q.oldest_queued_at else 0
             self.metrics.oldest_age.labels(q.peer_id).set(age)
+        for c in self.store.catchup_progress():
+            self.metrics.catchup.labels(c.row.peer_id, "queued").set(c.row.queued)
+            self.metrics.catchup.labels(c.row.peer_id, "delivered").set(c.delivered)
+            self.metrics.catchup.labels(c.row.peer_id, "remaining").set(c.remaining)
 
     def _spawn(self, coro) -> None:
         """Run one-off work (an audit leaf, a worker stop) in the background; it is
@@ -385,6 +393,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.services.catchup.stop()
         await self.outbox.stop()
         for runner in self._runners:
             await runner.cleanup()

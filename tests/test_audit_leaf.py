@@ -32,7 +32,7 @@ def test_all_documented_kinds_are_defined() -> None:
     documented = {
         "envelope.sent", "envelope.received", "envelope.rejected", "receipt.sent",
         "receipt.received", "document.lookup", "case.transition", "case.accessed", "peer.added",
-        "peer.removed", "peer.paused", "peer.resumed", "key.rotated", "key.revoked",
+        "peer.removed", "peer.paused", "peer.resumed", "peer.catchup", "key.rotated", "key.revoked",
         "token.created", "token.revoked", "auth.failed", "config.loaded",
         "checkpoint.inconsistent", "notice.submitted", "request.refused",
     }  # fmt: skip

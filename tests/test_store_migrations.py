@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from exchange_node.store import SqliteStore, StoreError
-from exchange_node.store.migrations import APPLICATION_ID, SCHEMA_VERSION, migrate
+from exchange_node.store.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, migrate
 
 
 def _user_version(path) -> int:
@@ -124,5 +124,24 @@ async def test_integrity_check_of_a_sound_database_is_empty(tmp_path):
     try:
         assert await store.integrity_check() == []
         assert await store.checkpoint() is True
+    finally:
+        await store.close()
+
+
+async def test_peers_pinned_before_catch_up_existed_are_not_caught_up_again(tmp_path):
+    path = tmp_path / "node.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn, str(path), MIGRATIONS[:4])
+        conn.execute(
+            "INSERT INTO peers (node_id, card, fingerprint, added_at, updated_at) "
+            "VALUES ('PHL-DFA', x'00', 'F', 1, 2)"
+        )
+    finally:
+        conn.close()
+    store = await SqliteStore.open(path)
+    try:
+        row = store.catchup("PHL-DFA")
+        assert (row.state, row.kinds, row.cursor) == ("done", None, 0)
     finally:
         await store.close()

@@ -45,6 +45,7 @@ class LeafKind(StrEnum):
     PEER_REMOVED = "peer.removed"
     PEER_PAUSED = "peer.paused"
     PEER_RESUMED = "peer.resumed"
+    PEER_CATCHUP = "peer.catchup"
     KEY_ROTATED = "key.rotated"
     KEY_REVOKED = "key.revoked"
     TOKEN_CREATED = "token.created"

@@ -279,6 +279,18 @@ def peer_changed(
     return AuditEvent(time=now, kind=kind, actor=actor, peer=peer, attrs=attrs)
 
 
+def catchup(now: int, peer: str, action: str, actor: str = "catchup", **attrs: str) -> AuditEvent:
+    """A peer's catch-up ``started``, ``finished``, ``paused``, ``resumed`` or
+    ``restarted`` (by ``actor``: the node itself, an operator, or the peer asking)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.PEER_CATCHUP,
+        actor=actor,
+        peer=peer,
+        attrs={"action": action, **attrs},
+    )
+
+
 def key_rotated(now: int, actor: str, peer: str, serial: int, signing_key: bytes) -> AuditEvent:
     """A card rotation: this node's (``peer`` empty) or a peer's, adopted."""
     return AuditEvent(

@@ -46,6 +46,7 @@ from exchange_node.cli.keys import (
 from exchange_node.cli.notices import cmd_send
 from exchange_node.cli.peers import (
     cmd_peer_add,
+    cmd_peer_catchup,
     cmd_peer_list,
     cmd_peer_pause,
     cmd_peer_ping,
@@ -152,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
                 help="even with queued messages (they become dead letters)",
             )
         s.set_defaults(func=func)
+    s = peer.add_parser(
+        "catchup",
+        help="pause, resume or restart sending a peer the notices still in effect, "
+        "or request them from it",
+    )
+    s.add_argument("peer")
+    s.add_argument("action", choices=("pause", "resume", "restart", "request"))
+    s.set_defaults(func=cmd_peer_catchup)
 
     keys = sub.add_parser("keys", help="key display, rotation and revocation").add_subparsers(
         dest="keys_cmd", required=True

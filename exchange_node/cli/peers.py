@@ -19,6 +19,7 @@ from exchange_node.cli.identity import (
     _read_card,
 )
 from exchange_node.config import NOTICE_KINDS
+from exchange_node.errors import ExchangeError
 from exchange_node.identity import (
     load_identity,
 )
@@ -198,3 +199,81 @@ async def cmd_peer_ping(args) -> int:
         f"  its card: serial {live.serial}, fingerprint {live.fingerprint} ({'matches the pinned card' if same else 'DIFFERS from the pinned card'})"
     )
     return 0 if same or live.serial > card.serial else 1
+
+
+async def cmd_peer_catchup(args) -> int:
+    """Pause, resume or restart a peer's catch-up (``services/catchup.py``), audited."""
+    from exchange_node.services.catchup import begin, reason_kinds, wanted_kinds
+
+    cfg = _cfg(args)
+    store = await _store(cfg)
+    try:
+        record = store.get_peer(args.peer)
+        if record is None:
+            raise CliError(f"{args.peer} is not a pinned peer (see `exchange-node peer list`)")
+        if args.action == "request":
+            await store.close()
+            return await _request_catchup(cfg, args.peer)
+        now = now_ms()
+        action = args.action
+        if action == "restart":
+            kinds = wanted_kinds(record.policy or cfg.policy_for(args.peer))
+
+            def work(tx):
+                row = begin(tx, args.peer, cfg.node.id, kinds, kinds, now)
+                tx.audit(
+                    [
+                        leaves.catchup(
+                            now,
+                            args.peer,
+                            "restarted",
+                            actor="operator",
+                            kinds=reason_kinds(kinds),
+                            total=str(row.total),
+                        )
+                    ]
+                )
+                return row
+
+        else:
+            state = "paused" if action == "pause" else "running"
+
+            def work(tx):
+                row = tx.set_catchup_state(args.peer, state, now)
+                tx.audit([leaves.catchup(now, args.peer, f"{action}d", actor="operator")])
+                return row
+
+        try:
+            row = await store.transaction(work, label=f"catchup.{action}")
+        except ExchangeError as exc:
+            raise CliError(exc.message) from None
+    finally:
+        await store.close()
+    if action == "restart":
+        print(f"catch-up of {args.peer} restarted: {row.total} notice(s) in effect to send")
+    else:
+        print(f"catch-up of {args.peer} {action}d at {row.queued}/{row.total} queued")
+    return 0
+
+
+async def _request_catchup(cfg, peer: str) -> int:
+    """Ask ``peer`` to send us again its notices in effect: a ``catch_up_request``
+    queued like any message (the running node delivers it), with a ``peer.catchup``
+    leaf. Only for peers known to support it (docs/protocol.md 16.9)."""
+    import secrets
+
+    from exchange_node.cli.common import _node
+    from exchange_node.pb.exchange.v1 import notice_pb2
+
+    body = notice_pb2.Body(
+        catch_up_request=notice_pb2.CatchUpRequest(request_id=secrets.token_bytes(16))
+    )
+    async with _node(cfg) as node:
+        now = node.now_ms()
+        leaf = leaves.catchup(now, peer, "requested", actor="operator")
+        [sub] = await node.submit(
+            body, [peer], actor="operator", also=lambda tx, _: tx.audit([leaf]),
+            label="catchup.request",
+        )  # fmt: skip
+    print(f"catch-up requested from {peer}: message {sub.message_id.hex()} queued")
+    return 0

@@ -22,6 +22,7 @@ async def cmd_status(args) -> int:
     try:
         stats = store.queue_stats()
         dead = store.dead_letters(limit=20)
+        catchups = [c for c in store.catchup_progress() if c.row.kinds is not None]
     finally:
         await store.close()
     now = now_ms()
@@ -34,6 +35,16 @@ async def cmd_status(args) -> int:
             f"{q.peer_id:<14} {'paused' if q.paused else 'active':<7} {q.depth:>6} {_age(q.oldest_queued_at, now):>9} "
             f"{q.delivered:>9} {q.dead:>5} {_age(q.last_contact_at, now):<12} {q.last_error or ''}"
         )
+    if catchups:
+        print("catch-up (notices still in effect sent to a peer that joined):")
+        print(
+            f"  {'PEER':<14} {'STATE':<8} {'QUEUED':>7} {'DELIVERED':>9} {'REMAINING':>9} {'DEAD':>5}"
+        )
+        for c in catchups:
+            print(
+                f"  {c.row.peer_id:<14} {c.row.state:<8} {c.row.queued:>7} {c.delivered:>9} "
+                f"{c.remaining:>9} {c.dead:>5}"
+            )
     if dead:
         print("dead letters:")
         for d in dead:

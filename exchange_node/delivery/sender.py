@@ -79,6 +79,8 @@ class Outbox:
         self._spawn = spawn
         self.workers: dict[str, PeerWorker] = {}
         self.running = False
+        self.on_settled: list[Callable[[str], None]] = []
+        """Called with the peer after each settled receipt (its queue got shorter)."""
 
     @property
     def node_id(self) -> str:
@@ -291,6 +293,8 @@ class Outbox:
         for (outcome, reason), n in counts.items():
             self._metrics.sent.labels(peer_id, outcome, reason).inc(n)
         self._metrics.batch_size.labels(peer_id).observe(len(rows))
+        for hook in self.on_settled:
+            hook(peer_id)
         if receipt.checkpoint:
             await self._witness(peer_id, receipt)
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from exchange_node.audit.leaf import keyed_hash
 from exchange_node.protocol.keys import write_secret_file
 from exchange_node.services.cases import CaseService
+from exchange_node.services.catchup import CatchUpService
 from exchange_node.services.documents import DocumentIndex
 from exchange_node.services.notices import NoticeService
 
@@ -41,9 +42,12 @@ class Services:
         self.index = DocumentIndex(node.store)
         self.notices = NoticeService(node, self.index)
         self.cases = CaseService(node)
+        self.catchup = CatchUpService(node)
         self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
-        node.inbound.content_handlers.extend([self.notices.apply, self.cases.apply])
-        node.inbound.on_accepted.append(self.notices.on_accepted)
+        node.inbound.content_handlers.extend(
+            [self.notices.apply, self.cases.apply, self.catchup.apply]
+        )
+        node.inbound.on_accepted.extend([self.notices.on_accepted, self.catchup.on_accepted])
 
     def subject_hash(self, issuing_state: str, number: str) -> str:
         """Keyed hash of a document for ``document.lookup`` leaves (type left out, so an

@@ -278,6 +278,37 @@ def body_for(
     return notice_pb2.Body(correction=correction)
 
 
+def body_from_row(r: NoticeRow, chain: Sequence[str] = ()) -> notice_pb2.Body:
+    """The wire body of an indexed notice of this node's, to send it again (catch-up):
+    the same notice id, kind, document, detection, times and texts as first sent, and
+    ``catch_up.issued_at_ms`` the time it was issued, which receivers order it by. The
+    MRZ is not kept in the index, so it is not sent again; the fields it was checked
+    against are. ``chain``: for a correction, the ids it supersedes directly or through
+    earlier corrections, nearest first (``catch_up.superseded_ids``)."""
+    detection = (
+        Detection(r.detection_place, r.detected_at_ms or 0, r.detection_auth or "")
+        if r.detection_place is not None
+        else None
+    )
+    body = body_for(
+        NoticeKind(r.kind),
+        notice_id=bytes.fromhex(r.notice_id),
+        document=notice_pb2.DocumentRef(
+            issuing_state=r.issuing_state,
+            document_type=r.document_type,
+            document_number=r.number,
+        ),
+        effective_at_ms=r.effective_at_ms or 0,
+        detection=detection,
+        remarks=r.remarks,
+        supersedes=bytes.fromhex(r.supersedes) if r.supersedes else None,
+        reason=r.reason,
+    )
+    body.catch_up.issued_at_ms = r.issued_at_ms
+    body.catch_up.superseded_ids.extend(bytes.fromhex(i) for i in chain)
+    return body
+
+
 # --- the index ------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -283,12 +283,24 @@ class NoticeService:
             row = tx.notice(notice_id)
             return from_row(row) if row is not None else None
 
+        body = opened.body
+        issued_at = opened.header.created_at_ms
+        if body.HasField("catch_up"):
+            # A notice the sender issued earlier, sent again by its catch-up: ordered by
+            # when it was issued. One already held is accepted and left as it is (the
+            # index keeps the first row of a notice id); a correction whose superseded
+            # notice is not held here (it was superseded before this node caught up)
+            # stands on its own.
+            issued_at = body.catch_up.issued_at_ms
+            if tx.notice(_notice_id_hex(body)) is not None:
+                return
+            body = _standing_alone(body, find, tx.notice_superseded_by)
         try:
             entry = notice_from_body(
-                opened.body,
+                body,
                 sender_node=card.node_id,
                 sender_country=card.country,
-                issued_at_ms=opened.header.created_at_ms,
+                issued_at_ms=issued_at,
                 now_ms=now,
                 max_skew_ms=self._max_skew_ms,
                 find=find,
@@ -297,9 +309,45 @@ class NoticeService:
             )
         except ExchangeError as exc:
             raise OpenError(Reason.INVALID_CONTENT, f"{exc.code}: {exc.message}") from None
+        if body is not opened.body and opened.body.WhichOneof("content") == "correction":
+            entry = replace(entry, reason=opened.body.correction.reason)
         tx.index_notices([to_row(entry)], now)
 
     def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
         """After the commit: wake the inbox long-pollers."""
         if results:
             self.inbox_signal.notify()
+
+
+def _notice_id_hex(body: notice_pb2.Body) -> str:
+    """The notice id a document notice body carries (hex)."""
+    kind = body.WhichOneof("content")
+    return getattr(body, kind or "status_notice").notice_id.hex()
+
+
+def _standing_alone(
+    body: notice_pb2.Body,
+    find: Callable[[str], IndexedNotice | None],
+    superseded_by: Callable[[str], str | None],
+) -> notice_pb2.Body:
+    """A caught-up replacing correction whose superseded notice is unknown here: as a
+    correction of the nearest earlier notice of its chain held here and still in effect
+    (``catch_up.superseded_ids``), else as the notice it replaces with (same id)."""
+    if body.WhichOneof("content") != "correction":
+        return body
+    c = body.correction
+    which = c.WhichOneof("replacement")
+    if which is None or find(c.supersedes_notice_id.hex()) is not None:
+        return body
+    for earlier in body.catch_up.superseded_ids[1:]:
+        if find(earlier.hex()) is None:
+            continue
+        if superseded_by(earlier.hex()) is None:
+            nearer = notice_pb2.Body()
+            nearer.CopyFrom(body)
+            nearer.correction.supersedes_notice_id = earlier
+            return nearer
+        break
+    alone = notice_pb2.Body()
+    getattr(alone, which).CopyFrom(getattr(c, which))
+    return alone

@@ -302,7 +302,37 @@ _V4: tuple[str, ...] = (
     "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# 5: catch-up of a peer that joins or whose policy comes to allow more kinds
+# (``delivery/catchup.py``): one row per pinned peer with its cursor into doc_notices
+# (a rowid), advanced in the transaction that queues each chunk. ``kinds`` are the
+# notice kinds the peer has been caught up on (NULL: whatever its policy allows, for
+# peers pinned before catch-up existed: they are not caught up again). Outbox rows
+# queued by a catch-up are marked, so its progress can be counted. ``requested_at``:
+# when the peer last asked for a catch-up that was honoured.
+_V5: tuple[str, ...] = (
+    """
+    CREATE TABLE catchup (
+        peer_id    TEXT PRIMARY KEY,
+        state      TEXT NOT NULL CHECK (state IN ('running', 'paused', 'done')),
+        kinds      TEXT,
+        todo       TEXT NOT NULL DEFAULT '[]',
+        cursor     INTEGER NOT NULL DEFAULT 0,
+        high_water INTEGER NOT NULL DEFAULT 0,
+        total      INTEGER NOT NULL DEFAULT 0,
+        queued     INTEGER NOT NULL DEFAULT 0,
+        started_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        requested_at INTEGER
+    ) STRICT
+    """,
+    "INSERT INTO catchup (peer_id, state, kinds, started_at, updated_at) "
+    "SELECT node_id, 'done', NULL, updated_at, updated_at FROM peers",
+    "ALTER TABLE outbox ADD COLUMN catchup INTEGER NOT NULL DEFAULT 0 CHECK (catchup IN (0, 1))",
+    # Progress counts only what a catch-up queued and is not yet delivered: a few rows.
+    "CREATE INDEX outbox_catchup ON outbox (peer_id) WHERE catchup = 1 AND state != 'delivered'",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -305,6 +305,63 @@ class NoticeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class CatchUpRow:
+    """One peer's catch-up (``catchup`` table, migration 5).
+
+    ``state``: ``running``, ``paused`` (by the operator) or ``done``. ``kinds``: the
+    notice kinds (policy names) the peer has been caught up on, None for a peer pinned
+    before catch-up existed (taken as everything its policy allows). ``todo``: the kinds
+    the current run sends. ``cursor``: the last ``doc_notices`` rowid looked at;
+    ``high_water``: the last rowid when the run began (notices after it went to the
+    peer live; corrections after it are still looked at). ``total``: notices in effect
+    the run had to send when it began; ``queued``: how many it has queued so far.
+    ``requested_at``: when the peer last asked for a catch-up that was honoured.
+    """
+
+    peer_id: str
+    state: str
+    kinds: tuple[str, ...] | None
+    todo: tuple[str, ...]
+    cursor: int
+    high_water: int
+    total: int
+    queued: int
+    started_at: int
+    updated_at: int
+    requested_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpSelection:
+    """Which notices a catch-up sends (built by ``delivery/catchup.py`` from policy
+    kinds): notices of these index ``kinds`` that supersede nothing, and, if
+    ``corrections``, the latest correction of each chain. ``names``: the policy kinds."""
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    corrections: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpProgress:
+    """A catch-up with what became of what it queued: ``pending`` still in the outbox,
+    ``delivered`` settled ACCEPTED or DUPLICATE, ``dead`` rejected; ``remaining`` what
+    it has still to queue (0 once done)."""
+
+    row: CatchUpRow
+    pending: int
+    dead: int
+
+    @property
+    def delivered(self) -> int:
+        return max(0, self.row.queued - self.pending - self.dead)
+
+    @property
+    def remaining(self) -> int:
+        return 0 if self.row.state == "done" else max(0, self.row.total - self.row.queued)
+
+
+@dataclass(frozen=True, slots=True)
 class CaseRow:
     """A repatriation case as stored: ``participants`` is JSON (node id and role each),
     ``personal`` the at-rest ciphertext of the personal data (None if none was given)."""

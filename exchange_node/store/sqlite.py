@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from operator import attrgetter
 from pathlib import Path
@@ -34,6 +34,9 @@ from exchange_node.store.records import (
     TOKEN_ROLES,
     CaseEventRow,
     CaseRow,
+    CatchUpProgress,
+    CatchUpRow,
+    CatchUpSelection,
     DeliveryRow,
     IdempotencyRecord,
     InboxItem,
@@ -226,6 +229,111 @@ class SqliteTransaction:
                 "case_ref",
             ) from None
 
+    # --- catch-up (delivery/catchup.py) ----------------------------------------------------
+
+    def catchup(self, peer_id: str) -> CatchUpRow | None:
+        return _catchup(self._conn, peer_id)
+
+    def begin_catchup(
+        self,
+        peer_id: str,
+        me: str,
+        kinds: Sequence[str],
+        todo: CatchUpSelection,
+        at: int,
+    ) -> CatchUpRow:
+        """Start (or start again) ``peer_id``'s catch-up from the first notice: every
+        notice of ``me`` in effect that ``todo`` selects, up to the last one indexed now
+        (later corrections included). ``kinds`` become the kinds caught up on. Done at
+        once when there is nothing to send."""
+        high_water = _rows(self._conn, "SELECT coalesce(max(rowid), 0) FROM doc_notices", ())[0][0]
+        where, args = _catchup_where(me, todo, 0, high_water)
+        total = _rows(self._conn, f"SELECT count(*) FROM doc_notices n WHERE {where}", args)[0][0]
+        self._conn.execute(
+            "INSERT INTO catchup (peer_id, state, kinds, todo, cursor, high_water, total, "
+            "queued, started_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?, 0, ?, ?) "
+            "ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, kinds = excluded.kinds, "
+            "todo = excluded.todo, cursor = 0, high_water = excluded.high_water, "
+            "total = excluded.total, queued = 0, started_at = excluded.started_at, "
+            "updated_at = excluded.updated_at",
+            (
+                peer_id,
+                "running" if total else "done",
+                json.dumps(sorted(kinds)),
+                json.dumps(sorted(todo.names)),
+                high_water,
+                total,
+                at,
+                at,
+            ),
+        )
+        row = _catchup(self._conn, peer_id)
+        assert row is not None
+        return row
+
+    def set_catchup_kinds(self, peer_id: str, kinds: Sequence[str], at: int) -> None:
+        """The kinds ``peer_id`` counts as caught up on (a policy lost some)."""
+        self._conn.execute(
+            "UPDATE catchup SET kinds = ?, updated_at = ? WHERE peer_id = ?",
+            (json.dumps(sorted(kinds)), at, peer_id),
+        )
+
+    def set_catchup_state(self, peer_id: str, state: str, at: int) -> CatchUpRow:
+        """Pause or resume a catch-up. ``NotFoundError(catchup_not_found)`` if there is
+        none; ``ConflictError(catchup_done)`` if it has finished."""
+        row = _catchup(self._conn, peer_id)
+        if row is None:
+            raise NotFoundError("catchup_not_found", f"no catch-up is known for {peer_id}", "peer")
+        if row.state == "done":
+            raise ConflictError(
+                "catchup_done", f"the catch-up of {peer_id} has finished; restart it instead"
+            )
+        self._conn.execute(
+            "UPDATE catchup SET state = ?, updated_at = ? WHERE peer_id = ?", (state, at, peer_id)
+        )
+        return replace(row, state=state, updated_at=at)
+
+    def advance_catchup(
+        self,
+        peer_id: str,
+        *,
+        started_at: int,
+        from_cursor: int,
+        to_cursor: int,
+        outbox_ids: Sequence[int],
+        done: bool,
+        at: int,
+    ) -> None:
+        """Record a chunk queued: mark its outbox rows, move the cursor. Refused with
+        ``ConflictError(catchup_changed)`` unless the run that began at ``started_at``
+        is still running at ``from_cursor`` (an operator paused or restarted it
+        meanwhile)."""
+        row = _catchup(self._conn, peer_id)
+        if (
+            row is None
+            or row.state != "running"
+            or row.cursor != from_cursor
+            or row.started_at != started_at
+        ):
+            raise ConflictError(
+                "catchup_changed", f"the catch-up of {peer_id} changed while a chunk was sealed"
+            )
+        self._conn.executemany(
+            "UPDATE outbox SET catchup = 1 WHERE id = ?", [(i,) for i in outbox_ids]
+        )
+        self._conn.execute(
+            "UPDATE catchup SET cursor = ?, queued = queued + ?, state = ?, updated_at = ? "
+            "WHERE peer_id = ?",
+            (to_cursor, len(outbox_ids), "done" if done else "running", at, peer_id),
+        )
+
+    def mark_catchup_requested(self, peer_id: str, at: int) -> None:
+        """The peer asked for this catch-up (``requested_at``)."""
+        self._conn.execute("UPDATE catchup SET requested_at = ? WHERE peer_id = ?", (at, peer_id))
+
+    def delete_catchup(self, peer_id: str) -> None:
+        self._conn.execute("DELETE FROM catchup WHERE peer_id = ?", (peer_id,))
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A part of the unit that an exception undoes alone: everything written inside
@@ -412,6 +520,49 @@ class SqliteStore:
         Records are written with the change they answer: ``tx.remember_idempotency``."""
         rows = self._read(_IDEMPOTENCY_SELECT, (token_id, key))
         return IdempotencyRecord(*rows[0]) if rows else None
+
+    # --- catch-up ---------------------------------------------------------------------------
+
+    def catchup(self, peer_id: str) -> CatchUpRow | None:
+        rows = self._read(f"SELECT {_CATCHUP_COLS} FROM catchup WHERE peer_id = ?", (peer_id,))
+        return _catchup_row(rows[0]) if rows else None
+
+    def catchups(self) -> list[CatchUpRow]:
+        rows = self._read(f"SELECT {_CATCHUP_COLS} FROM catchup ORDER BY peer_id")
+        return [_catchup_row(r) for r in rows]
+
+    def catchup_progress(self) -> list[CatchUpProgress]:
+        """Every peer's catch-up with its outbox rows counted (still queued, dead)."""
+        counted = {
+            peer: (pending, dead)
+            for peer, pending, dead in self._read(
+                "SELECT peer_id, sum(state = 'queued'), sum(state = 'dead') FROM outbox "
+                "WHERE catchup = 1 AND state != 'delivered' GROUP BY peer_id"
+            )
+        }
+        return [CatchUpProgress(row, *counted.get(row.peer_id, (0, 0))) for row in self.catchups()]
+
+    def catchup_chunk(
+        self, row: CatchUpRow, me: str, todo: CatchUpSelection, limit: int
+    ) -> tuple[list[NoticeRow], int, bool]:
+        """The next ``limit`` notices of ``row``'s catch-up, oldest first, with the cursor
+        after them and whether they are the last (the scan reached the index's end)."""
+        _check_limit(limit)
+        end = self._read("SELECT coalesce(max(rowid), 0) FROM doc_notices")[0][0]
+        where, args = _catchup_where(me, todo, row.cursor, None, row.high_water)
+        found = self._read(
+            f"SELECT n.rowid, {_NOTICE_COLS} FROM doc_notices n WHERE {where} "
+            "ORDER BY n.rowid LIMIT ?",
+            (*args, limit),
+        )
+        notices = [NoticeRow(*r[1:]) for r in found]
+        if len(found) < limit:
+            return notices, max(end, row.cursor, found[-1][0] if found else 0), True
+        return notices, found[-1][0], False
+
+    def queued_count(self, peer_id: str) -> int:
+        rows = self._read("SELECT queued FROM outbox_counts WHERE peer_id = ?", (peer_id,))
+        return rows[0][0] if rows else 0
 
     # --- outbox ----------------------------------------------------------------------------
 
@@ -734,6 +885,8 @@ class SqliteStore:
                 (REASON_PEER_REMOVED, node_id),
             )
             conn.execute("DELETE FROM peers WHERE node_id = ?", (node_id,))
+            # Pinned again later, the peer is caught up again.
+            conn.execute("DELETE FROM catchup WHERE peer_id = ?", (node_id,))
             return queued
 
         return await self._write(job, audit=audit, label="peer.remove")
@@ -1152,6 +1305,53 @@ _IDEMPOTENCY_INSERT = (
     f"INSERT INTO idempotency_keys ({_IDEMPOTENCY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _idempotency_values = attrgetter(*(f.name for f in fields(IdempotencyRecord)))
+
+
+_CATCHUP_COLS = (
+    "peer_id, state, kinds, todo, cursor, high_water, total, queued, started_at, updated_at, "
+    "requested_at"
+)
+
+
+def _catchup_row(r: tuple[Any, ...]) -> CatchUpRow:
+    kinds = tuple(json.loads(r[2])) if r[2] is not None else None
+    return CatchUpRow(r[0], r[1], kinds, tuple(json.loads(r[3])), *r[4:])
+
+
+def _catchup(conn: sqlite3.Connection, peer_id: str) -> CatchUpRow | None:
+    rows = _rows(conn, f"SELECT {_CATCHUP_COLS} FROM catchup WHERE peer_id = ?", (peer_id,))
+    return _catchup_row(rows[0]) if rows else None
+
+
+def _catchup_where(
+    me: str,
+    todo: CatchUpSelection,
+    after: int,
+    upto: int | None,
+    corrections_after: int | None = None,
+) -> tuple[str, list[Any]]:
+    """The notices of ``me`` still in effect (not a withdrawal, superseded by nothing)
+    that ``todo`` selects, with rowid in (``after``, ``upto``]; with
+    ``corrections_after``, corrections past that rowid too, whatever ``upto``."""
+    picks = []
+    args: list[Any] = [me, after]
+    if todo.kinds:
+        picks.append(f"(n.supersedes IS NULL AND n.kind IN ({', '.join('?' * len(todo.kinds))}))")
+        args += todo.kinds
+    if todo.corrections:
+        picks.append("n.supersedes IS NOT NULL")
+    where = (
+        "n.sender_node = ? AND n.rowid > ? AND n.kind != 'WITHDRAWAL' "
+        f"AND ({' OR '.join(picks) or '0'}) "
+        "AND NOT EXISTS (SELECT 1 FROM doc_notices s WHERE s.supersedes = n.notice_id)"
+    )
+    if upto is not None:
+        where += " AND n.rowid <= ?"
+        args.append(upto)
+    elif corrections_after is not None:
+        where += " AND (n.rowid <= ? OR n.supersedes IS NOT NULL)"
+        args.append(corrections_after)
+    return where, args
 
 
 def _delete_chunk(conn: sqlite3.Connection, sql: str, cut: int) -> int:

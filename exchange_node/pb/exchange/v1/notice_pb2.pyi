@@ -101,7 +101,7 @@ CASE_ROLE_IOM: CaseRole
 CASE_ROLE_OTHER: CaseRole
 
 class Body(_message.Message):
-    __slots__ = ("status_notice", "fraud_notice", "correction", "case_event", "ping", "card_announcement", "revocation_announcement")
+    __slots__ = ("status_notice", "fraud_notice", "correction", "case_event", "ping", "card_announcement", "revocation_announcement", "catch_up_request", "catch_up")
     STATUS_NOTICE_FIELD_NUMBER: _ClassVar[int]
     FRAUD_NOTICE_FIELD_NUMBER: _ClassVar[int]
     CORRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,8 @@ class Body(_message.Message):
     PING_FIELD_NUMBER: _ClassVar[int]
     CARD_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
     REVOCATION_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
+    CATCH_UP_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CATCH_UP_FIELD_NUMBER: _ClassVar[int]
     status_notice: TravelDocumentStatusNotice
     fraud_notice: FraudDetectionNotice
     correction: NoticeCorrection
@@ -116,7 +118,23 @@ class Body(_message.Message):
     ping: Ping
     card_announcement: CardAnnouncement
     revocation_announcement: RevocationAnnouncement
-    def __init__(self, status_notice: _Optional[_Union[TravelDocumentStatusNotice, _Mapping]] = ..., fraud_notice: _Optional[_Union[FraudDetectionNotice, _Mapping]] = ..., correction: _Optional[_Union[NoticeCorrection, _Mapping]] = ..., case_event: _Optional[_Union[CaseEvent, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., card_announcement: _Optional[_Union[CardAnnouncement, _Mapping]] = ..., revocation_announcement: _Optional[_Union[RevocationAnnouncement, _Mapping]] = ...) -> None: ...
+    catch_up_request: CatchUpRequest
+    catch_up: CatchUp
+    def __init__(self, status_notice: _Optional[_Union[TravelDocumentStatusNotice, _Mapping]] = ..., fraud_notice: _Optional[_Union[FraudDetectionNotice, _Mapping]] = ..., correction: _Optional[_Union[NoticeCorrection, _Mapping]] = ..., case_event: _Optional[_Union[CaseEvent, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., card_announcement: _Optional[_Union[CardAnnouncement, _Mapping]] = ..., revocation_announcement: _Optional[_Union[RevocationAnnouncement, _Mapping]] = ..., catch_up_request: _Optional[_Union[CatchUpRequest, _Mapping]] = ..., catch_up: _Optional[_Union[CatchUp, _Mapping]] = ...) -> None: ...
+
+class CatchUpRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: bytes
+    def __init__(self, request_id: _Optional[bytes] = ...) -> None: ...
+
+class CatchUp(_message.Message):
+    __slots__ = ("issued_at_ms", "superseded_ids")
+    ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_IDS_FIELD_NUMBER: _ClassVar[int]
+    issued_at_ms: int
+    superseded_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, issued_at_ms: _Optional[int] = ..., superseded_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DocumentRef(_message.Message):
     __slots__ = ("issuing_state", "document_type", "document_number", "mrz")

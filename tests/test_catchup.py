@@ -1,0 +1,432 @@
+"""Catch-up: a peer pinned late receives the source's notices still in effect.
+
+The source (PHL-DFA) indexes a few thousand notices of its own (some withdrawn, some
+corrected once or twice) before it pins JPN-ISA; once pinned, JPN-ISA's lookups answer
+what PHL-DFA's answer, and nothing withdrawn or superseded went over the wire. A source
+SIGKILLed at a chunk's commit points carries on where it left off; live notices are not
+queued behind the whole catch-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from exchange_node.audit.leaf import LeafKind
+from exchange_node.domain.documents import Detection, NoticeKind
+from exchange_node.pb.exchange.v1 import notice_pb2
+from exchange_node.services.catchup import LABEL
+from exchange_node.services.documents import body_from_row
+from exchange_node.services.notices import NoticeDraft
+from exchange_node.store.sqlite import SqliteStore
+from tests import node_helpers
+from tests.node_helpers import (
+    audit_leaves,
+    child_env,
+    make_net,
+    now_ms,
+    pin,
+    run_cli,
+    wait_for,
+)
+
+PHL, JPN = "PHL-DFA", "JPN-ISA"
+HELPER = [sys.executable, node_helpers.__file__]
+
+
+def _doc(i: int) -> notice_pb2.DocumentRef:
+    return notice_pb2.DocumentRef(
+        issuing_state="PHL", document_type="P", document_number=f"P{i:07d}"
+    )
+
+
+async def _fill(node, n: int) -> dict[str, object]:
+    """``n`` documents: each with a status notice, every third also a fraud detection;
+    then every fifth status withdrawn, every seventh corrected, and every
+    fourteenth corrected again. Returns what the source holds in effect, by id."""
+    notices = node.services.notices
+    now = now_ms()
+    drafts = []
+    for i in range(n):
+        drafts.append(NoticeDraft(NoticeKind.STOLEN, _doc(i), effective_at_ms=now - 10_000))
+        if i % 3 == 0:
+            drafts.append(
+                NoticeDraft(
+                    NoticeKind.COUNTERFEIT,
+                    _doc(i),
+                    detection=Detection("JPNRT", now - 5_000, "Narita"),
+                    remarks=f"seen {i}",
+                )
+            )
+    first = [e for e, _ in await notices.submit_many([(d, None) for d in drafts], actor="t")]
+    status = [e for e in first if e.notice.kind == NoticeKind.STOLEN]
+    second = []
+    for i, e in enumerate(status):
+        sid = bytes.fromhex(e.notice.notice_id)
+        if i % 5 == 0:
+            second.append(NoticeDraft(NoticeKind.WITHDRAWAL, None, supersedes=sid, reason="found"))
+        elif i % 7 == 0:
+            second.append(NoticeDraft(NoticeKind.REVOKED, _doc(i), supersedes=sid, reason="r1"))
+    corrected = [e for e, _ in await notices.submit_many([(d, None) for d in second], actor="t")]
+    third = [
+        NoticeDraft(
+            NoticeKind.INVALIDATED,
+            e.notice.document and _doc(int(e.notice.document.number[1:])),
+            supersedes=bytes.fromhex(e.notice.notice_id),
+            reason="r2",
+        )
+        for e in corrected
+        if e.notice.kind == NoticeKind.REVOKED and int(e.notice.document.number[1:]) % 2 == 0
+    ]
+    await notices.submit_many([(d, None) for d in third], actor="t")
+    return n
+
+
+def _answers(node, n: int) -> list:
+    """Per document: its current status (kind and notice id) and fraud detections."""
+    out = []
+    index = node.services.index
+    for i in range(n):
+        answer = index.lookup("PHL", f"P{i:07d}", "P")
+        record = answer.records[0][0] if answer.records else None
+        out.append(
+            (
+                record.status.kind if record and record.status else None,
+                record.status.notice_id if record and record.status else None,
+                tuple(f.notice_id for f in record.fraud) if record else (),
+            )
+        )
+    return out
+
+
+def _in_effect_ids(answers) -> set[str]:
+    ids = set()
+    for _, sid, fraud in answers:
+        if sid:
+            ids.add(sid)
+        ids.update(fraud)
+    return ids
+
+
+def _catchup_rows(path, peer: str) -> list[int]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM outbox WHERE peer_id = ? AND catchup = 1 ORDER BY id", (peer,)
+            )
+        ]
+
+
+async def _caught_up(node, peer: str) -> bool:
+    progress = {c.row.peer_id: c for c in node.store.catchup_progress()}
+    c = progress.get(peer)
+    return c is not None and c.row.state == "done" and c.pending == 0
+
+
+async def _pin_jpn(net) -> None:
+    keys = net[JPN].keys()
+    await pin(net[PHL], keys.card_bytes, keys.fingerprint, JPN)
+
+
+@pytest.fixture
+async def net(tmp_path):
+    net = await make_net(tmp_path, [PHL, JPN], pins=[(JPN, PHL)], options={PHL: {"batch_size": 50}})
+    yield net
+    await net.stop_all()
+
+
+async def test_a_peer_pinned_late_answers_what_the_source_answers(net) -> None:
+    n = 2000
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    jpn = await net[JPN].start()
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+
+    source = _answers(phl, n)
+    assert _answers(jpn, n) == source
+    held = {
+        r.notice_id for i in range(n) for r in jpn.store.notices_for_document("PHL", f"P{i:07d}")
+    }
+    # Only what is in effect was sent: no withdrawn, no superseded notice, no withdrawal.
+    assert held == _in_effect_ids(source)
+    [progress] = [c for c in phl.store.catchup_progress() if c.row.peer_id == JPN]
+    assert progress.row.queued == progress.delivered == len(held) == progress.row.total
+    assert progress.remaining == 0
+    assert len(_catchup_rows(phl.store.path, JPN)) == len(held)
+
+
+async def test_live_notices_are_not_queued_behind_the_whole_catch_up(net) -> None:
+    n = 600
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    await net[JPN].start()
+    await _pin_jpn(net)
+    await wait_for(lambda: _catchup_rows(phl.store.path, JPN), what="a first chunk")
+    [live] = await phl.submit(node_helpers.fraud_notice("L0000001"), [JPN])
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=90, what="the catch-up delivered")
+    rows = _catchup_rows(phl.store.path, JPN)
+    ahead = [i for i in rows if i < live.outbox_id]
+    batch = phl.config.delivery.batch_size
+    # Pacing: a chunk is queued only while the queue is under one batch, so the live
+    # notice had at most two batches of catch-up in front of it, not all of it.
+    assert len(ahead) <= 2 * batch < len(rows)
+    assert net[JPN].running.services.index.lookup("PHL", "L0000001").records
+
+
+@pytest.mark.parametrize("point", ["applied", "committed"])
+async def test_a_source_killed_during_catch_up_resumes_without_loss_or_double(net, point):
+    n = 200
+    phl = await net[PHL].open()
+    await _fill(phl, n)
+    source = _answers(phl, n)
+    await net[PHL].stop()
+    await _pin_jpn(net)
+    proc = subprocess.Popen(
+        [*HELPER, "--config", str(net[PHL].config_path), "--crash-at", f"{LABEL}:{point}",
+         "serve", "--ready-file", str(net[PHL].dir / "ready.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(),
+    )  # fmt: skip
+    assert await asyncio.to_thread(proc.wait, 60) == -9
+
+    store = await SqliteStore.open(net[PHL].data / "node.sqlite")
+    try:
+        row = store.catchup(JPN)
+        marked = _catchup_rows(store.path, JPN)
+        assert row is not None and row.state == "running"
+        if point == "applied":
+            assert (row.cursor, row.queued, marked) == (0, 0, [])
+        else:  # the chunk and its cursor, together
+            assert row.queued == len(marked) == phl.config.delivery.batch_size
+            assert row.cursor > 0
+    finally:
+        await store.close()
+
+    jpn = await net[JPN].start()
+    phl = await net[PHL].start()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up resumed")
+    assert _answers(jpn, n) == source
+    expected = _in_effect_ids(source)
+    # Nothing queued twice: one outbox row per notice in effect.
+    assert len(_catchup_rows(phl.store.path, JPN)) == len(expected)
+    assert jpn.store.count_notices() == len(expected)
+
+
+async def test_the_operator_pauses_resumes_and_restarts_a_catch_up(net, capsys) -> None:
+    n = 150
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    await _pin_jpn(net)  # JPN-ISA is down: one chunk queued, then the queue is full
+    await wait_for(lambda: _catchup_rows(phl.store.path, JPN), what="a first chunk")
+    await net[PHL].stop()
+
+    cli = ["--config", str(net[PHL].config_path)]
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", JPN, "pause"]) == 0
+    assert await asyncio.to_thread(run_cli, [*cli, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "catch-up" in out and f"{JPN:<14} paused" in out
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", JPN, "resume"]) == 0
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", JPN, "restart"]) == 0
+    assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", "XXX-NONE", "pause"]) == 2
+
+    jpn = await net[JPN].start()
+    phl = await net[PHL].start()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the restarted catch-up")
+    source = _answers(phl, n)
+    assert _answers(jpn, n) == source
+    actions = [
+        (leaf.actor, leaf.attrs["action"])
+        for leaf in audit_leaves(phl.audit, LeafKind.PEER_CATCHUP)
+    ]
+    assert actions == [
+        ("catchup", "started"),
+        ("operator", "paused"),
+        ("operator", "resumed"),
+        ("operator", "restarted"),
+        ("catchup", "finished"),
+    ]
+    text = phl.metrics.registry.get_sample_value(
+        "exchange_catchup_notices", {"peer": JPN, "count": "remaining"}
+    )
+    phl.update_gauges()
+    assert phl.metrics.registry.get_sample_value(
+        "exchange_catchup_notices", {"peer": JPN, "count": "remaining"}
+    ) == 0 and text in (None, 0.0)
+    assert phl.metrics.registry.get_sample_value(
+        "exchange_catchup_notices", {"peer": JPN, "count": "delivered"}
+    ) == len(_in_effect_ids(source))
+
+
+def _status_body(number: str, status, *, issued_at: int | None = None) -> notice_pb2.Body:
+    body = notice_pb2.Body(
+        status_notice=notice_pb2.TravelDocumentStatusNotice(
+            notice_id=secrets.token_bytes(16),
+            document=notice_pb2.DocumentRef(
+                issuing_state="PHL", document_type="P", document_number=number
+            ),
+            status=status,
+        )
+    )
+    if issued_at is not None:
+        body.catch_up.issued_at_ms = issued_at
+    return body
+
+
+async def test_the_receiver_orders_a_caught_up_notice_by_when_it_was_issued(net) -> None:
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), what="the (empty) catch-up")
+    newer = _status_body("P7000001", notice_pb2.DOCUMENT_STATUS_REVOKED)
+    older = _status_body(
+        "P7000001", notice_pb2.DOCUMENT_STATUS_STOLEN, issued_at=now_ms() - 86_400_000
+    )
+    sent = [await phl.submit(newer, [JPN]), await phl.submit(older, [JPN])]
+    # The same notice caught up twice (a restarted catch-up): accepted, held once.
+    sent.append(await phl.submit(older, [JPN]))
+    # A caught-up correction of a notice the receiver never held stands on its own.
+    correction = notice_pb2.Body(
+        correction=notice_pb2.NoticeCorrection(
+            notice_id=secrets.token_bytes(16),
+            supersedes_notice_id=secrets.token_bytes(16),
+            action=notice_pb2.CORRECTION_ACTION_REPLACE,
+            reason="re-issued",
+        )
+    )
+    replacement = _status_body("P7000002", notice_pb2.DOCUMENT_STATUS_LOST).status_notice
+    replacement.notice_id = correction.correction.notice_id
+    correction.correction.status_notice.CopyFrom(replacement)
+    correction.catch_up.issued_at_ms = now_ms() - 3_600_000
+    sent.append(await phl.submit(correction, [JPN]))
+    mids = [s.message_id for [s] in sent]
+    await wait_for(lambda: node_helpers.settled(phl.store, mids), what="delivery")
+    assert [phl.store.message_status(m)[0].outcome.value for m in mids] == ["accepted"] * 4
+
+    record = jpn.services.index.lookup("PHL", "P7000001", "P").records[0][0]
+    assert record.status.kind == NoticeKind.REVOKED  # the older notice did not override it
+    assert [e.notice.kind for e in record.history] == [NoticeKind.STOLEN, NoticeKind.REVOKED]
+    [(alone, entries)] = jpn.services.index.lookup("PHL", "P7000002", "P").records
+    assert alone.status.kind == NoticeKind.LOST and alone.status.supersedes is None
+    assert entries[0].reason == "re-issued"
+    assert jpn.store.count_notices() == 3
+
+
+async def test_a_policy_that_comes_to_allow_a_kind_catches_up_on_that_kind(net) -> None:
+    n = 90
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    jpn = await net[JPN].start()
+    keys = net[JPN].keys()
+    await phl.store.upsert_peer(JPN, keys.card_bytes, keys.fingerprint, now_ms(), ["fraud_notice"])
+    phl.reload_peers()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the fraud catch-up")
+    source = _answers(phl, n)
+    fraud = {f for _, _, ids in source for f in ids}
+    assert {
+        r.notice_id for i in range(n) for r in jpn.store.notices_for_document("PHL", f"P{i:07d}")
+    } == fraud
+
+    await phl.directory.set_policy(JPN, ["fraud_notice", "status_notice", "correction"])
+    await wait_for(lambda: phl.store.catchup(JPN).todo == ("correction", "status_notice"),
+                   what="a catch-up of the new kinds")  # fmt: skip
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the status catch-up")
+    assert _answers(jpn, n) == source
+    # Only the new kinds went out the second time: each notice in effect once.
+    assert len(_catchup_rows(phl.store.path, JPN)) == len(_in_effect_ids(source))
+
+
+async def test_a_peer_asks_for_a_catch_up_and_is_answered_once_per_interval(net) -> None:
+    n = 60
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    jpn = await net[JPN].start()
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the first catch-up")
+    held = jpn.store.count_notices()
+
+    cli = ["--config", str(net[JPN].config_path)]
+    for _ in range(2):
+        assert await asyncio.to_thread(run_cli, [*cli, "peer", "catchup", PHL, "request"]) == 0
+    mids = [
+        bytes.fromhex(leaf.message_id)
+        for leaf in audit_leaves(jpn.audit, LeafKind.NOTICE_SUBMITTED)
+        if leaf.attrs["kind"] == "catch_up_request"
+    ]
+    assert len(mids) == 2
+    await wait_for(lambda: node_helpers.settled(jpn.store, mids), what="both requests answered")
+    outcomes = [jpn.store.message_status(m)[0] for m in mids]
+    # The first is honoured; the second, inside the interval, refused and dead-lettered.
+    assert [(o.outcome.value, o.reason) for o in outcomes] == [
+        ("accepted", None),
+        ("rejected", "policy_denied"),
+    ]
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the requested catch-up")
+    assert phl.store.catchup(JPN).queued == held  # everything in effect sent again...
+    assert jpn.store.count_notices() == held  # ...and held once
+    restarted = [
+        (leaf.actor, leaf.attrs["why"])
+        for leaf in audit_leaves(phl.audit, LeafKind.PEER_CATCHUP)
+        if leaf.attrs["action"] == "restarted"
+    ]
+    assert restarted == [(JPN, "requested")]
+    requested = [
+        leaf.actor
+        for leaf in audit_leaves(jpn.audit, LeafKind.PEER_CATCHUP)
+        if leaf.attrs["action"] == "requested"
+    ]
+    assert requested == ["operator", "operator"]
+
+
+async def test_a_caught_up_correction_supersedes_the_earlier_notice_of_its_chain_held(net):
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), what="the (empty) catch-up")
+    # JPN-ISA received the original live, but not the first correction of it (its policy
+    # did not allow corrections then); the catch-up sends the second correction.
+    original = _status_body("P7100001", notice_pb2.DOCUMENT_STATUS_STOLEN)
+    [first] = await phl.submit(original, [JPN])
+    first_correction = secrets.token_bytes(16)
+    second = notice_pb2.Body(
+        correction=notice_pb2.NoticeCorrection(
+            notice_id=secrets.token_bytes(16),
+            supersedes_notice_id=first_correction,
+            action=notice_pb2.CORRECTION_ACTION_REPLACE,
+            reason="r2",
+        )
+    )
+    replacement = _status_body("P7100001", notice_pb2.DOCUMENT_STATUS_REVOKED).status_notice
+    replacement.notice_id = second.correction.notice_id
+    second.correction.status_notice.CopyFrom(replacement)
+    second.catch_up.issued_at_ms = now_ms() - 1000
+    second.catch_up.superseded_ids.extend([first_correction, original.status_notice.notice_id])
+    [sub] = await phl.submit(second, [JPN])
+    mids = [first.message_id, sub.message_id]
+    await wait_for(lambda: node_helpers.settled(phl.store, mids), what="delivery")
+    assert [phl.store.message_status(m)[0].outcome.value for m in mids] == ["accepted"] * 2
+
+    record = jpn.services.index.lookup("PHL", "P7100001", "P").records[0][0]
+    assert record.status.notice_id == second.correction.notice_id.hex()
+    [held_original] = [e for e in record.history if e.notice.kind == NoticeKind.STOLEN]
+    assert not held_original.in_effect
+    assert held_original.superseded_by == second.correction.notice_id.hex()
+
+
+async def test_the_catch_up_sends_a_correction_with_its_chain(net) -> None:
+    phl = await net[PHL].open()
+    await _fill(phl, 20)  # P0000014 is corrected twice
+    [row] = [
+        r for r in phl.store.notices_for_document("PHL", "P0000014") if r.kind == "INVALIDATED"
+    ]
+    body = body_from_row(row, phl.services.catchup._chain(row.supersedes))
+    chain = [i.hex() for i in body.catch_up.superseded_ids]
+    assert chain[0] == row.supersedes and len(chain) == 2
+    assert phl.store.notice(chain[1]).kind == "STOLEN"
+    assert body.correction.notice_id.hex() == row.notice_id
+    assert body.catch_up.issued_at_ms == row.issued_at_ms
