@@ -11,13 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_nothing_in_the_repository_reads_beside_the_clone():
-    outside = re.compile(r"\.\./shared|EXCHANGE_NODE_SHARED")
+    # Spelled in pieces so that this file does not match itself.
+    beside = "/".join(["..", "shared"])
+    outside = re.compile(re.escape(beside) + "|" + "_".join(["EXCHANGE", "NODE", "SHARED"]))
     places = [*REPO.glob("exchange_node/**/*.py"), *REPO.glob("tests/**/*.py"),
               *REPO.glob("bench/**/*.py"), REPO / "Makefile", REPO / ".ci" / "run"]  # fmt: skip
     found = [
-        str(p.relative_to(REPO))
-        for p in places
-        if p != Path(__file__) and outside.search(p.read_text(errors="replace"))
+        str(p.relative_to(REPO)) for p in places if outside.search(p.read_text(errors="replace"))
     ]
     assert found == []
 
