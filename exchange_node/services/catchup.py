@@ -16,10 +16,10 @@ same sealing, receipts, retries, FIFO order and ``notice.submitted`` leaves (act
   transaction (label ``catchup.chunk``) that also moves the cursor. A restart carries on
   after the last chunk committed; a chunk whose transaction did not commit is read
   again. Nothing is held in memory but one chunk.
-- **Pacing**: a chunk is queued only while the peer's queue holds fewer than one batch
-  (``[delivery] batch_size``), and a chunk is one batch. A live notice therefore waits
-  behind at most two batches of catch-up, however long the catch-up, and the worker
-  itself stays plain FIFO.
+- **Pacing**: a chunk is queued only while the peer's queue holds at most one batch
+  (``[delivery] batch_size``), and a chunk is one batch: the next chunk is sealed while
+  the one before is on the wire, and a live notice waits behind at most two batches of
+  catch-up, however long the catch-up. The worker itself stays plain FIFO.
 - Notices indexed after the catch-up began went to the peer live; corrections among them
   are also sent by the catch-up (a live correction of a notice the peer did not have yet
   is refused by it; sent again as caught up, it stands on its own).
@@ -272,8 +272,8 @@ class CatchUpService:
         for row in store.catchups():
             if row.state != "running" or row.peer_id not in node.directory.peers:
                 continue
-            if store.queued_count(row.peer_id) >= self._batch:
-                continue  # live traffic first: the queue drains before the next chunk
+            if store.queued_count(row.peer_id) > self._batch:
+                continue  # live traffic first: at most two batches ahead of a live notice
             try:
                 await self.queue_chunk(row)
                 queued_any = True
