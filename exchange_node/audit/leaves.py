@@ -232,26 +232,24 @@ def case_transition(
     )
 
 
-def case_accessed(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
-    """A read of a case by a local officer; the reference only as a keyed hash."""
+def _read(kind: LeafKind, now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
     return AuditEvent(
         time=now,
-        kind=LeafKind.CASE_ACCESSED,
+        kind=kind,
         actor=actor,
         subject_hash=subject_hash,
         attrs={"found": "true" if found else "false"},
     )
+
+
+def case_accessed(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
+    """A read of a case by a local officer; the reference only as a keyed hash."""
+    return _read(LeafKind.CASE_ACCESSED, now, actor, subject_hash, found)
 
 
 def document_lookup(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
     """One document looked up by a local system; the document only as a keyed hash."""
-    return AuditEvent(
-        time=now,
-        kind=LeafKind.DOCUMENT_LOOKUP,
-        actor=actor,
-        subject_hash=subject_hash,
-        attrs={"found": "true" if found else "false"},
-    )
+    return _read(LeafKind.DOCUMENT_LOOKUP, now, actor, subject_hash, found)
 
 
 def auth_failed(now: int, actor: str, reason: str, operation: str) -> AuditEvent:

@@ -180,15 +180,10 @@ class NoticeService:
     ) -> tuple[IndexedNotice, list[Submitted]]:
         """:meth:`submit` for a notice already in its wire form (``exchange-node send``
         reads one from a file); the same rules, errors and transaction."""
-        node = self._node
-        now = node.now_ms()
+        now = self._node.now_ms()
         entry = self._entry(body, now)
-        choose_recipients(
-            body.WhichOneof("content") or "",
-            recipients,
-            node.directory.peers,
-            node.directory.policy,
-        )
+        # An unknown or refused recipient is refused by the outbox before anything is
+        # sealed or written.
         [(entry, submitted)] = await self._queue(
             [(body, recipients, entry)], now, actor=actor, then=None, label="notice.submit"
         )

@@ -403,15 +403,7 @@ class SqliteStore:
                 f"SQLite {sqlite3.sqlite_version} is linked into this Python; exchange-node "
                 f"needs {'.'.join(map(str, MIN_SQLITE))} or newer",
             )
-        p = Path(path)
-        if not p.parent.is_dir():
-            raise StoreError(
-                "store_dir_missing",
-                f"directory {p.parent} does not exist; create it (mode 0700) or fix the path",
-                "store.path",
-            )
-        spath = str(p)
-        _create_private(spath)
+        spath = _create_in_existing_dir(path)
         writer = GroupCommitWriter(partial(_connect_writer, spath), max_group=max_group)
         await asyncio.to_thread(writer.start)
         try:
@@ -426,13 +418,7 @@ class SqliteStore:
     def prepare(path: str | os.PathLike[str]) -> None:
         """Create (mode 0600) and migrate the database at ``path`` without opening a
         store: for tools that work on the file directly. Same errors as :meth:`open`."""
-        spath = str(path)
-        if not Path(spath).parent.is_dir():
-            raise StoreError(
-                "store_dir_missing", f"directory {Path(spath).parent} does not exist", "store.path"
-            )
-        _create_private(spath)
-        _connect_writer(spath).close()
+        _connect_writer(_create_in_existing_dir(path)).close()
 
     async def close(self) -> None:
         """Finish every queued write, then close both connections. Idempotent."""
@@ -1359,6 +1345,19 @@ def _delete_chunk(conn: sqlite3.Connection, sql: str, cut: int) -> int:
 
 
 # --- connections ---------------------------------------------------------------------------
+
+
+def _create_in_existing_dir(path: str | os.PathLike[str]) -> str:
+    """``path`` as a string, the file created (0600) if missing; its directory must exist."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise StoreError(
+            "store_dir_missing",
+            f"directory {p.parent} does not exist; create it (mode 0700) or fix the path",
+            "store.path",
+        )
+    _create_private(str(p))
+    return str(p)
 
 
 def _create_private(path: str) -> None:
