@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from exchange_node.audit.bundle import verify_bundle
-from exchange_node.audit.checkpoint import origin_for
+from exchange_node.audit.checkpoint import log_origins, origin_for
 from exchange_node.audit.leaf import LeafKind
 from exchange_node.audit.strict_json import duplicate_key
 from exchange_node.pb.exchange.v1 import envelope_pb2
@@ -234,7 +234,7 @@ def _audit_checks(
     if audit_key is not None:
         r.audit_key_matches = audit.key_trusted
     problems = [f"audit: {x}" for x in audit.problems]
-    if audit.origin and audit.origin != origin_for(p.sender):
+    if audit.origin and audit.origin not in log_origins(origin_for(p.sender)):
         problems.append(
             f"audit_origin_mismatch: the bundle is the log {audit.origin!r}, not the"
             f" sender's {origin_for(p.sender)!r}"

@@ -101,7 +101,7 @@ def _manual_bundle(leaves: list[bytes], key: Ed25519PrivateKey = KEY) -> bytes:
     from exchange_node.audit import merkle
     from exchange_node.audit.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 
-    origin = "exchange-node/JPN-ISA/audit"
+    origin = "exchange-node.example/JPN-ISA"
     hashes = [merkle.leaf_hash(d) for d in leaves]
     source = merkle.list_hash_source(hashes)
     cp = sign_checkpoint(
@@ -138,12 +138,12 @@ def _leaf(seq: int, kind: str) -> bytes:
 
 
 def test_an_entry_of_an_unknown_kind_is_accepted_and_reported() -> None:
-    data = _manual_bundle([_leaf(0, "auth.failed"), _leaf(1, "witness.cosigned")])
+    data = _manual_bundle([_leaf(0, "auth.failed"), _leaf(1, "mirror.synced")])
     report = verify_bundle(data, KEY.public_key())
     assert report.ok, report.problems
-    assert [r.kind for r in report.leaves] == ["auth.failed", "witness.cosigned"]
+    assert [r.kind for r in report.leaves] == ["auth.failed", "mirror.synced"]
     assert len(report.notices) == 1 and "kind_unknown" in report.notices[0]
-    assert "'witness.cosigned'" in report.notices[0]
+    assert "'mirror.synced'" in report.notices[0]
 
 
 def test_a_kind_not_shaped_like_one_is_still_refused() -> None:
@@ -270,8 +270,8 @@ def test_an_earlier_checkpoint_of_another_log_is_refused(tmp_path: Path) -> None
     report = verify_bundle(data, KEY.public_key(), [prior, "not a note"])
     assert not report.ok
     assert report.problems[0] == (
-        "prior[0]: prior_origin_mismatch: a checkpoint of 'exchange-node/PHL-DFA/audit', not"
-        " of 'exchange-node/JPN-ISA/audit'"
+        "prior[0]: prior_origin_mismatch: a checkpoint of 'exchange-node.example/PHL-DFA', not"
+        " of 'exchange-node.example/JPN-ISA'"
     )
     assert report.problems[1].startswith("prior[1]: prior_malformed: ")
 

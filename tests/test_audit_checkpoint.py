@@ -37,7 +37,7 @@ def _code(note: str | bytes, key_name: str = ORIGIN, pub=PUB, **kw) -> str:
 
 
 def test_origin_names_the_node_audit_log() -> None:
-    assert origin_for("PHL-DFA") == "exchange-node/PHL-DFA/audit"
+    assert origin_for("PHL-DFA") == "exchange-node.example/PHL-DFA"
 
 
 def test_signed_note_has_body_blank_line_and_em_dash_signature_line() -> None:

@@ -125,7 +125,7 @@ def test_a_proof_verifies_offline_with_the_nodes_key(db: Path, tmp_path: Path, c
     assert _verify_proof_cli(out, KEY) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"audit proof {out}: OK"
-    assert lines[1] == "log: exchange-node/JPN-ISA/audit, checkpoint size 12"
+    assert lines[1] == "log: exchange-node.example/JPN-ISA, checkpoint size 12"
     assert lines[3].startswith("entry proved: 5  2023-11-14T22:13:25.000Z  document.lookup")
 
 
@@ -203,9 +203,11 @@ def test_prove_names_the_key_that_signed_each_checkpoint(rotated: Path, tmp_path
     latest = json.loads(commands.prove(rotated, 5, None, keys))
     earlier = json.loads(commands.prove(rotated, 5, 12, keys))
     assert latest["verifier_key"] == verifier_key(
-        "exchange-node/JPN-ISA/audit", NEW_KEY.public_key()
+        "exchange-node.example/JPN-ISA", NEW_KEY.public_key()
     )
-    assert earlier["verifier_key"] == verifier_key("exchange-node/JPN-ISA/audit", KEY.public_key())
+    assert earlier["verifier_key"] == verifier_key(
+        "exchange-node.example/JPN-ISA", KEY.public_key()
+    )
     out = tmp_path / "earlier.json"
     out.write_text(json.dumps(earlier))
     ok, text = commands.verify_proof(out, [NEW_KEY.public_key()])

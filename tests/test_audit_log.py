@@ -16,7 +16,7 @@ from exchange_node.audit.log import AuditLog
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
 
 NODE = "JPN-ISA"
-ORIGIN = f"exchange-node/{NODE}/audit"
+ORIGIN = f"exchange-node.example/{NODE}"
 KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
 
 

@@ -112,8 +112,8 @@ async def test_a_bundle_of_the_recipients_log_is_refused(delivered, tmp_path, ca
     assert await verify(out, "--fingerprint", net[PHL].keys().fingerprint) == 1
     lines = _lines(capsys)
     assert (
-        f"  problem: audit_origin_mismatch: the bundle is the log 'exchange-node/{PHL}/audit',"
-        f" not the sender's 'exchange-node/{JPN}/audit'"
+        f"  problem: audit_origin_mismatch: the bundle is the log 'exchange-node.example/{PHL}',"
+        f" not the sender's 'exchange-node.example/{JPN}'"
     ) in lines
 
 
@@ -195,7 +195,7 @@ async def test_the_exported_bundle_holds_the_entries_for_the_message_and_its_rec
     bundle = json.loads(base64.b64decode(json.loads(out.read_text())["audit_bundle"]))
     kinds = [json.loads(base64.b64decode(leaf["data"]))["kind"] for leaf in bundle["leaves"]]
     assert "envelope.sent" in kinds and "receipt.received" in kinds
-    assert bundle["origin"] == f"exchange-node/{JPN}/audit"
+    assert bundle["origin"] == f"exchange-node.example/{JPN}"
 
 
 async def test_a_receipt_for_another_batch_is_refused(delivered, capsys):

@@ -4,7 +4,7 @@ A bundle is one JSON object (``docs/audit-format.md`` specifies it for auditors 
 write their own verifier)::
 
     {"format": "exchange-node-audit-bundle/1",
-     "origin": "exchange-node/JPN-ISA/audit",
+     "origin": "exchange-node.example/JPN-ISA",
      "public_key": "<base64, 32-byte Ed25519 key>",
      "verifier_key": "<C2SP vkey of the same key>",
      "checkpoint": "<signed note text>",
@@ -31,8 +31,10 @@ from exchange_node.audit import merkle
 from exchange_node.audit.checkpoint import (
     SignedCheckpoint,
     parse_checkpoint,
+    same_log,
     verifier_key,
     verify_checkpoint,
+    verify_log_checkpoint,
 )
 from exchange_node.audit.leaf import KINDS, LeafRecord, decode_leaf
 from exchange_node.audit.log import AuditLog, StoredLeaf
@@ -97,10 +99,11 @@ def _raw(key: Ed25519PublicKey) -> bytes:
 def signer_of(note: str, origin: str, public_keys: Iterable[bytes]) -> bytes | None:
     """Which of ``public_keys`` (raw) signed the checkpoint ``note`` of log ``origin``;
     None if none of them did. Across key rotations, a log's checkpoints are signed by
-    the key current when each was signed."""
+    the key current when each was signed; checkpoints signed before the log's origin
+    changed carry its legacy origin (``verify_log_checkpoint``)."""
     for raw in public_keys:
         try:
-            verify_checkpoint(note, origin, Ed25519PublicKey.from_public_bytes(raw), origin=origin)
+            verify_log_checkpoint(note, origin, Ed25519PublicKey.from_public_bytes(raw))
         except (ValidationError, ValueError):
             continue
         return raw
@@ -152,11 +155,12 @@ def export_bundle(
             )
         hashes = log.consistency_hashes(old_size, cp.tree_size) if old_size < cp.tree_size else []
         consistency.append(BundleConsistency(old_size, list(hashes)))
+    origin = cp.checkpoint.origin  # the log's, or its legacy one for an old checkpoint
     bundle = Bundle(
         format=BUNDLE_FORMAT,
-        origin=log.origin,
+        origin=origin,
         public_key=signer,
-        verifier_key=verifier_key(log.origin, key),
+        verifier_key=verifier_key(origin, key),
         checkpoint=cp.note,
         leaves=out,
         consistency=consistency,
@@ -287,7 +291,7 @@ def _check_priors(
         except ValidationError as exc:
             problems.append(f"{where}: prior_malformed: not a checkpoint note: {exc}")
             continue
-        if claimed.origin != bundle.origin:
+        if not same_log(claimed.origin, bundle.origin):
             problems.append(
                 f"{where}: prior_origin_mismatch: a checkpoint of {claimed.origin!r}, not of"
                 f" {bundle.origin!r}"
@@ -300,8 +304,8 @@ def _check_priors(
                 " the key that signed it with --key"
             )
             continue
-        prior = verify_checkpoint(
-            note, bundle.origin, Ed25519PublicKey.from_public_bytes(signer), origin=bundle.origin
+        prior = verify_log_checkpoint(
+            note, bundle.origin, Ed25519PublicKey.from_public_bytes(signer)
         )
         m, n = prior.tree_size, cp.tree_size
         where = f"{where} (size {m})"

@@ -44,9 +44,43 @@ _SIZE = re.compile(r"0|[1-9][0-9]{0,19}")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
+ORIGIN_HOST = "exchange-node.example"
+"""The first part of every log's origin. A schema-less URL under a name reserved by
+RFC 2606 (``.example`` is never delegated): no log of another ecosystem can hold it, and
+no operator has to own a domain for their log to be named."""
+
+_LEGACY = re.compile(r"exchange-node/([A-Z0-9][A-Z0-9-]{1,31})/audit")
+_CURRENT = re.compile(re.escape(ORIGIN_HOST) + r"/([A-Z0-9][A-Z0-9-]{1,31})")
+
+
 def origin_for(node_id: str) -> str:
-    """The origin line (and key name) of a node's audit log."""
+    """The origin line (and key name) of a node's audit log,
+    ``exchange-node.example/<node id>`` (tlog-checkpoint: a schema-less URL)."""
+    return f"{ORIGIN_HOST}/{node_id}"
+
+
+def legacy_origin_for(node_id: str) -> str:
+    """The origin the log had before ``exchange-node.example/<node id>``: checkpoints
+    signed under it stay valid (``docs/audit-format.md`` section 4b)."""
     return f"exchange-node/{node_id}/audit"
+
+
+def node_of_origin(origin: str) -> str | None:
+    """The node id whose log ``origin`` names (either form), or None."""
+    match = _CURRENT.fullmatch(origin) or _LEGACY.fullmatch(origin)
+    return match.group(1) if match else None
+
+
+def log_origins(origin: str) -> tuple[str, ...]:
+    """Every origin under which checkpoints of the log ``origin`` may be signed: the
+    node's current origin first, then its legacy one. An origin of no node: itself."""
+    node = node_of_origin(origin)
+    return (origin,) if node is None else (origin_for(node), legacy_origin_for(node))
+
+
+def same_log(a: str, b: str) -> bool:
+    """Whether two origins name the same log (equal, or one node's two origins)."""
+    return b in log_origins(a)
 
 
 @dataclass(frozen=True)
@@ -258,3 +292,23 @@ def verify_checkpoint(
         )
     text = note if isinstance(note, str) else note.decode()
     return SignedCheckpoint(checkpoint, text)
+
+
+def verify_log_checkpoint(
+    note: str | bytes, origin: str, public_key: Ed25519PublicKey
+) -> SignedCheckpoint:
+    """Verify a checkpoint of the log ``origin`` signed by ``public_key`` under the log's
+    current origin or, for checkpoints signed before the origin changed, its legacy one
+    (``log_origins``). The checkpoint's origin line is its key name. Raises like
+    :func:`verify_checkpoint`; ``note_signature_missing`` when neither name carries a
+    signature by the key."""
+    error: ValidationError | None = None
+    for name in log_origins(origin):
+        try:
+            return verify_checkpoint(note, name, public_key, origin=name)
+        except ValidationError as exc:
+            if exc.code != "note_signature_missing":
+                raise
+            error = error or exc
+    assert error is not None
+    raise error

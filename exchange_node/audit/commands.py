@@ -113,7 +113,8 @@ def prove(
     with AuditLog.open(db_path) as log:
         p = log.inclusion_proof(seq, tree_size)
         stored = log.stored_public_key()
-        origin = log.origin
+        origin = p.checkpoint.checkpoint.origin  # a checkpoint signed before the origin
+        # changed names the log's legacy origin (docs/audit-format.md section 4b)
     keys = [*public_keys, *([stored] if stored is not None else [])]
     doc = {
         "format": PROOF_FILE_FORMAT,

@@ -55,6 +55,10 @@ class LeafKind(StrEnum):
     CHECKPOINT_INCONSISTENT = "checkpoint.inconsistent"
     NOTICE_SUBMITTED = "notice.submitted"
     REQUEST_REFUSED = "request.refused"
+    AUDIT_ORIGIN_CHANGED = "audit.origin_changed"
+    CHECKPOINT_COSIGNED = "checkpoint.cosigned"
+    CHECKPOINT_REFUSED = "checkpoint.refused"
+    WITNESS_COSIGNED = "witness.cosigned"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -321,3 +321,59 @@ def token_revoked(now: int, name: str) -> AuditEvent:
     return AuditEvent(
         time=now, kind=LeafKind.TOKEN_REVOKED, actor="operator", attrs={"token": name}
     )
+
+
+# --- the log itself and witnessing (docs/audit-format.md sections 4b, 12) ----------------
+
+
+def origin_changed(now: int, old: str, new: str) -> AuditEvent:
+    """The log signs its checkpoints under a new origin from this leaf on."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.AUDIT_ORIGIN_CHANGED,
+        actor="operator",
+        attrs={"old_origin": old, "new_origin": new},
+    )
+
+
+def checkpoint_cosigned(
+    now: int, me: str, log_peer: str, origin: str, old_size: int, size: int, root: bytes
+) -> AuditEvent:
+    """As a witness, this node cosigned a checkpoint of ``origin`` (the log of
+    ``log_peer``) after checking it extends the ``old_size`` it had cosigned before."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.CHECKPOINT_COSIGNED,
+        actor=me,
+        peer=log_peer,
+        attrs={"origin": origin, "old_size": str(old_size), "size": str(size), "root": root.hex()},
+    )
+
+
+def checkpoint_refused(
+    now: int,
+    log_peer: str,
+    reason: str,
+    status: int,
+    origin: str,
+    attrs: dict[str, str],
+) -> AuditEvent:
+    """As a witness, this node refused to cosign a checkpoint (``status`` answered)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.CHECKPOINT_REFUSED,
+        actor=log_peer or "unknown",
+        peer=log_peer,
+        reason=reason,
+        attrs={"origin": origin, "status": str(status), **attrs},
+    )
+
+
+def witness_cosigned(now: int, me: str, witness: str, size: int, timestamp: int) -> AuditEvent:
+    """A witness cosigned this node's checkpoint of ``size``; the cosignature is kept."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.WITNESS_COSIGNED,
+        actor=me,
+        attrs={"witness": witness, "size": str(size), "timestamp": str(timestamp)},
+    )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +35,16 @@ from typing import Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from exchange_node.audit import merkle
+from exchange_node.audit import leaves, merkle
 from exchange_node.audit.checkpoint import (
     Checkpoint,
     SignedCheckpoint,
+    legacy_origin_for,
+    node_of_origin,
     origin_for,
     parse_checkpoint,
     sign_checkpoint,
-    verify_checkpoint,
+    verify_log_checkpoint,
 )
 from exchange_node.audit.leaf import AuditEvent, LeafKind, LeafRecord, decode_leaf, encode_leaf
 from exchange_node.audit.verify import Verifier, VerifyReport
@@ -146,8 +149,10 @@ ConsistencyProofFn = Callable[[int, int], Sequence[bytes]]
 class AuditLog:
     """An append-only, RFC 9162 Merkle-tree audit log with signed checkpoints.
 
-    ``node_id`` names the log (origin ``exchange-node/<node_id>/audit``, which is also
-    the checkpoint key name). ``signing_key`` may be omitted for reading, proving and
+    ``node_id`` names the log (origin ``exchange-node.example/<node_id>``, which is also
+    the checkpoint key name; a log created before that origin keeps
+    ``exchange-node/<node_id>/audit`` until it is opened with its signing key, which
+    changes it once, recorded by an ``audit.origin_changed`` leaf). ``signing_key`` may be omitted for reading, proving and
     verifying; signing checkpoints and recording peer checkpoints then raise.
     ``create=False`` refuses to create a missing file (``audit_log_missing``).
     """
@@ -201,11 +206,9 @@ class AuditLog:
             db.close()
         except sqlite3.DatabaseError:
             row = None
-        origin = str(row[0]) if row else ""
-        prefix, suffix = "exchange-node/", "/audit"
-        if not (origin.startswith(prefix) and origin.endswith(suffix)):
+        node_id = node_of_origin(str(row[0]) if row else "")
+        if node_id is None:
             raise ValidationError("audit_log_format", f"{path} is not an audit log", "path")
-        node_id = origin[len(prefix) : -len(suffix)]
         return cls(path, node_id=node_id, signing_key=signing_key, create=False)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -232,13 +235,30 @@ class AuditLog:
             raise ValidationError(
                 "audit_log_format", f"{self.path} is not an audit log in {FORMAT}", "path"
             )
-        if rows.get("origin") != self.origin:
+        stored = rows.get("origin")
+        if stored != self.origin and stored == legacy_origin_for(self.node_id):
+            if self._key is None:
+                self.origin = str(stored)  # read as it is; the node changes it
+            else:
+                self._change_origin(str(stored))
+        elif stored != self.origin:
             raise ValidationError(
                 "audit_log_origin_mismatch",
-                f"{self.path} belongs to {rows.get('origin')!r}, not {self.origin!r}",
+                f"{self.path} belongs to {stored!r}, not {self.origin!r}",
                 "node_id",
             )
         self._record_public_key()
+
+    def _change_origin(self, legacy: str) -> None:
+        """Sign from now on under the current origin; recorded by a leaf in the same
+        transaction. Checkpoints signed before keep the legacy origin and verify as they
+        are (``verify_log_checkpoint``); the tree is the same."""
+        self._db.execute("UPDATE audit_meta SET value = ? WHERE key = 'origin'", (self.origin,))
+        frontier = merkle.Frontier(
+            self._stored_size(),
+            [self._node(lv, i) for lv, i in merkle.frontier_nodes(self._stored_size())],
+        )
+        _append_rows(self._db, frontier, [leaves.origin_changed(_now_ms(), legacy, self.origin)])
 
     def _record_public_key(self) -> None:
         if self._key is not None:
@@ -658,7 +678,8 @@ class AuditLog:
         """Check a peer's signed checkpoint against the last one held from that peer.
 
         The note must verify under ``public_key`` with the peer's origin
-        ``exchange-node/<peer_id>/audit`` as key name (else ``ValidationError``, nothing
+        ``exchange-node.example/<peer_id>`` (or, signed before it changed, its legacy one)
+        as key name (else ``ValidationError``, nothing
         stored). ``consistency_proof_fn(old_size, new_size)`` asks the peer for a proof
         between two of its sizes; it raises an ``ExchangeError`` when the peer answers
         that it cannot give one (counted as not proved), anything else (transport
@@ -669,8 +690,7 @@ class AuditLog:
         stored as evidence, a ``checkpoint.inconsistent`` leaf is appended, and the
         result says so: raising the alarm is the caller's job.
         """
-        origin = origin_for(peer_id)
-        new = verify_checkpoint(note_text, origin, public_key, origin=origin)
+        new = verify_log_checkpoint(note_text, origin_for(peer_id), public_key)
         new_size, new_root = new.tree_size, new.root_hash
         with self._lock:
             row = self._db.execute(
@@ -744,6 +764,10 @@ class AuditLog:
 
 
 _TREE_SIZE = "SELECT value FROM audit_meta WHERE key = 'tree_size'"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _node_on(conn: sqlite3.Connection, level: int, idx: int) -> bytes:

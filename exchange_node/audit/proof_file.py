@@ -2,7 +2,7 @@
 
 The file is one JSON object (``docs/audit-format.md`` section 6)::
 
-    {"format": "exchange-node-audit-proof/1", "origin": "exchange-node/JPN-ISA/audit",
+    {"format": "exchange-node-audit-proof/1", "origin": "exchange-node.example/JPN-ISA",
      "seq": 5, "tree_size": 12, "leaf": "<base64 leaf bytes>", "leaf_hash": "<base64>",
      "proof": ["<base64 hash>", ...], "checkpoint": "<signed note text>",
      "record": {...the leaf parsed, for reading...}, "verifier_key": "<C2SP vkey>"}
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exchange_node.audit import merkle
 from exchange_node.audit.bundle import key_fingerprint, signer_of
-from exchange_node.audit.checkpoint import verify_checkpoint
+from exchange_node.audit.checkpoint import verify_log_checkpoint
 from exchange_node.audit.leaf import KINDS, LeafRecord, decode_leaf
 from exchange_node.audit.strict_json import duplicate_key
 from exchange_node.errors import ValidationError
@@ -110,7 +110,11 @@ def verify_proof_file(data: bytes, trusted_keys: Sequence[Ed25519PublicKey]) -> 
             origin=origin,
             seq=seq,
         )
-    cp = verify_checkpoint(note, origin, Ed25519PublicKey.from_public_bytes(signer), origin=origin)
+    cp = verify_log_checkpoint(note, origin, Ed25519PublicKey.from_public_bytes(signer))
+    if cp.checkpoint.origin != origin:
+        return _fail(
+            f"proof_malformed: origin is {origin!r}, the checkpoint's {cp.checkpoint.origin!r}"
+        )
     base = {"origin": origin, "seq": seq, "tree_size": cp.tree_size,
             "key_fingerprint": key_fingerprint(signer)}  # fmt: skip
     if cp.tree_size != size:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from exchange_node.audit import merkle
-from exchange_node.audit.checkpoint import SignedCheckpoint, parse_checkpoint, verify_checkpoint
+from exchange_node.audit.checkpoint import SignedCheckpoint, parse_checkpoint, verify_log_checkpoint
 from exchange_node.audit.leaf import decode_leaf
 from exchange_node.errors import ValidationError
 
@@ -248,7 +248,7 @@ def _verify_any(
     error: ValidationError | None = None
     for key in candidates:
         try:
-            return verify_checkpoint(note, origin, key, origin=origin)
+            return verify_log_checkpoint(note, origin, key)
         except ValidationError as exc:
             error = exc
             if exc.code != "note_signature_missing":
