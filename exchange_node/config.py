@@ -79,6 +79,22 @@ class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     checkpoint_interval_seconds: int = 60
 
 
+class WitnessTarget(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # A C2SP witness this node pushes its checkpoints to: its cosignature/v1 verifier key
+    # and where it listens, a pinned peer (its peer API) or a submission prefix URL.
+    vkey: str
+    peer: str = ""
+    url: str = ""
+
+
+class WitnessSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Cosign pinned peers' checkpoints (POST /exchange/v1/witness/add-checkpoint).
+    cosign: bool = True
+    # More logs to cosign: their verifier keys (type 0x01), origin = key name.
+    logs: list[str] = msgspec.field(default_factory=list)
+    push: list[WitnessTarget] = msgspec.field(default_factory=list)
+
+
 class PeerPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Notice kinds that may be sent to and accepted from this peer.
     allow: list[str] = msgspec.field(default_factory=lambda: list(NOTICE_KINDS))
@@ -91,6 +107,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     protocol: ProtocolSection = ProtocolSection()
     delivery: DeliverySection = DeliverySection()
     audit: AuditSection = AuditSection()
+    witness: WitnessSection = WitnessSection()
     peers: dict[str, PeerPolicy] = msgspec.field(default_factory=dict)
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = ""
@@ -207,12 +224,45 @@ def _check(path: Path, cfg: Config) -> None:
             "at most backoff_max_ms",
             cfg.delivery.backoff_initial_ms,
         )
+    _check_witness(bad, cfg.witness)
     for peer_id, policy in cfg.peers.items():
         if not NODE_ID_RE.fullmatch(peer_id):
             raise bad(f"[peers.{peer_id}]", "a node id like PHL-DFA", peer_id)
         for kind in policy.allow:
             if kind not in NOTICE_KINDS:
                 raise bad(f"[peers.{peer_id}] allow", f"a list of {', '.join(NOTICE_KINDS)}", kind)
+
+
+def _check_witness(bad, section: WitnessSection) -> None:
+    """Every verifier key parses with the signature type its place needs, and every
+    push target names exactly one place to reach it."""
+    from exchange_node.audit.checkpoint import ED25519_ALG
+    from exchange_node.audit.cosignature import COSIGNATURE_V1_ALG, parse_vkey
+    from exchange_node.errors import ValidationError
+
+    for i, vkey in enumerate(section.logs):
+        try:
+            parse_vkey(vkey, alg=ED25519_ALG)
+        except ValidationError as exc:
+            raise bad(
+                f"[witness] logs[{i}]", f"a log's verifier key ({exc.message})", vkey
+            ) from None
+    for i, target in enumerate(section.push):
+        where = f"[[witness.push]] #{i + 1}"
+        try:
+            parse_vkey(target.vkey, alg=COSIGNATURE_V1_ALG)
+        except ValidationError as exc:
+            raise bad(
+                f"{where} vkey", f"a cosignature/v1 verifier key ({exc.message})", target.vkey
+            ) from None
+        if bool(target.peer) == bool(target.url):
+            raise bad(
+                where, "exactly one of peer (a pinned node id) or url", target.peer or target.url
+            )
+        if target.peer and not NODE_ID_RE.fullmatch(target.peer):
+            raise bad(f"{where} peer", "a node id like PHL-DFA", target.peer)
+        if target.url and not re.fullmatch(r"https?://[^\s]+", target.url):
+            raise bad(f"{where} url", "the witness's submission prefix, https://...", target.url)
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -223,6 +273,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "protocol": ProtocolSection,
     "delivery": DeliverySection,
     "audit": AuditSection,
+    "witness": WitnessSection,
 }
 
 
@@ -323,6 +374,15 @@ catchup_request_interval_seconds = 86400  # a peer's catch-up request is honoure
 
 [audit]
 checkpoint_interval_seconds = 60 # how often a new signed checkpoint is issued
+
+[witness]
+cosign = true                    # cosign pinned peers' checkpoints as a C2SP tlog-witness
+logs = []                        # more logs to witness: their verifier keys ("<origin>+<id>+<key>")
+# Witnesses this node pushes its own checkpoints to (their cosignature/v1 verifier keys):
+# [[witness.push]]
+# vkey = "exchange-node.example/PHL-DFA/witness+1a2b3c4d+BA..."
+# peer = "PHL-DFA"               # a pinned peer, over the peer API; or:
+# url = "https://witness.example.org/prefix"   # an external witness's submission prefix
 
 # Per-peer policy: which notice kinds may go to / come from a peer.
 # Kinds: status_notice, fraud_notice, correction, case_event. Unlisted peers: all kinds.

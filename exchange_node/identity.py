@@ -31,9 +31,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from exchange_node.audit.checkpoint import origin_for
 from exchange_node.protocol.cards import CardKey, PeerCard, issue_card, sign_revocation, verify_card
 from exchange_node.protocol.envelope import DEFAULT_MAX_AGE_MS
 from exchange_node.protocol.errors import OpenError
@@ -353,3 +354,37 @@ class Identity:
     @property
     def node_id(self) -> str:
         return self.keys.local.node_id
+
+
+WITNESS_KEY_FILE = "witness.key"
+
+
+def witness_name(node_id: str) -> str:
+    """The key name this node cosigns under as a C2SP witness."""
+    return f"{origin_for(node_id)}/witness"
+
+
+def load_or_create_witness_key(data_dir: Path, passphrase: bytes | None = None):
+    """This node's witness key (Ed25519, ``keys/witness.key``, PKCS#8 PEM, 0600,
+    encrypted like the other keys when a passphrase is set), created on first use.
+
+    A key of its own, not the signing key: witness policies pin it for years, while
+    ``keys rotate`` replaces the signing key; and the Ed25519 cosignature/v1 message
+    does not commit to the signer's name, so one key must serve one cosigner only."""
+    path = Path(data_dir) / "keys" / WITNESS_KEY_FILE
+    if not path.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        enc = (
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+        _atomic_write(path, pem)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise IdentityError(f"{path}: witness key has mode {mode:o}; it must be 0600")
+    key = serialization.load_pem_private_key(path.read_bytes(), passphrase)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise IdentityError(f"{path}: not an Ed25519 private key")
+    return key

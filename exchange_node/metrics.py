@@ -105,6 +105,18 @@ class Metrics:
             ["peer"],
             registry=r,
         )
+        self.witness_push_failed = Counter(
+            "exchange_witness_push_failed_total",
+            "Pushes of this node's checkpoint to a witness that got no cosignature",
+            ["witness"],
+            registry=r,
+        )
+        self.witness_refused = Counter(
+            "exchange_witness_refused_total",
+            "add-checkpoint requests this node refused as a witness, by code",
+            ["code"],
+            registry=r,
+        )
         self.checkpoint_unchecked = Counter(
             "exchange_peer_checkpoint_unchecked_total",
             "Peer audit checkpoints left unchecked for now (no proof answer); asked again later",

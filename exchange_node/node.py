@@ -34,6 +34,9 @@ from exchange_node.api.peer import serve_peer_api
 from exchange_node.api.peer_server import PeerSite, RefusalAudit
 from exchange_node.at_rest import AtRest
 from exchange_node.audit import leaves
+from exchange_node.audit.checkpoint import ED25519_ALG, SignedCheckpoint
+from exchange_node.audit.cosignature import parse_vkey
+from exchange_node.audit.cosigner import Cosigner
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog
 from exchange_node.audit.migrate import adopt_audit_file
@@ -42,8 +45,16 @@ from exchange_node.config import Config, ConfigError, parse_listen
 from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.inbound import Inbound
 from exchange_node.delivery.sender import Outbox, Submitted
+from exchange_node.delivery.witnesses import Witness as PushTarget
+from exchange_node.delivery.witnesses import WitnessPusher
 from exchange_node.health import WriteHealth
-from exchange_node.identity import Identity, NodeKeys, load_identity
+from exchange_node.identity import (
+    Identity,
+    NodeKeys,
+    load_identity,
+    load_or_create_witness_key,
+    witness_name,
+)
 from exchange_node.metrics import Metrics
 from exchange_node.peers import PeerDirectory
 from exchange_node.protocol.envelope import Freshness
@@ -124,6 +135,7 @@ class Node:
         self.health = WriteHealth(store, audit, self._audit_executor, self.now_ms)
         self.health.export(self.metrics)
         self._checkpoint_note = b""
+        self._latest_checkpoint: SignedCheckpoint | None = None
         self._card_mtime = 0
         self._server_ssl = None
         self._peer_site: PeerSite | None = None
@@ -147,6 +159,25 @@ class Node:
             self.client.fetch_consistency,
             self._audit_executor,
             self.metrics,
+            self.now_ms,
+        )
+        # C2SP tlog-witness, both ways: cosigning peers' logs, pushing ours to witnesses.
+        self.cosigner = Cosigner(
+            store,
+            witness_name(self.node_id),
+            load_or_create_witness_key(config.data_path, passphrase),
+            lambda: self.directory.keyring,
+            [parse_vkey(v, alg=ED25519_ALG) for v in config.witness.logs],
+            self.now_ms,
+        )
+        self.witnesses = WitnessPusher(
+            [PushTarget.from_config(t) for t in config.witness.push],
+            self.client,
+            store,
+            audit,
+            self._audit_executor,
+            self.metrics,
+            self.node_id,
             self.now_ms,
         )
         self.outbox = Outbox(
@@ -321,6 +352,15 @@ class Node:
         # audit thread.
         self._checkpoint_note = cp.note.encode()
         self.metrics.audit_size.set(cp.tree_size)
+        self._latest_checkpoint = cp
+        if self.witnesses.witnesses:
+            self._spawn(self.witnesses.push(cp))
+
+    async def push_to_witnesses(self) -> None:
+        """Push the latest checkpoint to the configured witnesses now and wait (the
+        periodic checkpoint does it in the background)."""
+        if self._latest_checkpoint is not None:
+            await self.witnesses.push(self._latest_checkpoint, wait=True)
 
     async def _checkpoints(self) -> None:
         while True:

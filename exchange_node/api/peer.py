@@ -6,6 +6,8 @@
                                           signed checkpoints (for peers witnessing us):
                                           404 only when no such proof can exist, 503
                                           when it cannot be given for now
+    POST /exchange/v1/witness/add-checkpoint  C2SP tlog-witness: cosign a pinned
+                                          peer's checkpoint (``audit/cosigner.py``)
 
 The peer is identified by the SHA-256 of its TLS client certificate, matched against
 the pinned cards. A certificate on no pinned card never gets this far: the TLS
@@ -35,7 +37,8 @@ from exchange_node.api.peer_server import (
     remote_of,
 )
 from exchange_node.audit import leaves
-from exchange_node.delivery.client import PROTOBUF
+from exchange_node.audit.tlog_witness import MAX_REQUEST_BYTES, SIZE_CONTENT_TYPE, WitnessRefusal
+from exchange_node.delivery.client import PROTOBUF, WITNESS_PATH
 from exchange_node.delivery.receiver import BatchRefused
 from exchange_node.errors import ExchangeError, NotFoundError
 
@@ -274,6 +277,47 @@ async def get_consistency(request: web.Request) -> web.Response:
 _SIZE = re.compile(r"[0-9]{1,18}")
 
 
+async def post_add_checkpoint(request: web.Request) -> web.StreamResponse:
+    """C2SP tlog-witness ``add-checkpoint`` (docs/protocol.md 17.6): 200 with this
+    node's cosignature line, 409 ``text/x.tlog.size`` with the size it last cosigned,
+    or the refusal's status (400, 403, 404, 422) with the JSON problem document. 404
+    also when this node does not cosign (``[witness] cosign = false``)."""
+    node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
+    peer = authenticated_peer(request, node)
+    if not node.config.witness.cosign:
+        return _problem(404, "witness_disabled", "this node does not cosign checkpoints")
+    if request.content_length is None:
+        return _problem(411, "length_required", "send Content-Length with the request")
+    if request.content_length > MAX_REQUEST_BYTES:
+        return _problem(413, "request_too_large", f"at most {MAX_REQUEST_BYTES} bytes")
+    timeout = node.config.peer_api.body_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            data = await request.read()
+    except TimeoutError:
+        resp = _problem(408, "body_timeout", f"the body did not arrive within {timeout:g} s")
+        resp.force_close()
+        return resp
+    try:
+        cosigned = await node.cosigner.add_checkpoint(data, peer)
+    except WitnessRefusal as refusal:
+        node.metrics.witness_refused.labels(refusal.code).inc()
+        log.warning(
+            "witness.refused", peer=peer, code=refusal.code, status=refusal.status,
+            origin=refusal.origin,
+        )  # fmt: skip
+        if refusal.status == 409:
+            return web.Response(
+                status=409,
+                body=f"{refusal.latest_size}\n".encode(),
+                headers={"Content-Type": SIZE_CONTENT_TYPE},
+            )
+        return _problem(refusal.status, refusal.code, refusal.message)
+    return web.Response(
+        body=cosigned.cosignature.encode(), headers={"Content-Type": "text/plain; charset=utf-8"}
+    )
+
+
 async def serve_peer_api(
     node: Node, host: str, port: int, ssl_context
 ) -> tuple[web.AppRunner, PeerSite]:
@@ -315,4 +359,5 @@ def create_peer_app(node: Node) -> web.Application:
     app.router.add_post("/exchange/v1/batch", post_batch)
     app.router.add_get("/exchange/v1/card", get_card)
     app.router.add_get("/exchange/v1/audit/consistency", get_consistency)
+    app.router.add_post(WITNESS_PATH, post_add_checkpoint)
     return app

@@ -36,6 +36,7 @@ from exchange_node.audit.checkpoint import (
     verify_checkpoint,
     verify_log_checkpoint,
 )
+from exchange_node.audit.cosignature import VerifierKey, verify_cosignatures
 from exchange_node.audit.leaf import KINDS, LeafRecord, decode_leaf
 from exchange_node.audit.log import AuditLog, StoredLeaf
 from exchange_node.audit.strict_json import duplicate_key
@@ -86,6 +87,8 @@ class BundleReport:
     problems: tuple[str, ...]
     notices: tuple[str, ...] = ()
     priors_checked: int = 0
+    witnessed: int = 0
+    witnessed_size: int | None = None
 
 
 def key_fingerprint(public_key: bytes) -> str:
@@ -161,7 +164,7 @@ def export_bundle(
         origin=origin,
         public_key=signer,
         verifier_key=verifier_key(origin, key),
-        checkpoint=cp.note,
+        checkpoint=cp.note + "".join(log.cosignature_lines(cp.tree_size)),
         leaves=out,
         consistency=consistency,
     )
@@ -172,6 +175,10 @@ def verify_bundle(
     data: bytes,
     trusted_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None,
     priors: Sequence[str] = (),
+    *,
+    witnesses: Sequence[VerifierKey] = (),
+    witness_threshold: int | None = None,
+    witnessed_checkpoint: str | None = None,
 ) -> BundleReport:
     """Check a bundle offline: checkpoint signature, each leaf's inclusion proof, and
     that the checkpoint extends each of ``priors`` (earlier checkpoint notes the caller
@@ -180,6 +187,13 @@ def verify_bundle(
     ``trusted_key``: the node's key, or every key it has signed with across rotations;
     the bundle's key must be one of them, and each prior must be signed by one.
     Without it, priors must be signed by the bundle's own key.
+
+    ``witnesses`` (cosignature/v1 keys) and ``witness_threshold`` (default: all of
+    them) are a witness policy: at least that many of those witnesses must have
+    cosigned the bundle's checkpoint, or ``witnessed_checkpoint`` (a cosigned
+    checkpoint note of the same log, which the bundle must then prove it extends, like
+    a prior). Raises ``ValidationError(witness_policy_invalid)`` for a threshold
+    outside 1..n.
 
     Never raises for a bad bundle: every problem is in the report. Leaves whose proof
     fails are listed as problems and left out of ``leaves``. The rules (one value per
@@ -254,7 +268,20 @@ def verify_bundle(
                 " (a later version's); the entry is proved and accepted"
             )
         records.append(record)
-    problems += _check_priors(bundle, cp, trusted_keys or [bundle.public_key], priors)
+    keys = trusted_keys or [bundle.public_key]
+    all_priors = [*priors, *([witnessed_checkpoint] if witnessed_checkpoint is not None else [])]
+    problems += _check_priors(bundle, cp, keys, all_priors)
+    witnessed, witnessed_size = 0, None
+    if witnesses:
+        note = bundle.checkpoint if witnessed_checkpoint is None else witnessed_checkpoint
+        witnessed, witnessed_size, found = _check_witnesses(note, witnesses, witness_threshold)
+        problems += found
+        if witnessed_size is not None:
+            notices += [
+                f"seq {r.seq}: not covered by the witnessed checkpoint of size {witnessed_size}"
+                for r in records
+                if r.seq >= witnessed_size
+            ]
     return BundleReport(
         ok=not problems,
         origin=cp.checkpoint.origin,
@@ -266,7 +293,35 @@ def verify_bundle(
         problems=tuple(problems),
         notices=tuple(notices),
         priors_checked=len(priors),
+        witnessed=witnessed,
+        witnessed_size=witnessed_size,
     )
+
+
+def _check_witnesses(
+    note: str, witnesses: Sequence[VerifierKey], threshold: int | None
+) -> tuple[int, int | None, list[str]]:
+    """(valid cosignatures by distinct given witnesses, the size they cover, problems)."""
+    unique = list(dict.fromkeys(witnesses))
+    k = len(unique) if threshold is None else threshold
+    if not 1 <= k <= len(unique):
+        raise ValidationError(
+            "witness_policy_invalid",
+            f"the threshold must be 1 to {len(unique)} (the witnesses given), not {k}",
+            "witness_threshold",
+        )
+    try:
+        size = parse_checkpoint(note)[0].tree_size
+        cosigned = verify_cosignatures(note, unique)
+    except ValidationError as exc:
+        return 0, None, [f"witness: {exc.code}: {exc.message}"]
+    problems = []
+    if len(cosigned) < k:
+        problems.append(
+            f"witness_policy_unmet: {len(cosigned)} of the {len(unique)} witnesses given"
+            f" cosigned the checkpoint of size {size}; the policy needs {k}"
+        )
+    return len(cosigned), size, problems
 
 
 def _check_priors(

@@ -18,6 +18,13 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _named(key: str, text: str) -> dict[str, str]:
+    """``{key: text}`` if ``text`` fits the attrs alphabet, else ``{key_sha256: hash}``:
+    names that come from outside (an origin a client sent, a configured key name)."""
+    fits = len(text) <= 128 and all(c.isascii() and (c.isalnum() or c in "._:@/+=-") for c in text)
+    return {key: text} if fits else {f"{key}_sha256": _sha256(text.encode())}
+
+
 def notice_submitted(now: int, actor: str, peer: str, message_id: bytes, kind: str) -> AuditEvent:
     """A local system queued a message for ``peer``."""
     return AuditEvent(
@@ -337,35 +344,44 @@ def origin_changed(now: int, old: str, new: str) -> AuditEvent:
 
 
 def checkpoint_cosigned(
-    now: int, me: str, log_peer: str, origin: str, old_size: int, size: int, root: bytes
+    now: int, actor: str, log_peer: str, origin: str, old_size: int, size: int, root: bytes
 ) -> AuditEvent:
     """As a witness, this node cosigned a checkpoint of ``origin`` (the log of
-    ``log_peer``) after checking it extends the ``old_size`` it had cosigned before."""
+    ``log_peer``, "" for a configured log) that ``actor`` submitted, after checking it
+    extends the ``old_size`` it had cosigned before."""
     return AuditEvent(
         time=now,
         kind=LeafKind.CHECKPOINT_COSIGNED,
-        actor=me,
+        actor=actor,
         peer=log_peer,
-        attrs={"origin": origin, "old_size": str(old_size), "size": str(size), "root": root.hex()},
+        attrs={
+            **_named("origin", origin),
+            "old_size": str(old_size),
+            "size": str(size),
+            "root": root.hex(),
+        },
     )
 
 
 def checkpoint_refused(
     now: int,
+    actor: str,
     log_peer: str,
     reason: str,
     status: int,
     origin: str,
     attrs: dict[str, str],
 ) -> AuditEvent:
-    """As a witness, this node refused to cosign a checkpoint (``status`` answered)."""
+    """As a witness, this node refused to cosign a checkpoint ``actor`` submitted
+    (``status`` answered). An origin outside the attrs alphabet (anything a client
+    sent) is recorded as its SHA-256."""
     return AuditEvent(
         time=now,
         kind=LeafKind.CHECKPOINT_REFUSED,
-        actor=log_peer or "unknown",
+        actor=actor,
         peer=log_peer,
         reason=reason,
-        attrs={"origin": origin, "status": str(status), **attrs},
+        attrs={"status": str(status), **(_named("origin", origin) if origin else {}), **attrs},
     )
 
 
@@ -375,5 +391,5 @@ def witness_cosigned(now: int, me: str, witness: str, size: int, timestamp: int)
         time=now,
         kind=LeafKind.WITNESS_COSIGNED,
         actor=me,
-        attrs={"witness": witness, "size": str(size), "timestamp": str(timestamp)},
+        attrs={**_named("witness", witness), "size": str(size), "timestamp": str(timestamp)},
     )

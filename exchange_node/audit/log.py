@@ -49,11 +49,11 @@ from exchange_node.audit.checkpoint import (
 from exchange_node.audit.leaf import AuditEvent, LeafKind, LeafRecord, decode_leaf, encode_leaf
 from exchange_node.audit.verify import Verifier, VerifyReport
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
-from exchange_node.store.migrations import AUDIT_TABLES
+from exchange_node.store.migrations import AUDIT_COSIGNATURES, AUDIT_TABLES
 
 FORMAT = "exchange-node-audit/1"
 
-_SCHEMA = ";\n".join(AUDIT_TABLES) + ";"
+_SCHEMA = ";\n".join((*AUDIT_TABLES, AUDIT_COSIGNATURES)) + ";"
 
 _QUERY_MAX = 10_000
 
@@ -423,6 +423,17 @@ class AuditLog:
         """The largest checkpoint this log has signed, or None."""
         with self._transaction(write=False):
             return self._checkpoint_row(None)
+
+    def cosignature_lines(self, tree_size: int) -> list[str]:
+        """Witnesses' cosignature lines kept for our checkpoint of ``tree_size`` (each
+        with its newline), by witness name: appended to the note they make it a
+        cosigned checkpoint any signed-note verifier reads."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT line FROM audit_cosignatures WHERE tree_size = ? ORDER BY witness, key_id",
+                (tree_size,),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def checkpoints(self) -> list[SignedCheckpoint]:
         """Every checkpoint signed here, smallest first."""

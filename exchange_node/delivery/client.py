@@ -23,6 +23,9 @@ from exchange_node.protocol.cards import PeerCard
 from exchange_node.tls import client_context
 
 PROTOBUF = "application/x-protobuf"
+WITNESS_PATH = "/exchange/v1/witness/add-checkpoint"
+"""Where a node answers C2SP tlog-witness requests: its submission prefix is the peer
+API endpoint followed by ``/exchange/v1/witness``."""
 
 
 class ProofCannotExist(ExchangeError):
@@ -116,6 +119,24 @@ class PeerClient:
             return [bytes.fromhex(h) for h in data["proof"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise DeliveryError(f"consistency proof {first}->{second}: malformed answer") from exc
+
+    async def add_checkpoint(self, peer_id: str, url: str, body: bytes) -> tuple[int, bytes, str]:
+        """POST a C2SP ``add-checkpoint`` request to a witness: a pinned peer's peer API
+        (``peer_id``, mutual TLS) or an external submission prefix (``url``, TLS checked
+        against the system's CAs). Returns (status, body, content type) whatever the
+        status; DeliveryError for transport failures."""
+        if peer_id:
+            card = self._directory.keyring.require(peer_id)
+            target, ssl = _url(card, WITNESS_PATH), self._ssl_for(card)
+        else:
+            target, ssl = url.rstrip("/") + "/add-checkpoint", None
+        try:
+            async with self._http().post(
+                target, data=body, headers={"Content-Type": "text/plain"}, ssl=ssl
+            ) as resp:
+                return resp.status, await resp.read(), resp.content_type
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryError(f"add-checkpoint: {type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
         if self._session is not None:

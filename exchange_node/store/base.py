@@ -57,6 +57,7 @@ from exchange_node.errors import ExchangeError
 from exchange_node.store.records import (
     CaseEventRow,
     CaseRow,
+    CosignatureRow,
     DeliveryRow,
     IdempotencyRecord,
     InboxItem,
@@ -73,6 +74,7 @@ from exchange_node.store.records import (
     StoredReceipt,
     StoreInfo,
     TokenRecord,
+    WitnessLogRow,
     WriterStats,
 )
 
@@ -281,6 +283,17 @@ class Store(Protocol):
     async def set_meta(self, key: str, value: bytes) -> None: ...
 
     # --- operations ----------------------------------------------------------------------
+
+    # --- witnessing (writes go through a transaction: ``witness_log``,
+    # ``set_witness_log``, ``add_cosignature``) ----------------------------------------
+
+    def witness_logs(self) -> list[WitnessLogRow]:
+        """As a witness: the latest checkpoint cosigned per log origin."""
+        ...
+
+    def cosignatures(self, tree_size: int | None = None) -> list[CosignatureRow]:
+        """Witnesses' cosignatures on this node's own checkpoints."""
+        ...
 
     def writer_stats(self) -> WriterStats: ...
 

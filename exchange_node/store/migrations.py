@@ -332,7 +332,42 @@ _V5: tuple[str, ...] = (
     "CREATE INDEX outbox_catchup ON outbox (peer_id) WHERE catchup = 1 AND state != 'delivered'",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+AUDIT_COSIGNATURES = """
+    CREATE TABLE IF NOT EXISTS audit_cosignatures (
+        tree_size   INTEGER NOT NULL,
+        witness     TEXT NOT NULL,
+        key_id      BLOB NOT NULL,
+        timestamp   INTEGER NOT NULL,
+        line        TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (tree_size, witness, key_id)
+    )
+    """
+"""Witnesses' cosignatures on the log's own checkpoints: read by ``AuditLog`` (bundles
+carry them), written by the store in the transaction of their ``witness.cosigned`` leaf.
+Part of the audit tables of a stand-alone audit file too, hence ``IF NOT EXISTS``."""
+
+# 6: C2SP tlog-witness, both ways (``audit/cosigner.py``, ``audit/witnesses.py``).
+# ``witness_logs``: as a witness, the latest checkpoint this node cosigned per log
+# origin, replaced in the transaction that writes its ``checkpoint.cosigned`` leaf (the
+# check of the old size and the update are one step). ``audit_cosignatures``: witnesses'
+# cosignatures on this node's own checkpoints, one per (size, witness key), kept with
+# their ``witness.cosigned`` leaf.
+_V6: tuple[str, ...] = (
+    """
+    CREATE TABLE witness_logs (
+        origin     TEXT PRIMARY KEY,
+        log_peer   TEXT NOT NULL,
+        tree_size  INTEGER NOT NULL,
+        root       BLOB NOT NULL,
+        note       TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    )
+    """,
+    AUDIT_COSIGNATURES,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -410,3 +410,29 @@ class IdempotencyRecord:
     status: int
     response: bytes
     created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessLogRow:
+    """As a witness: the latest checkpoint cosigned for log ``origin`` (``note`` with
+    this node's cosignature), of pinned peer ``log_peer`` ("" for a configured log)."""
+
+    origin: str
+    log_peer: str
+    tree_size: int
+    root: bytes
+    note: str
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CosignatureRow:
+    """A witness's cosignature on this node's checkpoint of ``tree_size``: the note
+    line, the witness's key name and key ID, its timestamp (POSIX seconds)."""
+
+    tree_size: int
+    witness: str
+    key_id: bytes
+    timestamp: int
+    line: str
+    received_at: int

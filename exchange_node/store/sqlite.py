@@ -37,6 +37,7 @@ from exchange_node.store.records import (
     CatchUpProgress,
     CatchUpRow,
     CatchUpSelection,
+    CosignatureRow,
     DeliveryRow,
     IdempotencyRecord,
     InboxItem,
@@ -54,6 +55,7 @@ from exchange_node.store.records import (
     StoredReceipt,
     StoreInfo,
     TokenRecord,
+    WitnessLogRow,
     WriterStats,
 )
 from exchange_node.store.writer import DEFAULT_MAX_GROUP, GroupCommitWriter
@@ -367,6 +369,29 @@ class SqliteTransaction:
     def idempotency_record(self, token_id: int, key: str) -> IdempotencyRecord | None:
         rows = _rows(self._conn, _IDEMPOTENCY_SELECT, (token_id, key))
         return IdempotencyRecord(*rows[0]) if rows else None
+
+    # --- witnessing (audit/cosigner.py, audit/witnesses.py) --------------------------------
+
+    def witness_log(self, origin: str) -> WitnessLogRow | None:
+        """As a witness: the latest checkpoint cosigned for ``origin``, as this
+        transaction sees it (the check of a new one and its storing are one step)."""
+        rows = _rows(self._conn, _WITNESS_LOG_SELECT, (origin,))
+        return WitnessLogRow(*rows[0]) if rows else None
+
+    def set_witness_log(self, row: WitnessLogRow) -> None:
+        self._conn.execute(_WITNESS_LOG_UPSERT, (row.origin, row.log_peer, row.tree_size,
+                           row.root, row.note, row.updated_at))  # fmt: skip
+
+    def add_cosignature(self, row: CosignatureRow) -> bool:
+        """Keep a witness's cosignature on one of our checkpoints; False (nothing
+        written) if that witness key's cosignature of that size is already kept."""
+        cur = self._conn.execute(
+            "INSERT INTO audit_cosignatures (tree_size, witness, key_id, timestamp, line,"
+            " received_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (tree_size, witness, key_id) DO NOTHING",
+            (row.tree_size, row.witness, row.key_id, row.timestamp, row.line, row.received_at),
+        )
+        return cur.rowcount == 1
 
 
 class SqliteStore:
@@ -1008,6 +1033,23 @@ class SqliteStore:
 
     # --- operations --------------------------------------------------------------------------
 
+    # --- witnessing -----------------------------------------------------------------------
+
+    def witness_logs(self) -> list[WitnessLogRow]:
+        """As a witness: every log cosigned, by origin."""
+        rows = self._read(f"{_WITNESS_LOG_COLUMNS} ORDER BY origin")
+        return [WitnessLogRow(*r) for r in rows]
+
+    def cosignatures(self, tree_size: int | None = None) -> list[CosignatureRow]:
+        """Witnesses' cosignatures on this node's checkpoints (of one size, or all),
+        by size then witness."""
+        sql = "SELECT tree_size, witness, key_id, timestamp, line, received_at FROM audit_cosignatures"
+        args: tuple[Any, ...] = ()
+        if tree_size is not None:
+            sql, args = sql + " WHERE tree_size = ?", (tree_size,)
+        rows = self._read(sql + " ORDER BY tree_size, witness, key_id", args)
+        return [CosignatureRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
     def writer_stats(self) -> WriterStats:
         return self._writer.stats()
 
@@ -1559,3 +1601,15 @@ def _check_inbox_item(item: InboxItem, where: str) -> None:
     _check_bytes(item.body, f"{where}.body")
     _check_bytes(item.signature, f"{where}.signature")
     _check_int(item.received_at, f"{where}.received_at")
+
+
+_WITNESS_LOG_COLUMNS = (
+    "SELECT origin, log_peer, tree_size, root, note, updated_at FROM witness_logs"
+)
+_WITNESS_LOG_SELECT = _WITNESS_LOG_COLUMNS + " WHERE origin = ?"
+_WITNESS_LOG_UPSERT = (
+    "INSERT INTO witness_logs (origin, log_peer, tree_size, root, note, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (origin) DO UPDATE SET"
+    " log_peer = excluded.log_peer, tree_size = excluded.tree_size, root = excluded.root,"
+    " note = excluded.note, updated_at = excluded.updated_at"
+)
