@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import signal
 import sqlite3
 import sys
@@ -21,7 +22,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from exchange_node.audit import merkle
+from exchange_node.audit import leaves, merkle
 from exchange_node.audit.bundle import verify_bundle
 from exchange_node.audit.checkpoint import (
     Checkpoint,
@@ -41,6 +42,7 @@ from tests.node_helpers import (
     audit_leaves,
     fraud_notice,
     make_net,
+    run_cli,
     settled,
     start_serve,
     stop_process,
@@ -294,3 +296,60 @@ async def test_a_witness_killed_at_its_commit_keeps_state_and_leaf_whole_or_neit
         assert (status, body) == (409, b"5\n")
     else:
         assert status == 200 and body.decode().startswith("\u2014 ")
+
+
+# --- the auditor's side: keys show, verify-bundle with a witness policy -----------------------
+
+
+async def cli(capsys, *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = await asyncio.to_thread(run_cli, args)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+async def test_verify_bundle_applies_a_witness_policy_to_the_bundle_or_a_named_checkpoint(
+    net, capsys, tmp_path
+):
+    push_to(net[JPN], net[PHL])
+    await net[PHL].start()
+    jpn = await net[JPN].start()
+    await jpn.push_to_witnesses()
+    witnessed = jpn.audit.latest_checkpoint()
+    jpn_config = ["--config", str(net[JPN].config_path)]
+    code, out = await cli(capsys, "--config", str(net[PHL].config_path), "keys", "show")
+    [vkey] = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("witness key")]
+    assert vkey == witness_vkey_of(net[PHL])
+    signing = jpn.keys.local.signing_key.public.hex()
+
+    bundle = tmp_path / "bundle.json"
+    await cli(
+        capsys, *jpn_config, "audit", "export", "--kind", "config.loaded", "--out", str(bundle)
+    )
+    code, out = await cli(
+        capsys, "audit", "verify-bundle", str(bundle), "--key", signing, "--witness", vkey
+    )
+    assert code == 0, out
+    assert f"witnesses: 1 of 1 cosigned the checkpoint of size {witnessed.tree_size}" in out
+    code, out = await cli(capsys, "audit", "verify-bundle", str(bundle), "--witness-threshold", "1")
+    assert code != 0 and "--witness-threshold and --witnessed need --witness VKEY" in out
+
+    # The log grows and signs a checkpoint no witness has seen: the bundle of it fails the
+    # policy, unless the policy is applied to the witnessed checkpoint it extends.
+    cosigned = tmp_path / "cosigned.txt"
+    cosigned.write_text(json.loads(bundle.read_text())["checkpoint"])
+    jpn.witnesses.witnesses = ()  # pushes off: the next checkpoint stays unwitnessed
+    await jpn.record_audit(leaves.config_loaded(jpn.now_ms(), "", False))
+    await jpn.sign_checkpoint()
+    later = tmp_path / "later.json"
+    await cli(capsys, *jpn_config, "audit", "export", "--kind", "config.loaded", "--out", str(later),
+              "--consistency-from", str(witnessed.tree_size))  # fmt: skip
+    policy = ["--key", signing, "--witness", vkey]
+    code, out = await cli(capsys, "audit", "verify-bundle", str(later), *policy)
+    assert code == 1 and "witness_policy_unmet: 0 of the 1 witnesses given" in out
+    code, out = await cli(
+        capsys, "audit", "verify-bundle", str(later), *policy, "--witnessed", str(cosigned)
+    )
+    assert code == 0, out
+    assert f"witnesses: 1 of 1 cosigned the checkpoint of size {witnessed.tree_size}" in out
+    assert "not covered by the witnessed checkpoint" in out  # the entry appended since

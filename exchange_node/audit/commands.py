@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from exchange_node.audit import bundle as bundle_mod
 from exchange_node.audit import merkle
 from exchange_node.audit.checkpoint import verifier_key
+from exchange_node.audit.cosignature import VerifierKey
 from exchange_node.audit.leaf import LeafRecord
 from exchange_node.audit.log import AuditLog, LeafFilter
 from exchange_node.audit.proof_file import PROOF_FILE_FORMAT, verify_proof_file
@@ -214,8 +215,13 @@ def verify_bundle(
     path: str | Path,
     trusted_key: bytes | Ed25519PublicKey | Sequence[bytes | Ed25519PublicKey] | None = None,
     priors: Sequence[str | Path] = (),
+    *,
+    witnesses: Sequence[VerifierKey] = (),
+    witness_threshold: int | None = None,
+    witnessed: str | Path | None = None,
 ) -> tuple[bool, str]:
-    """Verify a bundle file offline; returns ``(ok, report)``.
+    """Verify a bundle file offline; returns ``(ok, report)``. ``witnesses``,
+    ``witness_threshold``, ``witnessed``: a witness policy (``bundle.verify_bundle``).
 
     ``trusted_key``: the node's key or keys (every key it signed with, across
     rotations). Without it the report asks the reader to compare the key fingerprint
@@ -224,7 +230,19 @@ def verify_bundle(
     """
     data = _read(path, "bundle_unreadable")
     notes = [_read(p, "checkpoint_unreadable").decode(errors="replace") for p in priors]
-    r = bundle_mod.verify_bundle(data, _keys(trusted_key), notes)
+    named = (
+        None
+        if witnessed is None
+        else _read(witnessed, "checkpoint_unreadable").decode(errors="replace")
+    )
+    r = bundle_mod.verify_bundle(
+        data,
+        _keys(trusted_key),
+        notes,
+        witnesses=witnesses,
+        witness_threshold=witness_threshold,
+        witnessed_checkpoint=named,
+    )
     lines = [f"bundle {path}: {'OK' if r.ok else 'FAILED'}"]
     if r.origin:
         lines.append(f"log: {r.origin}, checkpoint size {r.tree_size}")
@@ -234,6 +252,11 @@ def verify_bundle(
     lines.append(f"entries proved: {len(r.leaves)}")
     if priors:
         lines.append(f"earlier checkpoints given: {len(priors)}")
+    if witnesses:
+        lines.append(
+            f"witnesses: {r.witnessed} of {len(set(witnesses))} cosigned the checkpoint of"
+            f" size {r.witnessed_size}"
+        )
     lines += [f"  {p}" for p in r.problems]
     lines += [f"  note: {n}" for n in r.notices]
     return r.ok, "\n".join(lines)

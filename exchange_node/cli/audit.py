@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from exchange_node.audit import commands as audit_commands
+from exchange_node.audit.cosignature import COSIGNATURE_V1_ALG, parse_vkey
 from exchange_node.audit.log import LeafFilter
 from exchange_node.cli.common import (
     CliError,
@@ -123,7 +124,20 @@ def _hex_keys(values: list[str] | None, option: str) -> list[bytes] | None:
 
 def cmd_audit_verify_bundle(args) -> int:
     key = _hex_keys(args.key, "--key")
-    ok, report = audit_commands.verify_bundle(args.file, key, args.prior or ())
+    if (args.witness_threshold is not None or args.witnessed) and not args.witness:
+        raise CliError("--witness-threshold and --witnessed need --witness VKEY")
+    try:
+        witnesses = [parse_vkey(v, alg=COSIGNATURE_V1_ALG) for v in args.witness or ()]
+    except ValidationError as exc:
+        raise CliError(f"--witness: {exc.message}") from None
+    ok, report = audit_commands.verify_bundle(
+        args.file,
+        key,
+        args.prior or (),
+        witnesses=witnesses,
+        witness_threshold=args.witness_threshold,
+        witnessed=args.witnessed,
+    )
     print(report)
     return 0 if ok else 1
 

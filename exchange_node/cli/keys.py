@@ -38,8 +38,11 @@ def rotation_overlap_ms(cfg: Config) -> int:
 def cmd_keys_show(args) -> int:
     """What an auditor or a court needs from this node's operator, read out of band: the
     card fingerprint (``proof verify --fingerprint``, for proofs of deliveries *to* this
-    node) and the signing keys that sign audit checkpoints (``--audit-key``, ``--key``)."""
+    node), the signing keys that sign audit checkpoints (``--audit-key``, ``--key``) and
+    the witness key it cosigns others' checkpoints with (``--witness``)."""
     from exchange_node.audit.bundle import key_fingerprint
+    from exchange_node.audit.cosignature import witness_vkey
+    from exchange_node.identity import load_or_create_witness_key, witness_name
 
     cfg = _cfg(args)
     passphrase = _passphrase(cfg)
@@ -50,6 +53,10 @@ def cmd_keys_show(args) -> int:
         when = "current: signs new checkpoints" if i == 0 else "earlier: signed older checkpoints"
         print(f"signing key ({when}): {public.hex()}")
         print(f"  fingerprint (SHA-256): {key_fingerprint(public)}")
+    # The key this node cosigns peers' checkpoints with, for their witness policies.
+    witness = load_or_create_witness_key(cfg.data_path, passphrase)
+    vkey = witness_vkey(witness_name(keys.card.node_id), witness.public_key())
+    print(f"witness key (cosignature/v1, --witness): {vkey.encode()}")
     return 0
 
 

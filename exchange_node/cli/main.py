@@ -262,6 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file with an earlier checkpoint of the log you hold; the bundle must prove"
         " it extends it (repeatable)",
     )
+    s.add_argument(
+        "--witness",
+        action="append",
+        metavar="VKEY",
+        help="a witness's cosignature/v1 verifier key (<name>+<id>+<key>, `keys show` on"
+        " a witnessing node prints it); repeat for each witness of the policy",
+    )
+    s.add_argument(
+        "--witness-threshold",
+        type=int,
+        metavar="K",
+        help="how many of the --witness keys must have cosigned (default: all)",
+    )
+    s.add_argument(
+        "--witnessed",
+        metavar="CHECKPOINT",
+        help="apply the witness policy to this cosigned checkpoint of the log instead of"
+        " the bundle's own; the bundle must prove it extends it",
+    )
     s.set_defaults(func=cmd_audit_verify_bundle)
     aud.add_parser("checkpoint", help="sign a checkpoint now").set_defaults(
         func=cmd_audit_checkpoint
