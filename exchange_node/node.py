@@ -45,8 +45,7 @@ from exchange_node.config import Config, ConfigError, parse_listen
 from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.inbound import Inbound
 from exchange_node.delivery.sender import Outbox, Submitted
-from exchange_node.delivery.witnesses import Witness as PushTarget
-from exchange_node.delivery.witnesses import WitnessPusher
+from exchange_node.delivery.witnesses import PushWitness, WitnessPusher
 from exchange_node.health import WriteHealth
 from exchange_node.identity import (
     Identity,
@@ -171,7 +170,7 @@ class Node:
             self.now_ms,
         )
         self.witnesses = WitnessPusher(
-            [PushTarget.from_config(t) for t in config.witness.push],
+            [PushWitness.from_config(t) for t in config.witness.push],
             self.client,
             store,
             audit,

@@ -4,7 +4,10 @@ expected: from ``load_config`` and from the command line (exit status 2, no trac
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from exchange_node.audit.checkpoint import verifier_key
+from exchange_node.audit.cosignature import witness_vkey
 from exchange_node.config import ConfigError, load_config, render_config
 from tests.node_helpers import run_cli, set_options
 
@@ -16,6 +19,13 @@ BASE = render_config(
     peer_listen="127.0.0.1:8443",
     local_listen="127.0.0.1:8080",
 )
+
+_LOG_VKEY = verifier_key(
+    "example.com/log", Ed25519PrivateKey.from_private_bytes(b"\x01" * 32).public_key()
+)
+_WITNESS_VKEY = witness_vkey(
+    "w.example/1", Ed25519PrivateKey.from_private_bytes(b"\x02" * 32).public_key()
+).encode()
 
 # name: (config text, key the message names, what it says is expected)
 BAD = {
@@ -67,6 +77,22 @@ BAD = {
         "fraud_notice",
     ),
     "invalid TOML": (BASE.replace("batch_size = 200", "batch_size = "), "", "not valid TOML"),
+    "a witness key that is a log's key": (
+        BASE + f'\n[[witness.push]]\nvkey = "{_LOG_VKEY}"\npeer = "PHL-DFA"\n',
+        "[[witness.push]] #1 vkey",
+        "signature type 0x04",
+    ),
+    "a witness with both a peer and a url": (
+        BASE
+        + f'\n[[witness.push]]\nvkey = "{_WITNESS_VKEY}"\npeer = "PHL-DFA"\nurl = "https://w.example"\n',
+        "[[witness.push]] #1",
+        "exactly one of peer",
+    ),
+    "a witnessed log whose key ID is wrong": (
+        BASE.replace("logs = []", f'logs = ["{_LOG_VKEY[:-12]}AAAAAAAAAAA="]'),
+        "[witness] logs[0]",
+        "verifier key",
+    ),
 }
 
 

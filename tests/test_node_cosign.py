@@ -29,6 +29,7 @@ from exchange_node.audit.checkpoint import (
     origin_for,
     sign_checkpoint,
     split_note,
+    verifier_key,
 )
 from exchange_node.audit.commands import export
 from exchange_node.audit.cosignature import verify_cosignatures, witness_vkey
@@ -353,3 +354,23 @@ async def test_verify_bundle_applies_a_witness_policy_to_the_bundle_or_a_named_c
     assert code == 0, out
     assert f"witnesses: 1 of 1 cosigned the checkpoint of size {witnessed.tree_size}" in out
     assert "not covered by the witnessed checkpoint" in out  # the entry appended since
+
+
+async def test_a_log_named_in_the_config_is_witnessed_like_a_peers(tmp_path):
+    net = await make_net(tmp_path, [JPN, PHL])
+    try:
+        key = Ed25519PrivateKey.from_private_bytes(b"\x05" * 32)
+        origin = "transparency.example.org/log1"
+        text = net[PHL].config_path.read_text()
+        vkey = verifier_key(origin, key.public_key())
+        net[PHL].config_path.write_text(text.replace("logs = []", f'logs = ["{vkey}"]'))
+        phl = await net[PHL].start()
+        note = sign_checkpoint(Checkpoint(origin, 0, merkle.EMPTY_ROOT), key, origin).note
+        status, _, _ = await post(net[PHL], encode_request(0, [], note))
+        assert status == 200
+        [held] = phl.store.witness_logs()
+        assert (held.origin, held.log_peer, held.tree_size) == (origin, "", 0)
+        [leaf] = audit_leaves(phl.audit, "checkpoint.cosigned")
+        assert (leaf.peer, leaf.attrs["origin"]) == ("", origin)
+    finally:
+        await net.stop_all()

@@ -48,7 +48,7 @@ LABEL = "witness.keep"
 
 
 @dataclass(frozen=True)
-class Witness:
+class PushWitness:
     """A witness to push to: its cosignature/v1 key, and a pinned ``peer`` or ``url``."""
 
     vkey: VerifierKey
@@ -56,7 +56,7 @@ class Witness:
     url: str = ""
 
     @classmethod
-    def from_config(cls, target: WitnessTarget) -> Witness:
+    def from_config(cls, target: WitnessTarget) -> PushWitness:
         return cls(parse_vkey(target.vkey, alg=COSIGNATURE_V1_ALG), target.peer, target.url)
 
     @property
@@ -67,7 +67,7 @@ class Witness:
 class WitnessPusher:
     def __init__(
         self,
-        witnesses: Sequence[Witness],
+        witnesses: Sequence[PushWitness],
         client: PeerClient,
         store,
         audit: AuditLog,
@@ -86,7 +86,7 @@ class WitnessPusher:
         self._clock = clock
         self._lock = asyncio.Lock()
 
-    def cosigned_size(self, witness: Witness) -> int:
+    def cosigned_size(self, witness: PushWitness) -> int:
         """The largest size of ours this witness has cosigned (kept cosignatures)."""
         sizes = [
             c.tree_size
@@ -104,7 +104,7 @@ class WitnessPusher:
             todo = [w for w in self.witnesses if self.cosigned_size(w) != cp.tree_size]
             await asyncio.gather(*(self._push_one(w, cp) for w in todo))
 
-    async def _push_one(self, witness: Witness, cp: SignedCheckpoint) -> None:
+    async def _push_one(self, witness: PushWitness, cp: SignedCheckpoint) -> None:
         old = self.cosigned_size(witness)
         try:
             for _ in range(MAX_ATTEMPTS):
@@ -129,7 +129,7 @@ class WitnessPusher:
                 error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
             )
 
-    async def _request(self, witness: Witness, cp: SignedCheckpoint, old: int):
+    async def _request(self, witness: PushWitness, cp: SignedCheckpoint, old: int):
         size = cp.tree_size
         if old > size:
             raise ExchangeError(
@@ -145,7 +145,7 @@ class WitnessPusher:
         body = encode_request(old, proof, cp.note)
         return await self._client.add_checkpoint(witness.peer, witness.url, body)
 
-    async def _keep(self, witness: Witness, cp: SignedCheckpoint, lines: list[str]) -> None:
+    async def _keep(self, witness: PushWitness, cp: SignedCheckpoint, lines: list[str]) -> None:
         cosigned = verify_cosignatures(cp.note + "".join(lines), [witness.vkey])
         if not cosigned:
             raise ValidationError(
