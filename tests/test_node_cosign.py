@@ -16,6 +16,7 @@ import base64
 import json
 import signal
 import sqlite3
+import subprocess
 import sys
 
 import aiohttp
@@ -41,6 +42,7 @@ from exchange_node.store.sqlite import SqliteStore
 from tests import node_helpers
 from tests.node_helpers import (
     audit_leaves,
+    child_env,
     fraud_notice,
     make_net,
     run_cli,
@@ -374,3 +376,43 @@ async def test_a_log_named_in_the_config_is_witnessed_like_a_peers(tmp_path):
         assert (leaf.peer, leaf.attrs["origin"]) == ("", origin)
     finally:
         await net.stop_all()
+
+
+@pytest.mark.parametrize("point", ["applied", "committed"])
+async def test_a_log_killed_while_keeping_a_cosignature_keeps_it_and_its_leaf_or_neither(
+    net, point
+):
+    push_to(net[JPN], net[PHL])
+    await net[PHL].start()
+    # JPN signs a checkpoint at start and pushes it; killed as it keeps the cosignature.
+    proc = subprocess.Popen(
+        [*HELPER, "--config", str(net[JPN].config_path), "--crash-at", f"witness.keep:{point}",
+         "serve", "--ready-file", str(net[JPN].dir / "ready.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(),
+    )  # fmt: skip
+    try:
+        assert await asyncio.to_thread(proc.wait, 60) == -signal.SIGKILL
+    finally:
+        stop_process(proc)
+    [held] = net[PHL].running.store.witness_logs()  # the witness did cosign
+
+    store = await SqliteStore.open(net[JPN].data / "node.sqlite")
+    audit = AuditLog(net[JPN].data / "node.sqlite", node_id=JPN)
+    try:
+        kept, leaves_kept = store.cosignatures(), audit_leaves(audit, "witness.cosigned")
+        assert len(kept) == len(leaves_kept) == (1 if point == "committed" else 0)
+    finally:
+        audit.close()
+        await store.close()
+
+    # After a restart the next checkpoint is cosigned either way: from the size kept, or
+    # (the cosignature lost with its transaction) after a 409 stating the witness's size.
+    jpn = await net[JPN].start()
+    await jpn.push_to_witnesses()
+    latest = jpn.audit.latest_checkpoint()
+    assert latest.tree_size > held.tree_size and jpn.store.cosignatures(latest.tree_size)
+    conflicts = [
+        r for r in audit_leaves(net[PHL].running.audit, "checkpoint.refused")
+        if r.reason == "old_size_mismatch"
+    ]  # fmt: skip
+    assert len(conflicts) == (0 if point == "committed" else 1)
