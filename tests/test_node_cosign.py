@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import signal
 import sqlite3
@@ -246,9 +247,19 @@ async def test_every_refusal_is_answered_as_the_spec_says_audited_and_changes_no
     assert phl.metrics.witness_refused.labels("consistency_proof_invalid")._value.get() == 1
 
     # And the consistent next checkpoint is cosigned.
-    status, _, _ = await post(net[PHL], encode_request(3, proof7, cp7))
+    status, _, line = await post(net[PHL], encode_request(3, proof7, cp7))
     assert status == 200
     assert phl.store.witness_logs()[0].tree_size == 7
+
+    # A monitor reads the latest cosigned checkpoint by the hash of its origin.
+    origin_hash = hashlib.sha256(origin_for(JPN).encode()).hexdigest()
+    async with aiohttp.ClientSession() as session:
+        url = f"{net[PHL].url}/exchange/v1/witness/{origin_hash}/checkpoint"
+        async with session.get(url) as resp:
+            assert resp.status == 200
+            assert await resp.text() == cp7 + line.decode()
+        async with session.get(url.replace(origin_hash, "0" * 64)) as resp:
+            assert resp.status == 404
 
 
 async def test_a_node_configured_not_to_cosign_answers_404(tmp_path):

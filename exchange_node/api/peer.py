@@ -8,6 +8,8 @@
                                           when it cannot be given for now
     POST /exchange/v1/witness/add-checkpoint  C2SP tlog-witness: cosign a pinned
                                           peer's checkpoint (``audit/cosigner.py``)
+    GET  /exchange/v1/witness/<sha256 of origin, hex>/checkpoint  the latest one
+                                          cosigned for that log, with the cosignature
 
 The peer is identified by the SHA-256 of its TLS client certificate, matched against
 the pinned cards. A certificate on no pinned card never gets this far: the TLS
@@ -349,6 +351,21 @@ async def serve_peer_api(
     return runner, site
 
 
+async def get_witnessed_checkpoint(request: web.Request) -> web.Response:
+    """tlog-witness monitoring: the latest checkpoint cosigned for the log whose origin
+    hashes (SHA-256, lowercase hex) to the path's, with the log's signature and this
+    node's cosignature; 404 if none was cosigned."""
+    node: Node = request.app[NODE_KEY]  # type: ignore[assignment]
+    authenticated_peer(request, node)
+    wanted = request.match_info["origin_hash"]
+    for row in node.store.witness_logs():
+        if hashlib.sha256(row.origin.encode()).hexdigest() == wanted:
+            return web.Response(
+                body=row.note.encode(), headers={"Content-Type": "text/plain; charset=utf-8"}
+            )
+    return _problem(404, "log_unknown", "no checkpoint of that log was cosigned here")
+
+
 def create_peer_app(node: Node) -> web.Application:
     # client_max_size guards chunked bodies that lie about (or omit) their length.
     app = web.Application(
@@ -360,4 +377,7 @@ def create_peer_app(node: Node) -> web.Application:
     app.router.add_get("/exchange/v1/card", get_card)
     app.router.add_get("/exchange/v1/audit/consistency", get_consistency)
     app.router.add_post(WITNESS_PATH, post_add_checkpoint)
+    app.router.add_get(
+        "/exchange/v1/witness/{origin_hash:[0-9a-f]{64}}/checkpoint", get_witnessed_checkpoint
+    )
     return app
