@@ -315,6 +315,9 @@ async def post_add_checkpoint(request: web.Request) -> web.StreamResponse:
                 headers={"Content-Type": SIZE_CONTENT_TYPE},
             )
         return _problem(refusal.status, refusal.code, refusal.message)
+    except ExchangeError as exc:  # the store failed: nothing was cosigned, ask again
+        log.error("witness.failed", code=exc.code, error=exc.message)
+        return _problem(503, "witness_unavailable", "could not cosign now; ask again later")
     return web.Response(
         body=cosigned.cosignature.encode(), headers={"Content-Type": "text/plain; charset=utf-8"}
     )

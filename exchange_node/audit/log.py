@@ -152,8 +152,9 @@ class AuditLog:
     ``node_id`` names the log (origin ``exchange-node.example/<node_id>``, which is also
     the checkpoint key name; a log created before that origin keeps
     ``exchange-node/<node_id>/audit`` until it is opened with its signing key, which
-    changes it once, recorded by an ``audit.origin_changed`` leaf). ``signing_key`` may be omitted for reading, proving and
-    verifying; signing checkpoints and recording peer checkpoints then raise.
+    changes it once, recorded by an ``audit.origin_changed`` leaf). ``signing_key`` may
+    be omitted for reading, proving and verifying; signing checkpoints and recording
+    peer checkpoints then raise.
     ``create=False`` refuses to create a missing file (``audit_log_missing``).
     """
 
@@ -690,8 +691,7 @@ class AuditLog:
 
         The note must verify under ``public_key`` with the peer's origin
         ``exchange-node.example/<peer_id>`` (or, signed before it changed, its legacy one)
-        as key name (else ``ValidationError``, nothing
-        stored). ``consistency_proof_fn(old_size, new_size)`` asks the peer for a proof
+        as key name (else ``ValidationError``, nothing stored). ``consistency_proof_fn(old_size, new_size)`` asks the peer for a proof
         between two of its sizes; it raises an ``ExchangeError`` when the peer answers
         that it cannot give one (counted as not proved), anything else (transport
         failures) propagates and nothing is stored.

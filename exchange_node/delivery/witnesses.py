@@ -88,12 +88,7 @@ class WitnessPusher:
 
     def cosigned_size(self, witness: PushWitness) -> int:
         """The largest size of ours this witness has cosigned (kept cosignatures)."""
-        sizes = [
-            c.tree_size
-            for c in self._store.cosignatures()
-            if c.witness == witness.name and c.key_id == witness.vkey.key_id
-        ]
-        return max(sizes, default=0)
+        return self._store.cosigned_size(witness.name, witness.vkey.key_id)
 
     async def push(self, cp: SignedCheckpoint, *, wait: bool = False) -> None:
         """Ask every witness that has not cosigned ``cp`` yet, one push at a time (a

@@ -365,6 +365,9 @@ _V6: tuple[str, ...] = (
     )
     """,
     AUDIT_COSIGNATURES,
+    # The largest size each witness key cosigned, read before every push.
+    "CREATE INDEX IF NOT EXISTS audit_cosignatures_witness"
+    " ON audit_cosignatures (witness, key_id, tree_size)",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)

@@ -1050,6 +1050,14 @@ class SqliteStore:
         rows = self._read(sql + " ORDER BY tree_size, witness, key_id", args)
         return [CosignatureRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    def cosigned_size(self, witness: str, key_id: bytes) -> int:
+        """The largest size of our checkpoints this witness key has cosigned (0: none)."""
+        rows = self._read(
+            "SELECT max(tree_size) FROM audit_cosignatures WHERE witness = ? AND key_id = ?",
+            (witness, key_id),
+        )
+        return int(rows[0][0] or 0)
+
     def writer_stats(self) -> WriterStats:
         return self._writer.stats()
 
