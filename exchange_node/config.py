@@ -79,6 +79,14 @@ class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     checkpoint_interval_seconds: int = 60
 
 
+class DataProtectionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # A new key-encryption key (data keys re-wrapped under it) this often.
+    kek_rotation_days: int = 30
+    # How long database backups are kept: a retired key-encryption key is destroyed
+    # this long after its retirement, when no kept backup can still need it.
+    backup_horizon_days: int = 30
+
+
 class PeerPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Notice kinds that may be sent to and accepted from this peer.
     allow: list[str] = msgspec.field(default_factory=lambda: list(NOTICE_KINDS))
@@ -91,6 +99,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     protocol: ProtocolSection = ProtocolSection()
     delivery: DeliverySection = DeliverySection()
     audit: AuditSection = AuditSection()
+    data_protection: DataProtectionSection = DataProtectionSection()
     peers: dict[str, PeerPolicy] = msgspec.field(default_factory=dict)
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = ""
@@ -141,6 +150,8 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("delivery", "request_timeout_seconds", 1, 600),
     ("delivery", "catchup_request_interval_seconds", 0, 31_536_000),
     ("audit", "checkpoint_interval_seconds", 1, 86400),
+    ("data_protection", "kek_rotation_days", 1, 3650),
+    ("data_protection", "backup_horizon_days", 0, 3650),
 )
 
 
@@ -223,6 +234,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "protocol": ProtocolSection,
     "delivery": DeliverySection,
     "audit": AuditSection,
+    "data_protection": DataProtectionSection,
 }
 
 
@@ -323,6 +335,10 @@ catchup_request_interval_seconds = 86400  # a peer's catch-up request is honoure
 
 [audit]
 checkpoint_interval_seconds = 60 # how often a new signed checkpoint is issued
+
+[data_protection]
+kek_rotation_days = 30           # a new key-encryption key this often (data keys re-wrapped)
+backup_horizon_days = 30         # keep database backups no longer: retired key-encryption keys are destroyed after this
 
 # Per-peer policy: which notice kinds may go to / come from a peer.
 # Kinds: status_notice, fraud_notice, correction, case_event. Unlisted peers: all kinds.

@@ -207,6 +207,10 @@ class Node:
         at_rest = AtRest.load_or_create(data / "keys" / "storage.key")
         node = cls(config, keys, store, audit, at_rest, clock=clock, passphrase=passphrase)
         node.directory.reload()
+        # Per-record data keys (store migration 6): the first key-encryption key on a new
+        # or upgraded node, then cases kept under the storage key converted to their own.
+        await node.services.protection.ensure_kek()
+        await node.services.cases.adopt_record_keys(at_rest)
         node._card_mtime = (data / "card.pb").stat().st_mtime_ns
         return node
 

@@ -34,7 +34,8 @@ def test_all_documented_kinds_are_defined() -> None:
         "receipt.received", "document.lookup", "case.transition", "case.accessed", "peer.added",
         "peer.removed", "peer.paused", "peer.resumed", "peer.catchup", "key.rotated", "key.revoked",
         "token.created", "token.revoked", "auth.failed", "config.loaded",
-        "checkpoint.inconsistent", "notice.submitted", "request.refused",
+        "checkpoint.inconsistent", "notice.submitted", "request.refused", "record.purged",
+        "kek.rotated", "kek.destroyed",
     }  # fmt: skip
     assert documented == KINDS
 

@@ -47,6 +47,7 @@ CaseEventName = Literal[
     "resume",
     "cancel",
 ]
+PurgeReasonName = Literal["retention", "erasure_request", "withdrawn_by_source", "rectified"]
 DeliveryState = Literal["queued", "sent", "accepted", "duplicate", "rejected", "dead"]
 Millis = Annotated[int, Meta(ge=0, le=2**53 - 1)]
 Hex16 = Annotated[str, Meta(pattern="^[0-9a-f]{32}$")]
@@ -316,6 +317,16 @@ class TimelineEntryOut(Struct):
     deliveries: list[StepDelivery]
 
 
+class PurgeOut(Struct):
+    """A record whose personal content this node destroyed: why, who approved, when."""
+
+    record: str
+    record_type: str
+    reason: PurgeReasonName
+    approver: str
+    purged_at_ms: int
+
+
 class CaseOut(Struct):
     case_ref: str
     status: str
@@ -327,6 +338,13 @@ class CaseOut(Struct):
     personal_data: PersonalDataIn | None
     allowed_events: list[str]
     timeline: list[TimelineEntryOut]
+    purged: PurgeOut | None = None
+
+
+class ErasureRequest(Struct, forbid_unknown_fields=True):
+    """Why a case's personal content is to be destroyed."""
+
+    reason: PurgeReasonName
 
 
 class CaseStepAccepted(Struct):

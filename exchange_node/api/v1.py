@@ -37,7 +37,7 @@ from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.services.cases import Participant, PersonalData, StepTaken
 from exchange_node.services.documents import DOCUMENT_KINDS, IndexedNotice
 from exchange_node.services.notices import BatchItemRefused, NoticeDraft
-from exchange_node.store.records import DeliveryRow, OutboxState
+from exchange_node.store.records import DeliveryRow, OutboxState, PurgeRow
 
 if TYPE_CHECKING:
     from exchange_node.node import Node, Submitted
@@ -448,8 +448,21 @@ def case_out(node: Node, case) -> s.CaseOut:
         )
         if p
         else None,
-        allowed_events=[str(x) for x in allowed_events(case.state, me)] if me else [],
+        allowed_events=(
+            [str(x) for x in allowed_events(case.state, me)] if me and not case.purged else []
+        ),
         timeline=timeline,
+        purged=purge_out(case.purged) if case.purged else None,
+    )
+
+
+def purge_out(p: PurgeRow) -> s.PurgeOut:
+    return s.PurgeOut(
+        p.record_id,
+        p.record_type,
+        p.reason,
+        p.approver,
+        p.purged_at,  # type: ignore[arg-type]
     )
 
 
@@ -531,6 +544,17 @@ async def get_case(request: web.Request) -> web.Response:
         subject_hash=services.case_subject_hash,
     )
     return _json(case_out(node, case))
+
+
+async def post_case_erasure(request: web.Request) -> web.Response:
+    """Crypto-shredding of one case's personal content, approved by the calling token
+    (an operator: the officers who work a case do not erase it)."""
+    node = _node(request)
+    req: s.ErasureRequest = await _body(request, s.ErasureRequest)
+    purge = await node.services.cases.erase(
+        request.match_info["case_ref"], req.reason, approver=actor_name(current_token(request))
+    )
+    return _json(purge_out(purge))
 
 
 # --- idempotency keys ----------------------------------------------------------------------
@@ -801,6 +825,11 @@ ROUTES: tuple[Route, ...] = (
     Route("getCase", "GET", "/api/v1/cases/{case_ref}", get_case, (CASE_OFFICER,), "cases",
           "A case's state and timeline: who did what, when, with delivery receipts", 200,
           s.CaseOut, None, (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
+    Route("eraseCase", "POST", "/api/v1/cases/{case_ref}/erasure", post_case_erasure,
+          (OPERATOR,), "cases",
+          "Destroy a case's personal data and notes (its data key and ciphertext); its steps "
+          "stay, and the erasure is audited as record.purged", 200, s.PurgeOut,
+          s.ErasureRequest, (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
     Route("auditEntries", "GET", "/api/v1/audit/entries", get_audit_entries, (AUDITOR,),
           "audit", "Audit log entries matching every given filter, in order", 200, s.AuditPage,
           None,

@@ -55,6 +55,9 @@ class LeafKind(StrEnum):
     CHECKPOINT_INCONSISTENT = "checkpoint.inconsistent"
     NOTICE_SUBMITTED = "notice.submitted"
     REQUEST_REFUSED = "request.refused"
+    RECORD_PURGED = "record.purged"
+    KEK_ROTATED = "kek.rotated"
+    KEK_DESTROYED = "kek.destroyed"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -321,3 +321,39 @@ def token_revoked(now: int, name: str) -> AuditEvent:
     return AuditEvent(
         time=now, kind=LeafKind.TOKEN_REVOKED, actor="operator", attrs={"token": name}
     )
+
+
+def record_purged(
+    now: int, approver: str, record_type: str, record: str, reason: str, subject_hash: str
+) -> AuditEvent:
+    """A record's personal content destroyed (its data key and ciphertext deleted), for
+    ``reason`` (``retention``, ``erasure_request``, ``withdrawn_by_source``,
+    ``rectified``), approved by ``approver`` (a token name, ``operator``, or
+    ``retention`` for the schedule)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.RECORD_PURGED,
+        actor=approver,
+        subject_hash=subject_hash,
+        attrs={"record_type": record_type, "record": record, "reason": reason},
+    )
+
+
+def kek_rotated(now: int, actor: str, old: int | None, new: int, rewrapped: int) -> AuditEvent:
+    """A new key-encryption key version, every data key re-wrapped under it."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.KEK_ROTATED,
+        actor=actor,
+        attrs={"from": str(old or 0), "to": str(new), "rewrapped": str(rewrapped)},
+    )
+
+
+def kek_destroyed(now: int, actor: str, version: int, retired_at: int) -> AuditEvent:
+    """A retired key-encryption key's file deleted after the backup horizon."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.KEK_DESTROYED,
+        actor=actor,
+        attrs={"version": str(version), "retired_at": str(retired_at)},
+    )

@@ -262,6 +262,12 @@ def cmd_case_show(args) -> int:
     print(
         "participants: " + ", ".join(f"{p['node_id']} ({p['role']})" for p in case["participants"])
     )
+    purged = case.get("purged")
+    if purged:
+        print(
+            f"personal data and notes ERASED ({purged['reason']}, approved by "
+            f"{purged['approver']}, {_iso(purged['purged_at_ms'])})"
+        )
     personal = case.get("personal_data")
     if personal:
         print("personal data: " + ", ".join(f"{k}={v}" for k, v in personal.items() if v))

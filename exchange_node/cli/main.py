@@ -53,6 +53,12 @@ from exchange_node.cli.peers import (
     cmd_peer_remove,
     cmd_peer_resume,
 )
+from exchange_node.cli.protection import (
+    cmd_case_erase,
+    cmd_kek_destroy_expired,
+    cmd_kek_list,
+    cmd_kek_rotate,
+)
 from exchange_node.cli.run import (
     cmd_serve,
     cmd_status,
@@ -68,7 +74,7 @@ from exchange_node.identity import (
     IdentityError,
 )
 from exchange_node.logs import configure as configure_logs
-from exchange_node.store.records import TOKEN_ROLES
+from exchange_node.store.records import PURGE_REASONS, TOKEN_ROLES
 
 
 class _PrintVersion(argparse.Action):
@@ -312,6 +318,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("case_ref")
     api_client_options(s)
     s.set_defaults(func=cmd_case_show)
+    s = case.add_parser(
+        "erase", help="destroy a case's personal data and notes (crypto-shredding, audited)"
+    )
+    s.add_argument("case_ref")
+    s.add_argument(
+        "--reason",
+        required=True,
+        choices=PURGE_REASONS,
+        help="why: a retention decision, the subject's request, withdrawn by the source, "
+        "or replaced by a rectification",
+    )
+    api_client_options(s)
+    s.set_defaults(func=cmd_case_erase)
+
+    data = sub.add_parser("data", help="data protection: key-encryption keys").add_subparsers(
+        dest="data_cmd", required=True
+    )
+    kek = data.add_parser("kek", help="key-encryption keys of the per-record data keys")
+    kek = kek.add_subparsers(dest="kek_cmd", required=True)
+    kek.add_parser("list", help="versions, their state and data keys").set_defaults(
+        func=cmd_kek_list
+    )
+    kek.add_parser(
+        "rotate", help="new version; re-wrap every data key (ciphertext untouched)"
+    ).set_defaults(func=cmd_kek_rotate)
+    kek.add_parser(
+        "destroy-expired", help="delete versions retired longer ago than the backup horizon"
+    ).set_defaults(func=cmd_kek_destroy_expired)
 
     proof = sub.add_parser("proof", help="proof of delivery for a court or auditor").add_subparsers(
         dest="proof_cmd", required=True

@@ -18,6 +18,7 @@ from exchange_node.services.cases import CaseService
 from exchange_node.services.catchup import CatchUpService
 from exchange_node.services.documents import DocumentIndex
 from exchange_node.services.notices import NoticeService
+from exchange_node.services.protection import RecordProtection
 
 if TYPE_CHECKING:
     from exchange_node.services.context import ServiceContext
@@ -39,11 +40,12 @@ def load_subject_key(path: Path) -> bytes:
 
 class Services:
     def __init__(self, node: ServiceContext) -> None:
+        self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
         self.index = DocumentIndex(node.store)
         self.notices = NoticeService(node, self.index)
-        self.cases = CaseService(node)
+        self.protection = RecordProtection(node)
+        self.cases = CaseService(node, self.protection, self.case_subject_hash)
         self.catchup = CatchUpService(node)
-        self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
         node.inbound.content_handlers.extend(
             [self.notices.apply, self.cases.apply, self.catchup.apply]
         )

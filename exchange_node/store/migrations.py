@@ -332,7 +332,45 @@ _V5: tuple[str, ...] = (
     "CREATE INDEX outbox_catchup ON outbox (peer_id) WHERE catchup = 1 AND state != 'delivered'",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+# 6: data protection (``exchange_node/record_keys.py``, ``services/protection.py``).
+# Each case's personal data and notes are encrypted under a data key of its own, kept
+# wrapped under a versioned key-encryption key (KEK) whose file is outside the database;
+# erasing a record deletes its key and ciphertext and leaves a ``record_purges`` row
+# saying why and who approved. Cases stored before (under the node-wide storage key)
+# are converted by the data step that follows this migration at the node's first start
+# (``RecordProtection.adopt_legacy_cases``); until then they have no ``record_keys``
+# row. Portable SQL: the PostgreSQL store runs the same text.
+_V6: tuple[str, ...] = (
+    """
+    CREATE TABLE kek_versions (
+        version      INTEGER PRIMARY KEY,
+        created_at   INTEGER NOT NULL,
+        retired_at   INTEGER,
+        destroyed_at INTEGER
+    )
+    """,
+    """
+    CREATE TABLE record_keys (
+        record_id   TEXT PRIMARY KEY,
+        kek_version INTEGER NOT NULL REFERENCES kek_versions (version),
+        wrapped     BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX record_keys_kek ON record_keys (kek_version)",
+    """
+    CREATE TABLE record_purges (
+        record_id   TEXT PRIMARY KEY,
+        record_type TEXT NOT NULL,
+        reason      TEXT NOT NULL CHECK (reason IN
+                    ('retention', 'erasure_request', 'withdrawn_by_source', 'rectified')),
+        approver    TEXT NOT NULL,
+        purged_at   INTEGER NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,180 @@
+"""Store operations of data protection: data keys, KEK versions, purges (migration 6).
+
+Mixed into :class:`~exchange_node.store.sqlite.SqliteTransaction` (writes, and reads
+inside a transaction) and :class:`~exchange_node.store.sqlite.SqliteStore` (reads), so
+they keep the store's rule: one operation, one transaction, its leaves included. The
+SQL is portable (``?`` placeholders, no SQLite-only syntax).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from exchange_node.errors import ConflictError
+from exchange_node.store.records import KekVersionRow, PurgeRow, RecordKeyRow
+
+PURGED_REASON = "record_purged"
+"""Outbox reason of an envelope of an erased record that was still undelivered."""
+
+_KEK_COLS = "version, created_at, retired_at, destroyed_at"
+_KEY_COLS = "record_id, kek_version, wrapped, created_at"
+_PURGE_COLS = "record_id, record_type, reason, approver, purged_at"
+
+
+def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return conn.execute(sql, args).fetchall()
+
+
+class ProtectionReads:
+    """Reads that both a transaction and the store offer; ``_q`` runs one query."""
+
+    __slots__ = ()
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def kek_versions(self) -> list[KekVersionRow]:
+        """Every KEK version ever recorded, ascending."""
+        return [
+            KekVersionRow(*r)
+            for r in self._q(f"SELECT {_KEK_COLS} FROM kek_versions ORDER BY version")
+        ]
+
+    def current_kek(self) -> int | None:
+        """The version new data keys are wrapped under (None before the first start)."""
+        rows = self._q("SELECT MAX(version) FROM kek_versions WHERE retired_at IS NULL")
+        return rows[0][0] if rows else None
+
+    def record_key(self, record_id: str) -> RecordKeyRow | None:
+        rows = self._q(f"SELECT {_KEY_COLS} FROM record_keys WHERE record_id = ?", (record_id,))
+        return RecordKeyRow(*rows[0]) if rows else None
+
+    def record_keys_under(self, version: int) -> int:
+        """How many data keys are wrapped under KEK ``version``."""
+        return self._q("SELECT COUNT(*) FROM record_keys WHERE kek_version = ?", (version,))[0][0]
+
+    def record_purge(self, record_id: str) -> PurgeRow | None:
+        rows = self._q(f"SELECT {_PURGE_COLS} FROM record_purges WHERE record_id = ?", (record_id,))
+        return PurgeRow(*rows[0]) if rows else None
+
+    def case_of_message(self, message_id: bytes) -> str | None:
+        """The case whose step this node sent or received under ``message_id`` (a scan:
+        for proof export, not for the hot path)."""
+        rows = self._q(
+            "SELECT case_ref FROM case_events WHERE message_ids LIKE ? LIMIT 1",
+            (f'%"{message_id.hex()}"%',),
+        )
+        return rows[0][0] if rows else None
+
+    def cases_without_key(self, limit: int) -> list[str]:
+        """Cases stored before per-record keys (their content under the node-wide
+        storage key) and not purged: what the data step of migration 6 converts."""
+        return [
+            r[0]
+            for r in self._q(
+                "SELECT case_ref FROM cases c WHERE NOT EXISTS "
+                "(SELECT 1 FROM record_keys k WHERE k.record_id = 'case:' || c.case_ref) "
+                "AND NOT EXISTS "
+                "(SELECT 1 FROM record_purges p WHERE p.record_id = 'case:' || c.case_ref) "
+                "ORDER BY case_ref LIMIT ?",
+                (limit,),
+            )
+        ]
+
+
+class ProtectionWrites(ProtectionReads):
+    """Writes of data protection, on a transaction's connection (``self._conn``)."""
+
+    __slots__ = ()
+
+    _conn: sqlite3.Connection
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return _rows(self._conn, sql, args)
+
+    def add_kek_version(self, version: int, at: int) -> None:
+        self._conn.execute(
+            "INSERT INTO kek_versions (version, created_at) VALUES (?, ?)", (version, at)
+        )
+
+    def retire_kek(self, version: int, at: int) -> None:
+        self._conn.execute(
+            "UPDATE kek_versions SET retired_at = ? WHERE version = ? AND retired_at IS NULL",
+            (at, version),
+        )
+
+    def mark_kek_destroyed(self, version: int, at: int) -> None:
+        self._conn.execute(
+            "UPDATE kek_versions SET destroyed_at = ? WHERE version = ?", (at, version)
+        )
+
+    def insert_record_key(self, row: RecordKeyRow) -> None:
+        self._conn.execute(
+            f"INSERT INTO record_keys ({_KEY_COLS}) VALUES (?, ?, ?, ?)",
+            (row.record_id, row.kek_version, row.wrapped, row.created_at),
+        )
+
+    def record_keys_not_under(self, version: int) -> list[RecordKeyRow]:
+        """Every data key wrapped under another KEK version than ``version``."""
+        return [
+            RecordKeyRow(*r)
+            for r in self._q(
+                f"SELECT {_KEY_COLS} FROM record_keys WHERE kek_version != ? ORDER BY record_id",
+                (version,),
+            )
+        ]
+
+    def rewrap_record_key(self, record_id: str, version: int, wrapped: bytes) -> None:
+        self._conn.execute(
+            "UPDATE record_keys SET kek_version = ?, wrapped = ? WHERE record_id = ?",
+            (version, wrapped, record_id),
+        )
+
+    def set_case_content(
+        self, case_ref: str, personal: bytes | None, notes: dict[int, bytes]
+    ) -> None:
+        """Replace a case's ciphertext (personal data; notes by sequence)."""
+        self._conn.execute("UPDATE cases SET personal = ? WHERE case_ref = ?", (personal, case_ref))
+        self._conn.executemany(
+            "UPDATE case_events SET note = ? WHERE case_ref = ? AND sequence = ?",
+            [(blob, case_ref, seq) for seq, blob in sorted(notes.items())],
+        )
+
+    def shred_case(self, case_ref: str, record_id: str) -> None:
+        """Delete a case's data key and every ciphertext made with it."""
+        self._conn.execute("DELETE FROM record_keys WHERE record_id = ?", (record_id,))
+        self._conn.execute("UPDATE cases SET personal = NULL WHERE case_ref = ?", (case_ref,))
+        self._conn.execute("UPDATE case_events SET note = NULL WHERE case_ref = ?", (case_ref,))
+
+    def drop_inbox_messages(self, messages: Sequence[tuple[str, bytes]]) -> int:
+        """Delete received envelopes (sender, message id) whose clear body holds an erased
+        record; de-duplication (``seen``) keeps them known."""
+        return sum(
+            self._conn.execute(
+                "DELETE FROM inbox WHERE sender = ? AND message_id = ?", (sender, mid)
+            ).rowcount
+            for sender, mid in messages
+        )
+
+    def abandon_undelivered(self, messages: Sequence[tuple[str, bytes]]) -> int:
+        """Envelopes of an erased record not yet delivered (peer, message id): their
+        payload erased, dead with reason ``record_purged`` (never requeued)."""
+        return sum(
+            self._conn.execute(
+                "UPDATE outbox SET payload = ?, state = 'dead', reason = ? "
+                "WHERE peer_id = ? AND message_id = ? AND state != 'delivered'",
+                (b"", PURGED_REASON, peer, mid),
+            ).rowcount
+            for peer, mid in messages
+        )
+
+    def insert_purge(self, row: PurgeRow) -> None:
+        """``ConflictError(record_purged)`` if the record was already purged."""
+        if self.record_purge(row.record_id) is not None:
+            raise ConflictError("record_purged", f"{row.record_id} was already purged", "record_id")
+        self._conn.execute(
+            f"INSERT INTO record_purges ({_PURGE_COLS}) VALUES (?, ?, ?, ?, ?)",
+            (row.record_id, row.record_type, row.reason, row.approver, row.purged_at),
+        )
