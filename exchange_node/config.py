@@ -87,6 +87,19 @@ class DataProtectionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     backup_horizon_days: int = 30
 
 
+class RetentionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The retention schedule (docs/operations.md section 10 justifies each default).
+    # Fraud detections (counterfeit, forged, ... notices) are purged this long after
+    # they were issued.
+    fraud_notice_days: int = 1825
+    # A case that reached its end (closed, cancelled, consent withdrawn) keeps its
+    # content for the monitoring period and then this configured time.
+    case_monitoring_days: int = 365
+    case_after_monitoring_days: int = 365
+    # How often the retention job runs in a serving node.
+    interval_seconds: int = 3600
+
+
 class PeerPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Notice kinds that may be sent to and accepted from this peer.
     allow: list[str] = msgspec.field(default_factory=lambda: list(NOTICE_KINDS))
@@ -100,6 +113,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     delivery: DeliverySection = DeliverySection()
     audit: AuditSection = AuditSection()
     data_protection: DataProtectionSection = DataProtectionSection()
+    retention: RetentionSection = RetentionSection()
     peers: dict[str, PeerPolicy] = msgspec.field(default_factory=dict)
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = ""
@@ -152,6 +166,10 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("audit", "checkpoint_interval_seconds", 1, 86400),
     ("data_protection", "kek_rotation_days", 1, 3650),
     ("data_protection", "backup_horizon_days", 0, 3650),
+    ("retention", "fraud_notice_days", 1, 36500),
+    ("retention", "case_monitoring_days", 0, 36500),
+    ("retention", "case_after_monitoring_days", 0, 36500),
+    ("retention", "interval_seconds", 1, 86400),
 )
 
 
@@ -235,6 +253,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "delivery": DeliverySection,
     "audit": AuditSection,
     "data_protection": DataProtectionSection,
+    "retention": RetentionSection,
 }
 
 
@@ -339,6 +358,12 @@ checkpoint_interval_seconds = 60 # how often a new signed checkpoint is issued
 [data_protection]
 kek_rotation_days = 30           # a new key-encryption key this often (data keys re-wrapped)
 backup_horizon_days = 30         # keep database backups no longer: retired key-encryption keys are destroyed after this
+
+[retention]                      # the retention schedule; docs/operations.md section 10 justifies each default
+fraud_notice_days = 1825         # fraud detections: 5 years from issue
+case_monitoring_days = 365       # a finished case keeps its content for the monitoring period...
+case_after_monitoring_days = 365 # ...and then this long
+interval_seconds = 3600          # how often the retention job runs
 
 # Per-peer policy: which notice kinds may go to / come from a peer.
 # Kinds: status_notice, fraud_notice, correction, case_event. Unlisted peers: all kinds.

@@ -336,7 +336,8 @@ class Node:
 
     async def _watch(self) -> None:
         """Pick up changes other processes (the CLI) made: peers, pauses, our own card;
-        refresh queue gauges; purge past the retention window once an hour."""
+        refresh queue gauges; run the retention schedule every ``[retention]
+        interval_seconds`` (services/retention.py)."""
         last_purge = 0.0
         while True:
             await asyncio.sleep(0.5)
@@ -359,9 +360,9 @@ class Node:
                 self.update_gauges()
                 self.handshake_refusals.flush()
                 self.request_refusals.flush()
-                if time.monotonic() - last_purge > 3600:
+                if time.monotonic() - last_purge > self.config.retention.interval_seconds:
                     last_purge = time.monotonic()
-                    await self.store.purge_before(self.now_ms() - self.freshness.max_age_ms)
+                    await self.services.retention.run()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

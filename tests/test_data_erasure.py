@@ -332,14 +332,17 @@ async def test_a_node_upgraded_from_schema_5_keeps_reading_its_cases(net):
 # --- all or nothing: an erasure killed at each commit point ---------------------------------
 
 
-async def _erase_through_the_api(nd, secret: str, ref: str) -> None:
+async def _erase_through_the_api(nd, secret: str, ref: str) -> tuple[int, str]:
     port = json.loads((nd.dir / "ready.json").read_text())["local_port"]
-    async with aiohttp.ClientSession() as http:
-        await http.post(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
             f"http://127.0.0.1:{port}/api/v1/cases/{ref}/erasure",
             json={"reason": "erasure_request"},
             headers={"Authorization": f"Bearer {secret}"},
-        )
+        ) as resp,
+    ):
+        return resp.status, await resp.text()
 
 
 @pytest.mark.parametrize("point", ["applied", "committed"])

@@ -341,6 +341,42 @@ class CaseOut(Struct):
     purged: PurgeOut | None = None
 
 
+class DocumentRefIn(Struct, forbid_unknown_fields=True):
+    """A travel document by issuing state and number."""
+
+    issuing_state: Annotated[str, Meta(max_length=3)]
+    document_number: Annotated[str, Meta(max_length=44)]
+
+
+class HoldTarget(Struct, forbid_unknown_fields=True):
+    """Exactly one of a case (its reference) or a document."""
+
+    case_ref: Annotated[str, Meta(max_length=40)] | None = None
+    document: DocumentRefIn | None = None
+
+
+class HoldRequest(Struct, forbid_unknown_fields=True):
+    """A legal hold: nothing of the record is purged until it is released."""
+
+    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+    case_ref: Annotated[str, Meta(max_length=40)] | None = None
+    document: DocumentRefIn | None = None
+
+
+class HoldOut(Struct):
+    """A legal hold. ``record``: ``case:<ref>``, or ``document:<keyed hash>`` (no number
+    in clear)."""
+
+    record: str
+    reason: str
+    placed_by: str
+    placed_at_ms: int
+
+
+class HoldList(Struct):
+    holds: list[HoldOut]
+
+
 class ErasureRequest(Struct, forbid_unknown_fields=True):
     """Why a case's personal content is to be destroyed."""
 

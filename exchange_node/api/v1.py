@@ -37,7 +37,7 @@ from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.services.cases import Participant, PersonalData, StepTaken
 from exchange_node.services.documents import DOCUMENT_KINDS, IndexedNotice
 from exchange_node.services.notices import BatchItemRefused, NoticeDraft
-from exchange_node.store.records import DeliveryRow, OutboxState, PurgeRow
+from exchange_node.store.records import DeliveryRow, HoldRow, OutboxState, PurgeRow
 
 if TYPE_CHECKING:
     from exchange_node.node import Node, Submitted
@@ -546,6 +546,45 @@ async def get_case(request: web.Request) -> web.Response:
     return _json(case_out(node, case))
 
 
+def _hold_target(case_ref: str | None, document: s.DocumentRefIn | None):
+    if (case_ref is None) == (document is None):
+        raise ValidationError(
+            "hold_target_required", "name exactly one of case_ref or document", "case_ref"
+        )
+    if document is None:
+        return case_ref, None
+    key = DocumentKey(document.issuing_state, "", document.document_number)
+    return None, (key.issuing_state, key.number)
+
+
+def hold_out(h: HoldRow) -> s.HoldOut:
+    return s.HoldOut(h.record_id, h.reason, h.placed_by, h.placed_at)
+
+
+async def post_hold(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.HoldRequest = await _body(request, s.HoldRequest)
+    case_ref, document = _hold_target(req.case_ref, req.document)
+    hold = await node.services.retention.place_hold(
+        case_ref, document, req.reason, actor=actor_name(current_token(request))
+    )
+    return _json(hold_out(hold), 201)
+
+
+async def post_hold_release(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.HoldTarget = await _body(request, s.HoldTarget)
+    case_ref, document = _hold_target(req.case_ref, req.document)
+    hold = await node.services.retention.release_hold(
+        case_ref, document, actor=actor_name(current_token(request))
+    )
+    return _json(hold_out(hold))
+
+
+async def get_holds(request: web.Request) -> web.Response:
+    return _json(s.HoldList([hold_out(h) for h in _node(request).store.holds()]))
+
+
 async def post_case_erasure(request: web.Request) -> web.Response:
     """Crypto-shredding of one case's personal content, approved by the calling token
     (an operator: the officers who work a case do not erase it)."""
@@ -830,6 +869,15 @@ ROUTES: tuple[Route, ...] = (
           "Destroy a case's personal data and notes (its data key and ciphertext); its steps "
           "stay, and the erasure is audited as record.purged", 200, s.PurgeOut,
           s.ErasureRequest, (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
+    Route("placeHold", "POST", "/api/v1/holds", post_hold, (OPERATOR,), "operator",
+          "Place a legal hold on a case or a document: nothing of it is purged, by the "
+          "retention schedule or an erasure, until it is released (audited)", 201, s.HoldOut,
+          s.HoldRequest),
+    Route("releaseHold", "POST", "/api/v1/holds/release", post_hold_release, (OPERATOR,),
+          "operator", "Release the legal hold on a case or a document (audited)", 200,
+          s.HoldOut, s.HoldTarget),
+    Route("holds", "GET", "/api/v1/holds", get_holds, (OPERATOR,), "operator",
+          "Legal holds in force", 200, s.HoldList),
     Route("auditEntries", "GET", "/api/v1/audit/entries", get_audit_entries, (AUDITOR,),
           "audit", "Audit log entries matching every given filter, in order", 200, s.AuditPage,
           None,

@@ -58,6 +58,7 @@ class LeafKind(StrEnum):
     RECORD_PURGED = "record.purged"
     KEK_ROTATED = "kek.rotated"
     KEK_DESTROYED = "kek.destroyed"
+    RECORD_HOLD = "record.hold"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -357,3 +357,17 @@ def kek_destroyed(now: int, actor: str, version: int, retired_at: int) -> AuditE
         actor=actor,
         attrs={"version": str(version), "retired_at": str(retired_at)},
     )
+
+
+def legal_hold(
+    now: int, actor: str, action: str, record_type: str, record: str, subject_hash: str
+) -> AuditEvent:
+    """A legal hold ``placed`` or ``released`` on a case (``record`` its reference) or a
+    document (``record`` empty: a document is named only by its keyed hash)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.RECORD_HOLD,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={"action": action, "record_type": record_type, "record": record},
+    )

@@ -55,9 +55,13 @@ from exchange_node.cli.peers import (
 )
 from exchange_node.cli.protection import (
     cmd_case_erase,
+    cmd_hold_list,
+    cmd_hold_place,
+    cmd_hold_release,
     cmd_kek_destroy_expired,
     cmd_kek_list,
     cmd_kek_rotate,
+    cmd_retention_run,
 )
 from exchange_node.cli.run import (
     cmd_serve,
@@ -332,9 +336,26 @@ def build_parser() -> argparse.ArgumentParser:
     api_client_options(s)
     s.set_defaults(func=cmd_case_erase)
 
-    data = sub.add_parser("data", help="data protection: key-encryption keys").add_subparsers(
-        dest="data_cmd", required=True
-    )
+    data = sub.add_parser(
+        "data", help="data protection: retention, legal holds, key-encryption keys"
+    ).add_subparsers(dest="data_cmd", required=True)
+    data.add_parser(
+        "retention", help="run the retention schedule once now (serve runs it by itself)"
+    ).set_defaults(func=cmd_retention_run)
+    hold = data.add_parser("hold", help="legal holds: nothing held is purged")
+    hold = hold.add_subparsers(dest="hold_cmd", required=True)
+    for name, helptext, func in (
+        ("place", "hold a case or a document (audited)", cmd_hold_place),
+        ("release", "release a hold (audited)", cmd_hold_release),
+    ):
+        s = hold.add_parser(name, help=helptext)
+        target = s.add_mutually_exclusive_group(required=True)
+        target.add_argument("--case", metavar="CASE_REF")
+        target.add_argument("--document", nargs=2, metavar=("STATE", "NUMBER"))
+        if name == "place":
+            s.add_argument("--reason", required=True, help="why, e.g. the court order's number")
+        s.set_defaults(func=func)
+    hold.add_parser("list", help="holds in force").set_defaults(func=cmd_hold_list)
     kek = data.add_parser("kek", help="key-encryption keys of the per-record data keys")
     kek = kek.add_subparsers(dest="kek_cmd", required=True)
     kek.add_parser("list", help="versions, their state and data keys").set_defaults(

@@ -56,3 +56,55 @@ async def cmd_kek_destroy_expired(args) -> int:
         gone = await node.services.protection.destroy_expired_keks("operator")
     print("destroyed: " + (", ".join(f"version {v}" for v in gone) or "none due"))
     return 0
+
+
+def _target(args) -> tuple[str | None, tuple[str, str] | None]:
+    from exchange_node.domain.documents import DocumentKey
+
+    if args.document:
+        key = DocumentKey(args.document[0], "", args.document[1])
+        return None, (key.issuing_state, key.number)
+    return args.case, None
+
+
+async def cmd_hold_place(args) -> int:
+    case_ref, document = _target(args)
+    async with _node(_cfg(args)) as node:
+        hold = await node.services.retention.place_hold(
+            case_ref, document, args.reason, actor="operator"
+        )
+    print(f"legal hold placed on {hold.record}: nothing of it is purged until it is released")
+    return 0
+
+
+async def cmd_hold_release(args) -> int:
+    case_ref, document = _target(args)
+    async with _node(_cfg(args)) as node:
+        hold = await node.services.retention.release_hold(case_ref, document, actor="operator")
+    print(
+        f"legal hold on {hold.record} released (placed {_iso(hold.placed_at)} by {hold.placed_by})"
+    )
+    return 0
+
+
+async def cmd_hold_list(args) -> int:
+    async with _node(_cfg(args)) as node:
+        holds = node.store.holds()
+    for h in holds:
+        print(f"{h.record}  placed {_iso(h.placed_at)} by {h.placed_by}: {h.reason}")
+    if not holds:
+        print("no legal holds")
+    return 0
+
+
+async def cmd_retention_run(args) -> int:
+    """One run of the retention schedule now (a serving node runs it by itself)."""
+    async with _node(_cfg(args)) as node:
+        r = await node.services.retention.run()
+    print(f"purged: {len(r.cases)} cases, {len(r.notices)} document notices; "
+          f"kept under a legal hold: {len(r.held)}")  # fmt: skip
+    if r.kek_rotated:
+        print(f"key-encryption key rotated to version {r.kek_rotated}")
+    for v in r.keks_destroyed:
+        print(f"key-encryption key version {v} destroyed (past the backup horizon)")
+    return 0

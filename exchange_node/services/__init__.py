@@ -19,6 +19,7 @@ from exchange_node.services.catchup import CatchUpService
 from exchange_node.services.documents import DocumentIndex
 from exchange_node.services.notices import NoticeService
 from exchange_node.services.protection import RecordProtection
+from exchange_node.services.retention import RetentionService
 
 if TYPE_CHECKING:
     from exchange_node.services.context import ServiceContext
@@ -46,6 +47,9 @@ class Services:
         self.protection = RecordProtection(node)
         self.cases = CaseService(node, self.protection, self.case_subject_hash)
         self.catchup = CatchUpService(node)
+        self.retention = RetentionService(
+            node, self.cases, self.protection, self.case_subject_hash, self.subject_hash
+        )
         node.inbound.content_handlers.extend(
             [self.notices.apply, self.cases.apply, self.catchup.apply]
         )

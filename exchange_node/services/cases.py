@@ -544,7 +544,8 @@ class CaseService:
         page image keeps a copy. The steps stay (they hold no personal data).
 
         Raises ``ValidationError(invalid_purge_reason)``, ``NotFoundError(case_not_found)``,
-        ``ConflictError(record_purged)`` if already erased."""
+        ``ConflictError(record_purged)`` if already erased, ``ConflictError(record_on_hold)``
+        under a legal hold."""
         ref = validate_case_reference(case_ref, "case_ref")
         if reason not in PURGE_REASONS:
             raise ValidationError(
@@ -560,6 +561,13 @@ class CaseService:
             if tx.case(ref) is None:
                 raise NotFoundError(
                     "case_not_found", f"no case {ref} is known on this node", "case_ref"
+                )
+            if tx.hold(record) is not None:
+                raise ConflictError(
+                    "record_on_hold",
+                    f"case {ref} is under a legal hold; release the hold first "
+                    "(`exchange-node data hold release`)",
+                    "case_ref",
                 )
             purge = PurgeRow(record, "case", reason, approver, now)
             tx.insert_purge(purge)

@@ -368,6 +368,17 @@ _V6: tuple[str, ...] = (
         purged_at   INTEGER NOT NULL
     )
     """,
+    # A legal hold blocks purging (erasure and the retention schedule) of one record: a
+    # case (``case:<ref>``) or a document (``document:<keyed hash of STATE:NUMBER>``, so
+    # no document number is kept here in clear).
+    """
+    CREATE TABLE legal_holds (
+        record_id TEXT PRIMARY KEY,
+        reason    TEXT NOT NULL,
+        placed_by TEXT NOT NULL,
+        placed_at INTEGER NOT NULL
+    )
+    """,
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from exchange_node.errors import ConflictError
-from exchange_node.store.records import KekVersionRow, PurgeRow, RecordKeyRow
+from exchange_node.store.records import HoldRow, KekVersionRow, PurgeRow, RecordKeyRow
 
 PURGED_REASON = "record_purged"
 """Outbox reason of an envelope of an erased record that was still undelivered."""
@@ -21,6 +21,7 @@ PURGED_REASON = "record_purged"
 _KEK_COLS = "version, created_at, retired_at, destroyed_at"
 _KEY_COLS = "record_id, kek_version, wrapped, created_at"
 _PURGE_COLS = "record_id, record_type, reason, approver, purged_at"
+_HOLD_COLS = "record_id, reason, placed_by, placed_at"
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -58,6 +59,42 @@ class ProtectionReads:
     def record_purge(self, record_id: str) -> PurgeRow | None:
         rows = self._q(f"SELECT {_PURGE_COLS} FROM record_purges WHERE record_id = ?", (record_id,))
         return PurgeRow(*rows[0]) if rows else None
+
+    def hold(self, record_id: str) -> HoldRow | None:
+        rows = self._q(f"SELECT {_HOLD_COLS} FROM legal_holds WHERE record_id = ?", (record_id,))
+        return HoldRow(*rows[0]) if rows else None
+
+    def holds(self) -> list[HoldRow]:
+        return [
+            HoldRow(*r)
+            for r in self._q(f"SELECT {_HOLD_COLS} FROM legal_holds ORDER BY placed_at, record_id")
+        ]
+
+    def unpurged_cases(self) -> list[str]:
+        """References of the cases whose content this node still holds."""
+        return [
+            r[0]
+            for r in self._q(
+                "SELECT case_ref FROM cases c WHERE NOT EXISTS "
+                "(SELECT 1 FROM record_purges p WHERE p.record_id = 'case:' || c.case_ref) "
+                "ORDER BY case_ref"
+            )
+        ]
+
+    def documents_with(
+        self, kinds: Sequence[str], issued_by: int, withdrawal: str
+    ) -> list[tuple[str, str]]:
+        """Documents (issuing state, number) with a withdrawal, or with a notice of one of
+        ``kinds`` issued at ``issued_by`` or earlier: the retention schedule's candidates."""
+        marks = ", ".join("?" * len(kinds))
+        return [
+            (r[0], r[1])
+            for r in self._q(
+                "SELECT DISTINCT issuing_state, number FROM doc_notices WHERE kind = ? "
+                f"OR (kind IN ({marks}) AND issued_at_ms <= ?) ORDER BY issuing_state, number",
+                (withdrawal, *kinds, issued_by),
+            )
+        ]
 
     def case_of_message(self, message_id: bytes) -> str | None:
         """The case whose step this node sent or received under ``message_id`` (a scan:
@@ -168,6 +205,30 @@ class ProtectionWrites(ProtectionReads):
                 (b"", PURGED_REASON, peer, mid),
             ).rowcount
             for peer, mid in messages
+        )
+
+    def place_hold(self, row: HoldRow) -> None:
+        """``ConflictError(hold_exists)`` if the record is already held."""
+        if self.hold(row.record_id) is not None:
+            raise ConflictError(
+                "hold_exists", f"{row.record_id} is already under a legal hold", "record"
+            )
+        self._conn.execute(
+            f"INSERT INTO legal_holds ({_HOLD_COLS}) VALUES (?, ?, ?, ?)",
+            (row.record_id, row.reason, row.placed_by, row.placed_at),
+        )
+
+    def release_hold(self, record_id: str) -> HoldRow | None:
+        """The hold released, or None if there was none."""
+        held = self.hold(record_id)
+        if held is not None:
+            self._conn.execute("DELETE FROM legal_holds WHERE record_id = ?", (record_id,))
+        return held
+
+    def delete_notices(self, notice_ids: Sequence[str]) -> None:
+        """Remove notices from the document index (retention)."""
+        self._conn.executemany(
+            "DELETE FROM doc_notices WHERE notice_id = ?", [(n,) for n in notice_ids]
         )
 
     def insert_purge(self, row: PurgeRow) -> None:

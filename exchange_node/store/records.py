@@ -442,6 +442,16 @@ PURGE_REASONS = ("retention", "erasure_request", "withdrawn_by_source", "rectifi
 
 
 @dataclass(frozen=True, slots=True)
+class HoldRow:
+    """A legal hold: nothing of ``record_id`` is purged while it stands."""
+
+    record_id: str
+    reason: str
+    placed_by: str
+    placed_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeRow:
     """A record whose personal content was destroyed: what is left of it says so."""
 
