@@ -325,6 +325,9 @@ class PurgeOut(Struct):
     reason: PurgeReasonName
     approver: str
     purged_at_ms: int
+    # The purge notices sent to the peers that held the record, each with its delivery
+    # state: ``accepted`` (or ``duplicate``) with a receipt id means the peer confirmed.
+    confirmations: list[StepDelivery] = []
 
 
 class CaseOut(Struct):

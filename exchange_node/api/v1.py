@@ -452,17 +452,24 @@ def case_out(node: Node, case) -> s.CaseOut:
             [str(x) for x in allowed_events(case.state, me)] if me and not case.purged else []
         ),
         timeline=timeline,
-        purged=purge_out(case.purged) if case.purged else None,
+        purged=purge_out(node, case.purged) if case.purged else None,
     )
 
 
-def purge_out(p: PurgeRow) -> s.PurgeOut:
+def purge_out(node: Node, p: PurgeRow) -> s.PurgeOut:
+    confirmations = [
+        s.StepDelivery(
+            peer, mid, _delivery_state(row) if row else "queued", row.receipt_id if row else None
+        )  # type: ignore[arg-type]
+        for peer, mid, row in node.services.cases.confirmations(p)
+    ]
     return s.PurgeOut(
         p.record_id,
         p.record_type,
-        p.reason,
+        p.reason,  # type: ignore[arg-type]
         p.approver,
-        p.purged_at,  # type: ignore[arg-type]
+        p.purged_at,
+        confirmations,
     )
 
 
@@ -593,7 +600,7 @@ async def post_case_erasure(request: web.Request) -> web.Response:
     purge = await node.services.cases.erase(
         request.match_info["case_ref"], req.reason, approver=actor_name(current_token(request))
     )
-    return _json(purge_out(purge))
+    return _json(purge_out(node, purge))
 
 
 # --- idempotency keys ----------------------------------------------------------------------

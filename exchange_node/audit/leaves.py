@@ -324,16 +324,24 @@ def token_revoked(now: int, name: str) -> AuditEvent:
 
 
 def record_purged(
-    now: int, approver: str, record_type: str, record: str, reason: str, subject_hash: str
+    now: int,
+    approver: str,
+    record_type: str,
+    record: str,
+    reason: str,
+    subject_hash: str,
+    peer: str = "",
 ) -> AuditEvent:
     """A record's personal content destroyed (its data key and ciphertext deleted), for
     ``reason`` (``retention``, ``erasure_request``, ``withdrawn_by_source``,
     ``rectified``), approved by ``approver`` (a token name, ``operator``, or
-    ``retention`` for the schedule)."""
+    ``retention`` for the schedule, or the peer whose purge notice this node obeyed, then
+    also ``peer``)."""
     return AuditEvent(
         time=now,
         kind=LeafKind.RECORD_PURGED,
         actor=approver,
+        peer=peer,
         subject_hash=subject_hash,
         attrs={"record_type": record_type, "record": record, "reason": reason},
     )

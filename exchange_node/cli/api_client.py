@@ -268,6 +268,12 @@ def cmd_case_show(args) -> int:
             f"personal data and notes ERASED ({purged['reason']}, approved by "
             f"{purged['approver']}, {_iso(purged['purged_at_ms'])})"
         )
+        for c in purged.get("confirmations", []):
+            confirmed = c["state"] in ("accepted", "duplicate")
+            print(
+                f"  purge notice to {c['recipient']}: {c['state']}"
+                + (" (confirmed)" if confirmed else " (not confirmed yet)")
+            )
     personal = case.get("personal_data")
     if personal:
         print("personal data: " + ", ".join(f"{k}={v}" for k, v in personal.items() if v))

@@ -21,6 +21,9 @@ def cmd_case_erase(args) -> int:
         f"case {args.case_ref}: personal data and notes destroyed ({purge['reason']}, "
         f"approved by {purge['approver']}, {_iso(purge['purged_at_ms'])})"
     )
+    peers = [c["recipient"] for c in purge["confirmations"]]
+    if peers:
+        print(f"purge notice sent to {', '.join(peers)}; `case show` tells who confirmed")
     return 0
 
 

@@ -53,7 +53,9 @@ class Services:
         node.inbound.content_handlers.extend(
             [self.notices.apply, self.cases.apply, self.catchup.apply]
         )
-        node.inbound.on_accepted.extend([self.notices.on_accepted, self.catchup.on_accepted])
+        node.inbound.on_accepted.extend(
+            [self.notices.on_accepted, self.catchup.on_accepted, self.cases.on_accepted]
+        )
 
     def subject_hash(self, issuing_state: str, number: str) -> str:
         """Keyed hash of a document for ``document.lookup`` leaves (type left out, so an

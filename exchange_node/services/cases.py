@@ -58,9 +58,16 @@ from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, Va
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.protocol.errors import OpenError, Reason
 from exchange_node.record_keys import DataKey, case_record_id
-from exchange_node.store.records import PURGE_REASONS, CaseEventRow, CaseRow, PurgeRow
+from exchange_node.store.records import (
+    PURGE_REASONS,
+    CaseEventRow,
+    CaseRow,
+    DeliveryRow,
+    PurgeRow,
+)
 
 if TYPE_CHECKING:
+    from exchange_node.delivery.receiver import EnvelopeResult
     from exchange_node.delivery.sender import Submitted
     from exchange_node.protocol.cards import PeerCard
     from exchange_node.protocol.envelope import OpenedEnvelope
@@ -83,6 +90,11 @@ _ROLE_TO_WIRE = {
     Role.OTHER: notice_pb2.CASE_ROLE_OTHER,
 }
 _ROLE_FROM_WIRE = {v: k for k, v in _ROLE_TO_WIRE.items()}
+_PURGE_TO_WIRE = {
+    reason: notice_pb2.PurgeReason.Value("PURGE_REASON_" + reason.upper())
+    for reason in PURGE_REASONS
+}
+_PURGE_FROM_WIRE = {v: k for k, v in _PURGE_TO_WIRE.items()}
 
 
 def event_to_wire(kind: EventType) -> int:
@@ -475,7 +487,10 @@ class CaseService:
         steps; see :func:`refusal` for the reason and detail) and store it with its
         leaf. A repeat of a stored event (same event id) is accepted and changes nothing.
         A refusal raises ``OpenError``; the transaction then keeps nothing of the step,
-        so the next step of the batch is checked against what is truly stored."""
+        so the next step of the batch is checked against what is truly stored. A
+        participant's ``purge_notice`` is obeyed here too (:meth:`_apply_purge`)."""
+        if kind == "purge_notice":
+            return self._apply_purge(tx, card, opened, now)
         if kind != "case_event":
             return
         ev = opened.body.case_event
@@ -543,6 +558,11 @@ class CaseService:
         leaf, in one transaction; then the write-ahead log is checkpointed so no old
         page image keeps a copy. The steps stay (they hold no personal data).
 
+        Unless the schedule purges it (``retention``: each node keeps its own), a
+        ``purge_notice`` goes to every pinned peer this node sent the case's steps to,
+        queued in the same transaction; their receipts are the confirmations
+        (:meth:`confirmations`).
+
         Raises ``ValidationError(invalid_purge_reason)``, ``NotFoundError(case_not_found)``,
         ``ConflictError(record_purged)`` if already erased, ``ConflictError(record_on_hold)``
         under a legal hold."""
@@ -553,41 +573,121 @@ class CaseService:
                 f"reason must be one of {', '.join(PURGE_REASONS)}, got {reason!r}",
                 "reason",
             )
-        record = case_record_id(ref)
-        now = self._node.now_ms()
+        node = self._node
+        now = node.now_ms()
         leaf = leaves.record_purged(now, approver, "case", ref, reason, self._subject_hash(ref))
 
-        def work(tx: SqliteTransaction) -> PurgeRow:
-            if tx.case(ref) is None:
-                raise NotFoundError(
-                    "case_not_found", f"no case {ref} is known on this node", "case_ref"
-                )
-            if tx.hold(record) is not None:
-                raise ConflictError(
-                    "record_on_hold",
-                    f"case {ref} is under a legal hold; release the hold first "
-                    "(`exchange-node data hold release`)",
-                    "case_ref",
-                )
-            purge = PurgeRow(record, "case", reason, approver, now)
-            tx.insert_purge(purge)
-            received, sent = [], []
-            for e in tx.case_events(ref):
-                for peer, mid in json.loads(e.message_ids).items():
-                    if peer == "_received":
-                        received.append((e.actor, bytes.fromhex(mid)))
-                    else:
-                        sent.append((peer, bytes.fromhex(mid)))
-            tx.shred_case(ref, record)
-            tx.drop_inbox_messages(received)
-            tx.abandon_undelivered(sent)
-            tx.audit([leaf])
+        def work(tx: SqliteTransaction, queued: Sequence[Submitted]) -> PurgeRow:
+            notices = {
+                q.peer_id: q.message_id.hex() for q in sorted(queued, key=lambda q: q.peer_id)
+            }
+            purge = PurgeRow(
+                case_record_id(ref), "case", reason, approver, now, json.dumps(notices)
+            )
+            self._shred(tx, ref, purge, leaf)
             return purge
 
-        purge = await self._store.transaction(work, label="record.purge")
+        recipients = self._shared_with(ref) if reason != "retention" else []
+        if recipients:
+            body = notice_pb2.Body(
+                purge_notice=notice_pb2.PurgeNotice(
+                    purge_id=secrets.token_bytes(16),
+                    case_ref=ref,
+                    reason=_PURGE_TO_WIRE[reason],
+                    purged_at_ms=now,
+                )
+            )
+            kept: list[PurgeRow] = []
+            await node.submit(
+                body, recipients, actor=approver, label="record.purge",
+                also=lambda tx, queued: kept.append(work(tx, queued)),
+            )  # fmt: skip
+            purge = kept[-1]
+        else:
+            purge = await self._store.transaction(lambda tx: work(tx, ()), label="record.purge")
         await self._store.checkpoint()
-        log.info("record.purged", record_type="case", reason=reason)
+        log.info("record.purged", record_type="case", reason=reason, notified=len(recipients))
         return purge
+
+    def _shared_with(self, ref: str) -> list[str]:
+        """The pinned peers this node sent steps of the case to."""
+        peers = set()
+        for e in self._store.case_events(ref):
+            peers |= {p for p in json.loads(e.message_ids) if p != "_received"}
+        return sorted(p for p in peers if p in self._node.directory.peers)
+
+    def _shred(self, tx: SqliteTransaction, ref: str, purge: PurgeRow, leaf) -> None:
+        """The erasure itself, in the caller's transaction (see :meth:`erase`)."""
+        if tx.case(ref) is None:
+            raise NotFoundError(
+                "case_not_found", f"no case {ref} is known on this node", "case_ref"
+            )
+        if tx.hold(purge.record_id) is not None:
+            raise ConflictError(
+                "record_on_hold",
+                f"case {ref} is under a legal hold; release the hold first "
+                "(`exchange-node data hold release`)",
+                "case_ref",
+            )
+        tx.insert_purge(purge)
+        received, sent = [], []
+        for e in tx.case_events(ref):
+            for peer, mid in json.loads(e.message_ids).items():
+                if peer == "_received":
+                    received.append((e.actor, bytes.fromhex(mid)))
+                else:
+                    sent.append((peer, bytes.fromhex(mid)))
+        tx.shred_case(ref, purge.record_id)
+        tx.drop_inbox_messages(received)
+        tx.abandon_undelivered(sent)
+        tx.audit([leaf])
+
+    def confirmations(self, purge: PurgeRow) -> list[tuple[str, str, DeliveryRow | None]]:
+        """Per peer a purge notice went to: (peer, message id hex, its delivery row, None
+        if unknown). ACCEPTED or DUPLICATE in the peer's receipt: the peer confirmed."""
+        out = []
+        for peer, mid in sorted(json.loads(purge.notices).items()):
+            rows = [r for r in self._store.message_status(bytes.fromhex(mid)) if r.peer_id == peer]
+            out.append((peer, mid, rows[0] if rows else None))
+        return out
+
+    async def on_accepted(self, results: Sequence[EnvelopeResult]) -> None:
+        """After the receiving commit: a purge obeyed leaves no page image of the erased
+        content in the write-ahead log."""
+        if any(r.kind == "purge_notice" for r in results):
+            await self._store.checkpoint()
+
+    def _apply_purge(
+        self, tx: SqliteTransaction, card: PeerCard, opened: OpenedEnvelope, now: int
+    ) -> None:
+        """A participant's purge notice: destroy this node's copy in the receiving
+        transaction. Nothing held (unknown case, already purged): accepted as it is. From
+        a node outside the case: NOT_PARTICIPANT; under a legal hold here: POLICY_DENIED
+        (``record_on_hold``), nothing destroyed."""
+        pn = opened.body.purge_notice
+        sender = card.node_id
+        try:
+            ref = validate_case_reference(pn.case_ref)
+        except ValidationError as exc:
+            raise refusal(exc) from None
+        reason = _PURGE_FROM_WIRE.get(pn.reason)
+        if reason is None:
+            raise OpenError(Reason.INVALID_CONTENT, f"unknown purge reason {pn.reason}")
+        case = self._get_in(tx, ref)
+        if case is None or tx.record_purge(case_record_id(ref)) is not None:
+            return
+        if case.role_of(sender) is None:
+            raise OpenError(
+                Reason.NOT_PARTICIPANT, f"not_participant: {sender} is not in case {ref}"
+            )
+        if tx.hold(case_record_id(ref)) is not None:
+            raise OpenError(
+                Reason.POLICY_DENIED, f"record_on_hold: case {ref} is under a legal hold here"
+            )
+        leaf = leaves.record_purged(
+            now, sender, "case", ref, reason, self._subject_hash(ref), peer=sender
+        )
+        self._shred(tx, ref, PurgeRow(case_record_id(ref), "case", reason, sender, now), leaf)
 
     async def adopt_record_keys(self, at_rest: AtRest, chunk: int = 200) -> int:
         """The data step of store migration 6: give every case stored under the node-wide

@@ -365,7 +365,8 @@ _V6: tuple[str, ...] = (
         reason      TEXT NOT NULL CHECK (reason IN
                     ('retention', 'erasure_request', 'withdrawn_by_source', 'rectified')),
         approver    TEXT NOT NULL,
-        purged_at   INTEGER NOT NULL
+        purged_at   INTEGER NOT NULL,
+        notices     TEXT NOT NULL DEFAULT '{}'
     )
     """,
     # A legal hold blocks purging (erasure and the retention schedule) of one record: a

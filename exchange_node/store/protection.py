@@ -20,7 +20,7 @@ PURGED_REASON = "record_purged"
 
 _KEK_COLS = "version, created_at, retired_at, destroyed_at"
 _KEY_COLS = "record_id, kek_version, wrapped, created_at"
-_PURGE_COLS = "record_id, record_type, reason, approver, purged_at"
+_PURGE_COLS = "record_id, record_type, reason, approver, purged_at, notices"
 _HOLD_COLS = "record_id, reason, placed_by, placed_at"
 
 
@@ -236,6 +236,6 @@ class ProtectionWrites(ProtectionReads):
         if self.record_purge(row.record_id) is not None:
             raise ConflictError("record_purged", f"{row.record_id} was already purged", "record_id")
         self._conn.execute(
-            f"INSERT INTO record_purges ({_PURGE_COLS}) VALUES (?, ?, ?, ?, ?)",
-            (row.record_id, row.record_type, row.reason, row.approver, row.purged_at),
+            f"INSERT INTO record_purges ({_PURGE_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (row.record_id, row.record_type, row.reason, row.approver, row.purged_at, row.notices),
         )

@@ -453,10 +453,13 @@ class HoldRow:
 
 @dataclass(frozen=True, slots=True)
 class PurgeRow:
-    """A record whose personal content was destroyed: what is left of it says so."""
+    """A record whose personal content was destroyed: what is left of it says so.
+    ``notices``: JSON, peer -> message id (hex) of the purge notice sent to it (its
+    receipt is the peer's confirmation)."""
 
     record_id: str
     record_type: str
     reason: str
     approver: str
     purged_at: int
+    notices: str = "{}"
