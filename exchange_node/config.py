@@ -79,12 +79,26 @@ class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     checkpoint_interval_seconds: int = 60
 
 
+DEFAULT_PURPOSES = (
+    "case_management",
+    "return_coordination",
+    "reintegration_monitoring",
+    "oversight",
+    "subject_access",
+)
+"""Purpose codes of case reads (``[data_protection] purposes``); docs/operations.md
+section 11."""
+
+
 class DataProtectionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # A new key-encryption key (data keys re-wrapped under it) this often.
     kek_rotation_days: int = 30
     # How long database backups are kept: a retired key-encryption key is destroyed
     # this long after its retirement, when no kept backup can still need it.
     backup_horizon_days: int = 30
+    # Why an officer may read a case's personal data; each read names one, recorded in
+    # its case.accessed audit entry (codes: lower case, digits and _).
+    purposes: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PURPOSES))
 
 
 class RetentionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -236,6 +250,13 @@ def _check(path: Path, cfg: Config) -> None:
             "at most backoff_max_ms",
             cfg.delivery.backoff_initial_ms,
         )
+    purposes = cfg.data_protection.purposes
+    if not purposes or any(not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", p) for p in purposes):
+        raise bad(
+            "[data_protection] purposes",
+            "a non-empty list of codes such as case_management (a-z, 0-9, _; at most 32)",
+            purposes,
+        )
     for peer_id, policy in cfg.peers.items():
         if not NODE_ID_RE.fullmatch(peer_id):
             raise bad(f"[peers.{peer_id}]", "a node id like PHL-DFA", peer_id)
@@ -358,6 +379,8 @@ checkpoint_interval_seconds = 60 # how often a new signed checkpoint is issued
 [data_protection]
 kek_rotation_days = 30           # a new key-encryption key this often (data keys re-wrapped)
 backup_horizon_days = 30         # keep database backups no longer: retired key-encryption keys are destroyed after this
+# why a case may be read: every read names one of these, recorded in its audit entry
+purposes = ["case_management", "return_coordination", "reintegration_monitoring", "oversight", "subject_access"]
 
 [retention]                      # the retention schedule; docs/operations.md section 10 justifies each default
 fraud_notice_days = 1825         # fraud detections: 5 years from issue

@@ -118,7 +118,8 @@ async def test_an_erased_case_is_unreadable_with_the_database_and_every_key_file
             assert resp.status == 200, await resp.text()
             purge = await resp.json()
         async with http.get(
-            f"{base}/api/v1/cases/{ref}", headers={"Authorization": f"Bearer {officer}"}
+            f"{base}/api/v1/cases/{ref}?purpose=case_management",
+            headers={"Authorization": f"Bearer {officer}"},
         ) as resp:
             shown = await resp.json()
         async with http.post(

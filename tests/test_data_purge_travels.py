@@ -67,7 +67,8 @@ async def test_an_erasure_reaches_the_peer_which_purges_and_confirms(net):
 
         async def confirmed():
             async with http.get(
-                f"{base}/api/v1/cases/{ref}", headers={"Authorization": f"Bearer {officer}"}
+                f"{base}/api/v1/cases/{ref}?purpose=case_management",
+                headers={"Authorization": f"Bearer {officer}"},
             ) as resp:
                 [c] = (await resp.json())["purged"]["confirmations"]
                 return c if c["state"] == "accepted" and c["receipt_id"] else None

@@ -492,6 +492,9 @@ REQUEST_TYPES = (
     LookupRequest,
     CaseOpenRequest,
     CaseEventRequest,
+    ErasureRequest,
+    HoldRequest,
+    HoldTarget,
 )
 RESPONSE_TYPES = (
     Problem,
@@ -511,6 +514,9 @@ RESPONSE_TYPES = (
     QueueList,
     DeadLetterList,
     StatusOut,
+    PurgeOut,
+    HoldOut,
+    HoldList,
 )
 
 encoder = msgspec.json.Encoder()

@@ -548,7 +548,7 @@ async def get_case(request: web.Request) -> web.Response:
     case = await services.cases.read(
         request.match_info["case_ref"],
         actor=actor_name(current_token(request)),
-        subject_hash=services.case_subject_hash,
+        purpose=request.query.get("purpose", ""),
     )
     return _json(case_out(node, case))
 
@@ -870,7 +870,11 @@ ROUTES: tuple[Route, ...] = (
           (Param("case_ref", "path", "case reference", _CASE_REF, True),), idempotent=True),
     Route("getCase", "GET", "/api/v1/cases/{case_ref}", get_case, (CASE_OFFICER,), "cases",
           "A case's state and timeline: who did what, when, with delivery receipts", 200,
-          s.CaseOut, None, (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
+          s.CaseOut, None,
+          (Param("case_ref", "path", "case reference", _CASE_REF, True),
+           Param("purpose", "query", "why the case is read: one of the node's configured "
+                 "purpose codes (`[data_protection] purposes`), recorded in the audit entry",
+                 {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$"}, True))),
     Route("eraseCase", "POST", "/api/v1/cases/{case_ref}/erasure", post_case_erasure,
           (OPERATOR,), "cases",
           "Destroy a case's personal data and notes (its data key and ciphertext); its steps "

@@ -242,9 +242,23 @@ def _read(kind: LeafKind, now: int, actor: str, subject_hash: str, found: bool) 
     )
 
 
-def case_accessed(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
-    """A read of a case by a local officer; the reference only as a keyed hash."""
-    return _read(LeafKind.CASE_ACCESSED, now, actor, subject_hash, found)
+def case_accessed(
+    now: int, actor: str, subject_hash: str, found: bool, purpose: str, operation: str = "read"
+) -> AuditEvent:
+    """A read of a case's personal data by a local officer, with the purpose it gave
+    (``operation``: ``read``, or ``subject_report`` for a subject access report); the
+    reference only as a keyed hash."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.CASE_ACCESSED,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={
+            "found": "true" if found else "false",
+            "purpose": purpose,
+            "operation": operation,
+        },
+    )
 
 
 def document_lookup(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:

@@ -253,7 +253,11 @@ def cmd_case_event(args) -> int:
 def cmd_case_show(args) -> int:
     from urllib.parse import quote
 
-    case = _api_call(args, "GET", f"/api/v1/cases/{quote(args.case_ref, safe='')}")
+    case = _api_call(
+        args,
+        "GET",
+        f"/api/v1/cases/{quote(args.case_ref, safe='')}?purpose={quote(args.purpose, safe='')}",
+    )
     print(
         f"case {case['case_ref']}: {case['status']}, consent "
         f"{'recorded' if case['consent'] else 'not recorded'}; this node is {case['my_role']}"

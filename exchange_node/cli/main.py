@@ -318,8 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--note", default="")
     api_client_options(s)
     s.set_defaults(func=cmd_case_event)
-    s = case.add_parser("show", help="a case's state and timeline (audited)")
+    s = case.add_parser("show", help="a case's state and timeline (audited, with a purpose)")
     s.add_argument("case_ref")
+    s.add_argument(
+        "--purpose",
+        required=True,
+        help="why you read it: one of [data_protection] purposes (e.g. case_management); "
+        "recorded in the audit entry",
+    )
     api_client_options(s)
     s.set_defaults(func=cmd_case_show)
     s = case.add_parser(

@@ -304,17 +304,39 @@ class CaseService:
             )
         return case
 
-    async def read(self, case_ref: str, *, actor: str, subject_hash: Callable[[str], str]) -> Case:
-        """:meth:`require`, recorded as one ``case.accessed`` leaf (found or not).
-
-        ``subject_hash`` maps the canonical reference to the keyed hash the leaf carries;
-        the reference itself stays out of the leaf. A malformed reference raises before
-        anything is recorded (there is no case it could name).
-        """
+    async def read(
+        self,
+        case_ref: str,
+        *,
+        actor: str,
+        purpose: str,
+        operation: str = "read",
+        operation_id: str = "getCase",
+    ) -> Case:
+        """:meth:`require`, recorded as one ``case.accessed`` leaf (found or not) with the
+        actor and the purpose of the read, which must be one of ``[data_protection]
+        purposes``: a read without one is refused (``ValidationError``
+        ``purpose_required`` or ``purpose_unknown``) and that refusal recorded as a
+        ``request.refused`` leaf. The reference itself stays out of the leaves (a keyed
+        hash). A malformed reference raises before anything is recorded (there is no
+        case it could name)."""
         ref = validate_case_reference(case_ref, "case_ref")
+        now = self._node.now_ms()
+        allowed = self._node.config.data_protection.purposes
+        if purpose not in allowed:
+            code = "purpose_unknown" if purpose else "purpose_required"
+            await self._node.record_audit(leaves.request_refused(now, actor, operation_id, code))
+            raise ValidationError(
+                code,
+                "say why the case is read: purpose is one of " + ", ".join(allowed)
+                + (f" (got {purpose!r})" if purpose else ""),
+                "purpose",
+            )  # fmt: skip
         case = self.get(ref)
         await self._node.record_audit(
-            leaves.case_accessed(self._node.now_ms(), actor, subject_hash(ref), case is not None)
+            leaves.case_accessed(
+                now, actor, self._subject_hash(ref), case is not None, purpose, operation
+            )
         )
         if case is None:
             raise NotFoundError(
