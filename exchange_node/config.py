@@ -110,6 +110,11 @@ class RetentionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # content for the monitoring period and then this configured time.
     case_monitoring_days: int = 365
     case_after_monitoring_days: int = 365
+    # Periodic review: a case held this long since it was opened or last kept, and a
+    # notice of this node's in effect this long since issued or last kept, is listed as
+    # due; an operator keeps it (with a reason) or purges it.
+    case_review_days: int = 365
+    document_review_days: int = 1825
     # How often the retention job runs in a serving node.
     interval_seconds: int = 3600
 
@@ -183,6 +188,8 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("retention", "fraud_notice_days", 1, 36500),
     ("retention", "case_monitoring_days", 0, 36500),
     ("retention", "case_after_monitoring_days", 0, 36500),
+    ("retention", "case_review_days", 1, 36500),
+    ("retention", "document_review_days", 1, 36500),
     ("retention", "interval_seconds", 1, 86400),
 )
 
@@ -386,6 +393,8 @@ purposes = ["case_management", "return_coordination", "reintegration_monitoring"
 fraud_notice_days = 1825         # fraud detections: 5 years from issue
 case_monitoring_days = 365       # a finished case keeps its content for the monitoring period...
 case_after_monitoring_days = 365 # ...and then this long
+case_review_days = 365           # a held case is reviewed every 12 months (keep with a reason, or erase)
+document_review_days = 1825      # this node's notices in effect are reviewed every 5 years
 interval_seconds = 3600          # how often the retention job runs
 
 # Per-peer policy: which notice kinds may go to / come from a peer.

@@ -362,11 +362,24 @@ class Node:
                 self.request_refusals.flush()
                 if time.monotonic() - last_purge > self.config.retention.interval_seconds:
                     last_purge = time.monotonic()
-                    await self.services.retention.run()
+                    await self.run_retention()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.log.error("node.watch_failed", error=str(exc))
+
+    async def run_retention(self):
+        """One run of the retention schedule, then the review gauge refreshed (it scans
+        the records, so it is counted at this pace, not with the queue gauges)."""
+        report = await self.services.retention.run()
+        self.update_review_gauge()
+        return report
+
+    def update_review_gauge(self) -> None:
+        due = self.services.retention.reviews_due()
+        for record_type in ("case", "document_notice"):
+            count = sum(1 for r in due if r.record_type == record_type)
+            self.metrics.reviews_due.labels(record_type).set(count)
 
     def update_gauges(self) -> None:
         now = self.now_ms()

@@ -179,3 +179,72 @@ async def test_holds_through_the_api_are_listed_and_refused_twice(net):
         async with http.get(f"{base}/api/v1/holds", headers=auth) as resp:
             assert (await resp.json())["holds"] == []
     assert hold["record"] == f"case:{ref}" and hold["placed_by"] == "dpo-1"
+
+
+# --- periodic review -------------------------------------------------------------------------
+
+
+def _gauge(node: Node, record_type: str) -> float:
+    return node.metrics.reviews_due.labels(record_type)._value.get()
+
+
+async def test_records_come_due_for_review_and_are_kept_with_a_reason_or_purged(net, capsys):
+    jpn = await net[JPN].start()
+    kept, erased = [await _case(jpn, end=False) for _ in range(2)]
+    secret = "xn_" + "d" * 40
+    await jpn.store.create_token("narita", "document_officer", secret, int(time.time() * 1000))
+    async with aiohttp.ClientSession() as http:
+        notice = await _notice(
+            http, f"http://127.0.0.1:{jpn.local_port}", secret, _stolen("TK1234567")
+        )
+    opened = jpn.services.cases.get(kept).opened_at
+    cfg = jpn.config.retention
+    case_due = max(opened, jpn.services.cases.get(erased).opened_at) + cfg.case_review_days * DAY_MS
+    notice_due = jpn.store.notice(notice).issued_at_ms + cfg.document_review_days * DAY_MS
+
+    at(jpn, opened + cfg.case_review_days * DAY_MS - 1)
+    assert jpn.services.retention.reviews_due() == []
+    at(jpn, case_due)
+    await jpn.run_retention()
+    due = sorted(r.record_id for r in jpn.services.retention.reviews_due())
+    assert due == sorted([f"case:{kept}", f"case:{erased}"])
+    assert _gauge(jpn, "case") == 2 and _gauge(jpn, "document_notice") == 0
+
+    # Through the API: status counts them, keep one with a reason, erase the other.
+    operator = "xn_" + "o" * 40
+    await jpn.store.create_token("dpo-1", "operator", operator, int(time.time() * 1000))
+    base = f"http://127.0.0.1:{jpn.local_port}"
+    auth = {"Authorization": f"Bearer {operator}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/api/v1/status", headers=auth) as resp:
+            assert (await resp.json())["reviews_due"] == 2
+        async with http.post(
+            f"{base}/api/v1/reviews/keep", headers=auth,
+            json={"record": f"case:{kept}", "reason": "monitoring continues until June"},
+        ) as resp:  # fmt: skip
+            assert resp.status == 200
+            assert [r["record"] for r in (await resp.json())["reviews"]] == [f"case:{erased}"]
+        async with http.post(
+            f"{base}/api/v1/reviews/keep", headers=auth, json={"record": "case:JPN-2026-AAAAAAAA", "reason": "x"}
+        ) as resp:  # fmt: skip
+            assert (resp.status, (await resp.json())["code"]) == (404, "record_not_under_review")
+        async with http.post(
+            f"{base}/api/v1/cases/{erased}/erasure", headers=auth, json={"reason": "retention"}
+        ) as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/api/v1/reviews", headers=auth) as resp:
+            assert (await resp.json())["reviews"] == []
+    assert _gauge(jpn, "case") == 0
+    [reviewed] = jpn.audit.query(kind=LeafKind.RECORD_REVIEWED)
+    assert (reviewed.record.actor, reviewed.record.attrs) == (
+        "dpo-1", {"decision": "keep", "record_type": "case", "record": kept},
+    )  # fmt: skip
+    assert b"June" not in reviewed.data  # the reason is kept with the review, not in the log
+
+    # A year after it was kept, the case is due again; the notice after five years.
+    at(jpn, jpn.now_ms() + cfg.case_review_days * DAY_MS)
+    assert [r.record_id for r in jpn.services.retention.reviews_due()] == [f"case:{kept}"]
+    at(jpn, max(notice_due, jpn.now_ms()))
+    due = {r.record_id: r for r in jpn.services.retention.reviews_due()}
+    assert due[f"notice:{notice}"].document == ("JPN", "TK1234567")
+    assert due[f"notice:{notice}"].due_at == notice_due

@@ -380,6 +380,29 @@ class HoldList(Struct):
     holds: list[HoldOut]
 
 
+class ReviewOut(Struct):
+    """A record due for its periodic review. ``record``: ``case:<ref>`` or
+    ``notice:<id>``; ``since_ms``: when stored or last kept."""
+
+    record: str
+    record_type: str
+    since_ms: int
+    due_at_ms: int
+    issuing_state: str | None = None
+    document_number: str | None = None
+
+
+class ReviewList(Struct):
+    reviews: list[ReviewOut]
+
+
+class KeepRequest(Struct, forbid_unknown_fields=True):
+    """Keep a record at its review; purge it instead with an erasure."""
+
+    record: Annotated[str, Meta(min_length=1, max_length=80)]
+    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
 class ErasureRequest(Struct, forbid_unknown_fields=True):
     """Why a case's personal content is to be destroyed."""
 
@@ -472,6 +495,10 @@ class StatusOut(Struct):
     audit_size: int
     queued: int
     dead: int
+    # Records due for their periodic review (GET /api/v1/reviews).
+    reviews_due: int = 0
+    # Purge notices sent that their recipient has not confirmed yet.
+    purges_unconfirmed: int = 0
 
 
 class PeerList(Struct):
@@ -495,6 +522,7 @@ REQUEST_TYPES = (
     ErasureRequest,
     HoldRequest,
     HoldTarget,
+    KeepRequest,
 )
 RESPONSE_TYPES = (
     Problem,
@@ -517,6 +545,7 @@ RESPONSE_TYPES = (
     PurgeOut,
     HoldOut,
     HoldList,
+    ReviewList,
 )
 
 encoder = msgspec.json.Encoder()

@@ -37,7 +37,7 @@ from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.services.cases import Participant, PersonalData, StepTaken
 from exchange_node.services.documents import DOCUMENT_KINDS, IndexedNotice
 from exchange_node.services.notices import BatchItemRefused, NoticeDraft
-from exchange_node.store.records import DeliveryRow, HoldRow, OutboxState, PurgeRow
+from exchange_node.store.records import DeliveryRow, HoldRow, OutboxState, PurgeRow, ReviewDue
 
 if TYPE_CHECKING:
     from exchange_node.node import Node, Submitted
@@ -592,6 +592,26 @@ async def get_holds(request: web.Request) -> web.Response:
     return _json(s.HoldList([hold_out(h) for h in _node(request).store.holds()]))
 
 
+def review_out(r: ReviewDue) -> s.ReviewOut:
+    state, number = r.document or (None, None)
+    return s.ReviewOut(r.record_id, r.record_type, r.since, r.due_at, state, number)
+
+
+async def get_reviews(request: web.Request) -> web.Response:
+    due = _node(request).services.retention.reviews_due()
+    return _json(s.ReviewList([review_out(r) for r in due]))
+
+
+async def post_review_keep(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.KeepRequest = await _body(request, s.KeepRequest)
+    await node.services.retention.keep(
+        req.record, req.reason, actor=actor_name(current_token(request))
+    )
+    node.update_review_gauge()
+    return _json(s.ReviewList([review_out(r) for r in node.services.retention.reviews_due()]))
+
+
 async def post_case_erasure(request: web.Request) -> web.Response:
     """Crypto-shredding of one case's personal content, approved by the calling token
     (an operator: the officers who work a case do not erase it)."""
@@ -600,6 +620,7 @@ async def post_case_erasure(request: web.Request) -> web.Response:
     purge = await node.services.cases.erase(
         request.match_info["case_ref"], req.reason, approver=actor_name(current_token(request))
     )
+    node.update_review_gauge()
     return _json(purge_out(node, purge))
 
 
@@ -785,6 +806,8 @@ async def get_status(request: web.Request) -> web.Response:
             audit_size=node.audit.size,
             queued=sum(q.depth for q in stats),
             dead=sum(q.dead for q in stats),
+            reviews_due=len(node.services.retention.reviews_due()),
+            purges_unconfirmed=node.services.cases.unconfirmed_purges(),
         )
     )
 
@@ -889,6 +912,12 @@ ROUTES: tuple[Route, ...] = (
           s.HoldOut, s.HoldTarget),
     Route("holds", "GET", "/api/v1/holds", get_holds, (OPERATOR,), "operator",
           "Legal holds in force", 200, s.HoldList),
+    Route("reviews", "GET", "/api/v1/reviews", get_reviews, (OPERATOR,), "operator",
+          "Records due for their periodic review: keep each (with a reason) or purge it",
+          200, s.ReviewList),
+    Route("keepRecord", "POST", "/api/v1/reviews/keep", post_review_keep, (OPERATOR,),
+          "operator", "Keep a record at its periodic review, with a reason (audited); the "
+          "records still due are answered", 200, s.ReviewList, s.KeepRequest),
     Route("auditEntries", "GET", "/api/v1/audit/entries", get_audit_entries, (AUDITOR,),
           "audit", "Audit log entries matching every given filter, in order", 200, s.AuditPage,
           None,

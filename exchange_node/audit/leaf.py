@@ -59,6 +59,7 @@ class LeafKind(StrEnum):
     KEK_ROTATED = "kek.rotated"
     KEK_DESTROYED = "kek.destroyed"
     RECORD_HOLD = "record.hold"
+    RECORD_REVIEWED = "record.reviewed"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

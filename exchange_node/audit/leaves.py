@@ -393,3 +393,17 @@ def legal_hold(
         subject_hash=subject_hash,
         attrs={"action": action, "record_type": record_type, "record": record},
     )
+
+
+def record_reviewed(
+    now: int, actor: str, record_type: str, record: str, subject_hash: str
+) -> AuditEvent:
+    """At its periodic review, an operator decided to keep a record (the reason is kept
+    with the review, not in the leaf: free text has no field)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.RECORD_REVIEWED,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={"decision": "keep", "record_type": record_type, "record": record},
+    )

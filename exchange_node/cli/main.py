@@ -62,6 +62,8 @@ from exchange_node.cli.protection import (
     cmd_kek_list,
     cmd_kek_rotate,
     cmd_retention_run,
+    cmd_review_keep,
+    cmd_review_list,
 )
 from exchange_node.cli.run import (
     cmd_serve,
@@ -362,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--reason", required=True, help="why, e.g. the court order's number")
         s.set_defaults(func=func)
     hold.add_parser("list", help="holds in force").set_defaults(func=cmd_hold_list)
+    review = data.add_parser("review", help="periodic review: keep (with a reason) or purge")
+    review = review.add_subparsers(dest="review_cmd", required=True)
+    review.add_parser("list", help="records due for review").set_defaults(func=cmd_review_list)
+    s = review.add_parser("keep", help="keep a record at its review (audited)")
+    s.add_argument("record", help="case:<ref> or notice:<id>, as `data review list` shows")
+    s.add_argument("--reason", required=True, help="why it is still needed")
+    s.set_defaults(func=cmd_review_keep)
     kek = data.add_parser("kek", help="key-encryption keys of the per-record data keys")
     kek = kek.add_subparsers(dest="kek_cmd", required=True)
     kek.add_parser("list", help="versions, their state and data keys").set_defaults(

@@ -111,3 +111,22 @@ async def cmd_retention_run(args) -> int:
     for v in r.keks_destroyed:
         print(f"key-encryption key version {v} destroyed (past the backup horizon)")
     return 0
+
+
+async def cmd_review_list(args) -> int:
+    """Records due for their periodic review."""
+    async with _node(_cfg(args)) as node:
+        due = node.services.retention.reviews_due()
+    for r in due:
+        what = f" ({r.document[0]} {r.document[1]})" if r.document else ""
+        print(f"{r.record_id}{what}: due since {_iso(r.due_at)} (held since {_iso(r.since)})")
+    print(f"{len(due)} records due for review; keep each with `data review keep RECORD "
+          "--reason ...` or purge it (`case erase`, or withdraw the notice)")  # fmt: skip
+    return 0
+
+
+async def cmd_review_keep(args) -> int:
+    async with _node(_cfg(args)) as node:
+        await node.services.retention.keep(args.record, args.reason, actor="operator")
+    print(f"{args.record} kept; its next review is due a review period from now")
+    return 0

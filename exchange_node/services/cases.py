@@ -63,6 +63,7 @@ from exchange_node.store.records import (
     CaseEventRow,
     CaseRow,
     DeliveryRow,
+    Outcome,
     PurgeRow,
 )
 
@@ -678,6 +679,15 @@ class CaseService:
         content in the write-ahead log."""
         if any(r.kind == "purge_notice" for r in results):
             await self._store.checkpoint()
+
+    def unconfirmed_purges(self) -> int:
+        """Purge notices this node sent that their recipient has not confirmed yet."""
+        count = 0
+        for purge in self._store.purges_with_notices():
+            for _, _, row in self.confirmations(purge):
+                if row is None or row.outcome in (None, Outcome.REJECTED):
+                    count += 1
+        return count
 
     def _apply_purge(
         self, tx: SqliteTransaction, card: PeerCard, opened: OpenedEnvelope, now: int

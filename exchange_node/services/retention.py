@@ -33,10 +33,10 @@ import structlog
 from exchange_node.audit import leaves
 from exchange_node.domain.documents import FRAUD_KINDS, NoticeKind
 from exchange_node.domain.repatriation import validate_case_reference
-from exchange_node.errors import NotFoundError
+from exchange_node.errors import NotFoundError, ValidationError
 from exchange_node.protocol.envelope import DAY_MS
 from exchange_node.record_keys import case_record_id
-from exchange_node.store.records import HoldRow, NoticeRow, PurgeRow
+from exchange_node.store.records import HoldRow, NoticeRow, PurgeRow, ReviewDue
 
 if TYPE_CHECKING:
     from exchange_node.services.cases import CaseService
@@ -141,6 +141,60 @@ class RetentionService:
                     label="record.purge",
                 )
                 report.notices += ids
+
+    # --- periodic review -------------------------------------------------------------------
+
+    def reviews_due(self) -> list[ReviewDue]:
+        """Every record due for its periodic review now: cases whose content is held,
+        every ``case_review_days``; this node's own notices in effect, every
+        ``document_review_days``."""
+        cfg = self._node.config.retention
+        now = self._node.now_ms()
+        return [
+            *self._store.cases_due_for_review(now, cfg.case_review_days * DAY_MS),
+            *self._store.notices_due_for_review(
+                self._node.node_id, now, cfg.document_review_days * DAY_MS
+            ),
+        ]
+
+    async def keep(self, record_id: str, reason: str, *, actor: str) -> ReviewDue | None:
+        """Keep a record at its review, with a reason (audited ``record.reviewed``): the
+        next review is due a period from now. Purging instead is an erasure
+        (:meth:`CaseService.erase`) or, for a notice, its withdrawal by this node.
+        Raises ``NotFoundError(record_not_under_review)`` for a record this node does not
+        review (unknown, purged, a peer's notice, superseded)."""
+        if not reason.strip():
+            raise ValidationError("reason_required", "say why the record is kept", "reason")
+        held = {r.record_id: r for r in self._reviewable()}
+        if record_id not in held:
+            raise NotFoundError(
+                "record_not_under_review",
+                f"{record_id} is not a record this node reviews: a case it holds "
+                "(case:<ref>) or one of its own notices in effect (notice:<id>)",
+                "record",
+            )
+        row = held[record_id]
+        now = self._node.now_ms()
+        if row.document is not None:
+            subject, shown = self._document_hash(*row.document), record_id.removeprefix("notice:")
+        else:
+            shown = record_id.removeprefix("case:")
+            subject = self._case_hash(shown)
+
+        def work(tx: SqliteTransaction) -> None:
+            tx.record_review(record_id, now, actor, reason)
+            tx.audit([leaves.record_reviewed(now, actor, row.record_type, shown, subject)])
+
+        await self._store.transaction(work, label="record.review")
+        return next((r for r in self.reviews_due() if r.record_id == record_id), None)
+
+    def _reviewable(self) -> list[ReviewDue]:
+        """Every record under periodic review, due or not (a period of 0 lists all)."""
+        now = self._node.now_ms()
+        return [
+            *self._store.cases_due_for_review(now, 0),
+            *self._store.notices_due_for_review(self._node.node_id, now, 0),
+        ]
 
     # --- legal holds -----------------------------------------------------------------------
 

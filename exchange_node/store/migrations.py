@@ -380,6 +380,17 @@ _V6: tuple[str, ...] = (
         placed_at INTEGER NOT NULL
     )
     """,
+    # The last periodic review of a record an operator decided to keep (``case:<ref>``,
+    # ``notice:<id>`` for a notice of this node's in effect): the next one is due a
+    # review period later.
+    """
+    CREATE TABLE record_reviews (
+        record_id   TEXT PRIMARY KEY,
+        reviewed_at INTEGER NOT NULL,
+        reviewed_by TEXT NOT NULL,
+        reason      TEXT NOT NULL
+    )
+    """,
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from exchange_node.errors import ConflictError
-from exchange_node.store.records import HoldRow, KekVersionRow, PurgeRow, RecordKeyRow
+from exchange_node.store.records import (
+    HoldRow,
+    KekVersionRow,
+    PurgeRow,
+    RecordKeyRow,
+    ReviewDue,
+)
 
 PURGED_REASON = "record_purged"
 """Outbox reason of an envelope of an erased record that was still undelivered."""
@@ -94,6 +100,48 @@ class ProtectionReads:
                 f"OR (kind IN ({marks}) AND issued_at_ms <= ?) ORDER BY issuing_state, number",
                 (withdrawal, *kinds, issued_by),
             )
+        ]
+
+    def purges_with_notices(self) -> list[PurgeRow]:
+        """Purges this node sent purge notices for."""
+        return [
+            PurgeRow(*r)
+            for r in self._q(
+                f"SELECT {_PURGE_COLS} FROM record_purges WHERE notices != '{{}}' "
+                "ORDER BY purged_at"
+            )
+        ]
+
+    def cases_due_for_review(self, now: int, period: int) -> list[ReviewDue]:
+        """Cases whose content is held and that were stored or last kept at least
+        ``period`` ms before ``now``."""
+        rows = self._q(
+            "SELECT c.case_ref, COALESCE(r.reviewed_at, c.opened_at) FROM cases c "
+            "LEFT JOIN record_reviews r ON r.record_id = 'case:' || c.case_ref "
+            "WHERE COALESCE(r.reviewed_at, c.opened_at) <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM record_purges p WHERE p.record_id = 'case:' || c.case_ref) "
+            "ORDER BY 2, 1",
+            (now - period,),
+        )
+        return [ReviewDue(f"case:{ref}", "case", since, since + period) for ref, since in rows]
+
+    def notices_due_for_review(self, me: str, now: int, period: int) -> list[ReviewDue]:
+        """This node's own notices still in effect (not superseded, not a withdrawal),
+        issued or last kept at least ``period`` ms before ``now``: the source reviews its
+        records."""
+        rows = self._q(
+            "SELECT d.notice_id, COALESCE(r.reviewed_at, d.issued_at_ms), d.issuing_state, "
+            "d.number FROM doc_notices d "
+            "LEFT JOIN record_reviews r ON r.record_id = 'notice:' || d.notice_id "
+            "WHERE d.sender_node = ? AND d.kind != 'WITHDRAWAL' "
+            "AND COALESCE(r.reviewed_at, d.issued_at_ms) <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM doc_notices s WHERE s.supersedes = d.notice_id) "
+            "ORDER BY 2, 1",
+            (me, now - period),
+        )
+        return [
+            ReviewDue(f"notice:{nid}", "document_notice", since, since + period, (state, number))
+            for nid, since, state, number in rows
         ]
 
     def case_of_message(self, message_id: bytes) -> str | None:
@@ -224,6 +272,16 @@ class ProtectionWrites(ProtectionReads):
         if held is not None:
             self._conn.execute("DELETE FROM legal_holds WHERE record_id = ?", (record_id,))
         return held
+
+    def record_review(self, record_id: str, at: int, by: str, reason: str) -> None:
+        """An operator kept the record at its review: the next is due a period later."""
+        self._conn.execute(
+            "INSERT INTO record_reviews (record_id, reviewed_at, reviewed_by, reason) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (record_id) DO UPDATE SET "
+            "reviewed_at = excluded.reviewed_at, reviewed_by = excluded.reviewed_by, "
+            "reason = excluded.reason",
+            (record_id, at, by, reason),
+        )
 
     def delete_notices(self, notice_ids: Sequence[str]) -> None:
         """Remove notices from the document index (retention)."""

@@ -452,6 +452,19 @@ class HoldRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewDue:
+    """A record due for its periodic review: ``since`` is when it was stored or last
+    kept, ``due_at`` a review period later. For a notice, ``document`` is its
+    (issuing state, number)."""
+
+    record_id: str
+    record_type: str
+    since: int
+    due_at: int
+    document: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeRow:
     """A record whose personal content was destroyed: what is left of it says so.
     ``notices``: JSON, peer -> message id (hex) of the purge notice sent to it (its
