@@ -36,7 +36,7 @@ def test_all_documented_kinds_are_defined() -> None:
         "token.created", "token.revoked", "auth.failed", "config.loaded",
         "checkpoint.inconsistent", "notice.submitted", "request.refused", "record.purged",
         "kek.rotated", "kek.destroyed", "record.hold",
-        "record.reviewed",
+        "record.reviewed", "subject.report",
     }  # fmt: skip
     assert documented == KINDS
 

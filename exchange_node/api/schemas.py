@@ -9,7 +9,7 @@ Times are Unix milliseconds; ids (notice, message, event) lowercase hex.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -403,6 +403,34 @@ class KeepRequest(Struct, forbid_unknown_fields=True):
     reason: Annotated[str, Meta(min_length=1, max_length=200)]
 
 
+class RefusalIn(Struct, forbid_unknown_fields=True):
+    """The request is refused under the law of ``jurisdiction`` (ICAO code), e.g. to
+    protect an investigation; ``basis`` names the provision."""
+
+    jurisdiction: Annotated[str, Meta(max_length=3)]
+    basis: Annotated[str, Meta(min_length=1, max_length=300)]
+
+
+class SubjectReportRequest(Struct, forbid_unknown_fields=True):
+    """A subject access report on exactly one of a case or a document."""
+
+    purpose: Annotated[str, Meta(max_length=32)]
+    case_ref: Annotated[str, Meta(max_length=40)] | None = None
+    document: DocumentRefIn | None = None
+    refusal: RefusalIn | None = None
+
+
+class SubjectReportOut(Struct):
+    """The signed report (``format``, ``report``, ``signature``, ``signing_key``: the
+    file to hand out, verified by ``exchange-node data verify-report``) and its text."""
+
+    format: str
+    report: dict[str, Any]
+    signature: str
+    signing_key: str
+    text: str
+
+
 class ErasureRequest(Struct, forbid_unknown_fields=True):
     """Why a case's personal content is to be destroyed."""
 
@@ -523,6 +551,7 @@ REQUEST_TYPES = (
     HoldRequest,
     HoldTarget,
     KeepRequest,
+    SubjectReportRequest,
 )
 RESPONSE_TYPES = (
     Problem,
@@ -546,6 +575,7 @@ RESPONSE_TYPES = (
     HoldOut,
     HoldList,
     ReviewList,
+    SubjectReportOut,
 )
 
 encoder = msgspec.json.Encoder()

@@ -554,6 +554,7 @@ async def get_case(request: web.Request) -> web.Response:
 
 
 def _hold_target(case_ref: str | None, document: s.DocumentRefIn | None):
+    """The case reference or the normalised (issuing state, number): exactly one."""
     if (case_ref is None) == (document is None):
         raise ValidationError(
             "hold_target_required", "name exactly one of case_ref or document", "case_ref"
@@ -610,6 +611,19 @@ async def post_review_keep(request: web.Request) -> web.Response:
     )
     node.update_review_gauge()
     return _json(s.ReviewList([review_out(r) for r in node.services.retention.reviews_due()]))
+
+
+async def post_subject_report(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.SubjectReportRequest = await _body(request, s.SubjectReportRequest)
+    case_ref, document = _hold_target(req.case_ref, req.document)
+    refusal = (req.refusal.jurisdiction, req.refusal.basis) if req.refusal else None
+    data, text = await node.services.reports.issue(
+        case_ref=case_ref, document=document, purpose=req.purpose,
+        actor=actor_name(current_token(request)), refusal=refusal,
+    )  # fmt: skip
+    doc = msgspec.json.decode(data)
+    return _json(s.SubjectReportOut(**doc, text=text), 201)
 
 
 async def post_case_erasure(request: web.Request) -> web.Response:
@@ -912,6 +926,11 @@ ROUTES: tuple[Route, ...] = (
           s.HoldOut, s.HoldTarget),
     Route("holds", "GET", "/api/v1/holds", get_holds, (OPERATOR,), "operator",
           "Legal holds in force", 200, s.HoldList),
+    Route("subjectReport", "POST", "/api/v1/subject-reports", post_subject_report,
+          (OPERATOR,), "operator",
+          "A signed subject access report on a case or a document: what is held, sources, "
+          "purposes, recipients, every access, retention and holds; or a recorded refusal",
+          201, s.SubjectReportOut, s.SubjectReportRequest),
     Route("reviews", "GET", "/api/v1/reviews", get_reviews, (OPERATOR,), "operator",
           "Records due for their periodic review: keep each (with a reason) or purge it",
           200, s.ReviewList),

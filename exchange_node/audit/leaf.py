@@ -60,6 +60,7 @@ class LeafKind(StrEnum):
     KEK_DESTROYED = "kek.destroyed"
     RECORD_HOLD = "record.hold"
     RECORD_REVIEWED = "record.reviewed"
+    SUBJECT_REPORT = "subject.report"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -407,3 +407,29 @@ def record_reviewed(
         subject_hash=subject_hash,
         attrs={"decision": "keep", "record_type": record_type, "record": record},
     )
+
+
+def subject_report(
+    now: int,
+    actor: str,
+    outcome: str,
+    record_type: str,
+    subject_hash: str,
+    report_sha256: str,
+    **attrs: str,
+) -> AuditEvent:
+    """A subject access report ``issued``, or ``refused`` (``jurisdiction``: under whose
+    law), about a case or a document named only by its keyed hash; the SHA-256 of the
+    signed file handed out."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.SUBJECT_REPORT,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={
+            "outcome": outcome,
+            "record_type": record_type,
+            "report_sha256": report_sha256,
+            **attrs,
+        },
+    )

@@ -61,9 +61,11 @@ from exchange_node.cli.protection import (
     cmd_kek_destroy_expired,
     cmd_kek_list,
     cmd_kek_rotate,
+    cmd_report,
     cmd_retention_run,
     cmd_review_keep,
     cmd_review_list,
+    cmd_verify_report,
 )
 from exchange_node.cli.run import (
     cmd_serve,
@@ -371,6 +373,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("record", help="case:<ref> or notice:<id>, as `data review list` shows")
     s.add_argument("--reason", required=True, help="why it is still needed")
     s.set_defaults(func=cmd_review_keep)
+    s = data.add_parser(
+        "report", help="signed subject access report on a case or a document (audited)"
+    )
+    target = s.add_mutually_exclusive_group(required=True)
+    target.add_argument("--case", metavar="CASE_REF")
+    target.add_argument("--document", nargs=2, metavar=("STATE", "NUMBER"))
+    s.add_argument("--purpose", required=True, help="e.g. subject_access or oversight")
+    s.add_argument("--out", required=True, help="the signed report (JSON)")
+    s.add_argument("--text", help="also write the human-readable document here")
+    s.add_argument(
+        "--refuse",
+        nargs=2,
+        metavar=("JURISDICTION", "BASIS"),
+        help="refuse the request under that state's law (recorded), e.g. JPN 'APPI Art. 33(2)'",
+    )
+    s.set_defaults(func=cmd_report)
+    s = data.add_parser("verify-report", help="check a subject access report offline")
+    s.add_argument("file")
+    s.add_argument("--key", action="append", help="the node's signing key, hex (`keys show`)")
+    s.add_argument("--text", help="the text document, checked against the signed report")
+    s.set_defaults(func=cmd_verify_report)
     kek = data.add_parser("kek", help="key-encryption keys of the per-record data keys")
     kek = kek.add_subparsers(dest="kek_cmd", required=True)
     kek.add_parser("list", help="versions, their state and data keys").set_defaults(

@@ -130,3 +130,45 @@ async def cmd_review_keep(args) -> int:
         await node.services.retention.keep(args.record, args.reason, actor="operator")
     print(f"{args.record} kept; its next review is due a review period from now")
     return 0
+
+
+async def cmd_report(args) -> int:
+    """A signed subject access report (or a recorded refusal) written to --out."""
+    from pathlib import Path
+
+    case_ref, document = _target(args)
+    refusal = tuple(args.refuse) if args.refuse else None
+    async with _node(_cfg(args)) as node:
+        data, text = await node.services.reports.issue(
+            case_ref=case_ref, document=document, purpose=args.purpose, actor="operator",
+            refusal=refusal,
+        )  # fmt: skip
+    Path(args.out).write_bytes(data)
+    if args.text:
+        Path(args.text).write_text(text)
+    print(f"wrote {args.out}" + (f" and {args.text}" if args.text else "")
+          + (" (a refusal)" if refusal else "") + "; check it with `data verify-report`")  # fmt: skip
+    return 0
+
+
+def cmd_verify_report(args) -> int:
+    """Exit 0 if the report verifies (against --key when given), 1 otherwise."""
+    from pathlib import Path
+
+    from exchange_node.cli.common import CliError
+    from exchange_node.subject_report import verify_report
+
+    try:
+        data = Path(args.file).read_bytes()
+        text = Path(args.text).read_bytes() if args.text else None
+        keys = [bytes.fromhex(k) for k in args.key] if args.key else None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the report or key: {exc}") from None
+    r = verify_report(data, keys, text)
+    print(f"subject report {args.file}: {'OK' if r.ok else 'FAILED'}")
+    print(f"  signed by key {r.signing_key}"
+          + {None: " (not checked: no --key given)", True: " (matches --key)",
+             False: " (does NOT match --key)"}[r.key_trusted])  # fmt: skip
+    for p in r.problems:
+        print(f"  problem: {p}")
+    return 0 if r.ok else 1

@@ -19,6 +19,7 @@ from exchange_node.services.catchup import CatchUpService
 from exchange_node.services.documents import DocumentIndex
 from exchange_node.services.notices import NoticeService
 from exchange_node.services.protection import RecordProtection
+from exchange_node.services.reports import SubjectReports
 from exchange_node.services.retention import RetentionService
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Services:
         self.retention = RetentionService(
             node, self.cases, self.protection, self.case_subject_hash, self.subject_hash
         )
+        self.reports = SubjectReports(node, self)
         node.inbound.content_handlers.extend(
             [self.notices.apply, self.cases.apply, self.catchup.apply]
         )

@@ -188,6 +188,15 @@ class RetentionService:
         await self._store.transaction(work, label="record.review")
         return next((r for r in self.reviews_due() if r.record_id == record_id), None)
 
+    def review_due_at(self, record_id: str) -> int | None:
+        """When the record's next periodic review is due (None: not under review)."""
+        cfg = self._node.config.retention
+        for r in self._reviewable():
+            if r.record_id == record_id:
+                days = cfg.case_review_days if r.record_type == "case" else cfg.document_review_days
+                return r.since + days * DAY_MS
+        return None
+
     def _reviewable(self) -> list[ReviewDue]:
         """Every record under periodic review, due or not (a period of 0 lists all)."""
         now = self._node.now_ms()

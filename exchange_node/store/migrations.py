@@ -383,6 +383,18 @@ _V6: tuple[str, ...] = (
     # The last periodic review of a record an operator decided to keep (``case:<ref>``,
     # ``notice:<id>`` for a notice of this node's in effect): the next one is due a
     # review period later.
+    # Disclosures of this node's document notices: each recipient and the message id
+    # it went out under (its receipt settles that message), written in the
+    # transaction that queues the copies; a subject access report lists them.
+    """
+    CREATE TABLE disclosures (
+        record_id    TEXT NOT NULL,
+        peer_id      TEXT NOT NULL,
+        message_id   BLOB NOT NULL,
+        disclosed_at INTEGER NOT NULL,
+        PRIMARY KEY (record_id, peer_id, message_id)
+    )
+    """,
     """
     CREATE TABLE record_reviews (
         record_id   TEXT PRIMARY KEY,

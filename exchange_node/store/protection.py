@@ -102,6 +102,17 @@ class ProtectionReads:
             )
         ]
 
+    def disclosures(self, record_id: str) -> list[tuple[str, bytes]]:
+        """(peer, message id) of every copy of the record this node sent."""
+        return [
+            (r[0], r[1])
+            for r in self._q(
+                "SELECT peer_id, message_id FROM disclosures WHERE record_id = ? "
+                "ORDER BY disclosed_at, peer_id",
+                (record_id,),
+            )
+        ]
+
     def purges_with_notices(self) -> list[PurgeRow]:
         """Purges this node sent purge notices for."""
         return [
@@ -272,6 +283,16 @@ class ProtectionWrites(ProtectionReads):
         if held is not None:
             self._conn.execute("DELETE FROM legal_holds WHERE record_id = ?", (record_id,))
         return held
+
+    def record_disclosures(
+        self, record_id: str, copies: Sequence[tuple[str, bytes]], at: int
+    ) -> None:
+        """The recipients (peer, message id) a record was sent to."""
+        self._conn.executemany(
+            "INSERT INTO disclosures (record_id, peer_id, message_id, disclosed_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (record_id, peer_id, message_id) DO NOTHING",
+            [(record_id, peer, mid, at) for peer, mid in copies],
+        )
 
     def record_review(self, record_id: str, at: int, by: str, reason: str) -> None:
         """An operator kept the record at its review: the next is due a period later."""
