@@ -96,12 +96,6 @@ class KekFiles:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_secret_file(self.path(version), AESGCM.generate_key(bit_length=256))
 
-    def ensure(self, version: int) -> None:
-        """The file of ``version``, written if it does not exist yet (a first start, or a
-        rotation interrupted after writing the file and before recording it)."""
-        if not self.path(version).exists():
-            self.create(version)
-
     def destroy(self, version: int) -> None:
         """Overwrite and delete a KEK file; nothing if it is already gone."""
         self._cache.pop(version, None)
