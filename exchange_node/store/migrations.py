@@ -383,6 +383,10 @@ _V6: tuple[str, ...] = (
     # The last periodic review of a record an operator decided to keep (``case:<ref>``,
     # ``notice:<id>`` for a notice of this node's in effect): the next one is due a
     # review period later.
+    # What the retention job and the periodic review look for, without a scan of the
+    # document index: fraud detections by age and withdrawals; this node's own notices.
+    "CREATE INDEX doc_notices_kind_issued ON doc_notices (kind, issued_at_ms)",
+    "CREATE INDEX doc_notices_sender_issued ON doc_notices (sender_node, issued_at_ms)",
     # Disclosures of this node's document notices: each recipient and the message id
     # it went out under (its receipt settles that message), written in the
     # transaction that queues the copies; a subject access report lists them.
