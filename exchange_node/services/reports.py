@@ -63,8 +63,8 @@ class SubjectReports:
             record_type, subject_hash = "document", self._s.subject_hash(*document)
         report: dict[str, Any] = {"node": node.node_id, "generated_at_ms": now, "subject": subject}
         if refusal is not None:
-            jurisdiction, basis = refusal
-            validate_state_code(jurisdiction, "refusal.jurisdiction")
+            jurisdiction = validate_state_code(refusal[0], "refusal.jurisdiction")
+            basis = refusal[1]
             if not basis.strip():
                 raise ValidationError("basis_required", "name the legal basis", "refusal.basis")
             if purpose not in node.config.data_protection.purposes:
@@ -75,10 +75,10 @@ class SubjectReports:
         elif case_ref is not None:
             report |= await self._case(ref, purpose, actor)
         else:
-            report |= self._document(*document, purpose=purpose, actor=actor)  # type: ignore[misc]
+            report |= self._document(*document, purpose=purpose)  # type: ignore[misc]
         data, text = seal_report(report, node.keys.local.signing_key.private)
         outcome = "refused" if refusal else "issued"
-        attrs = {"jurisdiction": refusal[0]} if refusal else {}
+        attrs = {"jurisdiction": report["refused"]["jurisdiction"]} if refusal else {}
         await node.record_audit(
             leaves.subject_report(
                 now, actor, outcome, record_type, subject_hash,
@@ -129,7 +129,7 @@ class SubjectReports:
 
     # --- a document ------------------------------------------------------------------------
 
-    def _document(self, state: str, number: str, *, purpose: str, actor: str) -> dict[str, Any]:
+    def _document(self, state: str, number: str, *, purpose: str) -> dict[str, Any]:
         if purpose not in self._node.config.data_protection.purposes:
             raise ValidationError("purpose_unknown", "a configured purpose is needed", "purpose")
         notices = self._store.notices_for_document(state, number)
