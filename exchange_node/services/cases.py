@@ -68,6 +68,7 @@ from exchange_node.store.records import (
 )
 
 if TYPE_CHECKING:
+    from exchange_node.audit.leaf import AuditEvent
     from exchange_node.delivery.receiver import EnvelopeResult
     from exchange_node.delivery.sender import Submitted
     from exchange_node.protocol.cards import PeerCard
@@ -639,7 +640,7 @@ class CaseService:
             peers |= {p for p in json.loads(e.message_ids) if p != "_received"}
         return sorted(p for p in peers if p in self._node.directory.peers)
 
-    def _shred(self, tx: SqliteTransaction, ref: str, purge: PurgeRow, leaf) -> None:
+    def _shred(self, tx: SqliteTransaction, ref: str, purge: PurgeRow, leaf: AuditEvent) -> None:
         """The erasure itself, in the caller's transaction (see :meth:`erase`)."""
         if tx.case(ref) is None:
             raise NotFoundError(
