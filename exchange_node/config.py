@@ -95,6 +95,46 @@ class WitnessSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     push: list[WitnessTarget] = msgspec.field(default_factory=list)
 
 
+DEFAULT_PURPOSES = (
+    "case_management",
+    "return_coordination",
+    "reintegration_monitoring",
+    "oversight",
+    "subject_access",
+)
+"""Purpose codes of case reads (``[data_protection] purposes``); docs/operations.md
+section 11."""
+
+
+class DataProtectionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # A new key-encryption key (data keys re-wrapped under it) this often.
+    kek_rotation_days: int = 30
+    # How long database backups are kept: a retired key-encryption key is destroyed
+    # this long after its retirement, when no kept backup can still need it.
+    backup_horizon_days: int = 30
+    # Why an officer may read a case's personal data; each read names one, recorded in
+    # its case.accessed audit entry (codes: lower case, digits and _).
+    purposes: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PURPOSES))
+
+
+class RetentionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The retention schedule (docs/operations.md section 10 justifies each default).
+    # Fraud detections (counterfeit, forged, ... notices) are purged this long after
+    # they were issued.
+    fraud_notice_days: int = 1825
+    # A case that reached its end (closed, cancelled, consent withdrawn) keeps its
+    # content for the monitoring period and then this configured time.
+    case_monitoring_days: int = 365
+    case_after_monitoring_days: int = 365
+    # Periodic review: a case held this long since it was opened or last kept, and a
+    # notice of this node's in effect this long since issued or last kept, is listed as
+    # due; an operator keeps it (with a reason) or purges it.
+    case_review_days: int = 365
+    document_review_days: int = 1825
+    # How often the retention job runs in a serving node.
+    interval_seconds: int = 3600
+
+
 class PeerPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Notice kinds that may be sent to and accepted from this peer.
     allow: list[str] = msgspec.field(default_factory=lambda: list(NOTICE_KINDS))
@@ -108,6 +148,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     delivery: DeliverySection = DeliverySection()
     audit: AuditSection = AuditSection()
     witness: WitnessSection = WitnessSection()
+    data_protection: DataProtectionSection = DataProtectionSection()
+    retention: RetentionSection = RetentionSection()
     peers: dict[str, PeerPolicy] = msgspec.field(default_factory=dict)
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = ""
@@ -158,6 +200,14 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("delivery", "request_timeout_seconds", 1, 600),
     ("delivery", "catchup_request_interval_seconds", 0, 31_536_000),
     ("audit", "checkpoint_interval_seconds", 1, 86400),
+    ("data_protection", "kek_rotation_days", 1, 3650),
+    ("data_protection", "backup_horizon_days", 0, 3650),
+    ("retention", "fraud_notice_days", 1, 36500),
+    ("retention", "case_monitoring_days", 0, 36500),
+    ("retention", "case_after_monitoring_days", 0, 36500),
+    ("retention", "case_review_days", 1, 36500),
+    ("retention", "document_review_days", 1, 36500),
+    ("retention", "interval_seconds", 1, 86400),
 )
 
 
@@ -225,6 +275,13 @@ def _check(path: Path, cfg: Config) -> None:
             cfg.delivery.backoff_initial_ms,
         )
     _check_witness(bad, cfg.witness)
+    purposes = cfg.data_protection.purposes
+    if not purposes or any(not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", p) for p in purposes):
+        raise bad(
+            "[data_protection] purposes",
+            "a non-empty list of codes such as case_management (a-z, 0-9, _; at most 32)",
+            purposes,
+        )
     for peer_id, policy in cfg.peers.items():
         if not NODE_ID_RE.fullmatch(peer_id):
             raise bad(f"[peers.{peer_id}]", "a node id like PHL-DFA", peer_id)
@@ -274,6 +331,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "delivery": DeliverySection,
     "audit": AuditSection,
     "witness": WitnessSection,
+    "data_protection": DataProtectionSection,
+    "retention": RetentionSection,
 }
 
 
@@ -383,6 +442,19 @@ logs = []                        # more logs to witness: their verifier keys ("<
 # vkey = "exchange-node.example/PHL-DFA/witness+1a2b3c4d+BA..."
 # peer = "PHL-DFA"               # a pinned peer, over the peer API; or:
 # url = "https://witness.example.org/prefix"   # an external witness's submission prefix
+[data_protection]
+kek_rotation_days = 30           # a new key-encryption key this often (data keys re-wrapped)
+backup_horizon_days = 30         # keep database backups no longer: retired key-encryption keys are destroyed after this
+# why a case may be read: every read names one of these, recorded in its audit entry
+purposes = ["case_management", "return_coordination", "reintegration_monitoring", "oversight", "subject_access"]
+
+[retention]                      # the retention schedule; docs/operations.md section 10 justifies each default
+fraud_notice_days = 1825         # fraud detections: 5 years from issue
+case_monitoring_days = 365       # a finished case keeps its content for the monitoring period...
+case_after_monitoring_days = 365 # ...and then this long
+case_review_days = 365           # a held case is reviewed every 12 months (keep with a reason, or erase)
+document_review_days = 1825      # this node's notices in effect are reviewed every 5 years
+interval_seconds = 3600          # how often the retention job runs
 
 # Per-peer policy: which notice kinds may go to / come from a peer.
 # Kinds: status_notice, fraud_notice, correction, case_event. Unlisted peers: all kinds.

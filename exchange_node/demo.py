@@ -584,7 +584,9 @@ class Demo:
         while True:
             views = {}
             for n in self.nodes.values():
-                status, view = await self.case_api(n, "GET", f"/{ref}", quiet=True)
+                status, view = await self.case_api(
+                    n, "GET", f"/{ref}?purpose=return_coordination", quiet=True
+                )
                 views[n.node_id] = view if status == 200 else {}
             if all(until(n, v) for n, v in views.items()) or time.monotonic() > deadline:
                 return views

@@ -74,6 +74,9 @@ class ProofReport:
     audit_key_fingerprint: str = ""
     audit_key_matches: bool | None = None
     problems: list[str] = field(default_factory=list)
+    # The sender erased the record this message carried: the proof of delivery still
+    # holds (the envelope as sent is sealed to the recipient), the content is gone.
+    purged: list[str] = field(default_factory=list)
 
 
 def build_proof(
@@ -234,6 +237,7 @@ def _audit_checks(
     if audit_key is not None:
         r.audit_key_matches = audit.key_trusted
     problems = [f"audit: {x}" for x in audit.problems]
+    r.purged = list(audit.purged)
     if audit.origin and audit.origin not in log_origins(origin_for(p.sender)):
         problems.append(
             f"audit_origin_mismatch: the bundle is the log {audit.origin!r}, not the"

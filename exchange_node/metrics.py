@@ -40,6 +40,12 @@ class Metrics:
             ["peer", "count"],
             registry=r,
         )
+        self.reviews_due = Gauge(
+            "exchange_records_due_for_review",
+            "Records due for their periodic review (keep with a reason, or purge)",
+            ["record_type"],
+            registry=r,
+        )
         self.send_latency = Histogram(
             "exchange_batch_send_seconds",
             "Time from POSTing a batch to a verified receipt",

@@ -237,6 +237,10 @@ class Node:
         at_rest = AtRest.load_or_create(data / "keys" / "storage.key")
         node = cls(config, keys, store, audit, at_rest, clock=clock, passphrase=passphrase)
         node.directory.reload()
+        # Per-record data keys (store migration 7): the first key-encryption key on a new
+        # or upgraded node, then cases kept under the storage key converted to their own.
+        await node.services.protection.ensure_kek()
+        await node.services.cases.adopt_record_keys(at_rest)
         node._card_mtime = (data / "card.pb").stat().st_mtime_ns
         return node
 
@@ -371,7 +375,8 @@ class Node:
 
     async def _watch(self) -> None:
         """Pick up changes other processes (the CLI) made: peers, pauses, our own card;
-        refresh queue gauges; purge past the retention window once an hour."""
+        refresh queue gauges; run the retention schedule every ``[retention]
+        interval_seconds`` (services/retention.py)."""
         last_purge = 0.0
         while True:
             await asyncio.sleep(0.5)
@@ -394,13 +399,26 @@ class Node:
                 self.update_gauges()
                 self.handshake_refusals.flush()
                 self.request_refusals.flush()
-                if time.monotonic() - last_purge > 3600:
+                if time.monotonic() - last_purge > self.config.retention.interval_seconds:
                     last_purge = time.monotonic()
-                    await self.store.purge_before(self.now_ms() - self.freshness.max_age_ms)
+                    await self.run_retention()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.log.error("node.watch_failed", error=str(exc))
+
+    async def run_retention(self):
+        """One run of the retention schedule, then the review gauge refreshed (it scans
+        the records, so it is counted at this pace, not with the queue gauges)."""
+        report = await self.services.retention.run()
+        self.update_review_gauge()
+        return report
+
+    def update_review_gauge(self) -> None:
+        due = self.services.retention.reviews_due()
+        for record_type in ("case", "document_notice"):
+            count = sum(1 for r in due if r.record_type == record_type)
+            self.metrics.reviews_due.labels(record_type).set(count)
 
     def update_gauges(self) -> None:
         now = self.now_ms()

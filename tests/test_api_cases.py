@@ -51,7 +51,7 @@ async def _step(client: Client, ref: str, kind: str, others: list[Client]) -> di
 
     async def everyone_has_it():
         for other in others:
-            st, case = await other.get(f"/api/v1/cases/{ref}")
+            st, case = await other.get(f"/api/v1/cases/{ref}?purpose=case_management")
             if st != 200 or len(case["timeline"]) < seq:
                 return False
         return True
@@ -80,7 +80,7 @@ async def test_a_full_case_reaches_closed_on_every_node_with_the_same_timeline(n
     everyone = [jpn, phl, iom]
     for client, kind in steps:
         await _step(client, ref, kind, [c for c in everyone if c is not client])
-    views = [(await c.get(f"/api/v1/cases/{ref}"))[1] for c in everyone]
+    views = [(await c.get(f"/api/v1/cases/{ref}?purpose=case_management"))[1] for c in everyone]
     assert {v["status"] for v in views} == {"CLOSED"}
     timelines = [[(e["sequence"], e["type"], e["actor"]) for e in v["timeline"]] for v in views]
     assert timelines[0] == timelines[1] == timelines[2]
@@ -93,7 +93,7 @@ async def test_own_steps_show_a_signed_receipt_per_participant(network):
     ref = await _open(jpn)
 
     async def delivered():
-        _, case = await jpn.get(f"/api/v1/cases/{ref}")
+        _, case = await jpn.get(f"/api/v1/cases/{ref}?purpose=case_management")
         d = case["timeline"][0]["deliveries"]
         return len(d) == 2 and all(x["state"] == "accepted" and x["receipt_id"] for x in d)
 
@@ -109,7 +109,7 @@ async def test_consent_withdrawal_stops_the_case_and_refuses_travel_steps_everyw
     await _step(phl, ref, "accept_return", [jpn, iom])
     await _step(iom, ref, "withdraw_consent", [jpn, phl])
     for client in (jpn, phl, iom):
-        _, case = await client.get(f"/api/v1/cases/{ref}")
+        _, case = await client.get(f"/api/v1/cases/{ref}?purpose=case_management")
         assert case["status"] == "CONSENT_WITHDRAWN"
         assert case["allowed_events"] == []
     status, problem = await iom.post(f"/api/v1/cases/{ref}/events", {"type": "plan_travel"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from pathlib import Path
 
 import aiohttp
@@ -375,3 +376,11 @@ def test_openapi_normalisation_dedents_descriptions_at_any_depth():
         "a": [{"description": "First line,\ncontinued."}],
         "title": "  kept  ",
     }
+
+
+def test_every_schema_the_openapi_document_refers_to_is_in_it():
+    import re
+
+    document = openapi_document()
+    refs = set(re.findall(r"#/components/schemas/(\w+)", json.dumps(document)))
+    assert refs and refs <= set(document["components"]["schemas"])

@@ -260,7 +260,7 @@ async def test_a_case_opened_and_stepped_twice_with_the_same_keys_is_one_case_on
     assert [(a.status, a.replayed) for a in steps] == [(202, False), (202, True)]
     assert steps[0].body == steps[1].body and steps[0].body["sequence"] == 2
 
-    case = await call(officer, "GET", f"/api/v1/cases/{ref}")
+    case = await call(officer, "GET", f"/api/v1/cases/{ref}?purpose=case_management")
     assert [e["type"] for e in case.body["timeline"]] == ["open_case", "record_consent"]
     assert outbox_rows(jpn) == 2  # one copy per step, to PHL-DFA
 

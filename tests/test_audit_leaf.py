@@ -36,6 +36,8 @@ def test_all_documented_kinds_are_defined() -> None:
         "token.created", "token.revoked", "auth.failed", "config.loaded",
         "checkpoint.inconsistent", "notice.submitted", "request.refused",
         "audit.origin_changed", "checkpoint.cosigned", "checkpoint.refused", "witness.cosigned",
+        "record.purged", "kek.rotated", "kek.destroyed", "record.hold",
+        "record.reviewed", "subject.report",
     }  # fmt: skip
     assert documented == KINDS
 

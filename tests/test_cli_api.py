@@ -213,7 +213,7 @@ async def test_case_open_event_and_show_print_the_case_as_it_moves(
     assert code == 0
     assert out.startswith(f"case {ref} step 2: now CONSENT_RECORDED; sent to PHL-DFA")
 
-    code = await cli(pair["jpn_config"], "case", "show", ref)
+    code = await cli(pair["jpn_config"], "case", "show", ref, "--purpose", "case_management")
     out = capsys.readouterr().out
     assert code == 0
     assert f"case {ref}: CONSENT_RECORDED, consent recorded" in out
@@ -235,7 +235,9 @@ async def test_an_illegal_case_step_is_one_error_line_with_its_code(
 
 async def test_case_show_of_an_unknown_case_names_the_field(pair, capsys, monkeypatch):
     monkeypatch.setenv("EXCHANGE_NODE_TOKEN", await token(pair["jpn"], "case_officer"))
-    code = await cli(pair["jpn_config"], "case", "show", "JPN-2026-AAAAAAAA")
+    code = await cli(
+        pair["jpn_config"], "case", "show", "JPN-2026-AAAAAAAA", "--purpose", "oversight"
+    )
     line = one_error_line(capsys.readouterr().err)
     assert code == 2
     assert line.startswith("error: case_not_found: ") and line.endswith("(field case_ref)")

@@ -9,7 +9,7 @@ Times are Unix milliseconds; ids (notice, message, event) lowercase hex.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -47,6 +47,7 @@ CaseEventName = Literal[
     "resume",
     "cancel",
 ]
+PurgeReasonName = Literal["retention", "erasure_request", "withdrawn_by_source", "rectified"]
 DeliveryState = Literal["queued", "sent", "accepted", "duplicate", "rejected", "dead"]
 Millis = Annotated[int, Meta(ge=0, le=2**53 - 1)]
 Hex16 = Annotated[str, Meta(pattern="^[0-9a-f]{32}$")]
@@ -316,6 +317,19 @@ class TimelineEntryOut(Struct):
     deliveries: list[StepDelivery]
 
 
+class PurgeOut(Struct):
+    """A record whose personal content this node destroyed: why, who approved, when."""
+
+    record: str
+    record_type: str
+    reason: PurgeReasonName
+    approver: str
+    purged_at_ms: int
+    # The purge notices sent to the peers that held the record, each with its delivery
+    # state: ``accepted`` (or ``duplicate``) with a receipt id means the peer confirmed.
+    confirmations: list[StepDelivery] = []
+
+
 class CaseOut(Struct):
     case_ref: str
     status: str
@@ -327,6 +341,100 @@ class CaseOut(Struct):
     personal_data: PersonalDataIn | None
     allowed_events: list[str]
     timeline: list[TimelineEntryOut]
+    purged: PurgeOut | None = None
+
+
+class DocumentRefIn(Struct, forbid_unknown_fields=True):
+    """A travel document by issuing state and number."""
+
+    issuing_state: Annotated[str, Meta(max_length=3)]
+    document_number: Annotated[str, Meta(max_length=44)]
+
+
+class HoldTarget(Struct, forbid_unknown_fields=True):
+    """Exactly one of a case (its reference) or a document."""
+
+    case_ref: Annotated[str, Meta(max_length=40)] | None = None
+    document: DocumentRefIn | None = None
+
+
+class HoldRequest(Struct, forbid_unknown_fields=True):
+    """A legal hold: nothing of the record is purged until it is released."""
+
+    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+    case_ref: Annotated[str, Meta(max_length=40)] | None = None
+    document: DocumentRefIn | None = None
+
+
+class HoldOut(Struct):
+    """A legal hold. ``record``: ``case:<ref>``, or ``document:<keyed hash>`` (no number
+    in clear)."""
+
+    record: str
+    reason: str
+    placed_by: str
+    placed_at_ms: int
+
+
+class HoldList(Struct):
+    holds: list[HoldOut]
+
+
+class ReviewOut(Struct):
+    """A record due for its periodic review. ``record``: ``case:<ref>`` or
+    ``notice:<id>``; ``since_ms``: when stored or last kept."""
+
+    record: str
+    record_type: str
+    since_ms: int
+    due_at_ms: int
+    issuing_state: str | None = None
+    document_number: str | None = None
+
+
+class ReviewList(Struct):
+    reviews: list[ReviewOut]
+
+
+class KeepRequest(Struct, forbid_unknown_fields=True):
+    """Keep a record at its review; purge it instead with an erasure."""
+
+    record: Annotated[str, Meta(min_length=1, max_length=80)]
+    reason: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class RefusalIn(Struct, forbid_unknown_fields=True):
+    """The request is refused under the law of ``jurisdiction`` (ICAO code), e.g. to
+    protect an investigation; ``basis`` names the provision."""
+
+    jurisdiction: Annotated[str, Meta(max_length=3)]
+    basis: Annotated[str, Meta(min_length=1, max_length=300)]
+
+
+class SubjectReportRequest(Struct, forbid_unknown_fields=True):
+    """A subject access report on exactly one of a case or a document."""
+
+    purpose: Annotated[str, Meta(max_length=32)]
+    case_ref: Annotated[str, Meta(max_length=40)] | None = None
+    document: DocumentRefIn | None = None
+    refusal: RefusalIn | None = None
+
+
+class SubjectReportOut(Struct):
+    """The signed report (``format``, ``report``, ``signature``, ``signing_key``: the
+    file to hand out, verified by ``exchange-node data verify-report``) and its text."""
+
+    format: str
+    report: dict[str, Any]
+    signature: str
+    signing_key: str
+    text: str
+
+
+class ErasureRequest(Struct, forbid_unknown_fields=True):
+    """Why a case's personal content is to be destroyed."""
+
+    reason: PurgeReasonName
 
 
 class CaseStepAccepted(Struct):
@@ -415,6 +523,10 @@ class StatusOut(Struct):
     audit_size: int
     queued: int
     dead: int
+    # Records due for their periodic review (GET /api/v1/reviews).
+    reviews_due: int = 0
+    # Purge notices sent that their recipient has not confirmed yet.
+    purges_unconfirmed: int = 0
 
 
 class PeerList(Struct):
@@ -435,6 +547,11 @@ REQUEST_TYPES = (
     LookupRequest,
     CaseOpenRequest,
     CaseEventRequest,
+    ErasureRequest,
+    HoldRequest,
+    HoldTarget,
+    KeepRequest,
+    SubjectReportRequest,
 )
 RESPONSE_TYPES = (
     Problem,
@@ -454,6 +571,11 @@ RESPONSE_TYPES = (
     QueueList,
     DeadLetterList,
     StatusOut,
+    PurgeOut,
+    HoldOut,
+    HoldList,
+    ReviewList,
+    SubjectReportOut,
 )
 
 encoder = msgspec.json.Encoder()

@@ -37,7 +37,7 @@ from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.services.cases import Participant, PersonalData, StepTaken
 from exchange_node.services.documents import DOCUMENT_KINDS, IndexedNotice
 from exchange_node.services.notices import BatchItemRefused, NoticeDraft
-from exchange_node.store.records import DeliveryRow, OutboxState
+from exchange_node.store.records import DeliveryRow, HoldRow, OutboxState, PurgeRow, ReviewDue
 
 if TYPE_CHECKING:
     from exchange_node.node import Node, Submitted
@@ -448,8 +448,28 @@ def case_out(node: Node, case) -> s.CaseOut:
         )
         if p
         else None,
-        allowed_events=[str(x) for x in allowed_events(case.state, me)] if me else [],
+        allowed_events=(
+            [str(x) for x in allowed_events(case.state, me)] if me and not case.purged else []
+        ),
         timeline=timeline,
+        purged=purge_out(node, case.purged) if case.purged else None,
+    )
+
+
+def purge_out(node: Node, p: PurgeRow) -> s.PurgeOut:
+    confirmations = [
+        s.StepDelivery(
+            peer, mid, _delivery_state(row) if row else "queued", row.receipt_id if row else None
+        )  # type: ignore[arg-type]
+        for peer, mid, row in node.services.cases.confirmations(p)
+    ]
+    return s.PurgeOut(
+        p.record_id,
+        p.record_type,
+        p.reason,  # type: ignore[arg-type]
+        p.approver,
+        p.purged_at,
+        confirmations,
     )
 
 
@@ -528,9 +548,94 @@ async def get_case(request: web.Request) -> web.Response:
     case = await services.cases.read(
         request.match_info["case_ref"],
         actor=actor_name(current_token(request)),
-        subject_hash=services.case_subject_hash,
+        purpose=request.query.get("purpose", ""),
     )
     return _json(case_out(node, case))
+
+
+def _hold_target(case_ref: str | None, document: s.DocumentRefIn | None):
+    """The case reference or the normalised (issuing state, number): exactly one."""
+    if (case_ref is None) == (document is None):
+        raise ValidationError(
+            "hold_target_required", "name exactly one of case_ref or document", "case_ref"
+        )
+    if document is None:
+        return case_ref, None
+    key = DocumentKey(document.issuing_state, "", document.document_number)
+    return None, (key.issuing_state, key.number)
+
+
+def hold_out(h: HoldRow) -> s.HoldOut:
+    return s.HoldOut(h.record_id, h.reason, h.placed_by, h.placed_at)
+
+
+async def post_hold(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.HoldRequest = await _body(request, s.HoldRequest)
+    case_ref, document = _hold_target(req.case_ref, req.document)
+    hold = await node.services.retention.place_hold(
+        case_ref, document, req.reason, actor=actor_name(current_token(request))
+    )
+    return _json(hold_out(hold), 201)
+
+
+async def post_hold_release(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.HoldTarget = await _body(request, s.HoldTarget)
+    case_ref, document = _hold_target(req.case_ref, req.document)
+    hold = await node.services.retention.release_hold(
+        case_ref, document, actor=actor_name(current_token(request))
+    )
+    return _json(hold_out(hold))
+
+
+async def get_holds(request: web.Request) -> web.Response:
+    return _json(s.HoldList([hold_out(h) for h in _node(request).store.holds()]))
+
+
+def review_out(r: ReviewDue) -> s.ReviewOut:
+    state, number = r.document or (None, None)
+    return s.ReviewOut(r.record_id, r.record_type, r.since, r.due_at, state, number)
+
+
+async def get_reviews(request: web.Request) -> web.Response:
+    due = _node(request).services.retention.reviews_due()
+    return _json(s.ReviewList([review_out(r) for r in due]))
+
+
+async def post_review_keep(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.KeepRequest = await _body(request, s.KeepRequest)
+    await node.services.retention.keep(
+        req.record, req.reason, actor=actor_name(current_token(request))
+    )
+    node.update_review_gauge()
+    return _json(s.ReviewList([review_out(r) for r in node.services.retention.reviews_due()]))
+
+
+async def post_subject_report(request: web.Request) -> web.Response:
+    node = _node(request)
+    req: s.SubjectReportRequest = await _body(request, s.SubjectReportRequest)
+    case_ref, document = _hold_target(req.case_ref, req.document)
+    refusal = (req.refusal.jurisdiction, req.refusal.basis) if req.refusal else None
+    data, text = await node.services.reports.issue(
+        case_ref=case_ref, document=document, purpose=req.purpose,
+        actor=actor_name(current_token(request)), refusal=refusal,
+    )  # fmt: skip
+    doc = msgspec.json.decode(data)
+    return _json(s.SubjectReportOut(**doc, text=text), 201)
+
+
+async def post_case_erasure(request: web.Request) -> web.Response:
+    """Crypto-shredding of one case's personal content, approved by the calling token
+    (an operator: the officers who work a case do not erase it)."""
+    node = _node(request)
+    req: s.ErasureRequest = await _body(request, s.ErasureRequest)
+    purge = await node.services.cases.erase(
+        request.match_info["case_ref"], req.reason, approver=actor_name(current_token(request))
+    )
+    node.update_review_gauge()
+    return _json(purge_out(node, purge))
 
 
 # --- idempotency keys ----------------------------------------------------------------------
@@ -715,6 +820,8 @@ async def get_status(request: web.Request) -> web.Response:
             audit_size=node.audit.size,
             queued=sum(q.depth for q in stats),
             dead=sum(q.dead for q in stats),
+            reviews_due=len(node.services.retention.reviews_due()),
+            purges_unconfirmed=node.services.cases.unconfirmed_purges(),
         )
     )
 
@@ -800,7 +907,36 @@ ROUTES: tuple[Route, ...] = (
           (Param("case_ref", "path", "case reference", _CASE_REF, True),), idempotent=True),
     Route("getCase", "GET", "/api/v1/cases/{case_ref}", get_case, (CASE_OFFICER,), "cases",
           "A case's state and timeline: who did what, when, with delivery receipts", 200,
-          s.CaseOut, None, (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
+          s.CaseOut, None,
+          (Param("case_ref", "path", "case reference", _CASE_REF, True),
+           Param("purpose", "query", "why the case is read: one of the node's configured "
+                 "purpose codes (`[data_protection] purposes`), recorded in the audit entry",
+                 {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$"}, True))),
+    Route("eraseCase", "POST", "/api/v1/cases/{case_ref}/erasure", post_case_erasure,
+          (OPERATOR,), "cases",
+          "Destroy a case's personal data and notes (its data key and ciphertext); its steps "
+          "stay, and the erasure is audited as record.purged", 200, s.PurgeOut,
+          s.ErasureRequest, (Param("case_ref", "path", "case reference", _CASE_REF, True),)),
+    Route("placeHold", "POST", "/api/v1/holds", post_hold, (OPERATOR,), "operator",
+          "Place a legal hold on a case or a document: nothing of it is purged, by the "
+          "retention schedule or an erasure, until it is released (audited)", 201, s.HoldOut,
+          s.HoldRequest),
+    Route("releaseHold", "POST", "/api/v1/holds/release", post_hold_release, (OPERATOR,),
+          "operator", "Release the legal hold on a case or a document (audited)", 200,
+          s.HoldOut, s.HoldTarget),
+    Route("holds", "GET", "/api/v1/holds", get_holds, (OPERATOR,), "operator",
+          "Legal holds in force", 200, s.HoldList),
+    Route("subjectReport", "POST", "/api/v1/subject-reports", post_subject_report,
+          (OPERATOR,), "operator",
+          "A signed subject access report on a case or a document: what is held, sources, "
+          "purposes, recipients, every access, retention and holds; or a recorded refusal",
+          201, s.SubjectReportOut, s.SubjectReportRequest),
+    Route("reviews", "GET", "/api/v1/reviews", get_reviews, (OPERATOR,), "operator",
+          "Records due for their periodic review: keep each (with a reason) or purge it",
+          200, s.ReviewList),
+    Route("keepRecord", "POST", "/api/v1/reviews/keep", post_review_keep, (OPERATOR,),
+          "operator", "Keep a record at its periodic review, with a reason (audited); the "
+          "records still due are answered", 200, s.ReviewList, s.KeepRequest),
     Route("auditEntries", "GET", "/api/v1/audit/entries", get_audit_entries, (AUDITOR,),
           "audit", "Audit log entries matching every given filter, in order", 200, s.AuditPage,
           None,

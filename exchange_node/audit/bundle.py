@@ -37,7 +37,7 @@ from exchange_node.audit.checkpoint import (
     verify_log_checkpoint,
 )
 from exchange_node.audit.cosignature import VerifierKey, verify_cosignatures
-from exchange_node.audit.leaf import KINDS, LeafRecord, decode_leaf
+from exchange_node.audit.leaf import KINDS, LeafKind, LeafRecord, decode_leaf
 from exchange_node.audit.log import AuditLog, StoredLeaf
 from exchange_node.audit.strict_json import duplicate_key
 from exchange_node.errors import NotFoundError, ValidationError
@@ -74,7 +74,9 @@ class BundleReport:
 
     ``key_fingerprint`` is SHA-256 of the raw public key, hex: compare it with the one
     the node's operator gave you out of band. ``notices`` are findings that do not make
-    the bundle fail (entries of kinds this verifier does not know).
+    the bundle fail (entries of kinds this verifier does not know). ``purged`` describes
+    each proved ``record.purged`` entry: content the node destroyed on purpose, which
+    the entries about that record outlive (they hold no personal data).
     """
 
     ok: bool
@@ -89,6 +91,7 @@ class BundleReport:
     priors_checked: int = 0
     witnessed: int = 0
     witnessed_size: int | None = None
+    purged: tuple[str, ...] = ()
 
 
 def key_fingerprint(public_key: bytes) -> str:
@@ -295,6 +298,17 @@ def verify_bundle(
         priors_checked=len(priors),
         witnessed=witnessed,
         witnessed_size=witnessed_size,
+        purged=tuple(purge_summary(r) for r in records if r.kind == LeafKind.RECORD_PURGED),
+    )
+
+
+def purge_summary(record: LeafRecord) -> str:
+    """One line for a proved ``record.purged`` entry."""
+    a = record.attrs
+    return (
+        f"seq {record.seq}: {a.get('record_type', 'record')} {a.get('record', '?')}: personal"
+        f" content purged ({a.get('reason', '?')}, approved by {record.actor}) at"
+        f" {record.time} ms"
     )
 
 

@@ -259,4 +259,5 @@ def verify_bundle(
         )
     lines += [f"  {p}" for p in r.problems]
     lines += [f"  note: {n}" for n in r.notices]
+    lines += [f"  purged: {p}" for p in r.purged]
     return r.ok, "\n".join(lines)

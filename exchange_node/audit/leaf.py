@@ -59,6 +59,12 @@ class LeafKind(StrEnum):
     CHECKPOINT_COSIGNED = "checkpoint.cosigned"
     CHECKPOINT_REFUSED = "checkpoint.refused"
     WITNESS_COSIGNED = "witness.cosigned"
+    RECORD_PURGED = "record.purged"
+    KEK_ROTATED = "kek.rotated"
+    KEK_DESTROYED = "kek.destroyed"
+    RECORD_HOLD = "record.hold"
+    RECORD_REVIEWED = "record.reviewed"
+    SUBJECT_REPORT = "subject.report"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -249,9 +249,23 @@ def _read(kind: LeafKind, now: int, actor: str, subject_hash: str, found: bool) 
     )
 
 
-def case_accessed(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
-    """A read of a case by a local officer; the reference only as a keyed hash."""
-    return _read(LeafKind.CASE_ACCESSED, now, actor, subject_hash, found)
+def case_accessed(
+    now: int, actor: str, subject_hash: str, found: bool, purpose: str, operation: str = "read"
+) -> AuditEvent:
+    """A read of a case's personal data by a local officer, with the purpose it gave
+    (``operation``: ``read``, or ``subject_report`` for a subject access report); the
+    reference only as a keyed hash."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.CASE_ACCESSED,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={
+            "found": "true" if found else "false",
+            "purpose": purpose,
+            "operation": operation,
+        },
+    )
 
 
 def document_lookup(now: int, actor: str, subject_hash: str, found: bool) -> AuditEvent:
@@ -392,4 +406,105 @@ def witness_cosigned(now: int, me: str, witness: str, size: int, timestamp: int)
         kind=LeafKind.WITNESS_COSIGNED,
         actor=me,
         attrs={**_named("witness", witness), "size": str(size), "timestamp": str(timestamp)},
+    )
+
+
+# --- data protection (docs/operations.md sections 9-13) ------------------------------------
+
+
+def record_purged(
+    now: int,
+    approver: str,
+    record_type: str,
+    record: str,
+    reason: str,
+    subject_hash: str,
+    peer: str = "",
+) -> AuditEvent:
+    """A record's personal content destroyed (its data key and ciphertext deleted), for
+    ``reason`` (``retention``, ``erasure_request``, ``withdrawn_by_source``,
+    ``rectified``), approved by ``approver`` (a token name, ``operator``, or
+    ``retention`` for the schedule, or the peer whose purge notice this node obeyed, then
+    also ``peer``)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.RECORD_PURGED,
+        actor=approver,
+        peer=peer,
+        subject_hash=subject_hash,
+        attrs={"record_type": record_type, "record": record, "reason": reason},
+    )
+
+
+def kek_rotated(now: int, actor: str, old: int | None, new: int, rewrapped: int) -> AuditEvent:
+    """A new key-encryption key version, every data key re-wrapped under it."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.KEK_ROTATED,
+        actor=actor,
+        attrs={"from": str(old or 0), "to": str(new), "rewrapped": str(rewrapped)},
+    )
+
+
+def kek_destroyed(now: int, actor: str, version: int, retired_at: int) -> AuditEvent:
+    """A retired key-encryption key's file deleted after the backup horizon."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.KEK_DESTROYED,
+        actor=actor,
+        attrs={"version": str(version), "retired_at": str(retired_at)},
+    )
+
+
+def legal_hold(
+    now: int, actor: str, action: str, record_type: str, record: str, subject_hash: str
+) -> AuditEvent:
+    """A legal hold ``placed`` or ``released`` on a case (``record`` its reference) or a
+    document (``record`` empty: a document is named only by its keyed hash)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.RECORD_HOLD,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={"action": action, "record_type": record_type, "record": record},
+    )
+
+
+def record_reviewed(
+    now: int, actor: str, record_type: str, record: str, subject_hash: str
+) -> AuditEvent:
+    """At its periodic review, an operator decided to keep a record (the reason is kept
+    with the review, not in the leaf: free text has no field)."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.RECORD_REVIEWED,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={"decision": "keep", "record_type": record_type, "record": record},
+    )
+
+
+def subject_report(
+    now: int,
+    actor: str,
+    outcome: str,
+    record_type: str,
+    subject_hash: str,
+    report_sha256: str,
+    **attrs: str,
+) -> AuditEvent:
+    """A subject access report ``issued``, or ``refused`` (``jurisdiction``: under whose
+    law), about a case or a document named only by its keyed hash; the SHA-256 of the
+    signed file handed out."""
+    return AuditEvent(
+        time=now,
+        kind=LeafKind.SUBJECT_REPORT,
+        actor=actor,
+        subject_hash=subject_hash,
+        attrs={
+            "outcome": outcome,
+            "record_type": record_type,
+            "report_sha256": report_sha256,
+            **attrs,
+        },
     )

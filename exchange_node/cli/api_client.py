@@ -253,7 +253,11 @@ def cmd_case_event(args) -> int:
 def cmd_case_show(args) -> int:
     from urllib.parse import quote
 
-    case = _api_call(args, "GET", f"/api/v1/cases/{quote(args.case_ref, safe='')}")
+    case = _api_call(
+        args,
+        "GET",
+        f"/api/v1/cases/{quote(args.case_ref, safe='')}?purpose={quote(args.purpose, safe='')}",
+    )
     print(
         f"case {case['case_ref']}: {case['status']}, consent "
         f"{'recorded' if case['consent'] else 'not recorded'}; this node is {case['my_role']}"
@@ -262,6 +266,18 @@ def cmd_case_show(args) -> int:
     print(
         "participants: " + ", ".join(f"{p['node_id']} ({p['role']})" for p in case["participants"])
     )
+    purged = case.get("purged")
+    if purged:
+        print(
+            f"personal data and notes ERASED ({purged['reason']}, approved by "
+            f"{purged['approver']}, {_iso(purged['purged_at_ms'])})"
+        )
+        for c in purged.get("confirmations", []):
+            confirmed = c["state"] in ("accepted", "duplicate")
+            print(
+                f"  purge notice to {c['recipient']}: {c['state']}"
+                + (" (confirmed)" if confirmed else " (not confirmed yet)")
+            )
     personal = case.get("personal_data")
     if personal:
         print("personal data: " + ", ".join(f"{k}={v}" for k, v in personal.items() if v))

@@ -193,6 +193,7 @@ async def cmd_proof_export(args) -> int:
         peer = store.get_peer(row.peer_id)
         if peer is None:
             raise CliError(f"{row.peer_id} is no longer pinned: its card is not available")
+        case_ref = store.case_of_message(mid)
     finally:
         await store.close()
     log = _audit(cfg)
@@ -204,6 +205,12 @@ async def cmd_proof_export(args) -> int:
                 leaf
                 for leaf in log.iter_query(LeafFilter(kind="receipt.received", peer=row.peer_id))
                 if leaf.record.attrs.get("batch_id") == batch_id and not leaf.record.reason
+            ),
+            # A case the message carried and that was erased since: the proof says so.
+            *(
+                leaf
+                for leaf in log.iter_query(LeafFilter(kind="record.purged"))
+                if case_ref is not None and leaf.record.attrs.get("record") == case_ref
             ),
         ]
         # proof export opens the log with the current key (the passphrase is needed
@@ -290,6 +297,8 @@ def cmd_proof_verify(args) -> int:
         )
     for problem in r.problems:
         print(f"  problem: {problem}")
+    for purge in r.purged:
+        print(f"  content purged by the sender: {purge}")
     if r.ok and not r.established:
         print(
             "  NOT ESTABLISHED: the file is consistent, but nothing ties it to the recipient;"

@@ -53,6 +53,20 @@ from exchange_node.cli.peers import (
     cmd_peer_remove,
     cmd_peer_resume,
 )
+from exchange_node.cli.protection import (
+    cmd_case_erase,
+    cmd_hold_list,
+    cmd_hold_place,
+    cmd_hold_release,
+    cmd_kek_destroy_expired,
+    cmd_kek_list,
+    cmd_kek_rotate,
+    cmd_report,
+    cmd_retention_run,
+    cmd_review_keep,
+    cmd_review_list,
+    cmd_verify_report,
+)
 from exchange_node.cli.run import (
     cmd_serve,
     cmd_status,
@@ -68,7 +82,7 @@ from exchange_node.identity import (
     IdentityError,
 )
 from exchange_node.logs import configure as configure_logs
-from exchange_node.store.records import TOKEN_ROLES
+from exchange_node.store.records import PURGE_REASONS, TOKEN_ROLES
 
 
 class _PrintVersion(argparse.Action):
@@ -327,10 +341,89 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--note", default="")
     api_client_options(s)
     s.set_defaults(func=cmd_case_event)
-    s = case.add_parser("show", help="a case's state and timeline (audited)")
+    s = case.add_parser("show", help="a case's state and timeline (audited, with a purpose)")
     s.add_argument("case_ref")
+    s.add_argument(
+        "--purpose",
+        required=True,
+        help="why you read it: one of [data_protection] purposes (e.g. case_management); "
+        "recorded in the audit entry",
+    )
     api_client_options(s)
     s.set_defaults(func=cmd_case_show)
+    s = case.add_parser(
+        "erase", help="destroy a case's personal data and notes (crypto-shredding, audited)"
+    )
+    s.add_argument("case_ref")
+    s.add_argument(
+        "--reason",
+        required=True,
+        choices=PURGE_REASONS,
+        help="why: a retention decision, the subject's request, withdrawn by the source, "
+        "or replaced by a rectification",
+    )
+    api_client_options(s)
+    s.set_defaults(func=cmd_case_erase)
+
+    data = sub.add_parser(
+        "data", help="data protection: retention, legal holds, key-encryption keys"
+    ).add_subparsers(dest="data_cmd", required=True)
+    data.add_parser(
+        "retention", help="run the retention schedule once now (serve runs it by itself)"
+    ).set_defaults(func=cmd_retention_run)
+    hold = data.add_parser("hold", help="legal holds: nothing held is purged")
+    hold = hold.add_subparsers(dest="hold_cmd", required=True)
+    for name, helptext, func in (
+        ("place", "hold a case or a document (audited)", cmd_hold_place),
+        ("release", "release a hold (audited)", cmd_hold_release),
+    ):
+        s = hold.add_parser(name, help=helptext)
+        target = s.add_mutually_exclusive_group(required=True)
+        target.add_argument("--case", metavar="CASE_REF")
+        target.add_argument("--document", nargs=2, metavar=("STATE", "NUMBER"))
+        if name == "place":
+            s.add_argument("--reason", required=True, help="why, e.g. the court order's number")
+        s.set_defaults(func=func)
+    hold.add_parser("list", help="holds in force").set_defaults(func=cmd_hold_list)
+    review = data.add_parser("review", help="periodic review: keep (with a reason) or purge")
+    review = review.add_subparsers(dest="review_cmd", required=True)
+    review.add_parser("list", help="records due for review").set_defaults(func=cmd_review_list)
+    s = review.add_parser("keep", help="keep a record at its review (audited)")
+    s.add_argument("record", help="case:<ref> or notice:<id>, as `data review list` shows")
+    s.add_argument("--reason", required=True, help="why it is still needed")
+    s.set_defaults(func=cmd_review_keep)
+    s = data.add_parser(
+        "report", help="signed subject access report on a case or a document (audited)"
+    )
+    target = s.add_mutually_exclusive_group(required=True)
+    target.add_argument("--case", metavar="CASE_REF")
+    target.add_argument("--document", nargs=2, metavar=("STATE", "NUMBER"))
+    s.add_argument("--purpose", required=True, help="e.g. subject_access or oversight")
+    s.add_argument("--out", required=True, help="the signed report (JSON)")
+    s.add_argument("--text", help="also write the human-readable document here")
+    s.add_argument(
+        "--refuse",
+        nargs=2,
+        metavar=("JURISDICTION", "BASIS"),
+        help="refuse the request under that state's law (recorded), e.g. JPN 'APPI Art. 33(2)'",
+    )
+    s.set_defaults(func=cmd_report)
+    s = data.add_parser("verify-report", help="check a subject access report offline")
+    s.add_argument("file")
+    s.add_argument("--key", action="append", help="the node's signing key, hex (`keys show`)")
+    s.add_argument("--text", help="the text document, checked against the signed report")
+    s.set_defaults(func=cmd_verify_report)
+    kek = data.add_parser("kek", help="key-encryption keys of the per-record data keys")
+    kek = kek.add_subparsers(dest="kek_cmd", required=True)
+    kek.add_parser("list", help="versions, their state and data keys").set_defaults(
+        func=cmd_kek_list
+    )
+    kek.add_parser(
+        "rotate", help="new version; re-wrap every data key (ciphertext untouched)"
+    ).set_defaults(func=cmd_kek_rotate)
+    kek.add_parser(
+        "destroy-expired", help="delete versions retired longer ago than the backup horizon"
+    ).set_defaults(func=cmd_kek_destroy_expired)
 
     proof = sub.add_parser("proof", help="proof of delivery for a court or auditor").add_subparsers(
         dest="proof_cmd", required=True

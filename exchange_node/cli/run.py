@@ -14,6 +14,8 @@ from exchange_node.cli.common import (
     _store,
     now_ms,
 )
+from exchange_node.protocol.envelope import DAY_MS
+from exchange_node.store.records import Outcome
 
 
 async def cmd_status(args) -> int:
@@ -23,9 +25,25 @@ async def cmd_status(args) -> int:
         stats = store.queue_stats()
         dead = store.dead_letters(limit=20)
         catchups = [c for c in store.catchup_progress() if c.row.kinds is not None]
+        now = now_ms()
+        reviews = len(
+            store.cases_due_for_review(now, cfg.retention.case_review_days * DAY_MS)
+        ) + len(
+            store.notices_due_for_review(
+                cfg.node.id, now, cfg.retention.document_review_days * DAY_MS
+            )
+        )
+        unconfirmed = [
+            (peer, purge.record_id)
+            for purge in store.purges_with_notices()
+            for peer, mid in json.loads(purge.notices).items()
+            if not any(
+                r.peer_id == peer and r.outcome in (Outcome.ACCEPTED, Outcome.DUPLICATE)
+                for r in store.message_status(bytes.fromhex(mid))
+            )
+        ]
     finally:
         await store.close()
-    now = now_ms()
     print(f"node {cfg.node.id}")
     print(
         f"{'PEER':<14} {'STATE':<7} {'QUEUED':>6} {'OLDEST':>9} {'DELIVERED':>9} {'DEAD':>5} {'LAST CONTACT':<12} LAST ERROR"
@@ -45,6 +63,9 @@ async def cmd_status(args) -> int:
                 f"  {c.row.peer_id:<14} {c.row.state:<8} {c.row.queued:>7} {c.delivered:>9} "
                 f"{c.remaining:>9} {c.dead:>5}"
             )
+    print(f"records due for periodic review: {reviews} (`data review list`)")
+    for peer, record in unconfirmed:
+        print(f"purge of {record}: not confirmed by {peer} yet")
     if dead:
         print("dead letters:")
         for d in dead:

@@ -18,6 +18,9 @@ from exchange_node.services.cases import CaseService
 from exchange_node.services.catchup import CatchUpService
 from exchange_node.services.documents import DocumentIndex
 from exchange_node.services.notices import NoticeService
+from exchange_node.services.protection import RecordProtection
+from exchange_node.services.reports import SubjectReports
+from exchange_node.services.retention import RetentionService
 
 if TYPE_CHECKING:
     from exchange_node.services.context import ServiceContext
@@ -39,15 +42,22 @@ def load_subject_key(path: Path) -> bytes:
 
 class Services:
     def __init__(self, node: ServiceContext) -> None:
+        self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
         self.index = DocumentIndex(node.store)
         self.notices = NoticeService(node, self.index)
-        self.cases = CaseService(node)
+        self.protection = RecordProtection(node)
+        self.cases = CaseService(node, self.protection, self.case_subject_hash)
         self.catchup = CatchUpService(node)
-        self._subject_key = load_subject_key(node.config.data_path / "keys" / LOOKUP_KEY_FILE)
+        self.retention = RetentionService(
+            node, self.cases, self.protection, self.case_subject_hash, self.subject_hash
+        )
+        self.reports = SubjectReports(node, self)
         node.inbound.content_handlers.extend(
             [self.notices.apply, self.cases.apply, self.catchup.apply]
         )
-        node.inbound.on_accepted.extend([self.notices.on_accepted, self.catchup.on_accepted])
+        node.inbound.on_accepted.extend(
+            [self.notices.on_accepted, self.catchup.on_accepted, self.cases.on_accepted]
+        )
 
     def subject_hash(self, issuing_state: str, number: str) -> str:
         """Keyed hash of a document for ``document.lookup`` leaves (type left out, so an

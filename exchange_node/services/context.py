@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from exchange_node.at_rest import AtRest
     from exchange_node.audit.leaf import AuditEvent
+    from exchange_node.audit.log import AuditLog
     from exchange_node.config import Config
     from exchange_node.delivery.inbound import Inbound
     from exchange_node.delivery.sender import Submitted
@@ -30,6 +31,7 @@ class ServiceContext(Protocol):
     freshness: Freshness
     directory: PeerDirectory
     inbound: Inbound  # where the services register their content handlers
+    audit: AuditLog  # read only: subject reports find accesses by keyed hash
 
     @property
     def keys(self) -> NodeKeys: ...

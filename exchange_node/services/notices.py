@@ -250,6 +250,12 @@ class NoticeService:
             # Indexed in the same transaction that queues them: a notice lookups show is
             # a notice that is sent, and the other way round.
             tx.index_notices(rows, now)
+            for entry, copies in zip(entries, queued, strict=True):
+                tx.record_disclosures(
+                    f"notice:{entry.notice.notice_id}",
+                    [(c.peer_id, c.message_id) for c in copies],
+                    now,
+                )
             if then is not None:
                 then(tx, list(zip(entries, queued, strict=True)))
 

@@ -370,7 +370,84 @@ _V6: tuple[str, ...] = (
     " ON audit_cosignatures (witness, key_id, tree_size)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# 7: data protection (``exchange_node/record_keys.py``, ``services/protection.py``).
+# Each case's personal data and notes are encrypted under a data key of its own, kept
+# wrapped under a versioned key-encryption key (KEK) whose file is outside the database;
+# erasing a record deletes its key and ciphertext and leaves a ``record_purges`` row
+# saying why and who approved. Cases stored before (under the node-wide storage key)
+# are converted by the data step that follows this migration at the node's first start
+# (``RecordProtection.adopt_legacy_cases``); until then they have no ``record_keys``
+# row. Portable SQL: the PostgreSQL store runs the same text.
+_V7: tuple[str, ...] = (
+    """
+    CREATE TABLE kek_versions (
+        version      INTEGER PRIMARY KEY,
+        created_at   INTEGER NOT NULL,
+        retired_at   INTEGER,
+        destroyed_at INTEGER
+    )
+    """,
+    """
+    CREATE TABLE record_keys (
+        record_id   TEXT PRIMARY KEY,
+        kek_version INTEGER NOT NULL REFERENCES kek_versions (version),
+        wrapped     BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX record_keys_kek ON record_keys (kek_version)",
+    """
+    CREATE TABLE record_purges (
+        record_id   TEXT PRIMARY KEY,
+        record_type TEXT NOT NULL,
+        reason      TEXT NOT NULL CHECK (reason IN
+                    ('retention', 'erasure_request', 'withdrawn_by_source', 'rectified')),
+        approver    TEXT NOT NULL,
+        purged_at   INTEGER NOT NULL,
+        notices     TEXT NOT NULL DEFAULT '{}'
+    )
+    """,
+    # A legal hold blocks purging (erasure and the retention schedule) of one record: a
+    # case (``case:<ref>``) or a document (``document:<keyed hash of STATE:NUMBER>``, so
+    # no document number is kept here in clear).
+    """
+    CREATE TABLE legal_holds (
+        record_id TEXT PRIMARY KEY,
+        reason    TEXT NOT NULL,
+        placed_by TEXT NOT NULL,
+        placed_at INTEGER NOT NULL
+    )
+    """,
+    # The last periodic review of a record an operator decided to keep (``case:<ref>``,
+    # ``notice:<id>`` for a notice of this node's in effect): the next one is due a
+    # review period later.
+    # What the retention job and the periodic review look for, without a scan of the
+    # document index: fraud detections by age and withdrawals; this node's own notices.
+    "CREATE INDEX doc_notices_kind_issued ON doc_notices (kind, issued_at_ms)",
+    "CREATE INDEX doc_notices_sender_issued ON doc_notices (sender_node, issued_at_ms)",
+    # Disclosures of this node's document notices: each recipient and the message id
+    # it went out under (its receipt settles that message), written in the
+    # transaction that queues the copies; a subject access report lists them.
+    """
+    CREATE TABLE disclosures (
+        record_id    TEXT NOT NULL,
+        peer_id      TEXT NOT NULL,
+        message_id   BLOB NOT NULL,
+        disclosed_at INTEGER NOT NULL,
+        PRIMARY KEY (record_id, peer_id, message_id)
+    )
+    """,
+    """
+    CREATE TABLE record_reviews (
+        record_id   TEXT PRIMARY KEY,
+        reviewed_at INTEGER NOT NULL,
+        reviewed_by TEXT NOT NULL,
+        reason      TEXT NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

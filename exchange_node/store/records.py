@@ -436,3 +436,69 @@ class CosignatureRow:
     timestamp: int
     line: str
     received_at: int
+
+
+# --- data protection (store migration 7; exchange_node/record_keys.py) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KekVersionRow:
+    """A key-encryption key version: ``retired_at`` once a newer one took over (its data
+    keys re-wrapped), ``destroyed_at`` once its file was deleted after the backup
+    horizon. The current version is the highest one not retired."""
+
+    version: int
+    created_at: int
+    retired_at: int | None
+    destroyed_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKeyRow:
+    """A record's data key, wrapped under KEK ``kek_version``."""
+
+    record_id: str
+    kek_version: int
+    wrapped: bytes
+    created_at: int
+
+
+PURGE_REASONS = ("retention", "erasure_request", "withdrawn_by_source", "rectified")
+"""Why a record's personal content was destroyed (``record.purged`` leaves)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    """A legal hold: nothing of ``record_id`` is purged while it stands."""
+
+    record_id: str
+    reason: str
+    placed_by: str
+    placed_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDue:
+    """A record due for its periodic review: ``since`` is when it was stored or last
+    kept, ``due_at`` a review period later. For a notice, ``document`` is its
+    (issuing state, number)."""
+
+    record_id: str
+    record_type: str
+    since: int
+    due_at: int
+    document: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRow:
+    """A record whose personal content was destroyed: what is left of it says so.
+    ``notices``: JSON, peer -> message id (hex) of the purge notice sent to it (its
+    receipt is the peer's confirmation)."""
+
+    record_id: str
+    record_type: str
+    reason: str
+    approver: str
+    purged_at: int
+    notices: str = "{}"

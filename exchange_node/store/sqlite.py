@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from exchange_node.errors import ConflictError, NotFoundError, ValidationError
 from exchange_node.store.base import StoreError
 from exchange_node.store.migrations import migrate
+from exchange_node.store.protection import PURGED_REASON, ProtectionReads, ProtectionWrites
 from exchange_node.store.records import (
     ENVELOPE_HASH_LEN,
     MESSAGE_ID_LEN,
@@ -137,7 +138,7 @@ class _GroupLeaves:
             self._pending = []
 
 
-class SqliteTransaction:
+class SqliteTransaction(ProtectionWrites):
     """The writes of one unit of work, on the writer's connection inside one transaction.
 
     Handed to the function given to :meth:`SqliteStore.transaction`, and valid only while
@@ -394,7 +395,7 @@ class SqliteTransaction:
         return cur.rowcount == 1
 
 
-class SqliteStore:
+class SqliteStore(ProtectionReads):
     """SQLite implementation of :class:`exchange_node.store.base.Store`.
 
     Open with ``store = await SqliteStore.open(path)`` (or ``async with`` on the result),
@@ -651,7 +652,16 @@ class SqliteStore:
                     f"outbox row {outbox_id} is {state}, only dead rows can be requeued",
                     "outbox_id",
                 )
-            peer_id = _rows(conn, "SELECT peer_id FROM outbox WHERE id = ?", (outbox_id,))[0][0]
+            peer_id, reason = _rows(
+                conn, "SELECT peer_id, reason FROM outbox WHERE id = ?", (outbox_id,)
+            )[0]
+            if reason == PURGED_REASON:
+                raise ConflictError(
+                    "record_purged",
+                    f"outbox row {outbox_id} belongs to a record that was erased; it is not "
+                    "sent again",
+                    "outbox_id",
+                )
             if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (peer_id,)):
                 raise _peer_not_found(peer_id)
             conn.execute(
@@ -1139,6 +1149,9 @@ class SqliteStore:
 
         return job
 
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._read(sql, args)
+
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._closed:
             raise _closed_error()
@@ -1456,6 +1469,11 @@ def _connect_writer(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA checkpoint_fullfsync = ON")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_size_limit = 67108864")
+        # Deleted rows are overwritten with zeros, not left in free pages: an erased
+        # record's wrapped key and ciphertext are gone from the file, not just unlinked
+        # (exchange_node/record_keys.py). The write-ahead log still holds old page
+        # images until a checkpoint resets it; erasure checkpoints afterwards.
+        conn.execute("PRAGMA secure_delete = ON")
         migrate(conn, path)
     except sqlite3.Error as exc:
         conn.close()

@@ -26,47 +26,51 @@ _sym_db = _symbol_database.Default()
 from exchange_node.pb.exchange.v1 import card_pb2 as exchange_dot_v1_dot_card__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65xchange/v1/notice.proto\x12\x0b\x65xchange.v1\x1a\x16\x65xchange/v1/card.proto\"\xf9\x03\n\x04\x42ody\x12@\n\rstatus_notice\x18\x01 \x01(\x0b\x32\'.exchange.v1.TravelDocumentStatusNoticeH\x00\x12\x39\n\x0c\x66raud_notice\x18\x02 \x01(\x0b\x32!.exchange.v1.FraudDetectionNoticeH\x00\x12\x33\n\ncorrection\x18\x03 \x01(\x0b\x32\x1d.exchange.v1.NoticeCorrectionH\x00\x12,\n\ncase_event\x18\x04 \x01(\x0b\x32\x16.exchange.v1.CaseEventH\x00\x12!\n\x04ping\x18\x05 \x01(\x0b\x32\x11.exchange.v1.PingH\x00\x12:\n\x11\x63\x61rd_announcement\x18\x06 \x01(\x0b\x32\x1d.exchange.v1.CardAnnouncementH\x00\x12\x46\n\x17revocation_announcement\x18\x07 \x01(\x0b\x32#.exchange.v1.RevocationAnnouncementH\x00\x12\x37\n\x10\x63\x61tch_up_request\x18\x08 \x01(\x0b\x32\x1b.exchange.v1.CatchUpRequestH\x00\x12&\n\x08\x63\x61tch_up\x18\x10 \x01(\x0b\x32\x14.exchange.v1.CatchUpB\t\n\x07\x63ontent\"$\n\x0e\x43\x61tchUpRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x0c\"7\n\x07\x43\x61tchUp\x12\x14\n\x0cissued_at_ms\x18\x01 \x01(\x03\x12\x16\n\x0esuperseded_ids\x18\x02 \x03(\x0c\"a\n\x0b\x44ocumentRef\x12\x15\n\rissuing_state\x18\x01 \x01(\t\x12\x15\n\rdocument_type\x18\x02 \x01(\t\x12\x17\n\x0f\x64ocument_number\x18\x03 \x01(\t\x12\x0b\n\x03mrz\x18\x04 \x01(\t\"\xb2\x01\n\x1aTravelDocumentStatusNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12*\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x18.exchange.v1.DocumentRef\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.exchange.v1.DocumentStatus\x12\x17\n\x0f\x65\x66\x66\x65\x63tive_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07remarks\x18\x05 \x01(\t\"\xe0\x01\n\x14\x46raudDetectionNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12*\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x18.exchange.v1.DocumentRef\x12*\n\nfraud_type\x18\x03 \x01(\x0e\x32\x16.exchange.v1.FraudType\x12\x16\n\x0e\x64\x65tected_at_ms\x18\x04 \x01(\x03\x12\x17\n\x0f\x64\x65tection_place\x18\x05 \x01(\t\x12\x1b\n\x13\x64\x65tecting_authority\x18\x06 \x01(\t\x12\x0f\n\x07remarks\x18\x07 \x01(\t\"\x8e\x02\n\x10NoticeCorrection\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12\x1c\n\x14supersedes_notice_id\x18\x02 \x01(\x0c\x12-\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1d.exchange.v1.CorrectionAction\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12@\n\rstatus_notice\x18\x05 \x01(\x0b\x32\'.exchange.v1.TravelDocumentStatusNoticeH\x00\x12\x39\n\x0c\x66raud_notice\x18\x06 \x01(\x0b\x32!.exchange.v1.FraudDetectionNoticeH\x00\x42\r\n\x0breplacement\"G\n\x0f\x43\x61seParticipant\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.exchange.v1.CaseRole\"\x84\x01\n\x0cPersonalData\x12\x11\n\tfull_name\x18\x01 \x01(\t\x12\x15\n\rdate_of_birth\x18\x02 \x01(\t\x12\x13\n\x0bnationality\x18\x03 \x01(\t\x12\x0b\n\x03sex\x18\x04 \x01(\t\x12\x11\n\tlanguages\x18\x05 \x01(\t\x12\x15\n\rspecial_needs\x18\x06 \x01(\t\"\xf7\x01\n\tCaseEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x0c\x12\x10\n\x08\x63\x61se_ref\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.exchange.v1.CaseEventType\x12\x10\n\x08sequence\x18\x04 \x01(\r\x12\x16\n\x0eoccurred_at_ms\x18\x05 \x01(\x03\x12\x32\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1c.exchange.v1.CaseParticipant\x12\x30\n\rpersonal_data\x18\x07 \x01(\x0b\x32\x19.exchange.v1.PersonalData\x12\x0c\n\x04note\x18\x08 \x01(\t\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"@\n\x10\x43\x61rdAnnouncement\x12,\n\x0bsigned_card\x18\x01 \x01(\x0b\x32\x17.exchange.v1.SignedCard\"R\n\x16RevocationAnnouncement\x12\x38\n\x11signed_revocation\x18\x01 \x01(\x0b\x32\x1d.exchange.v1.SignedRevocation*\xc7\x01\n\x0e\x44ocumentStatus\x12\x1f\n\x1b\x44OCUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44OCUMENT_STATUS_STOLEN\x10\x01\x12\x18\n\x14\x44OCUMENT_STATUS_LOST\x10\x02\x12\x1b\n\x17\x44OCUMENT_STATUS_REVOKED\x10\x03\x12\x1f\n\x1b\x44OCUMENT_STATUS_INVALIDATED\x10\x04\x12 \n\x1c\x44OCUMENT_STATUS_STOLEN_BLANK\x10\x05*\xb0\x01\n\tFraudType\x12\x1a\n\x16\x46RAUD_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46RAUD_TYPE_COUNTERFEIT\x10\x01\x12\x15\n\x11\x46RAUD_TYPE_FORGED\x10\x02\x12\x15\n\x11\x46RAUD_TYPE_PSEUDO\x10\x03\x12$\n FRAUD_TYPE_FRAUDULENTLY_OBTAINED\x10\x04\x12\x17\n\x13\x46RAUD_TYPE_IMPOSTOR\x10\x05*t\n\x10\x43orrectionAction\x12!\n\x1d\x43ORRECTION_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ORRECTION_ACTION_WITHDRAW\x10\x01\x12\x1d\n\x19\x43ORRECTION_ACTION_REPLACE\x10\x02*\x8b\x05\n\rCaseEventType\x12\x1f\n\x1b\x43\x41SE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41SE_EVENT_TYPE_OPEN_CASE\x10\x01\x12\"\n\x1e\x43\x41SE_EVENT_TYPE_RECORD_CONSENT\x10\x02\x12%\n!CASE_EVENT_TYPE_RECORD_ASSESSMENT\x10\x03\x12!\n\x1d\x43\x41SE_EVENT_TYPE_ACCEPT_RETURN\x10\x04\x12+\n\'CASE_EVENT_TYPE_REQUEST_TRAVEL_DOCUMENT\x10\x05\x12)\n%CASE_EVENT_TYPE_ISSUE_TRAVEL_DOCUMENT\x10\x06\x12\x1f\n\x1b\x43\x41SE_EVENT_TYPE_PLAN_TRAVEL\x10\x07\x12\x1a\n\x16\x43\x41SE_EVENT_TYPE_DEPART\x10\x08\x12#\n\x1f\x43\x41SE_EVENT_TYPE_CONFIRM_ARRIVAL\x10\t\x12\'\n#CASE_EVENT_TYPE_START_REINTEGRATION\x10\n\x12(\n$CASE_EVENT_TYPE_REPORT_REINTEGRATION\x10\x0b\x12$\n CASE_EVENT_TYPE_START_MONITORING\x10\x0c\x12\x1e\n\x1a\x43\x41SE_EVENT_TYPE_CLOSE_CASE\x10\r\x12$\n CASE_EVENT_TYPE_WITHDRAW_CONSENT\x10\x0e\x12\x1b\n\x17\x43\x41SE_EVENT_TYPE_SUSPEND\x10\x0f\x12\x1a\n\x16\x43\x41SE_EVENT_TYPE_RESUME\x10\x10\x12\x1a\n\x16\x43\x41SE_EVENT_TYPE_CANCEL\x10\x11*\x8a\x01\n\x08\x43\x61seRole\x12\x19\n\x15\x43\x41SE_ROLE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43\x41SE_ROLE_IDENTIFYING_STATE\x10\x01\x12\x1a\n\x16\x43\x41SE_ROLE_ORIGIN_STATE\x10\x02\x12\x11\n\rCASE_ROLE_IOM\x10\x03\x12\x13\n\x0f\x43\x41SE_ROLE_OTHER\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65xchange/v1/notice.proto\x12\x0b\x65xchange.v1\x1a\x16\x65xchange/v1/card.proto\"\xab\x04\n\x04\x42ody\x12@\n\rstatus_notice\x18\x01 \x01(\x0b\x32\'.exchange.v1.TravelDocumentStatusNoticeH\x00\x12\x39\n\x0c\x66raud_notice\x18\x02 \x01(\x0b\x32!.exchange.v1.FraudDetectionNoticeH\x00\x12\x33\n\ncorrection\x18\x03 \x01(\x0b\x32\x1d.exchange.v1.NoticeCorrectionH\x00\x12,\n\ncase_event\x18\x04 \x01(\x0b\x32\x16.exchange.v1.CaseEventH\x00\x12!\n\x04ping\x18\x05 \x01(\x0b\x32\x11.exchange.v1.PingH\x00\x12:\n\x11\x63\x61rd_announcement\x18\x06 \x01(\x0b\x32\x1d.exchange.v1.CardAnnouncementH\x00\x12\x46\n\x17revocation_announcement\x18\x07 \x01(\x0b\x32#.exchange.v1.RevocationAnnouncementH\x00\x12\x37\n\x10\x63\x61tch_up_request\x18\x08 \x01(\x0b\x32\x1b.exchange.v1.CatchUpRequestH\x00\x12\x30\n\x0cpurge_notice\x18\t \x01(\x0b\x32\x18.exchange.v1.PurgeNoticeH\x00\x12&\n\x08\x63\x61tch_up\x18\x10 \x01(\x0b\x32\x14.exchange.v1.CatchUpB\t\n\x07\x63ontent\"$\n\x0e\x43\x61tchUpRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\x0c\"q\n\x0bPurgeNotice\x12\x10\n\x08purge_id\x18\x01 \x01(\x0c\x12\x10\n\x08\x63\x61se_ref\x18\x02 \x01(\t\x12(\n\x06reason\x18\x03 \x01(\x0e\x32\x18.exchange.v1.PurgeReason\x12\x14\n\x0cpurged_at_ms\x18\x04 \x01(\x03\"7\n\x07\x43\x61tchUp\x12\x14\n\x0cissued_at_ms\x18\x01 \x01(\x03\x12\x16\n\x0esuperseded_ids\x18\x02 \x03(\x0c\"a\n\x0b\x44ocumentRef\x12\x15\n\rissuing_state\x18\x01 \x01(\t\x12\x15\n\rdocument_type\x18\x02 \x01(\t\x12\x17\n\x0f\x64ocument_number\x18\x03 \x01(\t\x12\x0b\n\x03mrz\x18\x04 \x01(\t\"\xb2\x01\n\x1aTravelDocumentStatusNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12*\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x18.exchange.v1.DocumentRef\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.exchange.v1.DocumentStatus\x12\x17\n\x0f\x65\x66\x66\x65\x63tive_at_ms\x18\x04 \x01(\x03\x12\x0f\n\x07remarks\x18\x05 \x01(\t\"\xe0\x01\n\x14\x46raudDetectionNotice\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12*\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x18.exchange.v1.DocumentRef\x12*\n\nfraud_type\x18\x03 \x01(\x0e\x32\x16.exchange.v1.FraudType\x12\x16\n\x0e\x64\x65tected_at_ms\x18\x04 \x01(\x03\x12\x17\n\x0f\x64\x65tection_place\x18\x05 \x01(\t\x12\x1b\n\x13\x64\x65tecting_authority\x18\x06 \x01(\t\x12\x0f\n\x07remarks\x18\x07 \x01(\t\"\x8e\x02\n\x10NoticeCorrection\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12\x1c\n\x14supersedes_notice_id\x18\x02 \x01(\x0c\x12-\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1d.exchange.v1.CorrectionAction\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12@\n\rstatus_notice\x18\x05 \x01(\x0b\x32\'.exchange.v1.TravelDocumentStatusNoticeH\x00\x12\x39\n\x0c\x66raud_notice\x18\x06 \x01(\x0b\x32!.exchange.v1.FraudDetectionNoticeH\x00\x42\r\n\x0breplacement\"G\n\x0f\x43\x61seParticipant\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.exchange.v1.CaseRole\"\x84\x01\n\x0cPersonalData\x12\x11\n\tfull_name\x18\x01 \x01(\t\x12\x15\n\rdate_of_birth\x18\x02 \x01(\t\x12\x13\n\x0bnationality\x18\x03 \x01(\t\x12\x0b\n\x03sex\x18\x04 \x01(\t\x12\x11\n\tlanguages\x18\x05 \x01(\t\x12\x15\n\rspecial_needs\x18\x06 \x01(\t\"\xf7\x01\n\tCaseEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x0c\x12\x10\n\x08\x63\x61se_ref\x18\x02 \x01(\t\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.exchange.v1.CaseEventType\x12\x10\n\x08sequence\x18\x04 \x01(\r\x12\x16\n\x0eoccurred_at_ms\x18\x05 \x01(\x03\x12\x32\n\x0cparticipants\x18\x06 \x03(\x0b\x32\x1c.exchange.v1.CaseParticipant\x12\x30\n\rpersonal_data\x18\x07 \x01(\x0b\x32\x19.exchange.v1.PersonalData\x12\x0c\n\x04note\x18\x08 \x01(\t\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"@\n\x10\x43\x61rdAnnouncement\x12,\n\x0bsigned_card\x18\x01 \x01(\x0b\x32\x17.exchange.v1.SignedCard\"R\n\x16RevocationAnnouncement\x12\x38\n\x11signed_revocation\x18\x01 \x01(\x0b\x32\x1d.exchange.v1.SignedRevocation*\xab\x01\n\x0bPurgeReason\x12\x1c\n\x18PURGE_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16PURGE_REASON_RETENTION\x10\x01\x12 \n\x1cPURGE_REASON_ERASURE_REQUEST\x10\x02\x12$\n PURGE_REASON_WITHDRAWN_BY_SOURCE\x10\x03\x12\x1a\n\x16PURGE_REASON_RECTIFIED\x10\x04*\xc7\x01\n\x0e\x44ocumentStatus\x12\x1f\n\x1b\x44OCUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44OCUMENT_STATUS_STOLEN\x10\x01\x12\x18\n\x14\x44OCUMENT_STATUS_LOST\x10\x02\x12\x1b\n\x17\x44OCUMENT_STATUS_REVOKED\x10\x03\x12\x1f\n\x1b\x44OCUMENT_STATUS_INVALIDATED\x10\x04\x12 \n\x1c\x44OCUMENT_STATUS_STOLEN_BLANK\x10\x05*\xb0\x01\n\tFraudType\x12\x1a\n\x16\x46RAUD_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46RAUD_TYPE_COUNTERFEIT\x10\x01\x12\x15\n\x11\x46RAUD_TYPE_FORGED\x10\x02\x12\x15\n\x11\x46RAUD_TYPE_PSEUDO\x10\x03\x12$\n FRAUD_TYPE_FRAUDULENTLY_OBTAINED\x10\x04\x12\x17\n\x13\x46RAUD_TYPE_IMPOSTOR\x10\x05*t\n\x10\x43orrectionAction\x12!\n\x1d\x43ORRECTION_ACTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ORRECTION_ACTION_WITHDRAW\x10\x01\x12\x1d\n\x19\x43ORRECTION_ACTION_REPLACE\x10\x02*\x8b\x05\n\rCaseEventType\x12\x1f\n\x1b\x43\x41SE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41SE_EVENT_TYPE_OPEN_CASE\x10\x01\x12\"\n\x1e\x43\x41SE_EVENT_TYPE_RECORD_CONSENT\x10\x02\x12%\n!CASE_EVENT_TYPE_RECORD_ASSESSMENT\x10\x03\x12!\n\x1d\x43\x41SE_EVENT_TYPE_ACCEPT_RETURN\x10\x04\x12+\n\'CASE_EVENT_TYPE_REQUEST_TRAVEL_DOCUMENT\x10\x05\x12)\n%CASE_EVENT_TYPE_ISSUE_TRAVEL_DOCUMENT\x10\x06\x12\x1f\n\x1b\x43\x41SE_EVENT_TYPE_PLAN_TRAVEL\x10\x07\x12\x1a\n\x16\x43\x41SE_EVENT_TYPE_DEPART\x10\x08\x12#\n\x1f\x43\x41SE_EVENT_TYPE_CONFIRM_ARRIVAL\x10\t\x12\'\n#CASE_EVENT_TYPE_START_REINTEGRATION\x10\n\x12(\n$CASE_EVENT_TYPE_REPORT_REINTEGRATION\x10\x0b\x12$\n CASE_EVENT_TYPE_START_MONITORING\x10\x0c\x12\x1e\n\x1a\x43\x41SE_EVENT_TYPE_CLOSE_CASE\x10\r\x12$\n CASE_EVENT_TYPE_WITHDRAW_CONSENT\x10\x0e\x12\x1b\n\x17\x43\x41SE_EVENT_TYPE_SUSPEND\x10\x0f\x12\x1a\n\x16\x43\x41SE_EVENT_TYPE_RESUME\x10\x10\x12\x1a\n\x16\x43\x41SE_EVENT_TYPE_CANCEL\x10\x11*\x8a\x01\n\x08\x43\x61seRole\x12\x19\n\x15\x43\x41SE_ROLE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43\x41SE_ROLE_IDENTIFYING_STATE\x10\x01\x12\x1a\n\x16\x43\x41SE_ROLE_ORIGIN_STATE\x10\x02\x12\x11\n\rCASE_ROLE_IOM\x10\x03\x12\x13\n\x0f\x43\x41SE_ROLE_OTHER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.v1.notice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DOCUMENTSTATUS']._serialized_start=2080
-  _globals['_DOCUMENTSTATUS']._serialized_end=2279
-  _globals['_FRAUDTYPE']._serialized_start=2282
-  _globals['_FRAUDTYPE']._serialized_end=2458
-  _globals['_CORRECTIONACTION']._serialized_start=2460
-  _globals['_CORRECTIONACTION']._serialized_end=2576
-  _globals['_CASEEVENTTYPE']._serialized_start=2579
-  _globals['_CASEEVENTTYPE']._serialized_end=3230
-  _globals['_CASEROLE']._serialized_start=3233
-  _globals['_CASEROLE']._serialized_end=3371
+  _globals['_PURGEREASON']._serialized_start=2245
+  _globals['_PURGEREASON']._serialized_end=2416
+  _globals['_DOCUMENTSTATUS']._serialized_start=2419
+  _globals['_DOCUMENTSTATUS']._serialized_end=2618
+  _globals['_FRAUDTYPE']._serialized_start=2621
+  _globals['_FRAUDTYPE']._serialized_end=2797
+  _globals['_CORRECTIONACTION']._serialized_start=2799
+  _globals['_CORRECTIONACTION']._serialized_end=2915
+  _globals['_CASEEVENTTYPE']._serialized_start=2918
+  _globals['_CASEEVENTTYPE']._serialized_end=3569
+  _globals['_CASEROLE']._serialized_start=3572
+  _globals['_CASEROLE']._serialized_end=3710
   _globals['_BODY']._serialized_start=66
-  _globals['_BODY']._serialized_end=571
-  _globals['_CATCHUPREQUEST']._serialized_start=573
-  _globals['_CATCHUPREQUEST']._serialized_end=609
-  _globals['_CATCHUP']._serialized_start=611
-  _globals['_CATCHUP']._serialized_end=666
-  _globals['_DOCUMENTREF']._serialized_start=668
-  _globals['_DOCUMENTREF']._serialized_end=765
-  _globals['_TRAVELDOCUMENTSTATUSNOTICE']._serialized_start=768
-  _globals['_TRAVELDOCUMENTSTATUSNOTICE']._serialized_end=946
-  _globals['_FRAUDDETECTIONNOTICE']._serialized_start=949
-  _globals['_FRAUDDETECTIONNOTICE']._serialized_end=1173
-  _globals['_NOTICECORRECTION']._serialized_start=1176
-  _globals['_NOTICECORRECTION']._serialized_end=1446
-  _globals['_CASEPARTICIPANT']._serialized_start=1448
-  _globals['_CASEPARTICIPANT']._serialized_end=1519
-  _globals['_PERSONALDATA']._serialized_start=1522
-  _globals['_PERSONALDATA']._serialized_end=1654
-  _globals['_CASEEVENT']._serialized_start=1657
-  _globals['_CASEEVENT']._serialized_end=1904
-  _globals['_PING']._serialized_start=1906
-  _globals['_PING']._serialized_end=1927
-  _globals['_CARDANNOUNCEMENT']._serialized_start=1929
-  _globals['_CARDANNOUNCEMENT']._serialized_end=1993
-  _globals['_REVOCATIONANNOUNCEMENT']._serialized_start=1995
-  _globals['_REVOCATIONANNOUNCEMENT']._serialized_end=2077
+  _globals['_BODY']._serialized_end=621
+  _globals['_CATCHUPREQUEST']._serialized_start=623
+  _globals['_CATCHUPREQUEST']._serialized_end=659
+  _globals['_PURGENOTICE']._serialized_start=661
+  _globals['_PURGENOTICE']._serialized_end=774
+  _globals['_CATCHUP']._serialized_start=776
+  _globals['_CATCHUP']._serialized_end=831
+  _globals['_DOCUMENTREF']._serialized_start=833
+  _globals['_DOCUMENTREF']._serialized_end=930
+  _globals['_TRAVELDOCUMENTSTATUSNOTICE']._serialized_start=933
+  _globals['_TRAVELDOCUMENTSTATUSNOTICE']._serialized_end=1111
+  _globals['_FRAUDDETECTIONNOTICE']._serialized_start=1114
+  _globals['_FRAUDDETECTIONNOTICE']._serialized_end=1338
+  _globals['_NOTICECORRECTION']._serialized_start=1341
+  _globals['_NOTICECORRECTION']._serialized_end=1611
+  _globals['_CASEPARTICIPANT']._serialized_start=1613
+  _globals['_CASEPARTICIPANT']._serialized_end=1684
+  _globals['_PERSONALDATA']._serialized_start=1687
+  _globals['_PERSONALDATA']._serialized_end=1819
+  _globals['_CASEEVENT']._serialized_start=1822
+  _globals['_CASEEVENT']._serialized_end=2069
+  _globals['_PING']._serialized_start=2071
+  _globals['_PING']._serialized_end=2092
+  _globals['_CARDANNOUNCEMENT']._serialized_start=2094
+  _globals['_CARDANNOUNCEMENT']._serialized_end=2158
+  _globals['_REVOCATIONANNOUNCEMENT']._serialized_start=2160
+  _globals['_REVOCATIONANNOUNCEMENT']._serialized_end=2242
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PurgeReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PURGE_REASON_UNSPECIFIED: _ClassVar[PurgeReason]
+    PURGE_REASON_RETENTION: _ClassVar[PurgeReason]
+    PURGE_REASON_ERASURE_REQUEST: _ClassVar[PurgeReason]
+    PURGE_REASON_WITHDRAWN_BY_SOURCE: _ClassVar[PurgeReason]
+    PURGE_REASON_RECTIFIED: _ClassVar[PurgeReason]
+
 class DocumentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DOCUMENT_STATUS_UNSPECIFIED: _ClassVar[DocumentStatus]
@@ -61,6 +69,11 @@ class CaseRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CASE_ROLE_ORIGIN_STATE: _ClassVar[CaseRole]
     CASE_ROLE_IOM: _ClassVar[CaseRole]
     CASE_ROLE_OTHER: _ClassVar[CaseRole]
+PURGE_REASON_UNSPECIFIED: PurgeReason
+PURGE_REASON_RETENTION: PurgeReason
+PURGE_REASON_ERASURE_REQUEST: PurgeReason
+PURGE_REASON_WITHDRAWN_BY_SOURCE: PurgeReason
+PURGE_REASON_RECTIFIED: PurgeReason
 DOCUMENT_STATUS_UNSPECIFIED: DocumentStatus
 DOCUMENT_STATUS_STOLEN: DocumentStatus
 DOCUMENT_STATUS_LOST: DocumentStatus
@@ -101,7 +114,7 @@ CASE_ROLE_IOM: CaseRole
 CASE_ROLE_OTHER: CaseRole
 
 class Body(_message.Message):
-    __slots__ = ("status_notice", "fraud_notice", "correction", "case_event", "ping", "card_announcement", "revocation_announcement", "catch_up_request", "catch_up")
+    __slots__ = ("status_notice", "fraud_notice", "correction", "case_event", "ping", "card_announcement", "revocation_announcement", "catch_up_request", "purge_notice", "catch_up")
     STATUS_NOTICE_FIELD_NUMBER: _ClassVar[int]
     FRAUD_NOTICE_FIELD_NUMBER: _ClassVar[int]
     CORRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +123,7 @@ class Body(_message.Message):
     CARD_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
     REVOCATION_ANNOUNCEMENT_FIELD_NUMBER: _ClassVar[int]
     CATCH_UP_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    PURGE_NOTICE_FIELD_NUMBER: _ClassVar[int]
     CATCH_UP_FIELD_NUMBER: _ClassVar[int]
     status_notice: TravelDocumentStatusNotice
     fraud_notice: FraudDetectionNotice
@@ -119,14 +133,27 @@ class Body(_message.Message):
     card_announcement: CardAnnouncement
     revocation_announcement: RevocationAnnouncement
     catch_up_request: CatchUpRequest
+    purge_notice: PurgeNotice
     catch_up: CatchUp
-    def __init__(self, status_notice: _Optional[_Union[TravelDocumentStatusNotice, _Mapping]] = ..., fraud_notice: _Optional[_Union[FraudDetectionNotice, _Mapping]] = ..., correction: _Optional[_Union[NoticeCorrection, _Mapping]] = ..., case_event: _Optional[_Union[CaseEvent, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., card_announcement: _Optional[_Union[CardAnnouncement, _Mapping]] = ..., revocation_announcement: _Optional[_Union[RevocationAnnouncement, _Mapping]] = ..., catch_up_request: _Optional[_Union[CatchUpRequest, _Mapping]] = ..., catch_up: _Optional[_Union[CatchUp, _Mapping]] = ...) -> None: ...
+    def __init__(self, status_notice: _Optional[_Union[TravelDocumentStatusNotice, _Mapping]] = ..., fraud_notice: _Optional[_Union[FraudDetectionNotice, _Mapping]] = ..., correction: _Optional[_Union[NoticeCorrection, _Mapping]] = ..., case_event: _Optional[_Union[CaseEvent, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., card_announcement: _Optional[_Union[CardAnnouncement, _Mapping]] = ..., revocation_announcement: _Optional[_Union[RevocationAnnouncement, _Mapping]] = ..., catch_up_request: _Optional[_Union[CatchUpRequest, _Mapping]] = ..., purge_notice: _Optional[_Union[PurgeNotice, _Mapping]] = ..., catch_up: _Optional[_Union[CatchUp, _Mapping]] = ...) -> None: ...
 
 class CatchUpRequest(_message.Message):
     __slots__ = ("request_id",)
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: bytes
     def __init__(self, request_id: _Optional[bytes] = ...) -> None: ...
+
+class PurgeNotice(_message.Message):
+    __slots__ = ("purge_id", "case_ref", "reason", "purged_at_ms")
+    PURGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CASE_REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PURGED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    purge_id: bytes
+    case_ref: str
+    reason: PurgeReason
+    purged_at_ms: int
+    def __init__(self, purge_id: _Optional[bytes] = ..., case_ref: _Optional[str] = ..., reason: _Optional[_Union[PurgeReason, str]] = ..., purged_at_ms: _Optional[int] = ...) -> None: ...
 
 class CatchUp(_message.Message):
     __slots__ = ("issued_at_ms", "superseded_ids")
