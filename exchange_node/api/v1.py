@@ -834,6 +834,14 @@ ROUTES: tuple[Route, ...] = (
 )  # fmt: skip
 
 
+def roles_of(op: str) -> frozenset[str]:
+    """The roles the API allows for operation ``op`` (the console allows the same)."""
+    for r in ROUTES:
+        if r.op == op:
+            return frozenset(r.roles)
+    raise KeyError(op)
+
+
 def add_routes(app: web.Application, node: Node) -> None:
     """Register every route of :data:`ROUTES` (and the OpenAPI document) on ``app``."""
     from exchange_node.api.openapi import openapi_bytes

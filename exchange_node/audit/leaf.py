@@ -55,6 +55,11 @@ class LeafKind(StrEnum):
     CHECKPOINT_INCONSISTENT = "checkpoint.inconsistent"
     NOTICE_SUBMITTED = "notice.submitted"
     REQUEST_REFUSED = "request.refused"
+    DEAD_LETTER_RETRIED = "dead_letter.retried"
+    DEAD_LETTER_ACKNOWLEDGED = "dead_letter.acknowledged"
+    PEER_PINGED = "peer.pinged"
+    CONSOLE_SIGNED_IN = "console.signed_in"
+    CONSOLE_SIGNED_OUT = "console.signed_out"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -24,6 +24,7 @@ makes it safe to share between threads; several processes may open the same file
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -138,6 +139,12 @@ class LeafFilter:
     actor: str | None = None
     after_seq: int | None = None
     limit: int | None = None  # None: 1,000 for query, everything for iter_query
+    # The console's newest-first pages: leaves before ``before_seq``, highest seq first.
+    before_seq: int | None = None
+    newest_first: bool = False
+    # Leaves about one document or case (its keyed hash): read from the leaf bytes, so
+    # narrow by kind or time as well on a large log.
+    subject_hash: str | None = None
 
 
 ConsistencyProofFn = Callable[[int, int], Sequence[bytes]]
@@ -585,13 +592,24 @@ class AuditLog:
         if f.after_seq is not None:
             where.append("seq > ?")
             args.append(f.after_seq)
+        if f.before_seq is not None:
+            where.append("seq < ?")
+            args.append(f.before_seq)
+        if f.subject_hash is not None:
+            if not re.fullmatch(r"[0-9a-f]{64}", f.subject_hash):
+                raise ValidationError(
+                    "subject_hash_invalid", "a subject hash is 64 hex digits", "subject_hash"
+                )
+            # Canonical leaf bytes: the key and its value appear exactly like this.
+            where.append("CAST(data AS TEXT) LIKE ?")
+            args.append(f'%"subject_hash":"{f.subject_hash}"%')
         limit = 1000 if f.limit is None else f.limit
         if not 0 < limit <= _QUERY_MAX:
             raise ValidationError("limit_invalid", f"limit must be 1..{_QUERY_MAX}", "limit")
         sql = "SELECT seq, data FROM audit_leaves"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq LIMIT ?"
+        sql += " ORDER BY seq DESC LIMIT ?" if f.newest_first else " ORDER BY seq LIMIT ?"
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()

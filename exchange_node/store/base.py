@@ -57,6 +57,8 @@ from exchange_node.errors import ExchangeError
 from exchange_node.store.records import (
     CaseEventRow,
     CaseRow,
+    ConsoleSession,
+    DeadLetter,
     DeliveryRow,
     IdempotencyRecord,
     InboxItem,
@@ -185,6 +187,21 @@ class Store(Protocol):
         """Dead rows (oldest first), for one peer or all."""
         ...
 
+    def dead_letter_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        include_acknowledged: bool = False,
+    ) -> list[DeadLetter]:
+        """Dead rows after ``after_id`` in id order; unacknowledged ones only by default."""
+        ...
+
+    async def acknowledge_dead(self, outbox_id: int, at: int, actor: str) -> OutboxRow:
+        """Mark a dead letter seen to: kept, no longer counted in ``queue_stats().dead``."""
+        ...
+
     # --- inbox -------------------------------------------------------------------------
 
     async def accept(self, items: Sequence[InboxItem]) -> list[InboxOutcome]:
@@ -273,6 +290,20 @@ class Store(Protocol):
     def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]: ...
 
     async def revoke_token(self, name_or_id: str | int, at: int) -> TokenRecord: ...
+
+    def get_token(self, token_id: int) -> TokenRecord | None: ...
+
+    # --- console sessions (revoking a token deletes its sessions) ------------------------
+
+    async def create_console_session(self, session: ConsoleSession) -> ConsoleSession:
+        """Keep a new session, deleting expired ones."""
+        ...
+
+    def console_session(self, id_hash: bytes) -> ConsoleSession | None: ...
+
+    async def touch_console_session(self, id_hash: bytes, at: int) -> None: ...
+
+    async def delete_console_session(self, id_hash: bytes) -> bool: ...
 
     # --- meta ----------------------------------------------------------------------------
 

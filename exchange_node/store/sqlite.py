@@ -37,6 +37,8 @@ from exchange_node.store.records import (
     CatchUpProgress,
     CatchUpRow,
     CatchUpSelection,
+    ConsoleSession,
+    DeadLetter,
     DeliveryRow,
     IdempotencyRecord,
     InboxItem,
@@ -631,7 +633,8 @@ class SqliteStore:
                 raise _peer_not_found(peer_id)
             conn.execute(
                 "UPDATE outbox SET state = 'queued', outcome = NULL, reason = NULL, "
-                "receipt_id = NULL WHERE id = ?",
+                "receipt_id = NULL, acknowledged_at = NULL, acknowledged_by = NULL "
+                "WHERE id = ?",
                 (outbox_id,),
             )
 
@@ -641,7 +644,11 @@ class SqliteStore:
         rows = self._read(
             """
             SELECT ids.peer_id,
-                   coalesce(c.queued, 0), coalesce(c.dead, 0), coalesce(c.delivered, 0),
+                   coalesce(c.queued, 0),
+                   coalesce(c.dead, 0) - (SELECT count(*) FROM outbox a
+                     WHERE a.peer_id = ids.peer_id AND a.state = 'dead'
+                       AND a.acknowledged_at IS NOT NULL),
+                   coalesce(c.delivered, 0),
                    p.node_id IS NOT NULL, coalesce(p.paused, 0),
                    p.last_contact_at, p.last_error, p.last_error_at,
                    (SELECT o.created_at FROM outbox o
@@ -720,6 +727,64 @@ class SqliteStore:
                 (peer_id, limit),
             )
         return [_outbox_row(r) for r in rows]
+
+    def dead_letter_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        include_acknowledged: bool = False,
+    ) -> list[DeadLetter]:
+        """Dead rows in id order after ``after_id`` (keyset pages on the ``outbox_dead``
+        index), those still waiting for a person unless ``include_acknowledged``."""
+        _check_limit(limit)
+        where, args = ["state = 'dead'"], []
+        if peer_id is not None:
+            where.append("peer_id = ?")
+            args.append(peer_id)
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        if not include_acknowledged:
+            where.append("acknowledged_at IS NULL")
+        rows = self._read(
+            f"SELECT {_OUTBOX_COLS}, acknowledged_at, acknowledged_by FROM outbox "
+            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*args, limit),
+        )
+        return [DeadLetter(_outbox_row(r[:-2]), r[-2], r[-1]) for r in rows]
+
+    async def acknowledge_dead(
+        self, outbox_id: int, at: int, actor: str, *, audit: Leaves = ()
+    ) -> OutboxRow:
+        """Mark a dead letter as seen to by ``actor``: it stays (evidence) but no longer
+        counts in :meth:`queue_stats` ``dead``. Refused for a row that is not dead or is
+        acknowledged already."""
+
+        def job(conn: sqlite3.Connection) -> OutboxRow:
+            state = _outbox_state_or_raise(conn, outbox_id)
+            if state != OutboxState.DEAD:
+                raise ConflictError(
+                    "outbox_row_not_dead",
+                    f"outbox row {outbox_id} is {state}, only dead letters can be acknowledged",
+                    "outbox_id",
+                )
+            cur = conn.execute(
+                "UPDATE outbox SET acknowledged_at = ?, acknowledged_by = ? "
+                "WHERE id = ? AND acknowledged_at IS NULL",
+                (at, actor, outbox_id),
+            )
+            if cur.rowcount == 0:
+                raise ConflictError(
+                    "dead_letter_already_acknowledged",
+                    f"dead letter {outbox_id} is already acknowledged",
+                    "outbox_id",
+                )
+            rows = _rows(conn, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
+            return _outbox_row(rows[0])
+
+        return await self._write(job, audit=audit, label="outbox.acknowledge")
 
     # --- inbox -----------------------------------------------------------------------------
 
@@ -981,10 +1046,62 @@ class SqliteStore:
                     "token_already_revoked", f"token {token.id} is already revoked", "name_or_id"
                 )
             conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token.id))
+            # A revoked token's console sessions end with it.
+            conn.execute("DELETE FROM console_sessions WHERE token_id = ?", (token.id,))
             return TokenRecord(token.id, token.name, token.role, token.secret_hash,
                                token.created_at, at)  # fmt: skip
 
         return await self._write(job, audit=audit, label="token.revoke")
+
+    def get_token(self, token_id: int) -> TokenRecord | None:
+        rows = self._read(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (token_id,))
+        return TokenRecord(*rows[0]) if rows else None
+
+    # --- console sessions ---------------------------------------------------------------------
+
+    async def create_console_session(
+        self, session: ConsoleSession, *, audit: Leaves = ()
+    ) -> ConsoleSession:
+        """Keep a new session; sessions past their expiry are deleted in the same step."""
+
+        def job(conn: sqlite3.Connection) -> ConsoleSession:
+            conn.execute(
+                "DELETE FROM console_sessions WHERE expires_at <= ?", (session.created_at,)
+            )
+            conn.execute(
+                "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, "
+                "last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (session.id_hash, session.token_id, session.csrf, session.created_at,
+                 session.last_seen_at, session.expires_at),
+            )  # fmt: skip
+            return session
+
+        return await self._write(job, audit=audit, label="console.session_create")
+
+    def console_session(self, id_hash: bytes) -> ConsoleSession | None:
+        rows = self._read(
+            "SELECT id_hash, token_id, csrf, created_at, last_seen_at, expires_at "
+            "FROM console_sessions WHERE id_hash = ?",
+            (id_hash,),
+        )
+        return ConsoleSession(*rows[0]) if rows else None
+
+    async def touch_console_session(self, id_hash: bytes, at: int) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?", (at, id_hash)
+            ),
+            label="console.session_touch",
+        )
+
+    async def delete_console_session(self, id_hash: bytes, *, audit: Leaves = ()) -> bool:
+        """End a session (sign-out, expiry); False if there was none."""
+
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,))
+            return cur.rowcount > 0
+
+        return await self._write(job, audit=audit, label="console.session_delete")
 
     # --- meta --------------------------------------------------------------------------------
 
