@@ -40,7 +40,7 @@ def ago(ms: int | None, now: int | None = None) -> str:
 _ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p, re.IGNORECASE), words)
     for p, words in (
-        (r"certificate|SSL|TLS", "the TLS handshake failed: the peer's certificate or ours "
+        (r"Certificate|SSLError|certificate verify|_ALERT|handshake", "the TLS handshake failed: the peer's certificate or ours "
          "is not the one pinned (a card changed, or a certificate was renewed)"),
         (r"Connect(or)?Error|Connection refused|Cannot connect",
          "nothing answered at the peer's address: its node is down or a firewall blocks the port"),
