@@ -78,9 +78,13 @@ def audit_filter(node, q) -> tuple[LeafFilter, dict[str, str]]:
 
 
 async def audit(request: web.Request) -> web.Response:
+    return await _audit_page(request, request.query, None)
+
+
+async def _audit_page(request: web.Request, q, report) -> web.Response:
     node = node_of(request)
-    flt, fields = audit_filter(node, request.query)
-    before = request.query.get("before", "")
+    flt, fields = audit_filter(node, q)
+    before = q.get("before", "")
     if before and not before.isdigit():
         raise Refused(400, "before must be an entry number")
     page_filter = dataclasses.replace(
@@ -89,19 +93,18 @@ async def audit(request: web.Request) -> web.Response:
     rows = await asyncio.get_running_loop().run_in_executor(None, node.audit.select, page_filter)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    query = {k: v for k, v in fields.items() if v}
     return render(
         request,
         "audit.html",
         entries=[r.record for r in rows],
         fields=fields,
-        query=query,
+        query={k: v for k, v in fields.items() if v},
         next_before=rows[-1].seq if more else None,
         kinds=sorted(KINDS),
         checkpoint=node.audit.latest_checkpoint(),
         size=node.audit.size,
         witnesses=_witnesses(node),
-        report=None,
+        report=report,
     )
 
 
@@ -124,20 +127,7 @@ async def audit_verify(request: web.Request) -> web.Response:
     node = node_of(request)
     keys = [Ed25519PublicKey.from_public_bytes(k) for k in _keys(node)]
     report = await asyncio.get_running_loop().run_in_executor(None, node.audit.verify, keys)
-    flt, fields = audit_filter(node, {})
-    return render(
-        request,
-        "audit.html",
-        entries=[],
-        fields=fields,
-        query={},
-        next_before=None,
-        kinds=sorted(KINDS),
-        checkpoint=node.audit.latest_checkpoint(),
-        size=node.audit.size,
-        witnesses=_witnesses(node),
-        report=report,
-    )
+    return await _audit_page(request, {}, report)
 
 
 async def audit_bundle(request: web.Request) -> web.Response:
