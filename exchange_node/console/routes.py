@@ -10,6 +10,7 @@ from aiohttp import web
 
 from exchange_node.api.v1 import OPERATOR, roles_of
 from exchange_node.console import audit_pages as a
+from exchange_node.console import officer_pages as d
 from exchange_node.console import operator_pages as o
 from exchange_node.console.app import (
     PAGE_TABLE,
@@ -46,6 +47,12 @@ PAGES: tuple[Page, ...] = (
     Page("audit_verify", "POST", "/audit/verify", a.audit_verify, AUDIT),
     Page("audit_bundle", "POST", "/audit/bundle", a.audit_bundle, AUDIT),
     Page("messages", "GET", "/messages", a.messages, roles_of("getMessage"), "Messages"),
+    Page("documents", "GET", "/documents", d.documents, roles_of("getDocument"), "Documents"),
+    Page("documents_batch", "POST", "/documents", d.documents_batch, roles_of("lookupDocuments")),
+    Page("cases", "GET", "/cases", d.cases, roles_of("getCase"), "Cases"),
+    Page("case_open", "GET", "/cases/open", d.case_open, roles_of("getCase")),
+    Page("case", "GET", "/cases/{ref}", d.case, roles_of("getCase")),
+    Page("case_step", "POST", "/cases/{ref}/events", d.case_step, roles_of("addCaseEvent")),
     Page("tokens", "GET", "/tokens", o.tokens, TOKENS, "Tokens and keys"),
     Page("token_create", "POST", "/tokens", o.token_create, TOKENS),
     Page("token_revoke", "POST", "/tokens/{id}/revoke", o.token_revoke, TOKENS),

@@ -125,6 +125,12 @@ class Store(Protocol):
 
     def case_events(self, case_ref: str) -> list[CaseEventRow]: ...
 
+    def case_page(
+        self, *, before: tuple[int, str] | None = None, limit: int = 100
+    ) -> list[CaseRow]:
+        """Cases newest first, after the keyset ``before`` = (opened_at, case_ref)."""
+        ...
+
     # --- outbox (FIFO per peer) -----------------------------------------------------------
 
     async def enqueue(self, items: Sequence[OutboxItem]) -> list[int]:

@@ -336,8 +336,8 @@ _V5: tuple[str, ...] = (
 # SHA-256 of the cookie's secret (never the secret), with the token that signed in, the
 # form token (CSRF) and both expiry bounds. A dead letter an operator has seen to is
 # marked acknowledged (kept as evidence; no longer counted as waiting for a person).
-# The audit page filters by kind and actor newest first: (kind, seq) and (actor, seq)
-# serve those keyset pages.
+# The audit page filters by kind, actor and peer newest first: (kind, seq), (actor, seq)
+# and (peer, seq) serve those keyset pages; the case list pages by (opened_at, case_ref).
 _V6: tuple[str, ...] = (
     """
     CREATE TABLE console_sessions (
@@ -358,6 +358,7 @@ _V6: tuple[str, ...] = (
     "CREATE INDEX audit_leaves_kind_seq ON audit_leaves (kind, seq)",
     "CREATE INDEX audit_leaves_actor_seq ON audit_leaves (actor, seq)",
     "CREATE INDEX audit_leaves_peer_seq ON audit_leaves (peer, seq) WHERE peer != ''",
+    "CREATE INDEX cases_opened ON cases (opened_at, case_ref)",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)

@@ -490,6 +490,26 @@ class SqliteStore:
         rows = self._read(_CASE_SELECT, (case_ref,))
         return CaseRow(*rows[0]) if rows else None
 
+    def case_page(
+        self, *, before: tuple[int, str] | None = None, limit: int = 100
+    ) -> list[CaseRow]:
+        """Cases newest first (opened_at, then reference), after the keyset ``before``
+        (the last row of the previous page); served by the ``cases_opened`` index."""
+        _check_limit(limit)
+        cols = "case_ref, opened_by, participants, personal, opened_at"
+        if before is None:
+            rows = self._read(
+                f"SELECT {cols} FROM cases ORDER BY opened_at DESC, case_ref DESC LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = self._read(
+                f"SELECT {cols} FROM cases WHERE opened_at < ? OR (opened_at = ? AND case_ref < ?)"
+                " ORDER BY opened_at DESC, case_ref DESC LIMIT ?",
+                (before[0], before[0], before[1], limit),
+            )
+        return [CaseRow(*r) for r in rows]
+
     def case_events(self, case_ref: str) -> list[CaseEventRow]:
         return [CaseEventRow(*r) for r in self._read(_CASE_EVENTS_SELECT, (case_ref,))]
 
