@@ -11,6 +11,7 @@ from test_api_support import Client, make_node, pin_all, token
 
 from exchange_node.audit.bundle import verify_bundle
 from exchange_node.console.audit_pages import PAGE_SIZE
+from exchange_node.evidence import verify_proof
 
 
 @pytest.fixture
@@ -88,21 +89,30 @@ async def test_export_a_bundle_of_the_filtered_entries_that_verifies(node, audit
     assert report.ok and len(report.leaves) == 1
 
 
-async def test_messages_page_shows_each_recipient_and_the_signed_receipt(tmp_path):
+async def test_messages_page_shows_each_recipient_the_receipt_and_a_proof(tmp_path):
     jpn = await make_node(tmp_path, "JPN-ISA", "JPN")
     phl = await make_node(tmp_path, "PHL-DFA", "PHL")
     try:
         await pin_all([jpn, phl])
         [sub] = await jpn.submit(fraud_notice(), ["PHL-DFA"], actor="test")
         await wait_for(lambda: jpn.store.message_status(sub.message_id)[0].receipt_id)
+        mid = sub.message_id.hex()
         b = browser(jpn)
         async with b.session:
             await b.sign_in(await token(jpn, "operator"))
-            status, page, _ = await b.get(f"/console/messages?message_id={sub.message_id.hex()}")
+            status, page, _ = await b.get(f"/console/messages?message_id={mid}")
             assert status == 200 and "PHL-DFA" in page and "accepted" in page
             assert "receipt 1 (base64)" in page
+            status, data, resp = await b.get(f"/console/messages/{mid}/PHL-DFA/proof")
+            assert status == 200 and "attachment" in resp.headers["Content-Disposition"]
+            report = verify_proof(data.encode(), recipient_fingerprint=phl.keys.fingerprint)
+            assert report.established and report.message_id == mid
             status, page, _ = await b.get("/console/messages?message_id=" + "0" * 32)
             assert "This node sent no message" in page
+            status, page, _ = await b.get("/console/messages?peer=PHL-DFA&state=delivered")
+            assert mid in page
+            status, page, _ = await b.get("/console/messages?state=dead")
+            assert mid not in page and "No messages match." in page
     finally:
         await jpn.stop()
         await phl.stop()

@@ -21,7 +21,10 @@ async def node(tmp_path):
 
 def _concrete(path: str) -> str:
     return (
-        path.replace("{peer}", "PHL-DFA").replace("{id}", "1").replace("{ref}", "JPN-2026-AAAAAAAA")
+        path.replace("{peer}", "PHL-DFA")
+        .replace("{id}", "1")
+        .replace("{ref}", "JPN-2026-AAAAAAAA")
+        .replace("{message_id}", "0" * 32)
     )
 
 

@@ -25,6 +25,7 @@ from exchange_node.console.status import peer_states
 from exchange_node.domain.documents import DocumentKey
 from exchange_node.errors import ValidationError
 from exchange_node.identity import all_signing_public_keys
+from exchange_node.store.records import OutboxState
 
 PAGE_SIZE = 50
 BUNDLE_MAX = 10_000
@@ -153,10 +154,13 @@ async def audit_bundle(request: web.Request) -> web.Response:
 
 
 async def messages(request: web.Request) -> web.Response:
-    """One sent message's delivery to each recipient, with the signed receipt."""
+    """Sent messages by id, or newest first filtered by recipient, state and dates; one
+    message's delivery to each recipient with the signed receipt."""
     node = node_of(request)
-    raw = (request.query.get("message_id") or "").strip().lower()
-    deliveries, receipts = [], {}
+    q = request.query
+    raw = (q.get("message_id") or "").strip().lower()
+    fields = {k: (q.get(k) or "").strip() for k in ("peer", "state", "since", "until")}
+    deliveries, receipts, listed, next_before = [], {}, [], None
     if raw:
         if not re.fullmatch(r"[0-9a-f]{32}", raw):
             raise Refused(400, "a message id is 32 hex digits")
@@ -166,6 +170,58 @@ async def messages(request: web.Request) -> web.Response:
                 stored = node.store.get_receipt(d.receipt_id)
                 if stored is not None:
                     receipts[d.receipt_id] = base64.b64encode(stored.receipt).decode()
+    else:
+        state = None
+        if fields["state"]:
+            try:
+                state = OutboxState(fields["state"])
+            except ValueError:
+                raise Refused(400, "state: queued, delivered or dead") from None
+        before = q.get("before", "")
+        if before and not before.isdigit():
+            raise Refused(400, "before must be a row number")
+        until = _day_ms(fields["until"], "to")
+        listed = node.store.delivery_page(
+            peer_id=fields["peer"] or None,
+            state=state,
+            since=_day_ms(fields["since"], "from"),
+            until=None if until is None else until + 86_400_000,
+            before_id=int(before) if before else None,
+            limit=PAGE_SIZE + 1,
+        )
+        if len(listed) > PAGE_SIZE:
+            listed = listed[:PAGE_SIZE]
+            next_before = listed[-1].outbox_id
     return render(
-        request, "messages.html", message_id=raw, deliveries=deliveries, receipts=receipts
+        request,
+        "messages.html",
+        message_id=raw,
+        deliveries=deliveries,
+        receipts=receipts,
+        listed=listed,
+        fields=fields,
+        query={k: v for k, v in fields.items() if v},
+        next_before=next_before,
+        peers=[p.node_id for p in node.store.list_peers()],
+    )
+
+
+async def message_proof(request: web.Request) -> web.Response:
+    """The proof of delivery file of one message to one recipient (as `proof export`),
+    against a checkpoint signed now so it covers the receipt's entries."""
+    from exchange_node.evidence import proof_of_delivery
+
+    node = node_of(request)
+    raw, peer = request.match_info["message_id"], request.match_info["peer"]
+    if not re.fullmatch(r"[0-9a-f]{32}", raw):
+        raise Refused(404, "a message id is 32 hex digits")
+    await node.sign_checkpoint()
+    # On the loop: the store reads here are the store's (one message, a few leaves).
+    data = proof_of_delivery(
+        node.store, node.audit, _keys(node), node.node_id, bytes.fromhex(raw), peer
+    )
+    return web.Response(
+        body=data,
+        content_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="proof-{raw[:12]}-{peer}.json"'},
     )

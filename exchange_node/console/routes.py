@@ -47,6 +47,8 @@ PAGES: tuple[Page, ...] = (
     Page("audit_verify", "POST", "/audit/verify", a.audit_verify, AUDIT),
     Page("audit_bundle", "POST", "/audit/bundle", a.audit_bundle, AUDIT),
     Page("messages", "GET", "/messages", a.messages, roles_of("getMessage"), "Messages"),
+    Page("message_proof", "GET", "/messages/{message_id}/{peer}/proof", a.message_proof,
+         roles_of("getMessage")),
     Page("documents", "GET", "/documents", d.documents, roles_of("getDocument"), "Documents"),
     Page("documents_batch", "POST", "/documents", d.documents_batch, roles_of("lookupDocuments")),
     Page("cases", "GET", "/cases", d.cases, roles_of("getCase"), "Cases"),

@@ -67,6 +67,7 @@ from exchange_node.store.records import (
     NoticeRow,
     OutboxItem,
     OutboxRow,
+    OutboxState,
     Outcome,
     PeerRecord,
     PurgeResult,
@@ -181,6 +182,19 @@ class Store(Protocol):
 
     def message_status(self, message_id: bytes) -> list[DeliveryRow]:
         """One row per recipient of the message, ordered by peer id; empty if unknown."""
+        ...
+
+    def delivery_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        state: OutboxState | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRow]:
+        """Sent messages' rows (one per recipient), newest first, before ``before_id``."""
         ...
 
     def get_receipt(self, receipt_id: int) -> StoredReceipt | None: ...

@@ -337,7 +337,8 @@ _V5: tuple[str, ...] = (
 # form token (CSRF) and both expiry bounds. A dead letter an operator has seen to is
 # marked acknowledged (kept as evidence; no longer counted as waiting for a person).
 # The audit page filters by kind, actor and peer newest first: (kind, seq), (actor, seq)
-# and (peer, seq) serve those keyset pages; the case list pages by (opened_at, case_ref).
+# and (peer, seq) serve those keyset pages; the case list pages by (opened_at, case_ref),
+# the messages page by (peer_id, id).
 _V6: tuple[str, ...] = (
     """
     CREATE TABLE console_sessions (
@@ -359,6 +360,7 @@ _V6: tuple[str, ...] = (
     "CREATE INDEX audit_leaves_actor_seq ON audit_leaves (actor, seq)",
     "CREATE INDEX audit_leaves_peer_seq ON audit_leaves (peer, seq) WHERE peer != ''",
     "CREATE INDEX cases_opened ON cases (opened_at, case_ref)",
+    "CREATE INDEX outbox_peer ON outbox (peer_id, id)",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)

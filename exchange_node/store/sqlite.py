@@ -704,23 +704,40 @@ class SqliteStore:
             "WHERE message_id = ? ORDER BY peer_id",
             (message_id,),
         )
-        return [
-            DeliveryRow(
-                outbox_id=r[0],
-                peer_id=r[1],
-                message_id=r[2],
-                created_at=r[3],
-                state=OutboxState(r[4]),
-                outcome=None if r[5] is None else Outcome(r[5]),
-                reason=r[6],
-                attempts=r[7],
-                last_attempt_at=r[8],
-                last_error=r[9],
-                delivered_at=r[10],
-                receipt_id=r[11],
-            )
-            for r in rows
-        ]
+        return [_delivery_row(r) for r in rows]
+
+    def delivery_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        state: OutboxState | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRow]:
+        """Sent messages' rows (one per recipient), newest first, before ``before_id``
+        (keyset on the outbox id; ``outbox_peer`` serves a peer's pages)."""
+        _check_limit(limit)
+        where, args = [], []
+        for clause, value in (
+            ("peer_id = ?", peer_id),
+            ("state = ?", None if state is None else str(state)),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+            ("id < ?", before_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        rows = self._read(
+            "SELECT id, peer_id, message_id, created_at, state, outcome, reason, attempts, "
+            "last_attempt_at, last_error, delivered_at, receipt_id FROM outbox"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [_delivery_row(r) for r in rows]
 
     def get_receipt(self, receipt_id: int) -> StoredReceipt | None:
         rows = self._read(
@@ -1572,6 +1589,23 @@ _TOKEN_COLS = "id, name, role, secret_hash, created_at, revoked_at"
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
     # fetchall() finishes the statement, so no read transaction is left open behind it.
     return conn.execute(sql, args).fetchall()
+
+
+def _delivery_row(r: tuple[Any, ...]) -> DeliveryRow:
+    return DeliveryRow(
+        outbox_id=r[0],
+        peer_id=r[1],
+        message_id=r[2],
+        created_at=r[3],
+        state=OutboxState(r[4]),
+        outcome=None if r[5] is None else Outcome(r[5]),
+        reason=r[6],
+        attempts=r[7],
+        last_attempt_at=r[8],
+        last_error=r[9],
+        delivered_at=r[10],
+        receipt_id=r[11],
+    )
 
 
 def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
