@@ -209,3 +209,17 @@ async def test_a_bad_token_name_is_refused_in_words_and_nothing_is_created(pair,
     assert status == 422 and "name: use 1-64 of" in page
     assert jpn.store.list_tokens() == before and not leaves_of(jpn, "token.created")
     csrf_of(page)
+
+
+async def test_keys_rotate_needs_the_node_id_and_announces_the_new_card(pair, ops):
+    jpn, phl = pair
+    serial = jpn.keys.card.serial
+    status, page, _ = await ops.post("/console/keys/rotate", {"confirm": "yes"})
+    assert status == 422 and "type this node&#39;s id (JPN-ISA)" in page
+    assert jpn.keys.card.serial == serial and not leaves_of(jpn, "key.rotated")
+    status, _, resp = await ops.post("/console/keys/rotate", {"confirm": "JPN-ISA"})
+    assert status == 303
+    await wait_for(lambda: jpn.keys.card.serial == serial + 1, what="the node's new card")
+    await wait_for(lambda: phl.keyring.get("JPN-ISA").serial == serial + 1, what="the peer's copy")
+    (leaf,) = [x for x in leaves_of(jpn, "key.rotated") if x.peer == ""]
+    assert (leaf.actor, leaf.attrs["serial"]) == ("ops-desk", str(serial + 1))

@@ -321,3 +321,44 @@ async def token_revoke(request: web.Request) -> web.StreamResponse:
         int(raw), now, audit=lambda revoked: [leaves.token_revoked(now, revoked.name, actor=actor)]
     )
     raise back(request, "/tokens", f"token {record.name} revoked; its sessions have ended")
+
+
+async def keys_rotate(request: web.Request) -> web.StreamResponse:
+    """``keys rotate`` from the console: new keys, the successor card announced to every
+    peer (signed by the old key, queued before the new card becomes current, one
+    ``key.rotated`` leaf with the token's name), then made current. Typing the node id
+    confirms it."""
+    from exchange_node.cli.keys import rotation_overlap_ms
+    from exchange_node.identity import finish_rotation, prepare_rotation
+    from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
+    from exchange_node.protocol.keys import Suite
+
+    node = node_of(request)
+    if (await form(request)).get("confirm", "").strip() != node.node_id:
+        raise Refused(422, f"type this node's id ({node.node_id}) to confirm the rotation")
+    cfg = node.config
+    passphrase = node.identity.passphrase
+    successor = prepare_rotation(
+        cfg.data_path, now_ms=node.now_ms(), passphrase=passphrase,
+        suite=Suite.parse(cfg.node.suite), overlap_ms=rotation_overlap_ms(cfg),
+    )  # fmt: skip
+    card = verify_card(successor)
+    leaf = leaves.key_rotated(
+        node.now_ms(), signed_in(request).actor, "", card.serial, card.current_signing_key.key_id
+    )
+    body = notice_pb2.Body(
+        card_announcement=notice_pb2.CardAnnouncement(
+            signed_card=card_pb2.SignedCard.FromString(successor)
+        )
+    )
+    queued = await node.submit(
+        body, None, actor=signed_in(request).actor, also=lambda tx, _: tx.audit([leaf]),
+        label="keys",
+    )  # fmt: skip
+    after = finish_rotation(cfg.data_path, passphrase)
+    raise back(
+        request,
+        "/tokens",
+        f"keys rotated: card serial {after.card.serial}, fingerprint {after.fingerprint}; "
+        f"announced to {len(queued)} peer(s)",
+    )

@@ -58,6 +58,7 @@ PAGES: tuple[Page, ...] = (
     Page("tokens", "GET", "/tokens", o.tokens, TOKENS, "Tokens and keys"),
     Page("token_create", "POST", "/tokens", o.token_create, TOKENS),
     Page("token_revoke", "POST", "/tokens/{id}/revoke", o.token_revoke, TOKENS),
+    Page("keys_rotate", "POST", "/keys/rotate", o.keys_rotate, TOKENS),
     Page("sign_out", "POST", "/sign-out", sign_out, ANY),
 )  # fmt: skip
 

@@ -172,13 +172,16 @@ def disk(node: Node) -> shutil._ntuple_diskusage:  # type: ignore[name-defined]
 
 def disk_alerts(node: Node) -> list[Alert]:
     usage = disk(node)
-    if usage.free < DISK_FREE_MIN_BYTES or usage.free < usage.total * DISK_FREE_MIN_RATIO:
-        return [
-            Alert(
-                "critical",
-                f"only {usage.free / (1 << 30):.1f} GiB free on the data directory's disk "
-                f"({100 * usage.free / usage.total:.0f}%): the node stops taking writes when "
-                "it is full",
-            )
-        ]
-    return []
+    alert = disk_alert(usage.total, usage.free)
+    return [alert] if alert else []
+
+
+def disk_alert(total: int, free: int) -> Alert | None:
+    """Critical below 1 GiB or 5% free: a full disk stops every write (and readiness)."""
+    if free >= DISK_FREE_MIN_BYTES and free >= total * DISK_FREE_MIN_RATIO:
+        return None
+    return Alert(
+        "critical",
+        f"only {free / (1 << 30):.1f} GiB free on the data directory's disk "
+        f"({100 * free / total:.0f}%): the node stops taking writes when it is full",
+    )
