@@ -135,6 +135,17 @@ async def test_clear_a_dead_letter(browser, tmp_path):
         assert await page.inner_text("#alerts") == "No alerts."
         (leaf,) = jpn.audit.query(kind="dead_letter.acknowledged")
         assert leaf.record.actor == "ops-desk"
+        await page.click("nav >> text=Messages")
+        await page.select_option("#mstate", "dead")
+        await page.click("#message-search button[type=submit]")
+        assert sub.message_id.hex() in await page.inner_text("#messages")
+        await shot(page, "messages")
+        await page.click("nav >> text=Tokens and keys")
+        await page.fill("#name", "narita-border-system")
+        await page.select_option("#role", "document_officer")
+        await page.click("#tokens ~ form button[type=submit]")
+        assert (await page.inner_text("#secret")).startswith("xn_")
+        await shot(page, "tokens")
     finally:
         await jpn.stop()
         await phl.stop()
@@ -164,6 +175,22 @@ async def test_filter_the_audit_log(browser, tmp_path):
         await page.click("text=Verify the whole log now")
         assert (await page.inner_text("#verify-result")).startswith("Verified:")
         await shot(page, "audit")
+    finally:
+        await node.stop()
+
+
+async def test_look_up_a_pasted_list_of_documents(browser, tmp_path):
+    node = await make_node(tmp_path, "JPN-ISA", "JPN")
+    try:
+        page = await browser.new_page()
+        await sign_in(page, node, await token(node, "document_officer", "narita-1"))
+        assert page.url.endswith("/console/documents")
+        await page.fill("#batch", "PHL P1234567\nTHA AA7654321\n")
+        await page.click("text=Look up all")
+        answers = await page.locator("section.answer h2").all_inner_texts()
+        assert answers == ["PHL P1234567", "THA AA7654321"]
+        assert len(node.audit.query(kind="document.lookup")) == 2
+        await shot(page, "documents")
     finally:
         await node.stop()
 
