@@ -24,15 +24,12 @@ def csrf_of(page: str) -> str:
 
 @dataclass
 class Browser:
-    """One browser's cookies against one node's console (redirects not followed)."""
+    """One browser's cookies against one node's console at ``base`` (redirects not
+    followed)."""
 
     session: aiohttp.ClientSession
-    node: Node
+    base: str
     csrf: str = ""
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.node.local_port}"
 
     async def get(self, path: str, **kw) -> tuple[int, str, aiohttp.ClientResponse]:
         async with self.session.get(self.base + path, allow_redirects=False, **kw) as r:
@@ -60,6 +57,10 @@ class Browser:
         return status, resp
 
 
-def browser(node: Node) -> Browser:
+def browser(node: Node | int) -> Browser:
+    """A browser for a node in this process, or for the local API port of one that runs
+    in another."""
+    port = node if isinstance(node, int) else node.local_port
     # unsafe: keep cookies of an IP address host (127.0.0.1), as a real browser does.
-    return Browser(aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)), node)
+    jar = aiohttp.CookieJar(unsafe=True)
+    return Browser(aiohttp.ClientSession(cookie_jar=jar), f"http://127.0.0.1:{port}")
