@@ -140,6 +140,7 @@ async def test_a_dead_letter_acknowledged_stays_as_evidence_and_clears_the_alert
     status, _, resp = await ops.post(f"/console/dead-letters/{outbox_id}/acknowledge")
     assert status == 303
     assert jpn.store.queue_stats()[0].dead == 0
+    assert jpn.store.dead_letters() == []  # the API's and `status`'s list
     assert jpn.store.get_outbox(outbox_id).state is OutboxState.DEAD  # kept
     status, page, _ = await ops.get("/console/overview")
     assert "No alerts." in page

@@ -204,7 +204,8 @@ class Store(Protocol):
         ...
 
     def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
-        """Dead rows (oldest first), for one peer or all."""
+        """Dead rows waiting for a person (oldest first; not acknowledged), for one peer
+        or all."""
         ...
 
     def dead_letter_page(

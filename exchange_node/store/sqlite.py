@@ -754,13 +754,14 @@ class SqliteStore:
         _check_limit(limit)
         if peer_id is None:
             rows = self._read(
-                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' ORDER BY id LIMIT ?",
+                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' "
+                "AND acknowledged_at IS NULL ORDER BY id LIMIT ?",
                 (limit,),
             )
         else:
             rows = self._read(
                 f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'dead' "
-                "ORDER BY id LIMIT ?",
+                "AND acknowledged_at IS NULL ORDER BY id LIMIT ?",
                 (peer_id, limit),
             )
         return [_outbox_row(r) for r in rows]
