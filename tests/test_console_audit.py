@@ -75,9 +75,33 @@ async def test_older_entries_come_a_page_at_a_time(node, auditor):
     assert len(second) == 5 and max(second) < min(first) and 'id="older"' not in page
 
 
-async def test_verify_the_log_now(node, auditor):
-    status, page, _ = await auditor.post("/console/audit/verify")
-    assert status == 200 and 'id="verify-result" class="status ok">Verified:' in page
+async def test_verify_the_log_now_with_its_progress_then_its_report(node, auditor):
+    status, _, resp = await auditor.post("/console/audit/verify")
+    assert status == 303 and resp.headers["Location"] == "/console/audit/verification"
+
+    async def reported():
+        status, page, _ = await auditor.get("/console/audit/verification")
+        assert status == 200
+        return page if 'id="verify-result"' in page else None
+
+    page = await wait_for(reported, what="the verification's report")
+    assert 'class="status ok">Verified:' in page and "Started by audit-office" in page
+
+
+async def test_a_log_that_does_not_verify_is_said_so(node, auditor):
+    import sqlite3
+
+    with sqlite3.connect(node.store.path) as db:  # an entry altered behind the log's back
+        db.execute("UPDATE audit_leaves SET data = CAST(replace(CAST(data AS TEXT), "
+                   "'operator', 'intruder') AS BLOB) WHERE seq = 0")  # fmt: skip
+    await auditor.post("/console/audit/verify")
+
+    async def reported():
+        _, page, _ = await auditor.get("/console/audit/verification")
+        return page if 'id="verify-result"' in page else None
+
+    page = await wait_for(reported, what="the verification's report")
+    assert "The log does NOT verify" in page and "seq 0: leaf_hash_mismatch" in page
 
 
 async def test_export_a_bundle_of_the_filtered_entries_that_verifies(node, auditor):

@@ -645,7 +645,9 @@ class AuditLog:
             self._record_public_key()
 
     def verify(
-        self, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None
+        self,
+        public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> VerifyReport:
         """Recompute the whole tree from the stored leaves and check everything.
 
@@ -655,12 +657,13 @@ class AuditLog:
         subtree; every stored checkpoint's note is well-formed, signed by
         ``public_key`` (the signing key's public half if omitted; pass the key you trust,
         never one read from the file; or every key the node has signed with) and its root equals the recomputed root at its
-        size. Problems name the first leaf they concern.
+        size. Problems name the first leaf they concern. ``progress``, if given, is told
+        how many leaves have been checked, every 10,000.
         """
         if public_key is None and self._key is not None:
             public_key = self._key.public_key()
         with self._transaction(write=False):
-            return Verifier(self._db, self.origin, public_key).run()
+            return Verifier(self._db, self.origin, public_key, progress=progress).run()
 
     # -- witnessing peers -------------------------------------------------------------
 

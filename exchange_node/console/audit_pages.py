@@ -12,6 +12,7 @@ import asyncio
 import base64
 import dataclasses
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from aiohttp import web
 from exchange_node.audit.bundle import export_bundle
 from exchange_node.audit.leaf import KINDS
 from exchange_node.audit.log import LeafFilter
-from exchange_node.console.app import Refused, form, node_of, render
+from exchange_node.console.app import Refused, form, node_of, render, signed_in
 from exchange_node.console.status import peer_states
 from exchange_node.domain.documents import DocumentKey
 from exchange_node.errors import ValidationError
@@ -79,11 +80,8 @@ def audit_filter(node, q) -> tuple[LeafFilter, dict[str, str]]:
 
 
 async def audit(request: web.Request) -> web.Response:
-    return await _audit_page(request, request.query, None)
-
-
-async def _audit_page(request: web.Request, q, report) -> web.Response:
     node = node_of(request)
+    q = request.query
     flt, fields = audit_filter(node, q)
     before = q.get("before", "")
     if before and not before.isdigit():
@@ -105,7 +103,6 @@ async def _audit_page(request: web.Request, q, report) -> web.Response:
         checkpoint=node.audit.latest_checkpoint(),
         size=node.audit.size,
         witnesses=_witnesses(node),
-        report=report,
     )
 
 
@@ -120,15 +117,63 @@ def _keys(node) -> list[bytes]:
     return all_signing_public_keys(node.config.data_path, node.identity.passphrase)
 
 
-async def audit_verify(request: web.Request) -> web.Response:
-    """Recompute the whole log (off the event loop) against every key this node has
-    signed with, and show the outcome beside the latest checkpoint."""
+@dataclass
+class Verification:
+    """One run of the whole log's verification, in a worker thread: the page shows how
+    far it got until the report is in. One at a time per node."""
+
+    started_at: int
+    total: int
+    by: str
+    checked: int = 0
+    report: Any = None
+    error: str = ""
+    done: bool = False
+
+
+VERIFICATION = web.AppKey("console_verification", dict)
+
+
+async def audit_verify(request: web.Request) -> web.StreamResponse:
+    """Start recomputing the whole log against every key this node has signed with
+    (unless a run is under way), and go to the page that follows it."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     node = node_of(request)
-    keys = [Ed25519PublicKey.from_public_bytes(k) for k in _keys(node)]
-    report = await asyncio.get_running_loop().run_in_executor(None, node.audit.verify, keys)
-    return await _audit_page(request, {}, report)
+    slot = request.app[VERIFICATION]
+    current: Verification | None = slot.get("current")
+    if current is None or current.done:
+        keys = [Ed25519PublicKey.from_public_bytes(k) for k in _keys(node)]
+        job = Verification(node.now_ms(), node.audit.size, signed_in(request).actor)
+        slot["current"] = job
+
+        def progress(checked: int) -> None:
+            job.checked = checked
+
+        def finished(future: asyncio.Future) -> None:
+            if future.exception() is not None:
+                job.error = str(future.exception())
+            else:
+                job.report = future.result()
+                job.checked = job.report.leaves_checked
+            job.done = True
+
+        future = asyncio.get_running_loop().run_in_executor(None, node.audit.verify, keys, progress)
+        future.add_done_callback(finished)
+    raise web.HTTPSeeOther("/console/audit/verification")
+
+
+async def audit_verification(request: web.Request) -> web.Response:
+    node = node_of(request)
+    job: Verification | None = request.app[VERIFICATION].get("current")
+    return render(
+        request,
+        "audit_verify.html",
+        job=job,
+        elapsed=(node.now_ms() - job.started_at) if job else 0,
+        checkpoint=node.audit.latest_checkpoint(),
+        witnesses=_witnesses(node),
+    )
 
 
 async def audit_bundle(request: web.Request) -> web.Response:

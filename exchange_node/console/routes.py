@@ -45,6 +45,7 @@ PAGES: tuple[Page, ...] = (
          o.dead_letter_acknowledge, DEAD),
     Page("audit", "GET", "/audit", a.audit, AUDIT, "Audit"),
     Page("audit_verify", "POST", "/audit/verify", a.audit_verify, AUDIT),
+    Page("audit_verification", "GET", "/audit/verification", a.audit_verification, AUDIT),
     Page("audit_bundle", "POST", "/audit/bundle", a.audit_bundle, AUDIT),
     Page("documents", "GET", "/documents", d.documents, roles_of("getDocument"), "Documents"),
     Page("documents_batch", "POST", "/documents", d.documents_batch, roles_of("lookupDocuments")),
@@ -65,6 +66,7 @@ PAGES: tuple[Page, ...] = (
 
 def add_pages(app: web.Application) -> None:
     app[PAGE_TABLE] = PAGES
+    app[a.VERIFICATION] = {}
     app.router.add_get("", home)
     app.router.add_get("/", home)
     app.router.add_get("/sign-in", sign_in_form)
