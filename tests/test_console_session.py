@@ -150,3 +150,12 @@ async def test_pages_have_no_script_and_name_nothing_off_the_node(node):
             assert status == 200, path
             assert "<script" not in page and "http://" not in page and "https://" not in page
             csrf_of(page)
+
+
+async def test_a_note_in_a_link_from_elsewhere_is_not_shown(node):
+    secret = await token(node, "operator")
+    b = browser(node)
+    async with b.session:
+        await b.sign_in(secret)
+        status, page, _ = await b.get("/console/peers?done=Call+us+at+555-0100&mac=00")
+        assert status == 200 and "555-0100" not in page

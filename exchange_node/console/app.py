@@ -10,11 +10,14 @@ errors into a page saying what went wrong in words.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 import structlog
@@ -108,12 +111,25 @@ async def form(request: web.Request) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
-def back(request: web.Request, path: str, note: str = "") -> web.HTTPSeeOther:
-    """Post/redirect/get: to ``path`` with a one-line note of what was done."""
-    from urllib.parse import urlencode
+def _note_mac(request: web.Request, note: str) -> str:
+    key = signed_in(request).session.csrf.encode()
+    return hmac.new(key, note.encode(), hashlib.sha256).hexdigest()[:32]
 
-    location = "/console" + path + (("?" + urlencode({"done": note})) if note else "")
-    return web.HTTPSeeOther(location)
+
+def back(request: web.Request, path: str, note: str = "") -> web.HTTPSeeOther:
+    """Post/redirect/get: to ``path`` with a one-line note of what was done, MACed
+    with the session's secret so that a link from elsewhere cannot put words on a
+    console page (:func:`done_note`)."""
+    query = "?" + urlencode({"done": note, "mac": _note_mac(request, note)}) if note else ""
+    return web.HTTPSeeOther("/console" + path + query)
+
+
+def done_note(request: web.Request) -> str:
+    """The note :func:`back` passed, if this session's MAC vouches for it."""
+    note = request.query.get("done", "")
+    if note and hmac.compare_digest(request.query.get("mac", ""), _note_mac(request, note)):
+        return note
+    return ""
 
 
 # --- the guard ---------------------------------------------------------------------------

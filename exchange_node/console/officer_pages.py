@@ -15,7 +15,15 @@ from urllib.parse import quote
 from aiohttp import web
 
 from exchange_node.audit import leaves
-from exchange_node.console.app import Refused, back, form, node_of, render, signed_in
+from exchange_node.console.app import (
+    Refused,
+    back,
+    done_note,
+    form,
+    node_of,
+    render,
+    signed_in,
+)
 from exchange_node.domain.documents import DocumentKey
 from exchange_node.domain.repatriation import EventType, allowed_events
 from exchange_node.errors import ValidationError
@@ -121,7 +129,7 @@ async def case(request: web.Request) -> web.Response:
         timeline=list(zip(found.events, found.state.timeline, strict=True)),
         steps=steps,
         my_role=str(me) if me else "",
-        done=request.query.get("done", ""),
+        done=done_note(request),
     )
 
 

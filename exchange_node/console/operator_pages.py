@@ -15,7 +15,15 @@ from exchange_node.audit import leaves
 from exchange_node.audit.leaf import LeafKind
 from exchange_node.config import NOTICE_KINDS
 from exchange_node.console import status
-from exchange_node.console.app import Refused, back, form, node_of, render, signed_in
+from exchange_node.console.app import (
+    Refused,
+    back,
+    done_note,
+    form,
+    node_of,
+    render,
+    signed_in,
+)
 from exchange_node.delivery.worker import DeliveryError
 from exchange_node.errors import ExchangeError
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
@@ -68,7 +76,7 @@ async def peers(request: web.Request) -> web.Response:
         "peers.html",
         states=[s for s in status.peer_states(node) if s.record],
         kinds=NOTICE_KINDS,
-        done=request.query.get("done", ""),
+        done=done_note(request),
     )
 
 
@@ -89,7 +97,7 @@ async def peer(request: web.Request) -> web.Response:
         s=state,
         policy=node.policy(state.peer_id),
         revoked=node.keyring.revoked,
-        done=request.query.get("done", ""),
+        done=done_note(request),
     )
 
 
@@ -224,7 +232,7 @@ async def dead_letters(request: web.Request) -> web.Response:
         include=include,
         next_after=rows[-1].row.id if more else None,
         peers=[p.node_id for p in node.store.list_peers()],
-        done=request.query.get("done", ""),
+        done=done_note(request),
     )
 
 
@@ -271,7 +279,7 @@ def _tokens_page(request: web.Request, status_code: int = 200, **extra) -> web.R
         "fingerprint": keys.fingerprint,
         "created": None,
         "error": "",
-        "done": request.query.get("done", ""),
+        "done": done_note(request),
     }
     context.update(extra)
     return render(request, "tokens.html", status=status_code, **context)
