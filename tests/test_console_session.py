@@ -159,3 +159,14 @@ async def test_a_note_in_a_link_from_elsewhere_is_not_shown(node):
         await b.sign_in(secret)
         status, page, _ = await b.get("/console/peers?done=Call+us+at+555-0100&mac=00")
         assert status == 200 and "555-0100" not in page
+
+
+async def test_a_form_sent_without_a_session_is_refused_and_audited(node):
+    b = browser(node)
+    async with b.session:
+        status, page, _ = await b.post("/console/peers/PHL-DFA/pause", {"csrf": "x"})
+        assert status == 401 and "sign in again" in page
+    (leaf,) = leaves_of(node, "auth.failed")
+    assert (leaf.actor, leaf.reason, leaf.attrs["operation"]) == (
+        "anonymous", "session_missing", "console.peer_pause",
+    )  # fmt: skip

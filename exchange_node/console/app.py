@@ -144,6 +144,11 @@ def guarded(page: Page) -> Handler:
         if me is None:
             if request.method == "GET":
                 raise web.HTTPSeeOther("/console/sign-in")
+            # A form sent without a live session (expired, or from another site, whose
+            # requests carry no SameSite=Strict cookie): refused and audited.
+            await node.record_audit(
+                leaves.auth_failed(node.now_ms(), "anonymous", "session_missing", op)
+            )
             raise Refused(401, "your session has ended; sign in again")
         request[SIGNED_IN] = me
         await check_role(node, op, page.roles, me.token)
