@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from exchange_node.audit.bundle import export_bundle
 from exchange_node.audit.leaf import KINDS
@@ -25,6 +26,7 @@ from exchange_node.console.app import Refused, form, node_of, render, signed_in
 from exchange_node.console.status import peer_states
 from exchange_node.domain.documents import DocumentKey
 from exchange_node.errors import ValidationError
+from exchange_node.evidence import proof_of_delivery
 from exchange_node.identity import all_signing_public_keys
 from exchange_node.store.records import OutboxState
 
@@ -137,8 +139,6 @@ VERIFICATION = web.AppKey("console_verification", dict)
 async def audit_verify(request: web.Request) -> web.StreamResponse:
     """Start recomputing the whole log against every key this node has signed with
     (unless a run is under way), and go to the page that follows it."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     node = node_of(request)
     slot = request.app[VERIFICATION]
     current: Verification | None = slot.get("current")
@@ -254,8 +254,6 @@ async def messages(request: web.Request) -> web.Response:
 async def message_proof(request: web.Request) -> web.Response:
     """The proof of delivery file of one message to one recipient (as `proof export`),
     against a checkpoint signed now so it covers the receipt's entries."""
-    from exchange_node.evidence import proof_of_delivery
-
     node = node_of(request)
     raw, peer = request.match_info["message_id"], request.match_info["peer"]
     if not re.fullmatch(r"[0-9a-f]{32}", raw):

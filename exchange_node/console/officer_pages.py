@@ -10,6 +10,7 @@ data, and it is not a read of any one case.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 from aiohttp import web
@@ -99,8 +100,6 @@ async def cases(request: web.Request) -> web.Response:
     rows = node.store.case_page(before=before, limit=CASES_PAGE + 1)
     more = len(rows) > CASES_PAGE
     rows = rows[:CASES_PAGE]
-    import json
-
     listed = [(r, json.loads(r.participants)) for r in rows]
     return render(request, "cases.html", cases=listed, next=rows[-1] if more else None)
 

@@ -7,6 +7,7 @@ name as actor.
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from aiohttp import web
@@ -24,10 +25,14 @@ from exchange_node.console.app import (
     render,
     signed_in,
 )
+from exchange_node.console.words import error_words
 from exchange_node.delivery.worker import DeliveryError
 from exchange_node.errors import ExchangeError
+from exchange_node.identity import finish_rotation, prepare_rotation
+from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
 from exchange_node.protocol.errors import OpenError
+from exchange_node.protocol.keys import Suite
 from exchange_node.services import dead_letters as dead
 from exchange_node.store.records import TOKEN_ROLES
 
@@ -132,7 +137,7 @@ async def peer_ping(request: web.Request) -> web.StreamResponse:
     try:
         live = verify_card(await node.client.fetch_card(state.peer_id))
     except DeliveryError as exc:
-        outcome, note = "unreachable", f"{state.peer_id} did not answer: " + _words(exc.detail)
+        outcome, note = "unreachable", f"{state.peer_id} did not answer: " + error_words(exc.detail)
     except OpenError:
         outcome, note = "differs", f"{state.peer_id} served a card that does not verify"
     else:
@@ -144,12 +149,6 @@ async def peer_ping(request: web.Request) -> web.StreamResponse:
         leaves.peer_pinged(node.now_ms(), signed_in(request).actor, state.peer_id, outcome)
     )
     raise back(request, f"/peers/{state.peer_id}", note)
-
-
-def _words(detail: str) -> str:
-    from exchange_node.console.words import error_words
-
-    return error_words(detail)
 
 
 async def peer_pin(request: web.Request) -> web.StreamResponse:
@@ -291,8 +290,6 @@ async def tokens(request: web.Request) -> web.Response:
 
 async def token_create(request: web.Request) -> web.Response:
     """A new token; its secret is on this one answer (not stored, not redirected to)."""
-    import re
-
     node = node_of(request)
     data = await form(request)
     name, role = data.get("name", "").strip(), data.get("role", "")
@@ -336,10 +333,7 @@ async def keys_rotate(request: web.Request) -> web.StreamResponse:
     peer (signed by the old key, queued before the new card becomes current, one
     ``key.rotated`` leaf with the token's name), then made current. Typing the node id
     confirms it."""
-    from exchange_node.cli.keys import rotation_overlap_ms
-    from exchange_node.identity import finish_rotation, prepare_rotation
-    from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
-    from exchange_node.protocol.keys import Suite
+    from exchange_node.cli.keys import rotation_overlap_ms  # the command line's rule, shared
 
     node = node_of(request)
     if (await form(request)).get("confirm", "").strip() != node.node_id:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from exchange_node.audit.leaf import LeafKind
+from exchange_node.console.words import duration, when
 from exchange_node.protocol.cards import PeerCard, verify_card
 from exchange_node.store.records import PeerRecord, QueueStats
 
@@ -116,8 +117,6 @@ def _not_after_ms(der: bytes) -> int | None:
 
 
 def _in(t: int, now: int) -> str:
-    from exchange_node.console.words import duration, when
-
     return f"on {when(t)} (in {duration(t - now)})" if t > now else f"on {when(t)} (expired)"
 
 
@@ -166,7 +165,8 @@ def alerts(node: Node, states: list[PeerState]) -> list[Alert]:
     return out
 
 
-def disk(node: Node) -> shutil._ntuple_diskusage:  # type: ignore[name-defined]
+def disk(node: Node):
+    """Total, used and free bytes of the disk that holds the data directory."""
     return shutil.disk_usage(node.config.data_path)
 
 
