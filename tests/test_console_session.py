@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import aiohttp
 import pytest
 import yarl
 from console_support import browser, csrf_of
@@ -170,3 +171,39 @@ async def test_a_form_sent_without_a_session_is_refused_and_audited(node):
     assert (leaf.actor, leaf.reason, leaf.attrs["operation"]) == (
         "anonymous", "session_missing", "console.peer_pause",
     )  # fmt: skip
+
+
+async def test_over_tls_the_session_cookie_is_secure(node):
+    """Served over TLS (the console behind its own TLS listener), the cookies are Secure."""
+    import ssl
+
+    from aiohttp import web
+
+    from exchange_node.console import create_console_app
+    from exchange_node.tls import server_context
+
+    ctx = server_context(node.keys.tls_cert_der, node.keys.tls_key_path, [])
+    ctx.verify_mode = ssl.CERT_NONE  # a browser, not a peer: no client certificate
+    app = web.Application()
+    app.add_subapp("/console", create_console_app(node))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    secret = await token(node, "operator")
+    jar = aiohttp.CookieJar(unsafe=True)
+    try:
+        async with aiohttp.ClientSession(
+            cookie_jar=jar, connector=aiohttp.TCPConnector(ssl=False)
+        ) as s:
+            base = f"https://127.0.0.1:{port}/console"
+            async with s.get(base + "/sign-in") as r:
+                assert r.cookies["xn_console_signin"]["secure"]
+                form_token = csrf_of(await r.text())
+            async with s.post(
+                base + "/sign-in", data={"csrf": form_token, "token": secret}, allow_redirects=False
+            ) as r:
+                assert r.status == 303 and r.cookies["xn_console"]["secure"]
+    finally:
+        await runner.cleanup()
