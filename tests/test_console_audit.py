@@ -140,3 +140,16 @@ async def test_messages_page_shows_each_recipient_the_receipt_and_a_proof(tmp_pa
     finally:
         await jpn.stop()
         await phl.stop()
+
+
+async def test_who_read_this_case(node, auditor):
+    secret = await token(node, "case_officer", "officer-tanaka")
+    async with aiohttp.ClientSession() as session:
+        status, _ = await Client(session, node, secret).get("/api/v1/cases/JPN-2026-AAAAAAAA")
+        assert status == 404  # a read of an unknown case is audited too
+    status, page, _ = await auditor.get("/console/audit?case=JPN-2026-AAAAAAAA")
+    (seq,) = seqs(page)
+    record = node.audit.leaf(seq).record
+    assert (record.kind, record.actor) == ("case.accessed", "officer-tanaka")
+    status, page, _ = await auditor.get("/console/audit?case=not-a-ref")
+    assert status == 400 and "a case reference like" in page
