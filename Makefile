@@ -13,7 +13,13 @@ BUF := .tools/node_modules/.bin/buf
 # Twice quiet: errors still show, a machine's own index warnings do not.
 PIP := $(BIN)/python -m pip --quiet --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint lock proto spec bench clean
+# The console's browser tests drive Debian's chromium (Playwright's own browser download
+# is not used). Installed with apt-get when missing; where that is impossible the
+# browser tests fail and say so.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test lint lock proto spec bench clean chromium screenshots
 
 # A changed lock rebuilds the environment from scratch: nothing unlocked stays behind.
 $(STAMP): $(LOCK) pyproject.toml
@@ -25,13 +31,23 @@ $(STAMP): $(LOCK) pyproject.toml
 	@$(PIP) check
 	@touch $(STAMP)
 
-setup: $(STAMP)
+chromium:
+	@[ -x $(CHROMIUM) ] || { echo "Installing chromium for the console's browser tests"; \
+	  $(SUDO) apt-get install -y chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y chromium >/dev/null; } || \
+	  echo "could not install chromium: the console's browser tests will fail"; }
+
+setup: $(STAMP) chromium
 
 demo: $(STAMP)
 	$(BIN)/exchange-node demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+# The console's pages as PNG in docs/console/, taken by its browser tests.
+screenshots: $(STAMP) chromium
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/test_console_browser.py
 
 # Re-resolve every dependency to the newest versions pyproject.toml allows.
 lock:

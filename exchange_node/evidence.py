@@ -106,6 +106,58 @@ def build_proof(
     )
 
 
+def proof_of_delivery(
+    store, log, keys: Sequence[bytes], sender: str, message_id: bytes, peer_id: str
+) -> bytes:
+    """The proof file of ``message_id``'s delivery to ``peer_id`` from what this node
+    holds: the envelope, the receipt, the pinned card and an audit bundle of the
+    entries the proof relies on, against the log's latest checkpoint (sign one first to
+    cover the latest entries). ``NotFoundError``/``ConflictError`` say what is missing."""
+    from exchange_node.audit.bundle import export_bundle
+    from exchange_node.audit.log import LeafFilter
+    from exchange_node.errors import ConflictError, NotFoundError
+
+    rows = [r for r in store.message_status(message_id) if r.peer_id == peer_id]
+    if not rows:
+        raise NotFoundError(
+            "message_not_found", f"no message {message_id.hex()} was sent to {peer_id}"
+        )
+    row = rows[0]
+    if row.receipt_id is None:
+        raise ConflictError(
+            "no_receipt_yet",
+            f"message {message_id.hex()} to {peer_id} has no receipt yet (state {row.state})",
+        )
+    envelope = store.get_outbox(row.outbox_id).envelope
+    receipt = store.get_receipt(row.receipt_id).receipt
+    peer = store.get_peer(peer_id)
+    if peer is None:
+        raise ConflictError(
+            "peer_not_pinned", f"{peer_id} is no longer pinned: its card is not available"
+        )
+    batch_id = envelope_pb2.BatchReceipt.FromString(
+        envelope_pb2.SignedReceipt.FromString(receipt).receipt
+    ).batch_id.hex()
+    entries = [
+        *log.iter_query(LeafFilter(message_id=message_id.hex(), peer=peer_id)),
+        *(
+            leaf
+            for leaf in log.iter_query(LeafFilter(kind="receipt.received", peer=peer_id))
+            if leaf.record.attrs.get("batch_id") == batch_id and not leaf.record.reason
+        ),
+    ]
+    bundle = export_bundle(log, sorted(entries, key=lambda leaf: leaf.seq), list(keys))
+    return build_proof(
+        sender=sender,
+        recipient=peer_id,
+        message_id=message_id,
+        envelope=envelope,
+        receipt=receipt,
+        recipient_card=peer.card,
+        audit_bundle=bundle,
+    )
+
+
 def verify_proof(
     data: bytes,
     *,

@@ -38,6 +38,8 @@ def test_all_documented_kinds_are_defined() -> None:
         "audit.origin_changed", "checkpoint.cosigned", "checkpoint.refused", "witness.cosigned",
         "record.purged", "kek.rotated", "kek.destroyed", "record.hold",
         "record.reviewed", "subject.report",
+        "dead_letter.retried", "dead_letter.acknowledged", "peer.pinged", "console.signed_in",
+        "console.signed_out",
     }  # fmt: skip
     assert documented == KINDS
 

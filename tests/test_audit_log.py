@@ -457,3 +457,25 @@ def test_peer_checkpoint_with_bad_signature_is_refused_and_not_stored(
     with pytest.raises(ValidationError):
         _record(log, peer_log, note)
     assert log.peer_checkpoint(PEER) is None and log.size == 0
+
+
+def test_verify_tells_its_progress_every_ten_thousand_leaves(log: AuditLog) -> None:
+    log.append_many([event(i) for i in range(25_000)])
+    seen: list[int] = []
+    assert log.verify(progress=seen.append).ok
+    assert seen == [10_000, 20_000]
+
+
+def test_newest_first_pages_and_the_subject_filter(log: AuditLog) -> None:
+    subject = "ab" * 32
+    log.append_many(
+        [event(i, LeafKind.DOCUMENT_LOOKUP, subject_hash=subject if i % 3 == 0 else "cd" * 32)
+         for i in range(10)]
+    )  # fmt: skip
+    from exchange_node.audit.log import LeafFilter
+
+    page = log.select(LeafFilter(newest_first=True, before_seq=8, limit=3))
+    assert [x.seq for x in page] == [7, 6, 5]
+    assert [x.seq for x in log.select(LeafFilter(subject_hash=subject))] == [0, 3, 6, 9]
+    with pytest.raises(ValidationError):
+        log.select(LeafFilter(subject_hash="not-hex"))

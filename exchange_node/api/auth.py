@@ -74,6 +74,17 @@ async def _deny(node: Node, status: int, reason: str, actor: str, op: str, detai
     raise ApiProblem(status, reason, detail, "Authorization" if status == 401 else None, headers)
 
 
+async def check_role(node: Node, op: str, allowed: frozenset[str], token: TokenRecord) -> None:
+    """Refuse (403 ``role_forbidden``, audited) a token without one of ``allowed``: the
+    one role check of the JSON API and the console alike."""
+    if token.role not in allowed:
+        await _deny(
+            node, 403, "role_forbidden", actor_name(token), op,
+            f"a {token.role} token may not call this; it needs one of: "
+            + ", ".join(sorted(allowed)),
+        )  # fmt: skip
+
+
 def require_roles(node: Node, op: str, roles: Sequence[str], handler: Handler) -> Handler:
     """Wrap ``handler`` so that it runs only for an active token with one of ``roles``."""
     allowed = frozenset(roles)
@@ -93,12 +104,7 @@ def require_roles(node: Node, op: str, roles: Sequence[str], handler: Handler) -
                 node, 401, "token_invalid", "anonymous", op,
                 "the token is unknown or revoked; ask the operator for a new one",
             )  # fmt: skip
-        if token.role not in allowed:
-            await _deny(
-                node, 403, "role_forbidden", actor_name(token), op,
-                f"a {token.role} token may not call this; it needs one of: "
-                + ", ".join(sorted(allowed)),
-            )  # fmt: skip
+        await check_role(node, op, allowed, token)
         request[TOKEN_KEY] = token
         return await handler(request)
 

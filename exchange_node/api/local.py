@@ -2,7 +2,8 @@
 
 Health, readiness and metrics live here (loopback by default). The JSON API under
 ``/api/v1`` for notices, lookups, cases, audit and operations is in ``api/v1.py``;
-every error it returns is an RFC 9457 problem (``api/problems.py``).
+every error it returns is an RFC 9457 problem (``api/problems.py``). The operator and
+auditor console's pages are under ``/console`` (``exchange_node/console``).
 """
 
 from __future__ import annotations
@@ -66,4 +67,7 @@ def create_local_app(node: Node) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_routes(app, node)
+    from exchange_node.console import create_console_app
+
+    app.add_subapp("/console", create_console_app(node))
     return app

@@ -962,12 +962,21 @@ ROUTES: tuple[Route, ...] = (
     Route("queues", "GET", "/api/v1/queues", get_queues, (OPERATOR,), "operator",
           "Outbox per peer: depth, age of the oldest, dead letters", 200, s.QueueList),
     Route("deadLetters", "GET", "/api/v1/dead-letters", get_dead_letters, (OPERATOR,),
-          "operator", "Messages refused for good, with their reason", 200, s.DeadLetterList,
+          "operator", "Messages refused for good and not yet acknowledged, with their reason",
+          200, s.DeadLetterList,
           None, (Param("limit", "query", "at most this many (1-1000)",
                        {"type": "integer", "minimum": 1, "maximum": 1000}),)),
     Route("status", "GET", "/api/v1/status", get_status, (OPERATOR,), "operator",
           "This node at a glance", 200, s.StatusOut),
 )  # fmt: skip
+
+
+def roles_of(op: str) -> frozenset[str]:
+    """The roles the API allows for operation ``op`` (the console allows the same)."""
+    for r in ROUTES:
+        if r.op == op:
+            return frozenset(r.roles)
+    raise KeyError(op)
 
 
 def add_routes(app: web.Application, node: Node) -> None:

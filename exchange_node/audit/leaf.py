@@ -65,6 +65,11 @@ class LeafKind(StrEnum):
     RECORD_HOLD = "record.hold"
     RECORD_REVIEWED = "record.reviewed"
     SUBJECT_REPORT = "subject.report"
+    DEAD_LETTER_RETRIED = "dead_letter.retried"
+    DEAD_LETTER_ACKNOWLEDGED = "dead_letter.acknowledged"
+    PEER_PINGED = "peer.pinged"
+    CONSOLE_SIGNED_IN = "console.signed_in"
+    CONSOLE_SIGNED_OUT = "console.signed_out"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

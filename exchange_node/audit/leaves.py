@@ -331,16 +331,33 @@ def key_revoked(
     return AuditEvent(time=now, kind=LeafKind.KEY_REVOKED, actor=actor, peer=peer, attrs=attrs)
 
 
-def token_created(now: int, name: str, role: str) -> AuditEvent:
+def token_created(now: int, name: str, role: str, actor: str = "operator") -> AuditEvent:
     return AuditEvent(
-        time=now, kind=LeafKind.TOKEN_CREATED, actor="operator",
+        time=now, kind=LeafKind.TOKEN_CREATED, actor=actor,
         attrs={"token": name, "role": role},
     )  # fmt: skip
 
 
-def token_revoked(now: int, name: str) -> AuditEvent:
+def token_revoked(now: int, name: str, actor: str = "operator") -> AuditEvent:
+    return AuditEvent(time=now, kind=LeafKind.TOKEN_REVOKED, actor=actor, attrs={"token": name})
+
+
+def dead_letter_handled(
+    now: int, kind: LeafKind, actor: str, peer: str, message_id: bytes, outbox_id: int
+) -> AuditEvent:
+    """A dead letter put back in its queue (``dead_letter.retried``) or marked seen to
+    (``dead_letter.acknowledged``) by ``actor``."""
     return AuditEvent(
-        time=now, kind=LeafKind.TOKEN_REVOKED, actor="operator", attrs={"token": name}
+        time=now, kind=kind, actor=actor, peer=peer, message_id=message_id.hex(),
+        attrs={"outbox_id": str(outbox_id)},
+    )  # fmt: skip
+
+
+def peer_pinged(now: int, actor: str, peer: str, outcome: str) -> AuditEvent:
+    """An operator asked a peer for its card: ``outcome`` is ``matches``, ``differs``
+    (its card is not the pinned one) or ``unreachable``."""
+    return AuditEvent(
+        time=now, kind=LeafKind.PEER_PINGED, actor=actor, peer=peer, attrs={"outcome": outcome}
     )
 
 
@@ -508,3 +525,9 @@ def subject_report(
             **attrs,
         },
     )
+
+
+def console_session(now: int, kind: LeafKind, actor: str, why: str) -> AuditEvent:
+    """A console session began (``why`` = ``signed_in``) or ended (``signed_out``,
+    ``expired``, ``token_revoked``) for the token named ``actor``."""
+    return AuditEvent(time=now, kind=kind, actor=actor, attrs={"why": why})

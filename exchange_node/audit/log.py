@@ -24,6 +24,7 @@ makes it safe to share between threads; several processes may open the same file
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 import threading
 import time
@@ -141,6 +142,12 @@ class LeafFilter:
     actor: str | None = None
     after_seq: int | None = None
     limit: int | None = None  # None: 1,000 for query, everything for iter_query
+    # The console's newest-first pages: leaves before ``before_seq``, highest seq first.
+    before_seq: int | None = None
+    newest_first: bool = False
+    # Leaves about one document or case (its keyed hash): read from the leaf bytes, so
+    # narrow by kind or time as well on a large log.
+    subject_hash: str | None = None
 
 
 ConsistencyProofFn = Callable[[int, int], Sequence[bytes]]
@@ -617,13 +624,24 @@ class AuditLog:
         if f.after_seq is not None:
             where.append("seq > ?")
             args.append(f.after_seq)
+        if f.before_seq is not None:
+            where.append("seq < ?")
+            args.append(f.before_seq)
+        if f.subject_hash is not None:
+            if not re.fullmatch(r"[0-9a-f]{64}", f.subject_hash):
+                raise ValidationError(
+                    "subject_hash_invalid", "a subject hash is 64 hex digits", "subject_hash"
+                )
+            # Canonical leaf bytes: the key and its value appear exactly like this.
+            where.append("CAST(data AS TEXT) LIKE ?")
+            args.append(f'%"subject_hash":"{f.subject_hash}"%')
         limit = 1000 if f.limit is None else f.limit
         if not 0 < limit <= _QUERY_MAX:
             raise ValidationError("limit_invalid", f"limit must be 1..{_QUERY_MAX}", "limit")
         sql = "SELECT seq, data FROM audit_leaves"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq LIMIT ?"
+        sql += " ORDER BY seq DESC LIMIT ?" if f.newest_first else " ORDER BY seq LIMIT ?"
         args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
@@ -659,7 +677,9 @@ class AuditLog:
             self._record_public_key()
 
     def verify(
-        self, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None
+        self,
+        public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> VerifyReport:
         """Recompute the whole tree from the stored leaves and check everything.
 
@@ -669,12 +689,13 @@ class AuditLog:
         subtree; every stored checkpoint's note is well-formed, signed by
         ``public_key`` (the signing key's public half if omitted; pass the key you trust,
         never one read from the file; or every key the node has signed with) and its root equals the recomputed root at its
-        size. Problems name the first leaf they concern.
+        size. Problems name the first leaf they concern. ``progress``, if given, is told
+        how many leaves have been checked, every 10,000.
         """
         if public_key is None and self._key is not None:
             public_key = self._key.public_key()
         with self._transaction(write=False):
-            return Verifier(self._db, self.origin, public_key).run()
+            return Verifier(self._db, self.origin, public_key, progress=progress).run()
 
     # -- witnessing peers -------------------------------------------------------------
 

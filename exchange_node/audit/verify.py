@@ -8,7 +8,7 @@ so ten million leaves verify without loading the log.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -56,6 +56,9 @@ class VerifyReport:
         return min(seqs) if seqs else None
 
 
+PROGRESS_EVERY = 10_000
+
+
 @dataclass
 class Verifier:
     """One pass over the leaves in seq order, recomputing the tree as it goes.
@@ -69,6 +72,9 @@ class Verifier:
     public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None
     problems: list[Problem] = field(default_factory=list)
     nodes_checked: int = 0
+    # Told the number of leaves checked so far, every PROGRESS_EVERY leaves (a page
+    # showing a long verification's progress).
+    progress: Callable[[int], None] | None = None
     _levels: dict[int, Iterator[tuple[int, bytes]]] = field(default_factory=dict)
     _heads: dict[int, tuple[int, bytes] | None] = field(default_factory=dict)
 
@@ -120,6 +126,8 @@ class Verifier:
                 self.problem(expected, "leaf_missing", f"leaves {expected}..{seq - 1} are missing")
                 broken_at = expected
             expected = seq + 1
+            if self.progress is not None and expected % PROGRESS_EVERY == 0:
+                self.progress(expected)
             h = merkle.leaf_hash(data)
             if h != stored_hash:
                 self.problem(

@@ -57,7 +57,9 @@ from exchange_node.errors import ExchangeError
 from exchange_node.store.records import (
     CaseEventRow,
     CaseRow,
+    ConsoleSession,
     CosignatureRow,
+    DeadLetter,
     DeliveryRow,
     IdempotencyRecord,
     InboxItem,
@@ -66,6 +68,7 @@ from exchange_node.store.records import (
     NoticeRow,
     OutboxItem,
     OutboxRow,
+    OutboxState,
     Outcome,
     PeerRecord,
     PurgeResult,
@@ -125,6 +128,12 @@ class Store(Protocol):
 
     def case_events(self, case_ref: str) -> list[CaseEventRow]: ...
 
+    def case_page(
+        self, *, before: tuple[int, str] | None = None, limit: int = 100
+    ) -> list[CaseRow]:
+        """Cases newest first, after the keyset ``before`` = (opened_at, case_ref)."""
+        ...
+
     # --- outbox (FIFO per peer) -----------------------------------------------------------
 
     async def enqueue(self, items: Sequence[OutboxItem]) -> list[int]:
@@ -177,6 +186,19 @@ class Store(Protocol):
         """One row per recipient of the message, ordered by peer id; empty if unknown."""
         ...
 
+    def delivery_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        state: OutboxState | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRow]:
+        """Sent messages' rows (one per recipient), newest first, before ``before_id``."""
+        ...
+
     def get_receipt(self, receipt_id: int) -> StoredReceipt | None: ...
 
     def get_outbox(self, outbox_id: int) -> OutboxRow | None:
@@ -184,7 +206,23 @@ class Store(Protocol):
         ...
 
     def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
-        """Dead rows (oldest first), for one peer or all."""
+        """Dead rows waiting for a person (oldest first; not acknowledged), for one peer
+        or all."""
+        ...
+
+    def dead_letter_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        include_acknowledged: bool = False,
+    ) -> list[DeadLetter]:
+        """Dead rows after ``after_id`` in id order; unacknowledged ones only by default."""
+        ...
+
+    async def acknowledge_dead(self, outbox_id: int, at: int, actor: str) -> OutboxRow:
+        """Mark a dead letter seen to: kept, no longer counted in ``queue_stats().dead``."""
         ...
 
     # --- inbox -------------------------------------------------------------------------
@@ -275,6 +313,20 @@ class Store(Protocol):
     def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]: ...
 
     async def revoke_token(self, name_or_id: str | int, at: int) -> TokenRecord: ...
+
+    def get_token(self, token_id: int) -> TokenRecord | None: ...
+
+    # --- console sessions (revoking a token deletes its sessions) ------------------------
+
+    async def create_console_session(self, session: ConsoleSession) -> ConsoleSession:
+        """Keep a new session, deleting expired ones."""
+        ...
+
+    def console_session(self, id_hash: bytes) -> ConsoleSession | None: ...
+
+    async def touch_console_session(self, id_hash: bytes, at: int) -> None: ...
+
+    async def delete_console_session(self, id_hash: bytes) -> bool: ...
 
     # --- meta ----------------------------------------------------------------------------
 

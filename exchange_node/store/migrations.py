@@ -446,8 +446,38 @@ _V7: tuple[str, ...] = (
     )
     """,
 )
+# 8: the operator console (``exchange_node/console``). Sessions are kept here, by the
+# SHA-256 of the cookie's secret (never the secret), with the token that signed in, the
+# form token (CSRF) and both expiry bounds. A dead letter an operator has seen to is
+# marked acknowledged (kept as evidence; no longer counted as waiting for a person).
+# The audit page filters by kind, actor and peer newest first: (kind, seq), (actor, seq)
+# and (peer, seq) serve those keyset pages; the case list pages by (opened_at, case_ref),
+# the messages page by (peer_id, id).
+_V8: tuple[str, ...] = (
+    """
+    CREATE TABLE console_sessions (
+        id_hash      BLOB PRIMARY KEY,
+        token_id     INTEGER NOT NULL,
+        csrf         TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    )
+    """,
+    "CREATE INDEX console_sessions_token ON console_sessions (token_id)",
+    "CREATE INDEX console_sessions_expires ON console_sessions (expires_at)",
+    "ALTER TABLE outbox ADD COLUMN acknowledged_at INTEGER",
+    "ALTER TABLE outbox ADD COLUMN acknowledged_by TEXT",
+    "CREATE INDEX outbox_dead_acknowledged ON outbox (peer_id, id)"
+    " WHERE state = 'dead' AND acknowledged_at IS NOT NULL",
+    "CREATE INDEX audit_leaves_kind_seq ON audit_leaves (kind, seq)",
+    "CREATE INDEX audit_leaves_actor_seq ON audit_leaves (actor, seq)",
+    "CREATE INDEX audit_leaves_peer_seq ON audit_leaves (peer, seq) WHERE peer != ''",
+    "CREATE INDEX cases_opened ON cases (opened_at, case_ref)",
+    "CREATE INDEX outbox_peer ON outbox (peer_id, id)",
+)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

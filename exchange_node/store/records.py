@@ -244,6 +244,28 @@ class TokenRecord:
         return self.revoked_at is None
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A signed-in console session (``exchange_node/console``). The cookie's secret is
+    kept only as ``id_hash`` (SHA-256); ``csrf`` is the token every form must carry."""
+
+    id_hash: bytes
+    token_id: int
+    csrf: str
+    created_at: int
+    last_seen_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead outbox row with whether (and by whom) an operator acknowledged it."""
+
+    row: OutboxRow
+    acknowledged_at: int | None
+    acknowledged_by: str | None
+
+
 # --- operations ---------------------------------------------------------------------------
 
 

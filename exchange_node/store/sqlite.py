@@ -38,7 +38,9 @@ from exchange_node.store.records import (
     CatchUpProgress,
     CatchUpRow,
     CatchUpSelection,
+    ConsoleSession,
     CosignatureRow,
+    DeadLetter,
     DeliveryRow,
     IdempotencyRecord,
     InboxItem,
@@ -514,6 +516,26 @@ class SqliteStore(ProtectionReads):
         rows = self._read(_CASE_SELECT, (case_ref,))
         return CaseRow(*rows[0]) if rows else None
 
+    def case_page(
+        self, *, before: tuple[int, str] | None = None, limit: int = 100
+    ) -> list[CaseRow]:
+        """Cases newest first (opened_at, then reference), after the keyset ``before``
+        (the last row of the previous page); served by the ``cases_opened`` index."""
+        _check_limit(limit)
+        cols = "case_ref, opened_by, participants, personal, opened_at"
+        if before is None:
+            rows = self._read(
+                f"SELECT {cols} FROM cases ORDER BY opened_at DESC, case_ref DESC LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = self._read(
+                f"SELECT {cols} FROM cases WHERE opened_at < ? OR (opened_at = ? AND case_ref < ?)"
+                " ORDER BY opened_at DESC, case_ref DESC LIMIT ?",
+                (before[0], before[0], before[1], limit),
+            )
+        return [CaseRow(*r) for r in rows]
+
     def case_events(self, case_ref: str) -> list[CaseEventRow]:
         return [CaseEventRow(*r) for r in self._read(_CASE_EVENTS_SELECT, (case_ref,))]
 
@@ -666,7 +688,8 @@ class SqliteStore(ProtectionReads):
                 raise _peer_not_found(peer_id)
             conn.execute(
                 "UPDATE outbox SET state = 'queued', outcome = NULL, reason = NULL, "
-                "receipt_id = NULL WHERE id = ?",
+                "receipt_id = NULL, acknowledged_at = NULL, acknowledged_by = NULL "
+                "WHERE id = ?",
                 (outbox_id,),
             )
 
@@ -676,7 +699,11 @@ class SqliteStore(ProtectionReads):
         rows = self._read(
             """
             SELECT ids.peer_id,
-                   coalesce(c.queued, 0), coalesce(c.dead, 0), coalesce(c.delivered, 0),
+                   coalesce(c.queued, 0),
+                   coalesce(c.dead, 0) - (SELECT count(*) FROM outbox a
+                     WHERE a.peer_id = ids.peer_id AND a.state = 'dead'
+                       AND a.acknowledged_at IS NOT NULL),
+                   coalesce(c.delivered, 0),
                    p.node_id IS NOT NULL, coalesce(p.paused, 0),
                    p.last_contact_at, p.last_error, p.last_error_at,
                    (SELECT o.created_at FROM outbox o
@@ -712,23 +739,40 @@ class SqliteStore(ProtectionReads):
             "WHERE message_id = ? ORDER BY peer_id",
             (message_id,),
         )
-        return [
-            DeliveryRow(
-                outbox_id=r[0],
-                peer_id=r[1],
-                message_id=r[2],
-                created_at=r[3],
-                state=OutboxState(r[4]),
-                outcome=None if r[5] is None else Outcome(r[5]),
-                reason=r[6],
-                attempts=r[7],
-                last_attempt_at=r[8],
-                last_error=r[9],
-                delivered_at=r[10],
-                receipt_id=r[11],
-            )
-            for r in rows
-        ]
+        return [_delivery_row(r) for r in rows]
+
+    def delivery_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        state: OutboxState | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[DeliveryRow]:
+        """Sent messages' rows (one per recipient), newest first, before ``before_id``
+        (keyset on the outbox id; ``outbox_peer`` serves a peer's pages)."""
+        _check_limit(limit)
+        where, args = [], []
+        for clause, value in (
+            ("peer_id = ?", peer_id),
+            ("state = ?", None if state is None else str(state)),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+            ("id < ?", before_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        rows = self._read(
+            "SELECT id, peer_id, message_id, created_at, state, outcome, reason, attempts, "
+            "last_attempt_at, last_error, delivered_at, receipt_id FROM outbox"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [_delivery_row(r) for r in rows]
 
     def get_receipt(self, receipt_id: int) -> StoredReceipt | None:
         rows = self._read(
@@ -745,16 +789,75 @@ class SqliteStore(ProtectionReads):
         _check_limit(limit)
         if peer_id is None:
             rows = self._read(
-                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' ORDER BY id LIMIT ?",
+                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' "
+                "AND acknowledged_at IS NULL ORDER BY id LIMIT ?",
                 (limit,),
             )
         else:
             rows = self._read(
                 f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'dead' "
-                "ORDER BY id LIMIT ?",
+                "AND acknowledged_at IS NULL ORDER BY id LIMIT ?",
                 (peer_id, limit),
             )
         return [_outbox_row(r) for r in rows]
+
+    def dead_letter_page(
+        self,
+        *,
+        peer_id: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        include_acknowledged: bool = False,
+    ) -> list[DeadLetter]:
+        """Dead rows in id order after ``after_id`` (keyset pages on the ``outbox_dead``
+        index), those still waiting for a person unless ``include_acknowledged``."""
+        _check_limit(limit)
+        where, args = ["state = 'dead'"], []
+        if peer_id is not None:
+            where.append("peer_id = ?")
+            args.append(peer_id)
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        if not include_acknowledged:
+            where.append("acknowledged_at IS NULL")
+        rows = self._read(
+            f"SELECT {_OUTBOX_COLS}, acknowledged_at, acknowledged_by FROM outbox "
+            f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*args, limit),
+        )
+        return [DeadLetter(_outbox_row(r[:-2]), r[-2], r[-1]) for r in rows]
+
+    async def acknowledge_dead(
+        self, outbox_id: int, at: int, actor: str, *, audit: Leaves = ()
+    ) -> OutboxRow:
+        """Mark a dead letter as seen to by ``actor``: it stays (evidence) but no longer
+        counts in :meth:`queue_stats` ``dead``. Refused for a row that is not dead or is
+        acknowledged already."""
+
+        def job(conn: sqlite3.Connection) -> OutboxRow:
+            state = _outbox_state_or_raise(conn, outbox_id)
+            if state != OutboxState.DEAD:
+                raise ConflictError(
+                    "outbox_row_not_dead",
+                    f"outbox row {outbox_id} is {state}, only dead letters can be acknowledged",
+                    "outbox_id",
+                )
+            cur = conn.execute(
+                "UPDATE outbox SET acknowledged_at = ?, acknowledged_by = ? "
+                "WHERE id = ? AND acknowledged_at IS NULL",
+                (at, actor, outbox_id),
+            )
+            if cur.rowcount == 0:
+                raise ConflictError(
+                    "dead_letter_already_acknowledged",
+                    f"dead letter {outbox_id} is already acknowledged",
+                    "outbox_id",
+                )
+            rows = _rows(conn, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
+            return _outbox_row(rows[0])
+
+        return await self._write(job, audit=audit, label="outbox.acknowledge")
 
     # --- inbox -----------------------------------------------------------------------------
 
@@ -1016,10 +1119,62 @@ class SqliteStore(ProtectionReads):
                     "token_already_revoked", f"token {token.id} is already revoked", "name_or_id"
                 )
             conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token.id))
+            # A revoked token's console sessions end with it.
+            conn.execute("DELETE FROM console_sessions WHERE token_id = ?", (token.id,))
             return TokenRecord(token.id, token.name, token.role, token.secret_hash,
                                token.created_at, at)  # fmt: skip
 
         return await self._write(job, audit=audit, label="token.revoke")
+
+    def get_token(self, token_id: int) -> TokenRecord | None:
+        rows = self._read(f"SELECT {_TOKEN_COLS} FROM tokens WHERE id = ?", (token_id,))
+        return TokenRecord(*rows[0]) if rows else None
+
+    # --- console sessions ---------------------------------------------------------------------
+
+    async def create_console_session(
+        self, session: ConsoleSession, *, audit: Leaves = ()
+    ) -> ConsoleSession:
+        """Keep a new session; sessions past their expiry are deleted in the same step."""
+
+        def job(conn: sqlite3.Connection) -> ConsoleSession:
+            conn.execute(
+                "DELETE FROM console_sessions WHERE expires_at <= ?", (session.created_at,)
+            )
+            conn.execute(
+                "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, "
+                "last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (session.id_hash, session.token_id, session.csrf, session.created_at,
+                 session.last_seen_at, session.expires_at),
+            )  # fmt: skip
+            return session
+
+        return await self._write(job, audit=audit, label="console.session_create")
+
+    def console_session(self, id_hash: bytes) -> ConsoleSession | None:
+        rows = self._read(
+            "SELECT id_hash, token_id, csrf, created_at, last_seen_at, expires_at "
+            "FROM console_sessions WHERE id_hash = ?",
+            (id_hash,),
+        )
+        return ConsoleSession(*rows[0]) if rows else None
+
+    async def touch_console_session(self, id_hash: bytes, at: int) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?", (at, id_hash)
+            ),
+            label="console.session_touch",
+        )
+
+    async def delete_console_session(self, id_hash: bytes, *, audit: Leaves = ()) -> bool:
+        """End a session (sign-out, expiry); False if there was none."""
+
+        def job(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM console_sessions WHERE id_hash = ?", (id_hash,))
+            return cur.rowcount > 0
+
+        return await self._write(job, audit=audit, label="console.session_delete")
 
     # --- meta --------------------------------------------------------------------------------
 
@@ -1503,6 +1658,23 @@ _TOKEN_COLS = "id, name, role, secret_hash, created_at, revoked_at"
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
     # fetchall() finishes the statement, so no read transaction is left open behind it.
     return conn.execute(sql, args).fetchall()
+
+
+def _delivery_row(r: tuple[Any, ...]) -> DeliveryRow:
+    return DeliveryRow(
+        outbox_id=r[0],
+        peer_id=r[1],
+        message_id=r[2],
+        created_at=r[3],
+        state=OutboxState(r[4]),
+        outcome=None if r[5] is None else Outcome(r[5]),
+        reason=r[6],
+        attempts=r[7],
+        last_attempt_at=r[8],
+        last_error=r[9],
+        delivered_at=r[10],
+        receipt_id=r[11],
+    )
 
 
 def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
