@@ -16,6 +16,8 @@ from pathlib import Path
 
 import msgspec
 
+from exchange_node.domain.icao import validate_state_code
+from exchange_node.errors import ValidationError
 from exchange_node.protocol.cards import NODE_ID_RE
 from exchange_node.protocol.envelope import DAY_MS, DEFAULT_MAX_AGE_MS, DEFAULT_MAX_SKEW_MS
 
@@ -154,10 +156,7 @@ def _check(path: Path, cfg: Config) -> None:
             "an upper-case node id like JPN-ISA (A-Z, 0-9, '-', 2-32 chars)",
             cfg.node.id,
         )
-    if not re.fullmatch(r"[A-Z]{1,3}", cfg.node.country):
-        raise bad(
-            "[node] country", "an ICAO Doc 9303 code such as JPN, PHL, D or XOM", cfg.node.country
-        )
+    _check_country(path, cfg.node.country)
     if cfg.node.suite not in ("mlkem768-x25519", "x25519"):
         raise bad("[node] suite", "'mlkem768-x25519' or 'x25519'", cfg.node.suite)
     for section, key, value in (
@@ -178,6 +177,7 @@ def _check(path: Path, cfg: Config) -> None:
                 "a loopback address (set allow_non_loopback = true to expose the local API)",
                 value,
             )
+    _check_listeners_apart(path, cfg)
     if cfg.peer_api.public_endpoint and not re.match(r"^https?://", cfg.peer_api.public_endpoint):
         raise bad(
             "[peer_api] public_endpoint",
@@ -213,6 +213,36 @@ def _check(path: Path, cfg: Config) -> None:
         for kind in policy.allow:
             if kind not in NOTICE_KINDS:
                 raise bad(f"[peers.{peer_id}] allow", f"a list of {', '.join(NOTICE_KINDS)}", kind)
+
+
+def _check_country(path: Path, country: str) -> None:
+    """The node's country as the document rules read it: a code of the ICAO Doc 9303
+    list, in its canonical form (what peers compare issuing states against)."""
+    expected = "an ICAO Doc 9303 code such as JPN, PHL, D or XOM"
+    try:
+        canonical = validate_state_code(country, "[node] country")
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: [node] country: expected {expected}, got {country!r} ({exc.message})"
+        ) from None
+    if canonical != country:
+        raise ConfigError(f"{path}: [node] country: expected {canonical!r}, got {country!r}")
+
+
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def _check_listeners_apart(path: Path, cfg: Config) -> None:
+    """The peer API and the local API cannot share a port: the second would fail to bind
+    at start-up, long after the file was written. Port 0 (any free port) never clashes."""
+    peer_host, peer_port = parse_listen(cfg.peer_api.listen)
+    local_host, local_port = parse_listen(cfg.local_api.listen)
+    overlap = peer_host == local_host or {peer_host, local_host} & set(_ANY_ADDRESS)
+    if peer_port and peer_port == local_port and overlap:
+        raise ConfigError(
+            f"{path}: [local_api] listen: expected a port other than the peer API's"
+            f" ({cfg.peer_api.listen}), got {cfg.local_api.listen!r}"
+        )
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import structlog
 from aiohttp import web
@@ -42,6 +46,7 @@ from exchange_node.config import Config, ConfigError, parse_listen
 from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.inbound import Inbound
 from exchange_node.delivery.sender import Outbox, Submitted
+from exchange_node.errors import ExchangeError
 from exchange_node.health import WriteHealth
 from exchange_node.identity import Identity, NodeKeys, load_identity
 from exchange_node.metrics import Metrics
@@ -51,7 +56,15 @@ from exchange_node.services import Services
 from exchange_node.store.sqlite import SqliteStore
 from exchange_node.tls import server_context
 
-__all__ = ["DATABASE", "Node", "Submitted", "key_passphrase", "prepare_database"]
+__all__ = [
+    "DATABASE",
+    "Node",
+    "StartError",
+    "Submitted",
+    "key_passphrase",
+    "lock_data_dir",
+    "prepare_database",
+]
 
 log = structlog.get_logger("exchange_node.node")
 
@@ -70,6 +83,48 @@ def key_passphrase(config: Config) -> bytes | None:
     return value.encode()
 
 
+class StartError(ExchangeError):
+    """The node cannot start as configured: an address is taken, the data directory is in
+    use by another node process. One line for the operator, a stable code for scripts."""
+
+    status = 503
+
+
+LOCK_FILE = "serve.lock"
+"""In the data directory: held (flock) by the one ``serve`` process running on it."""
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data directory for this process, or raise ``StartError(data_dir_locked)``
+    naming the process that holds it. The lock is the kernel's (flock), tied to the open
+    file: it goes with the process however it ends (even SIGKILL), so a stale file never
+    blocks a restart. Keep the returned file open for as long as the node runs."""
+    if not data_dir.is_dir():
+        raise StartError(
+            "data_dir_missing",
+            f"{data_dir}: no such folder; run `exchange-node init` first",
+            "node.data_dir",
+        )
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StartError(
+            "data_dir_locked",
+            f"{data_dir} is in use by another exchange-node serve (pid {holder});"
+            " stop it first, or give this one a config with its own data_dir",
+            "node.data_dir",
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 DATABASE = "node.sqlite"
 """The node's one database in its data directory: state, index, outbox and audit log."""
 
@@ -82,6 +137,27 @@ def prepare_database(data_dir: Path) -> Path:
     SqliteStore.prepare(path)
     adopt_audit_file(data_dir, path)
     return path
+
+
+@contextlib.contextmanager
+def _binding(section: str, listen: str):
+    """An address that cannot be bound is one line naming the setting, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(
+                "listen_address_in_use",
+                f"[{section}] listen {listen}: the address is already in use (another"
+                " exchange-node or program listens there; `ss -ltnp` names it); stop it or"
+                " choose another port",
+                f"{section}.listen",
+            ) from None
+        raise StartError(
+            "listen_failed",
+            f"[{section}] listen {listen}: cannot listen there: {exc.strerror or exc}",
+            f"{section}.listen",
+        ) from None
 
 
 def wall_clock_ms() -> int:
@@ -197,6 +273,11 @@ class Node:
             raise ConfigError(
                 f"{config.path}: [node] id: expected {keys.local.node_id} (the id of the keys in {data}), got {config.node.id!r}"
             )
+        if keys.card.country != config.node.country:
+            raise ConfigError(
+                f"{config.path}: [node] country: expected {keys.card.country!r} (the country"
+                f" on this node's card in {data}), got {config.node.country!r}"
+            )
         database = prepare_database(data)
         store = await SqliteStore.open(database)
         audit = AuditLog(
@@ -282,11 +363,13 @@ class Node:
                 self.identity.passphrase,
             )
         host, port = parse_listen(cfg.peer_api.listen)
-        runner, self._peer_site = await serve_peer_api(self, host, port, self._server_ssl)
+        with _binding("peer_api", cfg.peer_api.listen):
+            runner, self._peer_site = await serve_peer_api(self, host, port, self._server_ssl)
         self.peer_port = self._peer_site.bound_port
         self._runners.append(runner)
         host, port = parse_listen(cfg.local_api.listen)
-        self.local_port = await self._serve(create_local_app(self), host, port, None)
+        with _binding("local_api", cfg.local_api.listen):
+            self.local_port = await self._serve(create_local_app(self), host, port, None)
         digest = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest() if cfg.path else ""
         await self.record_audit(
             leaves.config_loaded(self.now_ms(), digest, cfg.peer_api.allow_plain_http)

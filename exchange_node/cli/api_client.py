@@ -51,8 +51,7 @@ class ApiProblem(CliError):
     """A problem-details answer from the local API: ``code: detail (field F)``."""
 
     def __init__(self, code: str, detail: str, field: str | None) -> None:
-        super().__init__(f"{code}: {detail}" + (f" (field {field})" if field else ""))
-        self.code = code
+        super().__init__(detail + (f" (field {field})" if field else ""), code=code)
         self.detail = detail
         self.field = field
 

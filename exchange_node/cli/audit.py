@@ -16,6 +16,8 @@ from exchange_node.cli.common import (
     _passphrase,
     _store,
     now_ms,
+    output_path,
+    write_output,
 )
 from exchange_node.errors import ValidationError
 from exchange_node.identity import (
@@ -96,6 +98,7 @@ def cmd_audit_verify_proof(args) -> int:
 
 
 def cmd_audit_export(args) -> int:
+    output_path(args.out)
     cfg = _cfg(args)
     path, filters, sizes = _audit_path(cfg), _filters(args), args.consistency_from or ()
     print(
@@ -116,7 +119,8 @@ def _hex_keys(values: list[str] | None, option: str) -> list[bytes] | None:
     if not keys or any(len(k) != 32 for k in keys):
         raise CliError(
             f"{option}: expected an Ed25519 public key, 64 hex digits"
-            " (`exchange-node keys show` prints it)"
+            " (`exchange-node keys show` prints it)",
+            code="public_key_invalid",
         )
     return keys
 
@@ -155,6 +159,7 @@ async def cmd_proof_export(args) -> int:
     from exchange_node.audit.bundle import export_bundle
     from exchange_node.evidence import build_proof, verify_proof
 
+    out = output_path(args.out)
     cfg = _cfg(args)
     try:
         mid = bytes.fromhex(args.message_id)
@@ -208,7 +213,7 @@ async def cmd_proof_export(args) -> int:
         recipient_card=peer.card,
         audit_bundle=bundle,
     )
-    Path(args.out).write_bytes(data)
+    write_output(out, data)
     report = verify_proof(data)
     print(
         f"wrote {args.out}: {row.peer_id} {report.outcome} message {mid.hex()} ({'verifies' if report.ok else 'DOES NOT VERIFY'})"

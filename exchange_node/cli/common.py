@@ -19,7 +19,38 @@ DEFAULT_CONFIG = "config/node.toml"
 
 
 class CliError(Exception):
-    """A problem to report in one line."""
+    """A problem to report in one line: ``error: [CODE: ]MESSAGE``. ``code``, when given,
+    is stable (lower_snake_case, never reworded) for scripts that check it."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def output_path(value: str, option: str = "--out") -> Path:
+    """Where a command writes its file, checked before any work is done: a missing or
+    wrong folder is one line naming it, not a traceback after the work."""
+    path = Path(value)
+    folder = path.parent
+    if not folder.is_dir():
+        raise CliError(
+            f"{option} {value}: folder {folder} does not exist; create it first"
+            f" (mkdir -p {folder})",
+            code="out_folder_missing",
+        )
+    if path.is_dir():
+        raise CliError(f"{option} {value}: is a folder; name a file", code="out_is_folder")
+    return path
+
+
+def write_output(path: Path, data: bytes, option: str = "--out") -> None:
+    """Write a command's file; an OS refusal (permissions, full disk) is one line."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise CliError(
+            f"{option} {path}: cannot write: {exc.strerror}", code="out_unwritable"
+        ) from None
 
 
 def now_ms() -> int:

@@ -11,6 +11,8 @@ from exchange_node.cli.common import (
     _iso,
     _passphrase,
     now_ms,
+    output_path,
+    write_output,
 )
 from exchange_node.config import ConfigError, load_config, render_config
 from exchange_node.identity import (
@@ -111,11 +113,18 @@ def cmd_card_show(args) -> int:
 
 
 def cmd_card_export(args) -> int:
+    out = None if args.out == "-" else output_path(args.out)
+    if out is None and sys.stdout.isatty():
+        raise CliError(
+            "the card is binary: give --out FILE (e.g. --out card.pb) or redirect standard"
+            " output to a file",
+            code="binary_to_terminal",
+        )
     cfg = _cfg(args)
     keys = load_identity(cfg.data_path, _passphrase(cfg))
-    if args.out == "-":
+    if out is None:
         sys.stdout.buffer.write(keys.card_bytes)
     else:
-        Path(args.out).write_bytes(keys.card_bytes)
+        write_output(out, keys.card_bytes)
         print(f"wrote {args.out} ({len(keys.card_bytes)} bytes); fingerprint {keys.fingerprint}")
     return 0

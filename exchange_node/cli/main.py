@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 
 from exchange_node.build_info import version_line
@@ -359,8 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
+        # Flushed here, not at exit, so that a reader gone away is handled below.
+        sys.stdout.flush()
         return int(result or 0)
-    except (CliError, ConfigError, IdentityError) as exc:
+    except CliError as exc:
+        print(f"error: {exc.code + ': ' if exc.code else ''}{exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, IdentityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ExchangeError as exc:
@@ -371,6 +377,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """The reader of standard output closed it (``audit show | head``): that is how it
+    says it has enough, so no message. Point stdout at /dev/null so the interpreter's
+    final flush does not fail again, and exit as a process killed by SIGPIPE does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

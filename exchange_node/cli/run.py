@@ -55,17 +55,33 @@ async def cmd_status(args) -> int:
 
 
 async def cmd_serve(args) -> int:
-    from exchange_node.node import Node
+    from exchange_node.node import lock_data_dir
 
     cfg = _cfg(args)
+    lock = lock_data_dir(cfg.data_path)
+    try:
+        return await _serve(cfg, args.ready_file)
+    finally:
+        lock.close()
+
+
+async def _serve(cfg, ready_file: str | None) -> int:
+    """Run the node until SIGINT or SIGTERM; a start that fails half-way (the second
+    address taken) stops what it started before the error is reported."""
+    from exchange_node.node import Node
+
     node = await Node.open(cfg)
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if args.ready_file:
-        Path(args.ready_file).write_text(
+    if ready_file:
+        Path(ready_file).write_text(
             json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
         )
     await stop.wait()
