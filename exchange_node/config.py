@@ -60,6 +60,14 @@ class LocalApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     listen: str = "127.0.0.1:8080"
     # Listening on anything but loopback must be asked for explicitly.
     allow_non_loopback: bool = False
+    # TLS for the local API: a PEM certificate (chain) and its private key (0600),
+    # relative to the config file. Both or neither; required off loopback.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Off loopback without TLS, bearer tokens cross the network in clear: only with this.
+    allow_plain_off_loopback: bool = False
+    # Lifetime of a token made by `token create` without --expires; 0: never expires.
+    token_lifetime_days: int = 90
 
 
 class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -96,6 +104,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     peers: dict[str, PeerPolicy] = msgspec.field(default_factory=dict)
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = ""
+
+    def relative_path(self, value: str) -> Path:
+        """A path from the config file, relative to the file's folder."""
+        base = Path(self.path).parent if self.path else Path.cwd()
+        return (base / value).resolve()
 
     @property
     def data_path(self) -> Path:
@@ -143,6 +156,7 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("delivery", "request_timeout_seconds", 1, 600),
     ("delivery", "catchup_request_interval_seconds", 0, 31_536_000),
     ("audit", "checkpoint_interval_seconds", 1, 86400),
+    ("local_api", "token_lifetime_days", 0, 3650),
 )
 
 
@@ -177,6 +191,7 @@ def _check(path: Path, cfg: Config) -> None:
                 "a loopback address (set allow_non_loopback = true to expose the local API)",
                 value,
             )
+    _check_local_tls(path, cfg)
     _check_listeners_apart(path, cfg)
     if cfg.peer_api.public_endpoint and not re.match(r"^https?://", cfg.peer_api.public_endpoint):
         raise bad(
@@ -213,6 +228,25 @@ def _check(path: Path, cfg: Config) -> None:
         for kind in policy.allow:
             if kind not in NOTICE_KINDS:
                 raise bad(f"[peers.{peer_id}] allow", f"a list of {', '.join(NOTICE_KINDS)}", kind)
+
+
+def _check_local_tls(path: Path, cfg: Config) -> None:
+    """Bearer tokens never cross a network in clear: off loopback the local API needs
+    its TLS files, unless ``allow_plain_off_loopback`` says the operator accepts that."""
+    api = cfg.local_api
+    if bool(api.tls_cert_file) != bool(api.tls_key_file):
+        missing = "tls_key_file" if api.tls_cert_file else "tls_cert_file"
+        raise ConfigError(
+            f"{path}: [local_api] {missing}: expected a file (tls_cert_file and tls_key_file"
+            " go together), got ''"
+        )
+    host, _ = parse_listen(api.listen)
+    if not is_loopback(host) and not api.tls_cert_file and not api.allow_plain_off_loopback:
+        raise ConfigError(
+            f"{path}: [local_api] listen: expected a loopback address unless TLS is"
+            " configured (tls_cert_file, tls_key_file), or allow_plain_off_loopback = true to"
+            f" send bearer tokens in clear, got {api.listen!r}"
+        )
 
 
 def _check_country(path: Path, country: str) -> None:
@@ -339,6 +373,10 @@ body_timeout_seconds = 30        # a batch body must arrive within this, or 408 
 [local_api]
 listen = "{local_listen}"          # authority systems connect here; loopback by default
 allow_non_loopback = false
+tls_cert_file = ""               # PEM certificate (chain) of the local API; required off loopback
+tls_key_file = ""                # its private key (mode 0600)
+allow_plain_off_loopback = false # off loopback without TLS: tokens in clear; never in production
+token_lifetime_days = 90         # tokens from `token create` expire after this (0: never)
 
 [protocol]
 max_clock_skew_seconds = {DEFAULT_MAX_SKEW_MS // 1000}     # how far peers' clocks may be ahead of ours

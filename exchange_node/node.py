@@ -54,7 +54,7 @@ from exchange_node.peers import PeerDirectory
 from exchange_node.protocol.envelope import Freshness
 from exchange_node.services import Services
 from exchange_node.store.sqlite import SqliteStore
-from exchange_node.tls import server_context
+from exchange_node.tls import local_api_server_context, server_context
 
 __all__ = [
     "DATABASE",
@@ -362,6 +362,7 @@ class Node:
                 self.directory.tls_certificates(),
                 self.identity.passphrase,
             )
+        local_ssl = self._local_api_tls()
         host, port = parse_listen(cfg.peer_api.listen)
         with _binding("peer_api", cfg.peer_api.listen):
             runner, self._peer_site = await serve_peer_api(self, host, port, self._server_ssl)
@@ -369,7 +370,7 @@ class Node:
         self._runners.append(runner)
         host, port = parse_listen(cfg.local_api.listen)
         with _binding("local_api", cfg.local_api.listen):
-            self.local_port = await self._serve(create_local_app(self), host, port, None)
+            self.local_port = await self._serve(create_local_app(self), host, port, local_ssl)
         digest = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest() if cfg.path else ""
         await self.record_audit(
             leaves.config_loaded(self.now_ms(), digest, cfg.peer_api.allow_plain_http)
@@ -387,6 +388,20 @@ class Node:
             local_port=self.local_port,
             peers=len(self.directory.peers),
         )
+
+    def _local_api_tls(self) -> ssl.SSLContext | None:
+        """TLS 1.2+ for the local API when the config names its files (start-up refuses
+        a file that is missing, too open or does not load: one line naming it)."""
+        api = self.config.local_api
+        if not api.tls_cert_file:
+            return None
+        try:
+            return local_api_server_context(
+                self.config.relative_path(api.tls_cert_file),
+                self.config.relative_path(api.tls_key_file),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{self.config.path}: [local_api] tls_cert_file: {exc}") from None
 
     async def _serve(self, app: web.Application, host: str, port: int, ssl_context) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -310,10 +310,12 @@ def key_revoked(
     return AuditEvent(time=now, kind=LeafKind.KEY_REVOKED, actor=actor, peer=peer, attrs=attrs)
 
 
-def token_created(now: int, name: str, role: str) -> AuditEvent:
+def token_created(
+    now: int, name: str, role: str, expires_at: int | None, actor: str = "operator"
+) -> AuditEvent:
     return AuditEvent(
-        time=now, kind=LeafKind.TOKEN_CREATED, actor="operator",
-        attrs={"token": name, "role": role},
+        time=now, kind=LeafKind.TOKEN_CREATED, actor=actor,
+        attrs={"token": name, "role": role, "expires_at": str(expires_at or "")},
     )  # fmt: skip
 
 

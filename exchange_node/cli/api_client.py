@@ -32,7 +32,17 @@ def _api_base(cfg: Config) -> str:
             "reached from here; set a fixed port"
         )
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if cfg.local_api.tls_cert_file else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _api_tls(cfg: Config):
+    """With TLS on the local API, trust exactly the certificate the config names."""
+    from exchange_node.tls import local_api_client_context
+
+    if not cfg.local_api.tls_cert_file:
+        return None
+    return local_api_client_context(cfg.relative_path(cfg.local_api.tls_cert_file))
 
 
 def _api_token(args) -> str:
@@ -71,7 +81,9 @@ def _api_call(args, method: str, path: str, body: object | None = None) -> dict:
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=API_TIMEOUT_SECONDS) as resp:
+        with urllib.request.urlopen(
+            request, timeout=API_TIMEOUT_SECONDS, context=_api_tls(cfg)
+        ) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:

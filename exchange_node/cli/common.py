@@ -89,8 +89,7 @@ async def _store(cfg: Config) -> SqliteStore:
     commits them with its change, in one transaction."""
     path = _audit_path(cfg)
     store = await SqliteStore.open(path)
-    # append_on uses only the writer's connection it is handed; the log object is
-    # needed here once, to make sure the log's own records exist.
+    # append_on uses only the writer's connection it is handed.
     log = AuditLog(path, node_id=cfg.node.id)
     log.close()
     store.attach_audit(log.append_on)
@@ -123,4 +122,8 @@ def _audit_path(cfg: Config) -> Path:
     """The node's database, where its audit log lives (created and migrated if need be)."""
     from exchange_node.node import prepare_database
 
-    return prepare_database(cfg.data_path)
+    path = prepare_database(cfg.data_path)
+    # The log's own records (its origin) exist from the first command on, so that the
+    # read-only audit commands find a log, empty, on a node that has done nothing yet.
+    AuditLog(path, node_id=cfg.node.id).close()
+    return path

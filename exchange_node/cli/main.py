@@ -194,11 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="local API tokens").add_subparsers(
         dest="token_cmd", required=True
     )
-    s = tok.add_parser("create")
-    s.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
-    s.add_argument("--name", required=True)
+    s = tok.add_parser("create", help="make a token; its secret is printed once")
+    s.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES), help="what it may call")
+    s.add_argument("--name", required=True, help="who uses it, e.g. narita-border (audited)")
+    s.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="lifetime: 90d, 12h, 30m, or never (default: [local_api] token_lifetime_days)",
+    )
     s.set_defaults(func=cmd_token_create)
-    s = tok.add_parser("list")
+    s = tok.add_parser("list", help="tokens with role, creation and expiry")
     s.add_argument("--all", action="store_true", help="include revoked tokens")
     s.set_defaults(func=cmd_token_list)
     s = tok.add_parser("revoke")

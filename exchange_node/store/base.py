@@ -264,11 +264,17 @@ class Store(Protocol):
 
     # --- tokens ------------------------------------------------------------------------
 
-    async def create_token(self, name: str, role: str, secret: str, at: int) -> TokenRecord:
-        """Store a token under the SHA-256 of ``secret``; the secret itself is not kept."""
+    async def create_token(
+        self, name: str, role: str, secret: str, at: int, *, expires_at: int | None = None
+    ) -> TokenRecord:
+        """Store a token under the SHA-256 of ``secret``; the secret itself is not kept.
+        ``expires_at`` (ms, after ``at``): when it stops being accepted; None: never."""
         ...
 
-    def find_active_token(self, secret_hash: bytes) -> TokenRecord | None: ...
+    def find_active_token(self, secret_hash: bytes) -> TokenRecord | None:
+        """The token not revoked with that hash, expired or not (the caller refuses an
+        expired one with its own code)."""
+        ...
 
     def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]: ...
 

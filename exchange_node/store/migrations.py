@@ -332,7 +332,12 @@ _V5: tuple[str, ...] = (
     "CREATE INDEX outbox_catchup ON outbox (peer_id) WHERE catchup = 1 AND state != 'delivered'",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+# 6: local API tokens expire. ``expires_at`` (ms) is set when the token is created (the
+# configured default lifetime or ``token create --expires``); NULL: never, as for
+# tokens made before this version.
+_V6: tuple[str, ...] = ("ALTER TABLE tokens ADD COLUMN expires_at INTEGER",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

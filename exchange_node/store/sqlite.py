@@ -907,9 +907,20 @@ class SqliteStore:
     # --- tokens ------------------------------------------------------------------------------
 
     async def create_token(
-        self, name: str, role: str, secret: str, at: int, *, audit: Leaves = ()
+        self,
+        name: str,
+        role: str,
+        secret: str,
+        at: int,
+        *,
+        expires_at: int | None = None,
+        audit: Leaves = (),
     ) -> TokenRecord:
         _check_text(name, "name", max_len=64)
+        if expires_at is not None and expires_at <= at:
+            raise ValidationError(
+                "token_expiry_invalid", "a token must expire after it is created", "expires_at"
+            )
         if role not in TOKEN_ROLES:
             raise ValidationError(
                 "token_role_unknown",
@@ -934,14 +945,15 @@ class SqliteStore:
                 )
             try:
                 cur = conn.execute(
-                    "INSERT INTO tokens (name, role, secret_hash, created_at) VALUES (?, ?, ?, ?)",
-                    (name, role, secret_hash, at),
+                    "INSERT INTO tokens (name, role, secret_hash, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, role, secret_hash, at, expires_at),
                 )
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(
                     "token_secret_reused", "generate a fresh secret for every token", "secret"
                 ) from exc
-            return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None)
+            return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None, expires_at)
 
         return await self._write(job, audit=audit, label="token.create")
 
@@ -981,8 +993,7 @@ class SqliteStore:
                     "token_already_revoked", f"token {token.id} is already revoked", "name_or_id"
                 )
             conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token.id))
-            return TokenRecord(token.id, token.name, token.role, token.secret_hash,
-                               token.created_at, at)  # fmt: skip
+            return replace(token, revoked_at=at)
 
         return await self._write(job, audit=audit, label="token.revoke")
 
@@ -1429,7 +1440,7 @@ _PEER_COLS = (
     "node_id, card, fingerprint, added_at, updated_at, paused, last_contact_at, last_error, "
     "last_error_at, policy"
 )
-_TOKEN_COLS = "id, name, role, secret_hash, created_at, revoked_at"
+_TOKEN_COLS = "id, name, role, secret_hash, created_at, revoked_at, expires_at"
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
