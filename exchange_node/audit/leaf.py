@@ -55,6 +55,8 @@ class LeafKind(StrEnum):
     CHECKPOINT_INCONSISTENT = "checkpoint.inconsistent"
     NOTICE_SUBMITTED = "notice.submitted"
     REQUEST_REFUSED = "request.refused"
+    DEAD_LETTER_RETRIED = "dead_letter.retried"
+    DEAD_LETTER_ACKNOWLEDGED = "dead_letter.acknowledged"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

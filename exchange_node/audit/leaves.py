@@ -9,9 +9,12 @@ record (``store.transaction`` / a store write's ``audit=``).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 from exchange_node.audit.leaf import AuditEvent, LeafKind
+
+_CODE = re.compile(r"[a-z0-9_.]{1,64}")
 
 
 def _sha256(data: bytes) -> str:
@@ -308,6 +311,24 @@ def key_revoked(
     if revoked_at is not None:
         attrs["revoked_at"] = str(revoked_at)
     return AuditEvent(time=now, kind=LeafKind.KEY_REVOKED, actor=actor, peer=peer, attrs=attrs)
+
+
+def dead_letter(
+    now: int,
+    kind: LeafKind,
+    actor: str,
+    peer: str,
+    message_id: bytes,
+    outbox_id: int,
+    reason: str | None,
+) -> AuditEvent:
+    """An operator retried a dead letter (queued again) or acknowledged it (left as it
+    is, no longer counted as needing a person), with the code it was refused with."""
+    code = reason if reason and _CODE.fullmatch(reason) else ""
+    return AuditEvent(
+        time=now, kind=kind, actor=actor, peer=peer, message_id=message_id.hex(),
+        reason=code, attrs={"outbox_id": str(outbox_id)},
+    )  # fmt: skip
 
 
 def token_created(

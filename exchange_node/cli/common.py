@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import getpass
+import json
+import re
 import time
 from pathlib import Path
 
@@ -25,6 +28,12 @@ class CliError(Exception):
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+def print_json(document: object) -> None:
+    """``--json`` output: one JSON document, keys sorted, for tools (the schema of each
+    command is in docs/operations.md and only grows)."""
+    print(json.dumps(document, sort_keys=True, ensure_ascii=False))
 
 
 def output_path(value: str, option: str = "--out") -> Path:
@@ -51,6 +60,20 @@ def write_output(path: Path, data: bytes, option: str = "--out") -> None:
         raise CliError(
             f"{option} {path}: cannot write: {exc.strerror}", code="out_unwritable"
         ) from None
+
+
+_ACTOR_USER = re.compile(r"[A-Za-z0-9._@+\-]{1,100}")
+
+
+def operator_actor() -> str:
+    """The audit actor of an operator's command: ``operator:<OS user>``, so the log says
+    who at the node's console did it (``operator`` alone when the user has no name the
+    log's alphabet can hold)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry
+        return "operator"
+    return f"operator:{user}" if _ACTOR_USER.fullmatch(user) else "operator"
 
 
 def now_ms() -> int:

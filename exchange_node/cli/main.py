@@ -31,6 +31,11 @@ from exchange_node.cli.common import (
     DEFAULT_CONFIG,
     CliError,
 )
+from exchange_node.cli.dead_letters import (
+    cmd_dead_letters_acknowledge,
+    cmd_dead_letters_list,
+    cmd_dead_letters_retry,
+)
 from exchange_node.cli.demo import (
     cmd_demo,
 )
@@ -190,6 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="queues, dead letters, last contact per peer").set_defaults(
         func=cmd_status
     )
+
+    dl = sub.add_parser(
+        "dead-letters", help="messages a peer refused for good: list, retry, acknowledge"
+    ).add_subparsers(dest="dead_letters_cmd", required=True)
+    s = dl.add_parser("list", help="dead letters needing a person, oldest first")
+    s.add_argument("--peer", help="only those to this peer (node id)")
+    s.add_argument("--all", action="store_true", help="include acknowledged ones")
+    s.add_argument("--json", action="store_true", help="one JSON document for tools")
+    s.set_defaults(func=cmd_dead_letters_list)
+    for name, func, helptext in (
+        ("retry", cmd_dead_letters_retry, "queue dead letters again once the cause is fixed"),
+        (
+            "acknowledge",
+            cmd_dead_letters_acknowledge,
+            "keep dead letters as they are but stop counting them (clears the alert)",
+        ),
+    ):
+        s = dl.add_parser(name, help=helptext + " (audited)")
+        s.add_argument("ids", nargs="+", metavar="ID", help="ids from `dead-letters list`")
+        s.set_defaults(func=func)
 
     tok = sub.add_parser("token", help="local API tokens").add_subparsers(
         dest="token_cmd", required=True

@@ -46,10 +46,10 @@ async def cmd_status(args) -> int:
                 f"{c.remaining:>9} {c.dead:>5}"
             )
     if dead:
-        print("dead letters:")
+        print("dead letters (`dead-letters retry ID` or `dead-letters acknowledge ID`):")
         for d in dead:
             print(
-                f"  {d.peer_id} message {d.message_id.hex()} reason {d.reason} queued {_iso(d.created_at)}"
+                f"  {d.id:>6} {d.peer_id} message {d.message_id.hex()} reason {d.reason} queued {_iso(d.created_at)}"
             )
     return 0
 

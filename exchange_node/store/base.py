@@ -163,8 +163,16 @@ class Store(Protocol):
         """Replace a queued or dead row's envelope (re-sealed after a key rotation)."""
         ...
 
-    async def requeue_dead(self, outbox_id: int) -> None:
-        """Put a dead row back in its queue at its original position (id order)."""
+    async def retry_dead_letter(self, outbox_id: int, *, audit: Any = ()) -> OutboxRow:
+        """Put a dead row back in its queue at its original position (id order), its
+        acknowledgement (if any) gone; returns the row as it was (dead)."""
+        ...
+
+    async def acknowledge_dead_letter(
+        self, outbox_id: int, actor: str, at: int, *, audit: Any = ()
+    ) -> OutboxRow:
+        """Mark a dead row as dealt with by ``actor``: kept, but no longer counted or
+        listed as a dead letter needing a person."""
         ...
 
     def queue_stats(self) -> list[QueueStats]:
@@ -181,8 +189,11 @@ class Store(Protocol):
         """One outbox row; its sealed envelope is kept after delivery as evidence."""
         ...
 
-    def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
-        """Dead rows (oldest first), for one peer or all."""
+    def dead_letters(
+        self, peer_id: str | None = None, limit: int = 1000, *, acknowledged: bool = False
+    ) -> list[OutboxRow]:
+        """Dead rows not acknowledged (oldest first), for one peer or all; with
+        ``acknowledged`` the acknowledged ones too."""
         ...
 
     # --- inbox -------------------------------------------------------------------------

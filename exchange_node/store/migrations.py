@@ -334,8 +334,20 @@ _V5: tuple[str, ...] = (
 
 # 6: local API tokens expire. ``expires_at`` (ms) is set when the token is created (the
 # configured default lifetime or ``token create --expires``); NULL: never, as for
-# tokens made before this version.
-_V6: tuple[str, ...] = ("ALTER TABLE tokens ADD COLUMN expires_at INTEGER",)
+# tokens made before this version. A dead letter an operator has acknowledged (seen,
+# cause dealt with, not to be resent) has a row in ``dead_letter_acks``: it no longer
+# counts as a dead letter needing a person (status, metrics, the API's list); retrying
+# it deletes the row with the requeue.
+_V6: tuple[str, ...] = (
+    "ALTER TABLE tokens ADD COLUMN expires_at INTEGER",
+    """
+    CREATE TABLE dead_letter_acks (
+        outbox_id       INTEGER PRIMARY KEY,
+        acknowledged_at INTEGER NOT NULL,
+        actor           TEXT NOT NULL
+    )
+    """,
+)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""

@@ -617,31 +617,71 @@ class SqliteStore:
 
         await self._write(job)
 
-    async def requeue_dead(self, outbox_id: int, *, audit: Leaves = ()) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            state = _outbox_state_or_raise(conn, outbox_id)
-            if state != OutboxState.DEAD:
-                raise ConflictError(
-                    "outbox_row_not_dead",
-                    f"outbox row {outbox_id} is {state}, only dead rows can be requeued",
-                    "outbox_id",
-                )
-            peer_id = _rows(conn, "SELECT peer_id FROM outbox WHERE id = ?", (outbox_id,))[0][0]
-            if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (peer_id,)):
-                raise _peer_not_found(peer_id)
+    async def retry_dead_letter(self, outbox_id: int, *, audit: Leaves = ()) -> OutboxRow:
+        """Queue a dead letter again, as it was sealed (a peer that finds it expired asks
+        for a fresh seal, as for any queued envelope); an acknowledgement of it goes.
+        ``audit``: leaves, or a function of the dead row (as it was) that builds them.
+        Raises ``outbox_id_unknown``, ``outbox_row_not_dead``, ``peer_not_found``."""
+
+        def job(conn: sqlite3.Connection) -> OutboxRow:
+            row = self._dead_row(conn, outbox_id)
+            if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (row.peer_id,)):
+                raise _peer_not_found(row.peer_id)
             conn.execute(
                 "UPDATE outbox SET state = 'queued', outcome = NULL, reason = NULL, "
                 "receipt_id = NULL WHERE id = ?",
                 (outbox_id,),
             )
+            conn.execute("DELETE FROM dead_letter_acks WHERE outbox_id = ?", (outbox_id,))
+            return row
 
-        await self._write(job, audit=audit, label="outbox.requeue")
+        return await self._write(job, audit=audit, label="outbox.retry_dead_letter")
+
+    async def acknowledge_dead_letter(
+        self, outbox_id: int, actor: str, at: int, *, audit: Leaves = ()
+    ) -> OutboxRow:
+        """Mark a dead letter as dealt with: it stays (evidence of what was refused) but
+        no longer counts in status, metrics and the dead-letter list. Raises
+        ``outbox_id_unknown``, ``outbox_row_not_dead``,
+        ``dead_letter_already_acknowledged``."""
+
+        def job(conn: sqlite3.Connection) -> OutboxRow:
+            row = self._dead_row(conn, outbox_id)
+            if _rows(conn, "SELECT 1 FROM dead_letter_acks WHERE outbox_id = ?", (outbox_id,)):
+                raise ConflictError(
+                    "dead_letter_already_acknowledged",
+                    f"dead letter {outbox_id} is already acknowledged",
+                    "outbox_id",
+                )
+            conn.execute(
+                "INSERT INTO dead_letter_acks (outbox_id, acknowledged_at, actor) VALUES (?, ?, ?)",
+                (outbox_id, at, actor),
+            )
+            return row
+
+        return await self._write(job, audit=audit, label="outbox.acknowledge_dead_letter")
+
+    @staticmethod
+    def _dead_row(conn: sqlite3.Connection, outbox_id: int) -> OutboxRow:
+        state = _outbox_state_or_raise(conn, outbox_id)
+        if state != OutboxState.DEAD:
+            raise ConflictError(
+                "outbox_row_not_dead",
+                f"outbox row {outbox_id} is {state}, not a dead letter",
+                "outbox_id",
+            )
+        rows = _rows(conn, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
+        return _outbox_row(rows[0])
 
     def queue_stats(self) -> list[QueueStats]:
         rows = self._read(
             """
             SELECT ids.peer_id,
-                   coalesce(c.queued, 0), coalesce(c.dead, 0), coalesce(c.delivered, 0),
+                   coalesce(c.queued, 0),
+                   coalesce(c.dead, 0) - (SELECT count(*) FROM dead_letter_acks a
+                                          JOIN outbox o ON o.id = a.outbox_id
+                                          WHERE o.peer_id = ids.peer_id AND o.state = 'dead'),
+                   coalesce(c.delivered, 0),
                    p.node_id IS NOT NULL, coalesce(p.paused, 0),
                    p.last_contact_at, p.last_error, p.last_error_at,
                    (SELECT o.created_at FROM outbox o
@@ -706,19 +746,22 @@ class SqliteStore:
         rows = self._read(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
         return _outbox_row(rows[0]) if rows else None
 
-    def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
+    def dead_letters(
+        self, peer_id: str | None = None, limit: int = 1000, *, acknowledged: bool = False
+    ) -> list[OutboxRow]:
+        """Dead letters still needing a person, oldest first (``acknowledged``: also
+        those an operator has acknowledged)."""
         _check_limit(limit)
-        if peer_id is None:
-            rows = self._read(
-                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' ORDER BY id LIMIT ?",
-                (limit,),
-            )
-        else:
-            rows = self._read(
-                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'dead' "
-                "ORDER BY id LIMIT ?",
-                (peer_id, limit),
-            )
+        where = "state = 'dead'"
+        args: tuple = ()
+        if peer_id is not None:
+            where += " AND peer_id = ?"
+            args = (peer_id,)
+        if not acknowledged:
+            where += " AND id NOT IN (SELECT outbox_id FROM dead_letter_acks)"
+        rows = self._read(
+            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE {where} ORDER BY id LIMIT ?", (*args, limit)
+        )
         return [_outbox_row(r) for r in rows]
 
     # --- inbox -----------------------------------------------------------------------------
