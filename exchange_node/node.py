@@ -47,6 +47,7 @@ from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.inbound import Inbound
 from exchange_node.delivery.sender import Outbox, Submitted
 from exchange_node.errors import ExchangeError
+from exchange_node.expiry import Expiry, all_expiries, due
 from exchange_node.health import WriteHealth
 from exchange_node.identity import Identity, NodeKeys, load_identity
 from exchange_node.metrics import Metrics
@@ -430,8 +431,10 @@ class Node:
 
     async def _watch(self) -> None:
         """Pick up changes other processes (the CLI) made: peers, pauses, our own card;
-        refresh queue gauges; purge past the retention window once an hour."""
+        refresh queue gauges; warn of what expires soon once a day; purge past the
+        retention window once an hour."""
         last_purge = 0.0
+        last_expiry_warning: float | None = None  # at start-up, then daily
         while True:
             await asyncio.sleep(0.5)
             try:
@@ -453,6 +456,9 @@ class Node:
                 self.update_gauges()
                 self.handshake_refusals.flush()
                 self.request_refusals.flush()
+                if last_expiry_warning is None or time.monotonic() - last_expiry_warning > 86400:
+                    last_expiry_warning = time.monotonic()
+                    self.warn_expiring()
                 if time.monotonic() - last_purge > 3600:
                     last_purge = time.monotonic()
                     await self.store.purge_before(self.now_ms() - self.freshness.max_age_ms)
@@ -461,8 +467,26 @@ class Node:
             except Exception as exc:
                 self.log.error("node.watch_failed", error=str(exc))
 
+    def expiries(self) -> list[Expiry]:
+        """This node's and the pinned peers' certificates and current keys that end."""
+        return all_expiries(self.identity.keys.card, self.directory.peers.values())
+
+    def warn_expiring(self) -> None:
+        """Log what expires within the warning period (start-up and once a day)."""
+        now = self.now_ms()
+        for e in due(self.expiries(), now):
+            self.log.warning(
+                "expiry.soon",
+                owner=e.owner,
+                what=e.what,
+                not_after_ms=e.not_after_ms,
+                days_left=round(e.left_ms(now) / 86_400_000, 1),
+            )
+
     def update_gauges(self) -> None:
         now = self.now_ms()
+        for e in self.expiries():
+            self.metrics.expiry.labels(e.owner, e.what).set(e.left_ms(now) / 1000)
         for q in self.store.queue_stats():
             self.metrics.queue_depth.labels(q.peer_id).set(q.depth)
             self.metrics.dead.labels(q.peer_id).set(q.dead)

@@ -12,6 +12,7 @@ from exchange_node.cli.common import (
     CliError,
     _cfg,
     _iso,
+    print_json,
 )
 from exchange_node.config import Config
 
@@ -175,6 +176,7 @@ def cmd_lookup(args) -> int:
             raise CliError("--batch: give either a file or STATE NUMBER [--type T], not both")
         queries = _batch_queries(args.batch)
         known = 0
+        results: list[dict] = []
         for start in range(0, len(queries), BATCH_CHUNK):
             chunk = queries[start : start + BATCH_CHUNK]
             documents = [query for _, query in chunk]
@@ -188,7 +190,8 @@ def cmd_lookup(args) -> int:
                 where = f"{args.batch}:{chunk[int(m.group(1))][0]}"
                 field = f", field {m.group(2)}" if m.group(2) else ""
                 raise CliError(f"{exc.code}: {exc.detail} ({where}{field})") from None
-            for answer in page["results"]:
+            results += page["results"]
+            for answer in [] if args.json else page["results"]:
                 if answer["known"]:
                     known += 1
                     for record in answer["records"]:
@@ -199,6 +202,9 @@ def cmd_lookup(args) -> int:
                         )
                 else:
                     print(f"{_doc_label(answer)}: not known")
+        if args.json:
+            print_json({"results": results})
+            known = sum(1 for answer in results if answer["known"])
         print(f"{len(queries)} looked up, {known} known", file=sys.stderr)
         return 0
     if not (args.state and args.number):
@@ -206,7 +212,11 @@ def cmd_lookup(args) -> int:
     path = f"/api/v1/documents/{quote(args.state, safe='')}/{quote(args.number, safe='')}"
     if args.type:
         path += f"?type={quote(args.type, safe='')}"
-    _print_answer(_api_call(args, "GET", path))
+    answer = _api_call(args, "GET", path)
+    if args.json:
+        print_json(answer)
+    else:
+        _print_answer(answer)
     return 0
 
 
@@ -265,6 +275,9 @@ def cmd_case_show(args) -> int:
     from urllib.parse import quote
 
     case = _api_call(args, "GET", f"/api/v1/cases/{quote(args.case_ref, safe='')}")
+    if args.json:
+        print_json(case)
+        return 0
     print(
         f"case {case['case_ref']}: {case['status']}, consent "
         f"{'recorded' if case['consent'] else 'not recorded'}; this node is {case['my_role']}"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+from exchange_node.audit.log import LeafFilter
 from exchange_node.cli.common import (
     CliError,
+    _audit,
     _cfg,
     _iso,
     _passphrase,
+    _store,
     now_ms,
     output_path,
+    print_json,
     write_output,
 )
 from exchange_node.config import ConfigError, load_config, render_config
@@ -69,7 +74,15 @@ def cmd_init(args) -> int:
     return 0
 
 
-def _describe_card(card) -> list[str]:
+def _validity(k, revoked: dict[bytes, int]) -> str:
+    text = f"valid {_iso(k.not_before_ms)} .. {_iso(k.not_after_ms) if k.not_after_ms else 'open'}"
+    if k.key_id in revoked:
+        text += f"  REVOKED {_iso(revoked[k.key_id])}"
+    return text
+
+
+def _describe_card(card, revoked: dict[bytes, int] | None = None) -> list[str]:
+    revoked = revoked or {}
     lines = [
         f"node:        {card.node_id} ({card.country}) {card.display_name}",
         f"endpoint:    {card.endpoint}",
@@ -78,15 +91,62 @@ def _describe_card(card) -> list[str]:
         f"tls sha256:  {card.tls_cert_sha256.hex()}",
     ]
     for k in card.signing_keys:
-        lines.append(
-            f"signing key:    {k.key_id.hex()} valid {_iso(k.not_before_ms)} .. {_iso(k.not_after_ms) if k.not_after_ms else 'open'}"
-        )
+        lines.append(f"signing key:    {k.key_id.hex()} {_validity(k, revoked)}")
     for k in card.encryption_keys:
         suite = Suite.for_algorithm(k.algorithm).name.lower().replace("_", "-")
-        lines.append(
-            f"encryption key: {k.key_id.hex()} {suite} valid {_iso(k.not_before_ms)} .. {_iso(k.not_after_ms) if k.not_after_ms else 'open'}"
-        )
+        lines.append(f"encryption key: {k.key_id.hex()} {suite} {_validity(k, revoked)}")
     return lines
+
+
+def _card_json(card, revoked: dict[bytes, int]) -> dict:
+    """A card in ``card show --json`` (stable keys; times in Unix ms, 0 = open)."""
+
+    def key(k, suite: str | None) -> dict:
+        entry = {
+            "key_id": k.key_id.hex(),
+            "not_before": k.not_before_ms,
+            "not_after": k.not_after_ms,
+            "revoked_at": revoked.get(k.key_id),
+        }
+        return entry | ({"suite": suite} if suite else {})
+
+    return {
+        "node_id": card.node_id,
+        "country": card.country,
+        "display_name": card.display_name,
+        "endpoint": card.endpoint,
+        "serial": card.serial,
+        "issued_at": card.issued_at_ms,
+        "fingerprint": card.fingerprint,
+        "tls_cert_sha256": card.tls_cert_sha256.hex(),
+        "signing_keys": [key(k, None) for k in card.signing_keys],
+        "encryption_keys": [
+            key(k, Suite.for_algorithm(k.algorithm).name.lower().replace("_", "-"))
+            for k in card.encryption_keys
+        ],
+    }
+
+
+async def _revoked_keys(cfg) -> dict[bytes, int]:
+    """Key ids this node knows to be revoked, with when: peers' revocations it adopted
+    and its own (``keys revoke``), as its store and audit log record them."""
+    from exchange_node.delivery.outbox import REVOCATIONS_META
+
+    store = await _store(cfg)
+    try:
+        stored = json.loads((store.get_meta(REVOCATIONS_META) or b"{}").decode())
+    finally:
+        await store.close()
+    revoked = {bytes.fromhex(k): int(v) for k, v in stored.items()}
+    log = _audit(cfg, write=False)
+    try:
+        for leaf in log.iter_query(LeafFilter(kind="key.revoked")):
+            attrs = leaf.record.attrs
+            at = int(attrs.get("revoked_at") or leaf.record.time)
+            revoked.setdefault(bytes.fromhex(attrs["key_id"]), at)
+    finally:
+        log.close()
+    return revoked
 
 
 def _read_card(path: str):
@@ -102,13 +162,17 @@ def _read_card(path: str):
         ) from None
 
 
-def cmd_card_show(args) -> int:
-    if args.file:
-        card = _read_card(args.file)
+async def cmd_card_show(args) -> int:
+    """A card (a file, or this node's) with the keys this node knows to be revoked
+    marked; a file shown without a config of this node is shown as it is."""
+    config_exists = Path(args.config).exists()
+    cfg = _cfg(args) if config_exists or not args.file else None
+    card = _read_card(args.file or str(cfg.data_path / "card.pb"))
+    revoked = await _revoked_keys(cfg) if cfg is not None else {}
+    if args.json:
+        print_json(_card_json(card, revoked))
     else:
-        cfg = _cfg(args)
-        card = load_identity(cfg.data_path, _passphrase(cfg)).card
-    print("\n".join(_describe_card(card)))
+        print("\n".join(_describe_card(card, revoked)))
     return 0
 
 

@@ -120,8 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     card = sub.add_parser("card", help="this node's card").add_subparsers(
         dest="card_cmd", required=True
     )
-    s = card.add_parser("show", help="print a card and its fingerprint")
+    s = card.add_parser("show", help="print a card and its fingerprint, revoked keys marked")
     s.add_argument("file", nargs="?", help="a card file (default: this node's)")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
     s.set_defaults(func=cmd_card_show)
     s = card.add_parser("export", help="write this node's card for peers")
     s.add_argument("--out", default="-")
@@ -143,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "prints the old and new fingerprints",
     )
     s.set_defaults(func=cmd_peer_add)
-    peer.add_parser("list").set_defaults(func=cmd_peer_list)
+    s = peer.add_parser("list", help="pinned peers: card serial, fingerprint, policy, queue")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
+    s.set_defaults(func=cmd_peer_list)
     for name, func, helptext in (
         ("remove", cmd_peer_remove, "unpin a peer"),
         ("pause", cmd_peer_pause, "stop delivering to a peer"),
@@ -192,9 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="every peer whose policy allows the notice")
     s.set_defaults(func=cmd_send)
 
-    sub.add_parser("status", help="queues, dead letters, last contact per peer").set_defaults(
-        func=cmd_status
+    s = sub.add_parser(
+        "status", help="queues, dead letters, last contact per peer, what expires soon"
     )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
+    s.set_defaults(func=cmd_status)
 
     dl = sub.add_parser(
         "dead-letters", help="messages a peer refused for good: list, retry, acknowledge"
@@ -230,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_token_create)
     s = tok.add_parser("list", help="tokens with role, creation and expiry")
     s.add_argument("--all", action="store_true", help="include revoked tokens")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
     s.set_defaults(func=cmd_token_list)
     s = tok.add_parser("revoke")
     s.add_argument("name")
@@ -313,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("number", nargs="?", help="document number")
     s.add_argument("--type", help="document type code, e.g. P")
     s.add_argument("--batch", metavar="FILE", help="one STATE NUMBER [TYPE] per line ('-': stdin)")
+    s.add_argument("--json", action="store_true", help="the local API's answer as JSON")
     api_client_options(s)
     s.set_defaults(func=cmd_lookup)
 
@@ -340,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     api_client_options(s)
     s.set_defaults(func=cmd_case_event)
     s = case.add_parser("show", help="a case's state and timeline (audited)")
-    s.add_argument("case_ref")
+    s.add_argument("case_ref", help="e.g. JPN-2026-K7QW2M4D")
+    s.add_argument("--json", action="store_true", help="the local API's answer as JSON")
     api_client_options(s)
     s.set_defaults(func=cmd_case_show)
 

@@ -13,7 +13,11 @@ from exchange_node.cli.common import (
     _iso,
     _store,
     now_ms,
+    print_json,
 )
+from exchange_node.cli.dead_letters import dead_letter_json
+from exchange_node.expiry import WARNING_DAYS, all_expiries, due
+from exchange_node.protocol.cards import verify_card
 
 
 async def cmd_status(args) -> int:
@@ -23,9 +27,25 @@ async def cmd_status(args) -> int:
         stats = store.queue_stats()
         dead = store.dead_letters(limit=20)
         catchups = [c for c in store.catchup_progress() if c.row.kinds is not None]
+        peer_cards = [verify_card(p.card) for p in store.list_peers()]
     finally:
         await store.close()
     now = now_ms()
+    own = verify_card((cfg.data_path / "card.pb").read_bytes())
+    expiring = due(all_expiries(own, peer_cards), now)
+    if args.json:
+        print_json(
+            {
+                "node": cfg.node.id,
+                "peers": [_queue_json(q) for q in stats],
+                "catchups": [_catchup_json(c) for c in catchups],
+                "dead_letters": [dead_letter_json(d, False) for d in dead],
+                "expiring": [
+                    {"node": e.owner, "what": e.what, "not_after": e.not_after_ms} for e in expiring
+                ],
+            }
+        )
+        return 0
     print(f"node {cfg.node.id}")
     print(
         f"{'PEER':<14} {'STATE':<7} {'QUEUED':>6} {'OLDEST':>9} {'DELIVERED':>9} {'DEAD':>5} {'LAST CONTACT':<12} LAST ERROR"
@@ -51,7 +71,36 @@ async def cmd_status(args) -> int:
             print(
                 f"  {d.id:>6} {d.peer_id} message {d.message_id.hex()} reason {d.reason} queued {_iso(d.created_at)}"
             )
+    if expiring:
+        print(f"expiring within {WARNING_DAYS} days (docs/operations.md section 5):")
+        for e in expiring:
+            left = "EXPIRED" if e.left_ms(now) <= 0 else f"in {_age(now, e.not_after_ms)}"
+            print(f"  {e.owner} {e.what.replace('_', ' ')} {_iso(e.not_after_ms)} ({left})")
     return 0
+
+
+def _queue_json(q) -> dict:
+    return {
+        "peer": q.peer_id,
+        "paused": q.paused,
+        "queued": q.depth,
+        "oldest_queued_at": q.oldest_queued_at,
+        "delivered": q.delivered,
+        "dead": q.dead,
+        "last_contact_at": q.last_contact_at,
+        "last_error": q.last_error,
+    }
+
+
+def _catchup_json(c) -> dict:
+    return {
+        "peer": c.row.peer_id,
+        "state": c.row.state,
+        "queued": c.row.queued,
+        "delivered": c.delivered,
+        "remaining": c.remaining,
+        "dead": c.dead,
+    }
 
 
 async def cmd_serve(args) -> int:

@@ -13,6 +13,7 @@ from exchange_node.cli.common import (
     _iso,
     _store,
     now_ms,
+    print_json,
 )
 from exchange_node.protocol.envelope import DAY_MS
 from exchange_node.store.records import TOKEN_ROLES
@@ -82,6 +83,9 @@ async def cmd_token_list(args) -> int:
     finally:
         await store.close()
     now = now_ms()
+    if args.json:
+        print_json({"tokens": [_token_json(t, now) for t in tokens]})
+        return 0
     print(f"{'NAME':<24} {'ROLE':<18} {'CREATED':<24} {'EXPIRES':<32} REVOKED")
     for t in tokens:
         expires = _iso(t.expires_at) if t.expires_at else "never"
@@ -92,6 +96,18 @@ async def cmd_token_list(args) -> int:
             f"{_iso(t.revoked_at) if t.revoked_at else ''}"
         )
     return 0
+
+
+def _token_json(t, now: int) -> dict:
+    """One token in ``token list --json`` (stable keys; never the secret or its hash)."""
+    return {
+        "name": t.name,
+        "role": t.role,
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "expired": t.expired(now),
+        "revoked_at": t.revoked_at,
+    }
 
 
 async def cmd_token_revoke(args) -> int:
