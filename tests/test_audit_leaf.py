@@ -35,7 +35,7 @@ def test_all_documented_kinds_are_defined() -> None:
         "peer.removed", "peer.paused", "peer.resumed", "peer.catchup", "key.rotated", "key.revoked",
         "token.created", "token.revoked", "auth.failed", "config.loaded",
         "checkpoint.inconsistent", "notice.submitted", "request.refused",
-        "dead_letter.retried", "dead_letter.acknowledged",
+        "dead_letter.retried", "dead_letter.acknowledged", "backup.made", "backup.restored",
     }  # fmt: skip
     assert documented == KINDS
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 
@@ -166,3 +167,14 @@ def test_start_up_refuses_a_config_country_other_than_the_cards(node_dir, capsys
         f"error: {node_dir.config_path}: [node] country: expected 'JPN' (the country on this"
         f" node's card in {node_dir.data}), got 'PHL'\n"
     )
+
+
+def test_a_database_file_others_can_read_is_made_private_when_opened(node_dir, capsys):
+    config = str(node_dir.config_path)
+    assert run_cli(["--config", config, "status"]) == 0
+    db = node_dir.data / "node.sqlite"
+    for path in (db, db.with_name("node.sqlite-wal")):
+        path.touch()
+        path.chmod(0o644)  # as an earlier release or a careless copy left it
+    assert run_cli(["--config", config, "status"]) == 0
+    assert {stat.S_IMODE(p.stat().st_mode) for p in node_dir.data.glob("node.sqlite*")} == {0o600}

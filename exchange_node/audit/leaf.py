@@ -57,6 +57,8 @@ class LeafKind(StrEnum):
     REQUEST_REFUSED = "request.refused"
     DEAD_LETTER_RETRIED = "dead_letter.retried"
     DEAD_LETTER_ACKNOWLEDGED = "dead_letter.acknowledged"
+    BACKUP_MADE = "backup.made"
+    BACKUP_RESTORED = "backup.restored"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -331,6 +331,12 @@ def dead_letter(
     )  # fmt: skip
 
 
+def backup(now: int, kind: LeafKind, actor: str, made_at: int) -> AuditEvent:
+    """A backup of the data directory made (recorded in the log it copies, just before
+    the copy) or restored (recorded in the restored log, after what the backup holds)."""
+    return AuditEvent(time=now, kind=kind, actor=actor, attrs={"made_at": str(made_at)})
+
+
 def token_created(
     now: int, name: str, role: str, expires_at: int | None, actor: str = "operator"
 ) -> AuditEvent:

@@ -27,6 +27,7 @@ from exchange_node.cli.audit import (
     cmd_proof_export,
     cmd_proof_verify,
 )
+from exchange_node.cli.backup import cmd_backup, cmd_restore
 from exchange_node.cli.common import (
     DEFAULT_CONFIG,
     CliError,
@@ -212,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON document for tools (keys in docs/operations.md)",
     )
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser(
+        "backup", help="copy config and data directory into a new folder, also while serving"
+    )
+    s.add_argument("--out", required=True, metavar="FOLDER", help="a new folder (0700)")
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("restore", help="restore a backup into this config's empty data directory")
+    s.add_argument("backup", metavar="FOLDER", help="a folder made by `exchange-node backup`")
+    s.set_defaults(func=cmd_restore)
 
     dl = sub.add_parser(
         "dead-letters", help="messages a peer refused for good: list, retry, acknowledge"

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields, replace
 from functools import partial
 from operator import attrgetter
@@ -419,6 +419,31 @@ class SqliteStore:
         """Create (mode 0600) and migrate the database at ``path`` without opening a
         store: for tools that work on the file directly. Same errors as :meth:`open`."""
         _connect_writer(_create_in_existing_dir(path)).close()
+
+    @staticmethod
+    def backup_file(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+        """Copy the database at ``source`` into the new file ``dest`` (0600) with SQLite's
+        online backup API, in one step: a consistent snapshot (one read transaction),
+        taken while a running node keeps writing. Raises FileExistsError if ``dest``
+        exists, ``StoreError`` if ``source`` cannot be read."""
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        try:
+            src = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError("store_unavailable", f"cannot read {source}: {exc}") from exc
+        try:
+            dst = sqlite3.connect(dest)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        except sqlite3.Error as exc:
+            raise StoreError("store_unavailable", f"cannot back up {source}: {exc}") from exc
+        finally:
+            src.close()
+        with open(dest, "rb") as f:
+            os.fsync(f.fileno())
 
     async def close(self) -> None:
         """Finish every queued write, then close both connections. Idempotent."""
@@ -1416,10 +1441,15 @@ def _create_in_existing_dir(path: str | os.PathLike[str]) -> str:
 
 def _create_private(path: str) -> None:
     """Create the database file readable by its owner only (SQLite gives the -wal and
-    -shm files the same mode). An existing file keeps its mode."""
+    -shm files the same mode). An existing file readable by others (as earlier releases
+    made them, or a copy) is made private, with its -wal and -shm files."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        for side in (path, path + "-wal", path + "-shm"):
+            with suppress(FileNotFoundError):
+                if os.stat(side).st_mode & 0o077:
+                    os.chmod(side, 0o600)
         return
     except OSError as exc:
         code = "store_dir_missing" if exc.errno == errno.ENOENT else "store_unavailable"
