@@ -171,6 +171,14 @@ def _check(path: Path, cfg: Config) -> None:
             cfg.node.id,
         )
     _check_country(path, cfg.node.country)
+    if cfg.node.key_passphrase_env and not re.fullmatch(
+        r"[A-Za-z_][A-Za-z0-9_]{0,63}", cfg.node.key_passphrase_env
+    ):
+        raise bad(
+            "[node] key_passphrase_env",
+            'the name of an environment variable (letters, digits, _) or ""',
+            cfg.node.key_passphrase_env,
+        )
     if cfg.node.suite not in ("mlkem768-x25519", "x25519"):
         raise bad("[node] suite", "'mlkem768-x25519' or 'x25519'", cfg.node.suite)
     for section, key, value in (
@@ -349,6 +357,7 @@ def render_config(
     allow_plain_http: bool = False,
     data_dir: str = "data",
     suite: str = "mlkem768-x25519",
+    key_passphrase_env: str = "",
 ) -> str:
     """The commented TOML that ``exchange-node init`` writes."""
     return f'''# exchange-node configuration. Every key is documented in docs/operations.md.
@@ -359,7 +368,7 @@ country = "{country}"                 # ICAO Doc 9303 code of the authority's st
 display_name = "{display_name}"
 data_dir = "{data_dir}"                # keys, TLS certificate, databases (relative to this file)
 suite = "{suite}"{" " * (23 - len(suite))}# HPKE suite of new encryption keys (init, keys rotate): "mlkem768-x25519" or "x25519"
-key_passphrase_env = ""          # env var holding the private-key passphrase, if keys are encrypted
+key_passphrase_env = "{key_passphrase_env}"{" " * (18 - len(key_passphrase_env))}# env var holding the private-key passphrase, if keys are encrypted
 
 [peer_api]
 listen = "{peer_listen}"          # where peers connect (mutual TLS)

@@ -49,7 +49,7 @@ from exchange_node.delivery.sender import Outbox, Submitted
 from exchange_node.errors import ExchangeError
 from exchange_node.expiry import Expiry, all_expiries, due
 from exchange_node.health import WriteHealth
-from exchange_node.identity import Identity, NodeKeys, load_identity
+from exchange_node.identity import Identity, NodeKeys, load_identity, unencrypted_key_files
 from exchange_node.metrics import Metrics
 from exchange_node.peers import PeerDirectory
 from exchange_node.protocol.envelope import Freshness
@@ -269,6 +269,12 @@ class Node:
         """Open everything the config names. Raises ConfigError for a bad setup."""
         passphrase = key_passphrase(config)
         data = config.data_path
+        if passphrase is not None and (clear := unencrypted_key_files(data)):
+            raise ConfigError(
+                f"{config.path}: [node] key_passphrase_env: set, but {len(clear)} private"
+                f" key file(s) in {data / 'keys'} are not encrypted (e.g. {clear[0].name});"
+                " run `exchange-node keys encrypt` with the node stopped"
+            )
         keys = load_identity(data, passphrase)
         if keys.local.node_id != config.node.id:
             raise ConfigError(

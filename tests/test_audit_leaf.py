@@ -36,6 +36,7 @@ def test_all_documented_kinds_are_defined() -> None:
         "token.created", "token.revoked", "auth.failed", "config.loaded",
         "checkpoint.inconsistent", "notice.submitted", "request.refused",
         "dead_letter.retried", "dead_letter.acknowledged", "backup.made", "backup.restored",
+        "keys.encrypted",
     }  # fmt: skip
     assert documented == KINDS
 

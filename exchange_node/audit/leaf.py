@@ -59,6 +59,7 @@ class LeafKind(StrEnum):
     DEAD_LETTER_ACKNOWLEDGED = "dead_letter.acknowledged"
     BACKUP_MADE = "backup.made"
     BACKUP_RESTORED = "backup.restored"
+    KEYS_ENCRYPTED = "keys.encrypted"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -337,6 +337,13 @@ def backup(now: int, kind: LeafKind, actor: str, made_at: int) -> AuditEvent:
     return AuditEvent(time=now, kind=kind, actor=actor, attrs={"made_at": str(made_at)})
 
 
+def keys_encrypted(now: int, actor: str, files: int) -> AuditEvent:
+    """Private key files written in clear were encrypted under the node's passphrase."""
+    return AuditEvent(
+        time=now, kind=LeafKind.KEYS_ENCRYPTED, actor=actor, attrs={"files": str(files)}
+    )
+
+
 def token_created(
     now: int, name: str, role: str, expires_at: int | None, actor: str = "operator"
 ) -> AuditEvent:

@@ -44,14 +44,20 @@ def cmd_init(args) -> int:
         allow_plain_http=args.plain_http,
         data_dir=args.data_dir,
         suite=args.suite,
+        key_passphrase_env=args.key_passphrase_env,
     )
     tmp = config_path.with_name(config_path.name + ".new")
     tmp.write_text(text)
     try:
         cfg = load_config(tmp)
+        passphrase = _passphrase(cfg)
     except ConfigError as exc:
         tmp.unlink()
-        raise CliError(str(exc).replace(str(tmp), "init arguments")) from None
+        raise CliError(
+            str(exc)
+            .replace(str(tmp.resolve()), "init arguments")
+            .replace(str(tmp), "init arguments")
+        ) from None
     data = (config_path.parent / args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = create_identity(
@@ -62,7 +68,7 @@ def cmd_init(args) -> int:
         endpoint=cfg.peer_api.public_endpoint,
         suite=Suite.parse(cfg.node.suite),
         now_ms=now_ms(),
-        passphrase=_passphrase(cfg),
+        passphrase=passphrase,
     )
     tmp.rename(config_path)
     print(f"created node {keys.local.node_id} ({cfg.node.country})")

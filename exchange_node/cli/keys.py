@@ -10,16 +10,20 @@ from exchange_node.cli.common import (
     _cfg,
     _node,
     _passphrase,
+    _store,
     now_ms,
+    operator_actor,
 )
 from exchange_node.config import Config
 from exchange_node.identity import (
     ROTATION_OVERLAP_MS,
     all_signing_public_keys,
+    encrypt_key_files,
     finish_rotation,
     load_identity,
     prepare_rotation,
     revoke_key,
+    unencrypted_key_files,
 )
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import verify_card
@@ -123,3 +127,39 @@ async def _announce(cfg: Config, body: notice_pb2.Body, leaf: AuditEvent) -> int
     for sub in submitted:
         print(f"  queued {kind} for {sub.peer_id}: message {sub.message_id.hex()}")
     return len(submitted)
+
+
+async def cmd_keys_encrypt(args) -> int:
+    """Encrypt the private key files written in clear (keys made before
+    ``[node] key_passphrase_env`` was set), under the passphrase that variable holds.
+    Only while no ``serve`` runs on the data directory: it holds the keys as it read them."""
+    from exchange_node.node import lock_data_dir
+
+    cfg = _cfg(args)
+    if not cfg.node.key_passphrase_env:
+        raise CliError(
+            f"{cfg.path}: set [node] key_passphrase_env to the name of the environment"
+            " variable holding the passphrase, export that variable, then run this again",
+            code="passphrase_not_configured",
+        )
+    passphrase = _passphrase(cfg)
+    lock = lock_data_dir(cfg.data_path)
+    try:
+        if not unencrypted_key_files(cfg.data_path):
+            print(f"every private key in {cfg.data_path / 'keys'} is already encrypted")
+            return 0
+        changed = encrypt_key_files(cfg.data_path, passphrase)
+        load_identity(cfg.data_path, passphrase)  # they open with it
+        store = await _store(cfg)
+        try:
+            await store.append_audit(
+                [leaves.keys_encrypted(now_ms(), operator_actor(), len(changed))]
+            )
+        finally:
+            await store.close()
+    finally:
+        lock.close()
+    for path in changed:
+        print(f"encrypted {path}")
+    print(f"the node now needs {cfg.node.key_passphrase_env} set to start")
+    return 0

@@ -46,6 +46,7 @@ from exchange_node.cli.identity import (
     cmd_init,
 )
 from exchange_node.cli.keys import (
+    cmd_keys_encrypt,
     cmd_keys_revoke,
     cmd_keys_rotate,
     cmd_keys_show,
@@ -115,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--plain-http", action="store_true", help="demo/testing only: no TLS between nodes"
+    )
+    s.add_argument(
+        "--key-passphrase-env",
+        metavar="VAR",
+        default="",
+        help="write the private keys encrypted under the passphrase in environment variable"
+        " VAR (set it first; the node then needs it to start)",
     )
     s.set_defaults(func=cmd_init)
 
@@ -189,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("rotate", help="new keys; announce the new card to all peers").set_defaults(
         func=cmd_keys_rotate
     )
+    keys.add_parser(
+        "encrypt",
+        help="encrypt private key files written in clear under the passphrase in the"
+        " variable [node] key_passphrase_env names (node stopped)",
+    ).set_defaults(func=cmd_keys_encrypt)
     s = keys.add_parser("revoke", help="revoke one of this node's earlier keys")
     s.add_argument("key_id")
     s.add_argument("--reason", default="key compromised")
