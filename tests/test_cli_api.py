@@ -47,7 +47,7 @@ async def pair(tmp_path, monkeypatch):
     async with aiohttp.ClientSession() as session:
         officer = Client(session, phl, await token(phl, "document_officer", "setup"))
         status, body = await officer.post(
-            "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": []}
+            "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": "all"}
         )
         assert status == 202, body
     yield {

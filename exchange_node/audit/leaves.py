@@ -353,7 +353,5 @@ def token_created(
     )  # fmt: skip
 
 
-def token_revoked(now: int, name: str) -> AuditEvent:
-    return AuditEvent(
-        time=now, kind=LeafKind.TOKEN_REVOKED, actor="operator", attrs={"token": name}
-    )
+def token_revoked(now: int, name: str, actor: str = "operator") -> AuditEvent:
+    return AuditEvent(time=now, kind=LeafKind.TOKEN_REVOKED, actor=actor, attrs={"token": name})

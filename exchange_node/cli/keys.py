@@ -79,7 +79,7 @@ async def cmd_keys_rotate(args) -> int:
     # the announcement and every peer knows the keys by the time it arrives.
     new_card = verify_card(successor)
     rotated = leaves.key_rotated(
-        now_ms(), "operator", "", new_card.serial, new_card.current_signing_key.key_id
+        now_ms(), operator_actor(), "", new_card.serial, new_card.current_signing_key.key_id
     )
     queued = await _announce(cfg, body, rotated)
     after = finish_rotation(cfg.data_path, passphrase)
@@ -108,7 +108,7 @@ async def cmd_keys_revoke(args) -> int:
             signed_revocation=card_pb2.SignedRevocation.FromString(signed)
         )
     )
-    queued = await _announce(cfg, body, leaves.key_revoked(now_ms(), "operator", "", kid))
+    queued = await _announce(cfg, body, leaves.key_revoked(now_ms(), operator_actor(), "", kid))
     print(f"revoked {kid.hex()}; announced to {queued} peer(s)")
     return 0
 
@@ -122,7 +122,7 @@ async def _announce(cfg: Config, body: notice_pb2.Body, leaf: AuditEvent) -> int
         tx.audit([leaf])
 
     async with _node(cfg) as node:
-        submitted = await node.submit(body, None, actor="operator", also=record, label="keys")
+        submitted = await node.submit(body, None, actor=operator_actor(), also=record, label="keys")
     kind = body.WhichOneof("content")
     for sub in submitted:
         print(f"  queued {kind} for {sub.peer_id}: message {sub.message_id.hex()}")

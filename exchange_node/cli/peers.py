@@ -14,6 +14,7 @@ from exchange_node.cli.common import (
     _passphrase,
     _store,
     now_ms,
+    operator_actor,
     print_json,
 )
 from exchange_node.cli.identity import (
@@ -68,7 +69,9 @@ async def cmd_peer_add(args) -> int:
         attrs = {"serial": str(card.serial)}
         if replaced is not None:
             attrs["replaced_fingerprint"] = replaced.fingerprint
-        leaf = leaves.peer_changed(now, LeafKind.PEER_ADDED, card.node_id, **attrs)
+        leaf = leaves.peer_changed(
+            now, LeafKind.PEER_ADDED, card.node_id, operator_actor(), **attrs
+        )
         await store.upsert_peer(
             card.node_id, card.signed, card.fingerprint, now, allow, audit=[leaf]
         )
@@ -141,7 +144,9 @@ async def _peer_simple(args, action: Callable, kind: str, done: str) -> int:
         if store.get_peer(args.peer) is None:
             raise CliError(f"{args.peer} is not a pinned peer (see `exchange-node peer list`)")
         now = now_ms()
-        result = await action(store, now, [leaves.peer_changed(now, kind, args.peer)])
+        result = await action(
+            store, now, [leaves.peer_changed(now, kind, args.peer, operator_actor())]
+        )
     finally:
         await store.close()
     print(done.format(peer=args.peer, result=result))
@@ -248,7 +253,7 @@ async def cmd_peer_catchup(args) -> int:
                             now,
                             args.peer,
                             "restarted",
-                            actor="operator",
+                            actor=operator_actor(),
                             kinds=reason_kinds(kinds),
                             total=str(row.total),
                         )
@@ -261,7 +266,7 @@ async def cmd_peer_catchup(args) -> int:
 
             def work(tx):
                 row = tx.set_catchup_state(args.peer, state, now)
-                tx.audit([leaves.catchup(now, args.peer, f"{action}d", actor="operator")])
+                tx.audit([leaves.catchup(now, args.peer, f"{action}d", actor=operator_actor())])
                 return row
 
         try:
@@ -291,9 +296,9 @@ async def _request_catchup(cfg, peer: str) -> int:
     )
     async with _node(cfg) as node:
         now = node.now_ms()
-        leaf = leaves.catchup(now, peer, "requested", actor="operator")
+        leaf = leaves.catchup(now, peer, "requested", actor=operator_actor())
         [sub] = await node.submit(
-            body, [peer], actor="operator", also=lambda tx, _: tx.audit([leaf]),
+            body, [peer], actor=operator_actor(), also=lambda tx, _: tx.audit([leaf]),
             label="catchup.request",
         )  # fmt: skip
     print(f"catch-up requested from {peer}: message {sub.message_id.hex()} queued")

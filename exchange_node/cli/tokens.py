@@ -13,6 +13,7 @@ from exchange_node.cli.common import (
     _iso,
     _store,
     now_ms,
+    operator_actor,
     print_json,
 )
 from exchange_node.protocol.envelope import DAY_MS
@@ -45,7 +46,7 @@ async def cmd_token_create(args) -> int:
             secret,
             now,
             expires_at=expires_at,
-            audit=[leaves.token_created(now, args.name, args.role, expires_at)],
+            audit=[leaves.token_created(now, args.name, args.role, expires_at, operator_actor())],
         )
     finally:
         await store.close()
@@ -116,7 +117,9 @@ async def cmd_token_revoke(args) -> int:
     try:
         now = now_ms()
         record = await store.revoke_token(
-            args.name, now, audit=lambda revoked: [leaves.token_revoked(now, revoked.name)]
+            args.name,
+            now,
+            audit=lambda revoked: [leaves.token_revoked(now, revoked.name, operator_actor())],
         )
     finally:
         await store.close()
