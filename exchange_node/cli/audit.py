@@ -32,7 +32,8 @@ def _parse_time(text: str | None) -> int | None:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
         raise CliError(
-            f"time {text!r}: expected ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z"
+            f"time {text!r}: expected ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z",
+            code="time_invalid",
         ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)

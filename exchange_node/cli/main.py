@@ -78,6 +78,11 @@ from exchange_node.identity import (
 from exchange_node.logs import configure as configure_logs
 from exchange_node.store.records import TOKEN_ROLES
 
+TIME_FORMAT = (
+    "ISO 8601, a date (2026-11-01, midnight UTC) or a time (2026-11-01T12:00Z,"
+    " 2026-11-01T21:00+09:00; UTC when no offset is given)"
+)
+
 
 class _PrintVersion(argparse.Action):
     """``--version``: one unwrapped line (argparse's own action re-wraps it)."""
@@ -94,20 +99,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log lines written to stderr (default info)",
+    )
     p.add_argument("--version", action=_PrintVersion, nargs=0, help="print what runs and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="create this node's identity and config")
     s.add_argument("--node-id", required=True, help="e.g. JPN-ISA")
     s.add_argument("--country", required=True, help="ICAO Doc 9303 code, e.g. JPN")
-    s.add_argument("--display-name", default="")
+    s.add_argument("--display-name", default="", help="shown to peers (default: the node id)")
     s.add_argument(
         "--endpoint", required=True, help="URL peers use, e.g. https://jpn-isa.example:8443"
     )
-    s.add_argument("--peer-listen", default="127.0.0.1:8443")
-    s.add_argument("--local-listen", default="127.0.0.1:8080")
-    s.add_argument("--data-dir", default="data")
+    s.add_argument(
+        "--peer-listen",
+        default="127.0.0.1:8443",
+        metavar="HOST:PORT",
+        help="where peers connect (default 127.0.0.1:8443; 0.0.0.0:8443 for all addresses)",
+    )
+    s.add_argument(
+        "--local-listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="the local API for authority systems (default 127.0.0.1:8080; loopback)",
+    )
+    s.add_argument(
+        "--data-dir",
+        default="data",
+        help="keys and database, relative to the config (default data)",
+    )
     s.add_argument(
         "--suite",
         default="mlkem768-x25519",
@@ -138,15 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_card_show)
     s = card.add_parser("export", help="write this node's card for peers")
-    s.add_argument("--out", default="-")
+    s.add_argument(
+        "--out", default="-", metavar="FILE", help="the card file to write ('-': standard output)"
+    )
     s.set_defaults(func=cmd_card_export)
 
     peer = sub.add_parser("peer", help="pinned peers").add_subparsers(
         dest="peer_cmd", required=True
     )
     s = peer.add_parser("add", help="pin a peer's card after comparing its fingerprint")
-    s.add_argument("card")
-    s.add_argument("--fingerprint", required=True)
+    s.add_argument("card", help="the peer's card file, received through the official channel")
+    s.add_argument(
+        "--fingerprint",
+        required=True,
+        help="the fingerprint the peer's operator read to you by phone (XXXX-XXXX-...)",
+    )
     s.add_argument(
         "--allow", help=f"comma-separated notice kinds ({','.join(NOTICE_KINDS)}); default all"
     )
@@ -171,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ping", cmd_peer_ping, "check a peer is reachable and its card matches"),
     ):
         s = peer.add_parser(name, help=helptext)
-        s.add_argument("peer")
+        s.add_argument("peer", help="the peer's node id, e.g. PHL-DFA")
         if name == "remove":
             s.add_argument(
                 "--force",
@@ -184,8 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause, resume or restart sending a peer the notices still in effect, "
         "or request them from it",
     )
-    s.add_argument("peer")
-    s.add_argument("action", choices=("pause", "resume", "restart", "request"))
+    s.add_argument("peer", help="the peer's node id, e.g. PHL-DFA")
+    s.add_argument(
+        "action",
+        choices=("pause", "resume", "restart", "request"),
+        help="pause, resume or restart sending it; request: ask it to send ours again",
+    )
     s.set_defaults(func=cmd_peer_catchup)
 
     keys = sub.add_parser("keys", help="key display, rotation and revocation").add_subparsers(
@@ -203,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         " variable [node] key_passphrase_env names (node stopped)",
     ).set_defaults(func=cmd_keys_encrypt)
     s = keys.add_parser("revoke", help="revoke one of this node's earlier keys")
-    s.add_argument("key_id")
-    s.add_argument("--reason", default="key compromised")
+    s.add_argument("key_id", help="hex key id, as `card show` lists it")
+    s.add_argument(
+        "--reason", default="key compromised", help="told to peers (default: key compromised)"
+    )
     s.set_defaults(func=cmd_keys_revoke)
 
     s = sub.add_parser("serve", help="run the node")
@@ -212,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("send", help="queue a notice from a JSON file")
-    s.add_argument("file")
+    s.add_argument("file", help="a notice in the protobuf JSON form (config/examples/*.json)")
     s.add_argument("--to", action="append", help="recipient node id (repeatable)")
     s.add_argument("--all", action="store_true", help="every peer whose policy allows the notice")
     s.set_defaults(func=cmd_send)
@@ -276,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="one JSON document for tools (keys in docs/operations.md)",
     )
     s.set_defaults(func=cmd_token_list)
-    s = tok.add_parser("revoke")
-    s.add_argument("name")
+    s = tok.add_parser("revoke", help="stop a token working (within a second)")
+    s.add_argument("name", help="the token's name, as `token list` shows it")
     s.set_defaults(func=cmd_token_revoke)
 
     aud = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
@@ -287,18 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_audit_verify
     )
     for name, func in (("show", cmd_audit_show), ("export", cmd_audit_export)):
-        s = aud.add_parser(name)
-        s.add_argument("--since")
-        s.add_argument("--until")
-        s.add_argument("--peer")
-        s.add_argument("--kind")
-        s.add_argument("--message-id")
-        s.add_argument("--actor")
-        s.add_argument("--limit", type=int)
+        s = aud.add_parser(
+            name,
+            help="list entries" if name == "show" else "a bundle of entries with proofs",
+        )
+        s.add_argument("--since", metavar="TIME", help=f"entries at or after TIME; {TIME_FORMAT}")
+        s.add_argument("--until", metavar="TIME", help=f"entries before TIME; {TIME_FORMAT}")
+        s.add_argument("--peer", help="entries about this peer (node id)")
+        s.add_argument("--kind", help="entries of this kind, e.g. document.lookup")
+        s.add_argument("--message-id", help="entries about this message (32 hex digits)")
+        s.add_argument("--actor", help="entries by this actor (a token name, operator:USER)")
+        s.add_argument("--limit", type=int, help="at most this many entries")
         if name == "show":
             s.add_argument("--json", action="store_true", help="JSON lines for tools")
         else:
-            s.add_argument("--out", required=True)
+            s.add_argument("--out", required=True, metavar="FILE", help="the bundle to write")
             s.add_argument(
                 "--consistency-from",
                 type=int,
@@ -308,13 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
             )
         s.set_defaults(func=func)
     s = aud.add_parser("prove", help="inclusion proof of one entry with its checkpoint")
-    s.add_argument("seq", type=int)
+    s.add_argument("seq", type=int, help="the entry's number (seq), as `audit show` lists it")
     s.add_argument(
         "--tree-size", type=int, help="against the checkpoint of this size (default: the latest)"
     )
     s.set_defaults(func=cmd_audit_prove)
     s = aud.add_parser("verify-proof", help="check an `audit prove` file offline")
-    s.add_argument("file")
+    s.add_argument("file", help="the output of `audit prove`")
     s.add_argument(
         "--key",
         action="append",
@@ -324,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_audit_verify_proof)
     s = aud.add_parser("verify-bundle", help="check an exported bundle offline")
-    s.add_argument("file")
+    s.add_argument("file", help="a bundle written by `audit export`")
     s.add_argument(
         "--key",
         action="append",
@@ -373,16 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NODE_ID:ROLE",
         help="e.g. PHL-DFA:ORIGIN_STATE or IOM-MNL:IOM (repeatable)",
     )
-    s.add_argument("--note", default="")
+    s.add_argument("--note", default="", help="a note for the case's timeline")
     s.add_argument(
         "--personal-data", metavar="FILE", help="JSON object of personal fields ('-': stdin)"
     )
     api_client_options(s)
     s.set_defaults(func=cmd_case_open)
     s = case.add_parser("event", help="record one step of a case")
-    s.add_argument("case_ref")
+    s.add_argument("case_ref", help="e.g. JPN-2026-K7QW2M4D")
     s.add_argument("type", help="e.g. record_consent, accept_return, plan_travel")
-    s.add_argument("--note", default="")
+    s.add_argument("--note", default="", help="a note for the case's timeline")
     api_client_options(s)
     s.set_defaults(func=cmd_case_event)
     s = case.add_parser("show", help="a case's state and timeline (audited)")
@@ -397,9 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = proof.add_parser(
         "export", help="signed receipt, recipient card and audit proof in one file"
     )
-    s.add_argument("message_id")
+    s.add_argument("message_id", help="32 hex digits, as `send` or `status` prints it")
     s.add_argument("--peer", help="the recipient, when the message went to several")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, metavar="FILE", help="the proof file to write")
     s.set_defaults(func=cmd_proof_export)
     s = proof.add_parser(
         "verify",
@@ -408,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         " 1 FAILED, a check failed (each problem is printed with its code); 3 NOT"
         " ESTABLISHED, the file is consistent but no --fingerprint was given.",
     )
-    s.add_argument("file")
+    s.add_argument("file", help="a proof written by `proof export`")
     s.add_argument("--fingerprint", help="the recipient's card fingerprint, obtained out of band")
     s.add_argument(
         "--audit-key",

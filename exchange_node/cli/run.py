@@ -129,6 +129,7 @@ async def _serve(cfg, ready_file: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _hangup, node)
     if ready_file:
         Path(ready_file).write_text(
             json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
@@ -136,3 +137,14 @@ async def _serve(cfg, ready_file: str | None) -> int:
     await stop.wait()
     await node.stop()
     return 0
+
+
+def _hangup(node) -> None:
+    """SIGHUP (a log rotation, ``systemctl reload``) does not stop the node, and does not
+    reload the config either: it is read once, checked whole, at start-up. Say so."""
+    node.log.warning(
+        "node.sighup_ignored",
+        message="the config is read at start-up only: restart the node to apply changes"
+        " to it; peers, pauses, policies and tokens changed with the command line apply"
+        " without a restart",
+    )
