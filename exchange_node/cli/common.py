@@ -19,6 +19,8 @@ from exchange_node.identity import (
 from exchange_node.store.sqlite import SqliteStore
 
 DEFAULT_CONFIG = "config/node.toml"
+CONFIG_ENV = "EXCHANGE_NODE_CONFIG"
+"""Environment variable naming the config file when ``--config`` is not given."""
 
 
 class CliError(Exception):

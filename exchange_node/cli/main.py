@@ -29,6 +29,7 @@ from exchange_node.cli.audit import (
 )
 from exchange_node.cli.backup import cmd_backup, cmd_restore
 from exchange_node.cli.common import (
+    CONFIG_ENV,
     DEFAULT_CONFIG,
     CliError,
 )
@@ -97,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="exchange-node", description="Signed, encrypted notice exchange between authorities."
     )
     p.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+        "--config",
+        default=os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG,
+        help=f"config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
     )
     p.add_argument(
         "--log-level",
