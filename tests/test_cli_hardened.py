@@ -5,6 +5,7 @@ reading, a second ``serve`` on the same data directory."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -178,3 +179,31 @@ def test_a_database_file_others_can_read_is_made_private_when_opened(node_dir, c
         path.chmod(0o644)  # as an earlier release or a careless copy left it
     assert run_cli(["--config", config, "status"]) == 0
     assert {stat.S_IMODE(p.stat().st_mode) for p in node_dir.data.glob("node.sqlite*")} == {0o600}
+
+
+def test_a_malformed_key_id_for_keys_revoke_is_one_line(node_dir, capsys):
+    assert run_cli(["--config", str(node_dir.config_path), "keys", "revoke", "zz"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: key_id_invalid: key id 'zz': expected hex digits")
+    assert err.count("\n") == 1
+
+
+def test_a_proof_of_a_message_never_sent_is_one_line(node_dir, tmp_path, capsys):
+    args = ["--config", str(node_dir.config_path), "proof", "export", "00" * 16]
+    assert run_cli([*args, "--out", str(tmp_path / "proof.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: message_unknown: message 0000")
+    assert not (tmp_path / "proof.json").exists()
+
+
+def test_a_defect_is_still_one_line_with_the_traceback_on_demand(node_dir, capsys, monkeypatch):
+    def broken(args):
+        raise RuntimeError("something the code did not expect")
+
+    monkeypatch.setattr(importlib.import_module("exchange_node.cli.main"), "cmd_status", broken)
+    config = str(node_dir.config_path)
+    assert run_cli(["--config", config, "status"]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("error: internal_error: RuntimeError: something the code did not")
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert run_cli(["--log-level", "debug", "--config", config, "status"]) == 70
+    assert "Traceback" in capsys.readouterr().err

@@ -168,6 +168,12 @@ async def cmd_proof_export(args) -> int:
         raise CliError(f"message id {args.message_id!r}: expected 32 hex digits") from None
     store = await _store(cfg)
     try:
+        if not store.message_status(mid):
+            raise CliError(
+                f"message {args.message_id}: this node sent no such message (`status` and"
+                " `audit show --kind envelope.sent` list the ones it sent)",
+                code="message_unknown",
+            )
         rows = [r for r in store.message_status(mid) if args.peer in (None, r.peer_id)]
         if len(rows) != 1:
             peers = ", ".join(r.peer_id for r in store.message_status(mid)) or "none"

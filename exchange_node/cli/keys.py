@@ -93,7 +93,13 @@ async def cmd_keys_rotate(args) -> int:
 async def cmd_keys_revoke(args) -> int:
     cfg = _cfg(args)
     keys = load_identity(cfg.data_path, _passphrase(cfg))
-    kid = bytes.fromhex(args.key_id)
+    try:
+        kid = bytes.fromhex(args.key_id)
+    except ValueError:
+        raise CliError(
+            f"key id {args.key_id!r}: expected hex digits, as `exchange-node card show` lists it",
+            code="key_id_invalid",
+        ) from None
     if kid not in {k.key_id for k in keys.card.signing_keys + keys.card.encryption_keys}:
         raise CliError(
             f"{args.key_id} is not a key on this node's card (see `exchange-node card show`)"

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import traceback
 
 from exchange_node.build_info import version_line
 from exchange_node.cli.api_client import (
@@ -498,6 +499,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_went_away()
+    except Exception as exc:
+        # A defect, not the operator's mistake: still one line, the traceback on demand.
+        if args.log_level == "debug":
+            traceback.print_exc()
+        print(
+            f"error: internal_error: {type(exc).__name__}: {exc} (a defect: please report it"
+            " with the output of the same command run with --log-level debug)",
+            file=sys.stderr,
+        )
+        return 70
 
 
 def _reader_went_away() -> int:
