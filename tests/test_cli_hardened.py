@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pty
 import signal
 import socket
 import stat
@@ -207,3 +208,24 @@ def test_a_defect_is_still_one_line_with_the_traceback_on_demand(node_dir, capsy
     assert "Traceback" not in err and err.count("\n") == 1
     assert run_cli(["--log-level", "debug", "--config", config, "status"]) == 70
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_card_export_refuses_to_write_binary_to_a_terminal(node_dir, tmp_path):
+    main, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "exchange_node.cli", "--config", str(node_dir.config_path),
+             "card", "export"],
+            stdout=terminal, stderr=subprocess.PIPE, env=child_env(), timeout=60, text=True,
+        )  # fmt: skip
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert done.returncode == 2
+    assert error_line(done.stderr).startswith("error: binary_to_terminal: the card is binary")
+    # Redirected to a file, standard output gets the card as it is.
+    with open(tmp_path / "card.pb", "wb") as out:
+        assert (
+            cli("--config", str(node_dir.config_path), "card", "export", stdout=out).returncode == 0
+        )
+    assert (tmp_path / "card.pb").read_bytes() == node_dir.keys().card_bytes
