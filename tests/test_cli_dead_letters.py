@@ -5,8 +5,9 @@ metric and the list no longer count them; each action one audit leaf naming the 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
+import os
+import pwd
 
 import pytest
 
@@ -64,7 +65,7 @@ async def test_a_dead_letter_retried_after_the_cause_is_fixed_is_delivered(net, 
     )
     assert phl.store.get_inbox(JPN, message_id) is not None
     (leaf,) = jpn.audit.query(kind="dead_letter.retried")
-    assert leaf.record.actor == f"operator:{getpass.getuser()}"
+    assert leaf.record.actor == f"operator:{pwd.getpwuid(os.getuid()).pw_name}"
     assert (leaf.record.peer, leaf.record.message_id) == (PHL, message_id.hex())
     assert (leaf.record.reason, leaf.record.attrs) == (
         "policy_denied",
@@ -89,7 +90,7 @@ async def test_an_acknowledged_dead_letter_no_longer_counts(net, capsys):
     code, out, _ = await cli(net, capsys, "dead-letters", "list", "--all")
     assert f"{outbox_id:>6} {PHL}" in out and out.rstrip().endswith("(acknowledged)")
     (leaf,) = jpn.audit.query(kind="dead_letter.acknowledged")
-    assert leaf.record.actor == f"operator:{getpass.getuser()}"
+    assert leaf.record.actor == f"operator:{pwd.getpwuid(os.getuid()).pw_name}"
 
     code, _, err = await cli(net, capsys, "dead-letters", "acknowledge", str(outbox_id))
     assert code == 2

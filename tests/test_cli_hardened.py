@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import pty
+import pwd
 import signal
 import socket
 import stat
@@ -229,3 +230,12 @@ def test_card_export_refuses_to_write_binary_to_a_terminal(node_dir, tmp_path):
             cli("--config", str(node_dir.config_path), "card", "export", stdout=out).returncode == 0
         )
     assert (tmp_path / "card.pb").read_bytes() == node_dir.keys().card_bytes
+
+
+def test_the_audit_actor_of_a_command_is_the_account_not_the_user_variable(monkeypatch):
+    from exchange_node.cli.common import operator_actor
+
+    account = pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("USER", account + "x")
+    monkeypatch.setenv("LOGNAME", account + "x")
+    assert operator_actor() == f"operator:{account}"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import getpass
 import json
+import os
+import pwd
 import re
 import time
 from pathlib import Path
@@ -69,11 +70,12 @@ _ACTOR_USER = re.compile(r"[A-Za-z0-9._@+\-]{1,100}")
 
 def operator_actor() -> str:
     """The audit actor of an operator's command: ``operator:<OS user>``, so the log says
-    who at the node's console did it (``operator`` alone when the user has no name the
-    log's alphabet can hold)."""
+    who at the node's console did it. The user is the account the process runs as (its
+    real uid), not ``$USER``, which anyone can set; ``operator`` alone when the account
+    has no name, or one the log's alphabet cannot hold."""
     try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (some containers)
         return "operator"
     return f"operator:{user}" if _ACTOR_USER.fullmatch(user) else "operator"
 
