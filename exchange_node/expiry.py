@@ -9,9 +9,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 
+from exchange_node.config import Config
 from exchange_node.protocol.cards import PeerCard
 from exchange_node.protocol.envelope import DAY_MS
 
@@ -22,7 +24,8 @@ WARNING_DAYS = 30
 @dataclass(frozen=True, slots=True)
 class Expiry:
     """One thing that expires: ``owner`` is a node id, ``what`` ``tls_certificate``,
-    ``signing_key`` or ``encryption_key`` (the current one), ``not_after_ms`` when."""
+    ``signing_key`` or ``encryption_key`` (the current one) or, for this node,
+    ``local_api_certificate``; ``not_after_ms`` when."""
 
     owner: str
     what: str
@@ -56,8 +59,24 @@ def card_expiries(card: PeerCard) -> list[Expiry]:
     return found
 
 
-def all_expiries(own: PeerCard, peers: Iterable[PeerCard]) -> list[Expiry]:
-    return [e for card in (own, *peers) for e in card_expiries(card)]
+def local_api_expiry(node_id: str, cert_file: Path) -> Expiry | None:
+    """The local API's own certificate (``[local_api] tls_cert_file``), if readable."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (OSError, ValueError):
+        return None  # start-up reports an unusable file; nothing to count down
+    return Expiry(
+        node_id, "local_api_certificate", int(cert.not_valid_after_utc.timestamp() * 1000)
+    )
+
+
+def all_expiries(
+    own: PeerCard, peers: Iterable[PeerCard], local_api_cert: Path | None = None
+) -> list[Expiry]:
+    found = [e for card in (own, *peers) for e in card_expiries(card)]
+    if local_api_cert is not None and (e := local_api_expiry(own.node_id, local_api_cert)):
+        found.append(e)
+    return found
 
 
 def due(expiries: Iterable[Expiry], now: int, days: int = WARNING_DAYS) -> list[Expiry]:
@@ -65,3 +84,9 @@ def due(expiries: Iterable[Expiry], now: int, days: int = WARNING_DAYS) -> list[
     return sorted(
         (e for e in expiries if e.left_ms(now) <= days * DAY_MS), key=lambda e: e.not_after_ms
     )
+
+
+def local_api_cert(config: Config) -> Path | None:
+    """The local API's certificate file the config names, or None (no TLS)."""
+    api = config.local_api
+    return config.relative_path(api.tls_cert_file) if api.tls_cert_file else None

@@ -47,7 +47,7 @@ from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.inbound import Inbound
 from exchange_node.delivery.sender import Outbox, Submitted
 from exchange_node.errors import ExchangeError
-from exchange_node.expiry import Expiry, all_expiries, due
+from exchange_node.expiry import Expiry, all_expiries, due, local_api_cert
 from exchange_node.health import WriteHealth
 from exchange_node.identity import Identity, NodeKeys, load_identity, unencrypted_key_files
 from exchange_node.metrics import Metrics
@@ -475,7 +475,9 @@ class Node:
 
     def expiries(self) -> list[Expiry]:
         """This node's and the pinned peers' certificates and current keys that end."""
-        return all_expiries(self.identity.keys.card, self.directory.peers.values())
+        return all_expiries(
+            self.identity.keys.card, self.directory.peers.values(), local_api_cert(self.config)
+        )
 
     def warn_expiring(self) -> None:
         """Log what expires within the warning period (start-up and once a day)."""

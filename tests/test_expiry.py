@@ -66,3 +66,15 @@ async def test_the_node_exports_the_time_left_and_logs_what_ends_soon(tmp_path):
         )
     finally:
         await node.stop()
+
+
+def test_the_local_api_certificate_is_counted_down_too(tmp_path, capsys):
+    from tests.test_local_api_tls_tokens import set_local_api, write_certificate
+
+    nd = make_node_dir(tmp_path, "JPN-ISA")
+    cert_file, key_file = write_certificate(nd.dir)  # valid for 30 days
+    set_local_api(nd, tls_cert_file=f'"{cert_file.name}"', tls_key_file=f'"{key_file.name}"')
+    assert run_cli(["--config", str(nd.config_path), "status", "--json"]) == 0
+    (soon,) = json.loads(capsys.readouterr().out)["expiring"]
+    assert (soon["node"], soon["what"]) == ("JPN-ISA", "local_api_certificate")
+    assert 29 * DAY_MS < soon["not_after"] - now_ms() <= 30 * DAY_MS

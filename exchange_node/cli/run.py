@@ -16,7 +16,7 @@ from exchange_node.cli.common import (
     print_json,
 )
 from exchange_node.cli.dead_letters import dead_letter_json
-from exchange_node.expiry import WARNING_DAYS, all_expiries, due
+from exchange_node.expiry import WARNING_DAYS, all_expiries, due, local_api_cert
 from exchange_node.protocol.cards import verify_card
 
 
@@ -32,7 +32,7 @@ async def cmd_status(args) -> int:
         await store.close()
     now = now_ms()
     own = verify_card((cfg.data_path / "card.pb").read_bytes())
-    expiring = due(all_expiries(own, peer_cards), now)
+    expiring = due(all_expiries(own, peer_cards, local_api_cert(cfg)), now)
     if args.json:
         print_json(
             {
