@@ -16,6 +16,8 @@ from pathlib import Path
 
 import msgspec
 
+from exchange_node.domain.icao import validate_state_code
+from exchange_node.errors import ValidationError
 from exchange_node.protocol.cards import NODE_ID_RE
 from exchange_node.protocol.envelope import DAY_MS, DEFAULT_MAX_AGE_MS, DEFAULT_MAX_SKEW_MS
 
@@ -58,6 +60,14 @@ class LocalApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     listen: str = "127.0.0.1:8080"
     # Listening on anything but loopback must be asked for explicitly.
     allow_non_loopback: bool = False
+    # TLS for the local API: a PEM certificate (chain) and its private key (0600),
+    # relative to the config file. Both or neither; required off loopback.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Off loopback without TLS, bearer tokens cross the network in clear: only with this.
+    allow_plain_off_loopback: bool = False
+    # Lifetime of a token made by `token create` without --expires; 0: never expires.
+    token_lifetime_days: int = 90
 
 
 class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -154,6 +164,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = ""
 
+    def relative_path(self, value: str) -> Path:
+        """A path from the config file, relative to the file's folder."""
+        base = Path(self.path).parent if self.path else Path.cwd()
+        return (base / value).resolve()
+
     @property
     def data_path(self) -> Path:
         base = Path(self.path).parent if self.path else Path.cwd()
@@ -208,6 +223,7 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("retention", "case_review_days", 1, 36500),
     ("retention", "document_review_days", 1, 36500),
     ("retention", "interval_seconds", 1, 86400),
+    ("local_api", "token_lifetime_days", 0, 3650),
 )
 
 
@@ -221,9 +237,14 @@ def _check(path: Path, cfg: Config) -> None:
             "an upper-case node id like JPN-ISA (A-Z, 0-9, '-', 2-32 chars)",
             cfg.node.id,
         )
-    if not re.fullmatch(r"[A-Z]{1,3}", cfg.node.country):
+    _check_country(path, cfg.node.country)
+    if cfg.node.key_passphrase_env and not re.fullmatch(
+        r"[A-Za-z_][A-Za-z0-9_]{0,63}", cfg.node.key_passphrase_env
+    ):
         raise bad(
-            "[node] country", "an ICAO Doc 9303 code such as JPN, PHL, D or XOM", cfg.node.country
+            "[node] key_passphrase_env",
+            'the name of an environment variable (letters, digits, _) or ""',
+            cfg.node.key_passphrase_env,
         )
     if cfg.node.suite not in ("mlkem768-x25519", "x25519"):
         raise bad("[node] suite", "'mlkem768-x25519' or 'x25519'", cfg.node.suite)
@@ -245,6 +266,8 @@ def _check(path: Path, cfg: Config) -> None:
                 "a loopback address (set allow_non_loopback = true to expose the local API)",
                 value,
             )
+    _check_local_tls(path, cfg)
+    _check_listeners_apart(path, cfg)
     if cfg.peer_api.public_endpoint and not re.match(r"^https?://", cfg.peer_api.public_endpoint):
         raise bad(
             "[peer_api] public_endpoint",
@@ -322,6 +345,55 @@ def _check_witness(bad, section: WitnessSection) -> None:
             raise bad(f"{where} url", "the witness's submission prefix, https://...", target.url)
 
 
+def _check_local_tls(path: Path, cfg: Config) -> None:
+    """Bearer tokens never cross a network in clear: off loopback the local API needs
+    its TLS files, unless ``allow_plain_off_loopback`` says the operator accepts that."""
+    api = cfg.local_api
+    if bool(api.tls_cert_file) != bool(api.tls_key_file):
+        missing = "tls_key_file" if api.tls_cert_file else "tls_cert_file"
+        raise ConfigError(
+            f"{path}: [local_api] {missing}: expected a file (tls_cert_file and tls_key_file"
+            " go together), got ''"
+        )
+    host, _ = parse_listen(api.listen)
+    if not is_loopback(host) and not api.tls_cert_file and not api.allow_plain_off_loopback:
+        raise ConfigError(
+            f"{path}: [local_api] listen: expected a loopback address unless TLS is"
+            " configured (tls_cert_file, tls_key_file), or allow_plain_off_loopback = true to"
+            f" send bearer tokens in clear, got {api.listen!r}"
+        )
+
+
+def _check_country(path: Path, country: str) -> None:
+    """The node's country as the document rules read it: a code of the ICAO Doc 9303
+    list, in its canonical form (what peers compare issuing states against)."""
+    expected = "an ICAO Doc 9303 code such as JPN, PHL, D or XOM"
+    try:
+        canonical = validate_state_code(country, "[node] country")
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: [node] country: expected {expected}, got {country!r} ({exc.message})"
+        ) from None
+    if canonical != country:
+        raise ConfigError(f"{path}: [node] country: expected {canonical!r}, got {country!r}")
+
+
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
+def _check_listeners_apart(path: Path, cfg: Config) -> None:
+    """The peer API and the local API cannot share a port: the second would fail to bind
+    at start-up, long after the file was written. Port 0 (any free port) never clashes."""
+    peer_host, peer_port = parse_listen(cfg.peer_api.listen)
+    local_host, local_port = parse_listen(cfg.local_api.listen)
+    overlap = peer_host == local_host or {peer_host, local_host} & set(_ANY_ADDRESS)
+    if peer_port and peer_port == local_port and overlap:
+        raise ConfigError(
+            f"{path}: [local_api] listen: expected a port other than the peer API's"
+            f" ({cfg.peer_api.listen}), got {cfg.local_api.listen!r}"
+        )
+
+
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "": Config,
     "node": NodeSection,
@@ -395,6 +467,7 @@ def render_config(
     allow_plain_http: bool = False,
     data_dir: str = "data",
     suite: str = "mlkem768-x25519",
+    key_passphrase_env: str = "",
 ) -> str:
     """The commented TOML that ``exchange-node init`` writes."""
     return f'''# exchange-node configuration. Every key is documented in docs/operations.md.
@@ -405,7 +478,7 @@ country = "{country}"                 # ICAO Doc 9303 code of the authority's st
 display_name = "{display_name}"
 data_dir = "{data_dir}"                # keys, TLS certificate, databases (relative to this file)
 suite = "{suite}"{" " * (23 - len(suite))}# HPKE suite of new encryption keys (init, keys rotate): "mlkem768-x25519" or "x25519"
-key_passphrase_env = ""          # env var holding the private-key passphrase, if keys are encrypted
+key_passphrase_env = "{key_passphrase_env}"{" " * (18 - len(key_passphrase_env))}# env var holding the private-key passphrase, if keys are encrypted
 
 [peer_api]
 listen = "{peer_listen}"          # where peers connect (mutual TLS)
@@ -419,6 +492,10 @@ body_timeout_seconds = 30        # a batch body must arrive within this, or 408 
 [local_api]
 listen = "{local_listen}"          # authority systems connect here; loopback by default
 allow_non_loopback = false
+tls_cert_file = ""               # PEM certificate (chain) of the local API; required off loopback
+tls_key_file = ""                # its private key (mode 0600)
+allow_plain_off_loopback = false # off loopback without TLS: tokens in clear; never in production
+token_lifetime_days = 90         # tokens from `token create` expire after this (0: never)
 
 [protocol]
 max_clock_skew_seconds = {DEFAULT_MAX_SKEW_MS // 1000}     # how far peers' clocks may be ahead of ours

@@ -342,6 +342,52 @@ def revoke_key(keys: NodeKeys, key_id: bytes, *, now_ms: int, reason: str) -> by
     )
 
 
+_ENCRYPTED_PEM = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+
+def private_key_files(data_dir: Path) -> list[Path]:
+    """Every PEM private key of the node: signing and encryption keys (current and
+    earlier) and the TLS key."""
+    keys_dir = Path(data_dir) / "keys"
+    return sorted(
+        p for p in keys_dir.glob("*.pem") if p.name.startswith(("signing-", "encryption-"))
+    ) + [p for p in (keys_dir / "tls-key.pem",) if p.exists()]
+
+
+def unencrypted_key_files(data_dir: Path) -> list[Path]:
+    """The private key files written without a passphrase."""
+    return [p for p in private_key_files(data_dir) if _ENCRYPTED_PEM not in p.read_bytes()]
+
+
+def encrypt_key_files(data_dir: Path, passphrase: bytes) -> list[Path]:
+    """Rewrite every unencrypted private key file encrypted under ``passphrase``
+    (PKCS#8, the best encryption ``cryptography`` offers). Each file is replaced whole
+    (written beside it, fsynced, renamed), so an interruption leaves every file either
+    as it was or encrypted; run again, it finishes the rest. Returns the files changed."""
+    if not passphrase:
+        raise ValueError("empty passphrase: give a non-empty passphrase")
+    changed = []
+    for path in unencrypted_key_files(data_dir):
+        blocks = [b"-----BEGIN" + b for b in path.read_bytes().split(b"-----BEGIN")[1:]]
+        keys = [serialization.load_pem_private_key(b, None) for b in blocks]
+        data = b"".join(
+            k.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(passphrase),
+            )
+            for k in keys
+        )
+        tmp = path.with_name(path.name + ".new")
+        tmp.unlink(missing_ok=True)
+        write_secret_file(tmp, data)
+        tmp.rename(path)
+        changed.append(path)
+    if changed:
+        _fsync_dir(Path(data_dir) / "keys")
+    return changed
+
+
 class Identity:
     """This node's keys as they are now, shared by the parts that sign, seal and
     authenticate: the composition root replaces :attr:`keys` when the card rotates, so

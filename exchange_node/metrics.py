@@ -34,6 +34,13 @@ class Metrics:
         self.dead = Gauge(
             "exchange_outbox_dead_letters", "Dead letters per peer", ["peer"], registry=r
         )
+        self.expiry = Gauge(
+            "exchange_expiry_seconds",
+            "Seconds until a TLS certificate or current key expires (negative: expired),"
+            " this node's and each pinned peer's",
+            ["node", "what"],
+            registry=r,
+        )
         self.catchup = Gauge(
             "exchange_catchup_notices",
             "A peer's catch-up: notices queued, delivered, remaining to queue",

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import structlog
 from aiohttp import web
@@ -46,12 +50,15 @@ from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.inbound import Inbound
 from exchange_node.delivery.sender import Outbox, Submitted
 from exchange_node.delivery.witnesses import PushWitness, WitnessPusher
+from exchange_node.errors import ExchangeError
+from exchange_node.expiry import Expiry, all_expiries, due, local_api_cert
 from exchange_node.health import WriteHealth
 from exchange_node.identity import (
     Identity,
     NodeKeys,
     load_identity,
     load_or_create_witness_key,
+    unencrypted_key_files,
     witness_name,
 )
 from exchange_node.metrics import Metrics
@@ -59,9 +66,17 @@ from exchange_node.peers import PeerDirectory
 from exchange_node.protocol.envelope import Freshness
 from exchange_node.services import Services
 from exchange_node.store.sqlite import SqliteStore
-from exchange_node.tls import server_context
+from exchange_node.tls import local_api_server_context, server_context
 
-__all__ = ["DATABASE", "Node", "Submitted", "key_passphrase", "prepare_database"]
+__all__ = [
+    "DATABASE",
+    "Node",
+    "StartError",
+    "Submitted",
+    "key_passphrase",
+    "lock_data_dir",
+    "prepare_database",
+]
 
 log = structlog.get_logger("exchange_node.node")
 
@@ -80,6 +95,48 @@ def key_passphrase(config: Config) -> bytes | None:
     return value.encode()
 
 
+class StartError(ExchangeError):
+    """The node cannot start as configured: an address is taken, the data directory is in
+    use by another node process. One line for the operator, a stable code for scripts."""
+
+    status = 503
+
+
+LOCK_FILE = "serve.lock"
+"""In the data directory: held (flock) by the one ``serve`` process running on it."""
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data directory for this process, or raise ``StartError(data_dir_locked)``
+    naming the process that holds it. The lock is the kernel's (flock), tied to the open
+    file: it goes with the process however it ends (even SIGKILL), so a stale file never
+    blocks a restart. Keep the returned file open for as long as the node runs."""
+    if not data_dir.is_dir():
+        raise StartError(
+            "data_dir_missing",
+            f"{data_dir}: no such folder; run `exchange-node init` first",
+            "node.data_dir",
+        )
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StartError(
+            "data_dir_locked",
+            f"{data_dir} is in use by another exchange-node serve (pid {holder});"
+            " stop it first, or give this one a config with its own data_dir",
+            "node.data_dir",
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 DATABASE = "node.sqlite"
 """The node's one database in its data directory: state, index, outbox and audit log."""
 
@@ -92,6 +149,27 @@ def prepare_database(data_dir: Path) -> Path:
     SqliteStore.prepare(path)
     adopt_audit_file(data_dir, path)
     return path
+
+
+@contextlib.contextmanager
+def _binding(section: str, listen: str):
+    """An address that cannot be bound is one line naming the setting, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartError(
+                "listen_address_in_use",
+                f"[{section}] listen {listen}: the address is already in use (another"
+                " exchange-node or program listens there; `ss -ltnp` names it); stop it or"
+                " choose another port",
+                f"{section}.listen",
+            ) from None
+        raise StartError(
+            "listen_failed",
+            f"[{section}] listen {listen}: cannot listen there: {exc.strerror or exc}",
+            f"{section}.listen",
+        ) from None
 
 
 def wall_clock_ms() -> int:
@@ -222,10 +300,21 @@ class Node:
         """Open everything the config names. Raises ConfigError for a bad setup."""
         passphrase = key_passphrase(config)
         data = config.data_path
+        if passphrase is not None and (clear := unencrypted_key_files(data)):
+            raise ConfigError(
+                f"{config.path}: [node] key_passphrase_env: set, but {len(clear)} private"
+                f" key file(s) in {data / 'keys'} are not encrypted (e.g. {clear[0].name});"
+                " run `exchange-node keys encrypt` with the node stopped"
+            )
         keys = load_identity(data, passphrase)
         if keys.local.node_id != config.node.id:
             raise ConfigError(
                 f"{config.path}: [node] id: expected {keys.local.node_id} (the id of the keys in {data}), got {config.node.id!r}"
+            )
+        if keys.card.country != config.node.country:
+            raise ConfigError(
+                f"{config.path}: [node] country: expected {keys.card.country!r} (the country"
+                f" on this node's card in {data}), got {config.node.country!r}"
             )
         database = prepare_database(data)
         store = await SqliteStore.open(database)
@@ -315,12 +404,15 @@ class Node:
                 self.directory.tls_certificates(),
                 self.identity.passphrase,
             )
+        local_ssl = self._local_api_tls()
         host, port = parse_listen(cfg.peer_api.listen)
-        runner, self._peer_site = await serve_peer_api(self, host, port, self._server_ssl)
+        with _binding("peer_api", cfg.peer_api.listen):
+            runner, self._peer_site = await serve_peer_api(self, host, port, self._server_ssl)
         self.peer_port = self._peer_site.bound_port
         self._runners.append(runner)
         host, port = parse_listen(cfg.local_api.listen)
-        self.local_port = await self._serve(create_local_app(self), host, port, None)
+        with _binding("local_api", cfg.local_api.listen):
+            self.local_port = await self._serve(create_local_app(self), host, port, local_ssl)
         digest = hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest() if cfg.path else ""
         await self.record_audit(
             leaves.config_loaded(self.now_ms(), digest, cfg.peer_api.allow_plain_http)
@@ -338,6 +430,20 @@ class Node:
             local_port=self.local_port,
             peers=len(self.directory.peers),
         )
+
+    def _local_api_tls(self) -> ssl.SSLContext | None:
+        """TLS 1.2+ for the local API when the config names its files (start-up refuses
+        a file that is missing, too open or does not load: one line naming it)."""
+        api = self.config.local_api
+        if not api.tls_cert_file:
+            return None
+        try:
+            return local_api_server_context(
+                self.config.relative_path(api.tls_cert_file),
+                self.config.relative_path(api.tls_key_file),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{self.config.path}: [local_api] tls_cert_file: {exc}") from None
 
     async def _serve(self, app: web.Application, host: str, port: int, ssl_context) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -375,9 +481,10 @@ class Node:
 
     async def _watch(self) -> None:
         """Pick up changes other processes (the CLI) made: peers, pauses, our own card;
-        refresh queue gauges; run the retention schedule every ``[retention]
-        interval_seconds`` (services/retention.py)."""
+        refresh queue gauges; warn of what expires soon once a day; run the retention
+        schedule every ``[retention] interval_seconds`` (services/retention.py)."""
         last_purge = 0.0
+        last_expiry_warning: float | None = None  # at start-up, then daily
         while True:
             await asyncio.sleep(0.5)
             try:
@@ -399,6 +506,9 @@ class Node:
                 self.update_gauges()
                 self.handshake_refusals.flush()
                 self.request_refusals.flush()
+                if last_expiry_warning is None or time.monotonic() - last_expiry_warning > 86400:
+                    last_expiry_warning = time.monotonic()
+                    self.warn_expiring()
                 if time.monotonic() - last_purge > self.config.retention.interval_seconds:
                     last_purge = time.monotonic()
                     await self.run_retention()
@@ -415,13 +525,33 @@ class Node:
         return report
 
     def update_review_gauge(self) -> None:
-        due = self.services.retention.reviews_due()
+        pending = self.services.retention.reviews_due()
         for record_type in ("case", "document_notice"):
-            count = sum(1 for r in due if r.record_type == record_type)
+            count = sum(1 for r in pending if r.record_type == record_type)
             self.metrics.reviews_due.labels(record_type).set(count)
+
+    def expiries(self) -> list[Expiry]:
+        """This node's and the pinned peers' certificates and current keys that end."""
+        return all_expiries(
+            self.identity.keys.card, self.directory.peers.values(), local_api_cert(self.config)
+        )
+
+    def warn_expiring(self) -> None:
+        """Log what expires within the warning period (start-up and once a day)."""
+        now = self.now_ms()
+        for e in due(self.expiries(), now):
+            self.log.warning(
+                "expiry.soon",
+                owner=e.owner,
+                what=e.what,
+                not_after_ms=e.not_after_ms,
+                days_left=round(e.left_ms(now) / 86_400_000, 1),
+            )
 
     def update_gauges(self) -> None:
         now = self.now_ms()
+        for e in self.expiries():
+            self.metrics.expiry.labels(e.owner, e.what).set(e.left_ms(now) / 1000)
         for q in self.store.queue_stats():
             self.metrics.queue_depth.labels(q.peer_id).set(q.depth)
             self.metrics.dead.labels(q.peer_id).set(q.dead)

@@ -70,3 +70,36 @@ def client_context(
 
 def cert_sha256(der: bytes) -> bytes:
     return hashlib.sha256(der).digest()
+
+
+def local_api_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The local API's server side: TLS 1.2 or later with the operator's certificate
+    (typically from the authority's own CA), no client certificate: callers prove who
+    they are with bearer tokens. ValueError with a line for the operator when a file
+    is missing, readable by others (the key) or does not load."""
+    for path in (cert_file, key_file):
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+    mode = key_file.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"{key_file}: private key file has mode {mode:o}; it must be 0600")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"{cert_file}, {key_file}: not a PEM certificate and its unencrypted private key"
+            f" ({exc.reason or exc})"
+        ) from None
+    return ctx
+
+
+def local_api_client_context(cert_file: Path) -> ssl.SSLContext:
+    """The command line's side of the local API on the same host: trust exactly the
+    certificate the config names (it is the one served), whatever name it carries."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.check_hostname = False
+    return ctx

@@ -252,3 +252,26 @@ async def test_a_peers_open_case_naming_a_second_identifying_state_is_rejected(n
 
     assert await eventually(rejected) == "invalid_content"
     assert nodes[1].services.cases.get(ref) is None
+
+
+@pytest.mark.parametrize(
+    ("participants", "code", "field"),
+    [
+        (
+            [{"node_id": "PHL-DFA", "role": "ORIGIN_STATE"}, {"node_id": "THA-IMM", "role": "IOM"}],
+            "unknown_peer",
+            "participants[1].node_id",
+        ),
+        (
+            [{"node_id": "PHL-DFA", "role": "ORIGIN_STATE"}, {"node_id": "PHL-DFA", "role": "IOM"}],
+            "invalid_participants",
+            "participants[1].node_id",
+        ),
+    ],
+)
+async def test_a_refused_participant_is_named_by_its_place_in_the_request(
+    network, participants, code, field
+):
+    _, (jpn, _, _) = network
+    status, body = await jpn.post("/api/v1/cases", {"participants": participants})
+    assert (status, body["code"], body["field"]) == (422, code, field)

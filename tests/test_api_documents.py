@@ -183,7 +183,7 @@ async def test_an_mrz_that_names_another_document_is_refused(pair):
 async def test_a_correction_supersedes_and_the_history_keeps_both(pair):
     jpn, phl, cj, cp = pair
     _, first = await cp.post(
-        "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": []}
+        "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": "all"}
     )
     status, second = await cp.post(
         "/api/v1/notices",
@@ -192,7 +192,7 @@ async def test_a_correction_supersedes_and_the_history_keeps_both(pair):
             "document": DOC,
             "supersedes": first["notice_id"],
             "reason": "found to be lost",
-            "recipients": [],
+            "recipients": "all",
         },
     )
     assert status == 202, second
@@ -204,7 +204,7 @@ async def test_a_correction_supersedes_and_the_history_keeps_both(pair):
     assert history[first["notice_id"]]["in_effect"] is False
     status, again = await cp.post(
         "/api/v1/notices",
-        {"kind": "WITHDRAWAL", "supersedes": first["notice_id"], "recipients": []},
+        {"kind": "WITHDRAWAL", "supersedes": first["notice_id"], "recipients": "all"},
     )
     assert (status, again["code"]) == (409, "already_superseded")
 
@@ -384,3 +384,13 @@ def test_every_schema_the_openapi_document_refers_to_is_in_it():
     document = openapi_document()
     refs = set(re.findall(r"#/components/schemas/(\w+)", json.dumps(document)))
     assert refs and refs <= set(document["components"]["schemas"])
+
+
+async def test_a_notice_with_an_empty_recipient_list_is_refused_not_accepted(pair):
+    jpn, phl, cj, cp = pair
+    status, body = await cp.post(
+        "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": []}
+    )
+    assert (status, body["code"], body["field"]) == (422, "recipients_empty", "recipients")
+    _, answer = await cp.get("/api/v1/documents/PHL/P1234567A?type=P")
+    assert answer["known"] is False

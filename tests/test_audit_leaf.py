@@ -40,6 +40,7 @@ def test_all_documented_kinds_are_defined() -> None:
         "record.reviewed", "subject.report",
         "dead_letter.retried", "dead_letter.acknowledged", "peer.pinged", "console.signed_in",
         "console.signed_out",
+        "backup.made", "backup.restored", "keys.encrypted",
     }  # fmt: skip
     assert documented == KINDS
 

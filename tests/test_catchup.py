@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from exchange_node.audit.leaf import LeafKind
+from exchange_node.cli.common import operator_actor
 from exchange_node.domain.documents import Detection, NoticeKind
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.services.catchup import LABEL
@@ -37,6 +38,9 @@ from tests.node_helpers import (
 
 PHL, JPN = "PHL-DFA", "JPN-ISA"
 HELPER = [sys.executable, node_helpers.__file__]
+
+# CLI actions name the operating-system user who ran them.
+OPERATOR = operator_actor()
 
 
 def _doc(i: int) -> notice_pb2.DocumentRef:
@@ -246,9 +250,9 @@ async def test_the_operator_pauses_resumes_and_restarts_a_catch_up(net, capsys) 
     ]
     assert actions == [
         ("catchup", "started"),
-        ("operator", "paused"),
-        ("operator", "resumed"),
-        ("operator", "restarted"),
+        (OPERATOR, "paused"),
+        (OPERATOR, "resumed"),
+        (OPERATOR, "restarted"),
         ("catchup", "finished"),
     ]
     text = phl.metrics.registry.get_sample_value(
@@ -380,7 +384,7 @@ async def test_a_peer_asks_for_a_catch_up_and_is_answered_once_per_interval(net)
         for leaf in audit_leaves(jpn.audit, LeafKind.PEER_CATCHUP)
         if leaf.attrs["action"] == "requested"
     ]
-    assert requested == ["operator", "operator"]
+    assert requested == [OPERATOR, OPERATOR]
 
 
 async def test_a_caught_up_correction_supersedes_the_earlier_notice_of_its_chain_held(net):

@@ -5,6 +5,7 @@ token, print readable results, and fail with one ``error: ...`` line."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -46,7 +47,7 @@ async def pair(tmp_path, monkeypatch):
     async with aiohttp.ClientSession() as session:
         officer = Client(session, phl, await token(phl, "document_officer", "setup"))
         status, body = await officer.post(
-            "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": []}
+            "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": "all"}
         )
         assert status == 202, body
     yield {
@@ -261,3 +262,36 @@ async def test_lookup_takes_a_document_or_a_batch_file_not_both(pair, capsys, tm
     line = one_error_line(capsys.readouterr().err)
     assert code == 2
     assert line.startswith("error: --batch: give either a file or STATE NUMBER")
+
+
+# --- --json -----------------------------------------------------------------------------------
+
+
+async def test_lookup_json_is_the_apis_answer(pair, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("EXCHANGE_NODE_TOKEN", await token(pair["phl"], "document_officer"))
+    code = await cli(pair["phl_config"], "lookup", "PHL", "P1234567A", "--json")
+    assert code == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["known"] is True
+    (record,) = answer["records"]
+    assert (record["status"], record["sources"]) == ("STOLEN", ["PHL-DFA"])
+    assert record["history"][0]["notice"]["notice_id"] == pair["notice_id"]
+
+    batch = tmp_path / "docs.txt"
+    batch.write_text("PHL P1234567A P\nPHL X0000000\n")
+    code = await cli(pair["phl_config"], "lookup", "--batch", str(batch), "--json")
+    assert code == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["known"] for r in results] == [True, False]
+
+
+async def test_case_show_json_is_the_apis_answer(pair, capsys, monkeypatch, tmp_path):
+    ref = await _open_case(pair, capsys, monkeypatch, tmp_path)
+    code = await cli(
+        pair["jpn_config"], "case", "show", ref, "--json", "--purpose", "case_management"
+    )
+    assert code == 0
+    case = json.loads(capsys.readouterr().out)
+    assert (case["case_ref"], case["status"], case["my_role"]) == (
+        ref, "REFERRED", "IDENTIFYING_STATE")  # fmt: skip
+    assert [e["type"] for e in case["timeline"]] == ["open_case"]

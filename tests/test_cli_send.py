@@ -44,7 +44,10 @@ async def test_a_status_notice_for_another_states_document_is_refused(net, tmp_p
 
 async def test_the_issuing_state_sends_it_and_indexes_it_for_lookups(net, tmp_path, capsys):
     assert await send(net, PHL, STOLEN_PHL_PASSPORT, tmp_path) == 0
-    assert "queued status_notice for JPN-ISA" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "queued status_notice for JPN-ISA" in out
     phl = await net[PHL].open()
     [record] = phl.services.index.lookup("PHL", "P1234567", "P").records
     assert str(record[0].status.kind) == "STOLEN"
+    # The notice id is printed, for a later correction or withdrawal of it.
+    assert out.startswith(f"notice {record[0].status.notice_id} (STOLEN)\n")

@@ -43,8 +43,8 @@ async def _node_with_a_dead_letter(tmp_path):
 @pytest.mark.parametrize(
     ("action", "label", "kind"),
     [
-        ("acknowledge", "outbox.acknowledge", "dead_letter.acknowledged"),
-        ("retry", "outbox.requeue", "dead_letter.retried"),
+        ("acknowledge", "outbox.acknowledge_dead_letter", "dead_letter.acknowledged"),
+        ("retry", "outbox.retry_dead_letter", "dead_letter.retried"),
     ],
 )
 async def test_a_dead_letter_action_killed_at_its_commit_is_whole_or_absent(

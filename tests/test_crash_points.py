@@ -297,10 +297,42 @@ def _rotation_announced(left: Left) -> tuple[bool, bool]:
     )
 
 
+def _dead_letter_retried(left: Left) -> tuple[bool, bool]:
+    return (
+        bool(left.store.pending(PHL, 10)),
+        bool(left.leaves(LeafKind.DEAD_LETTER_RETRIED)),
+    )
+
+
+def _dead_letter_acknowledged(left: Left) -> tuple[bool, bool]:
+    return (
+        left.store.dead_letters() == [],
+        bool(left.leaves(LeafKind.DEAD_LETTER_ACKNOWLEDGED)),
+    )
+
+
+async def _dead_letter(nd) -> None:
+    """One message to PHL refused for good: outbox row 1, dead."""
+    from exchange_node.store.records import OutboxItem, ReceiptRecord
+
+    store = await SqliteStore.open(nd.data / "node.sqlite")
+    try:
+        [row] = await store.enqueue([OutboxItem(PHL, b"\x01" * 16, b"env", b"pay", now_ms())])
+        receipt = ReceiptRecord(batch_id=b"batch-1", receipt=b"signed", received_at=now_ms())
+        await store.record_receipt(PHL, receipt, [(row, Outcome.REJECTED, "policy_denied")])
+    finally:
+        await store.close()
+
+
 OPERATOR_CHANGES = {
     "token.create": (["token", "create", "--role", "auditor", "--name", "crash-test"], _token_made),
     "peer.update": (["peer", "pause", PHL], _peer_paused),
     "keys": (["keys", "rotate"], _rotation_announced),
+    "outbox.retry_dead_letter": (["dead-letters", "retry", "1"], _dead_letter_retried),
+    "outbox.acknowledge_dead_letter": (
+        ["dead-letters", "acknowledge", "1"],
+        _dead_letter_acknowledged,
+    ),
 }
 
 
@@ -310,6 +342,8 @@ async def test_an_operator_command_killed_at_its_commit_records_its_change_and_l
     net, label, point
 ):
     args, observe = OPERATOR_CHANGES[label]
+    if args[0] == "dead-letters":
+        await _dead_letter(net[JPN])
     proc = subprocess.Popen(
         [sys.executable, "-m", "exchange_node.cli", "--config", str(net[JPN].config_path), *args],
         stdout=subprocess.DEVNULL,

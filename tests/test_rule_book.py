@@ -29,6 +29,7 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
+from exchange_node.config import ConfigError
 from exchange_node.domain.documents import Detection, NoticeKind
 from exchange_node.domain.repatriation import EventType, Participant, Role, new_case_reference
 from exchange_node.errors import ExchangeError
@@ -45,7 +46,6 @@ from tests.node_helpers import (
     make_net,
     make_node_dir,
     now_ms,
-    pin,
     set_options,
     sha256,
 )
@@ -428,23 +428,10 @@ async def test_a_notice_gets_the_same_answer_on_both_paths(nodes, row: NoticeRow
     check(row.expect, on_local, on_peer)
 
 
-async def test_a_node_is_judged_by_the_country_on_its_card_not_its_config(nodes, tmp_path):
-    # A node whose card says JPN, with PHL written in its config afterwards: a receiver
-    # knows only the card, so the local path must judge by the card too.
+async def test_a_node_whose_config_country_is_not_its_cards_does_not_start(tmp_path):
+    # A receiver knows only the card, so the node must never judge its own notices by
+    # another country: a config naming one other than the card's is refused at start-up.
     nd = make_node_dir(tmp_path, "JPN-ALT")
     nd.config_path.write_text(set_options(nd.config_path.read_text(), {"country": "PHL"}))
-    keys = nd.keys()
-    await pin(nd, nodes[PHL].keys.card_bytes, nodes[PHL].keys.fingerprint, PHL)
-    await nodes[PHL].store.upsert_peer("JPN-ALT", keys.card_bytes, keys.fingerprint, now_ms())
-    nodes[PHL].reload_peers()
-    alt = await nd.open()
-    try:
-        assert (alt.config.node.country, alt.keys.card.country) == ("PHL", "JPN")
-        draft = status()
-        on_peer = await deliver(alt, nodes[PHL], notice_body(draft, secrets.token_bytes(16)))
-        on_local = await local(alt.services.notices.submit(draft, [PHL], actor="officer"))
-        check(NOT_ISSUING, on_local, on_peer)
-    finally:
-        await nd.stop()
-        await nodes[PHL].store.remove_peer("JPN-ALT", force=True)
-        nodes[PHL].reload_peers()
+    with pytest.raises(ConfigError, match=r"\[node\] country: expected 'JPN' \(the country on"):
+        await nd.open()

@@ -160,7 +160,7 @@ async def test_dead_letter_can_be_resealed_and_requeued_in_its_original_place(st
     await store.record_receipt(JPN, receipt(), [(a, Outcome.REJECTED, "unknown_key")])
     assert [r.id for r in store.dead_letters(JPN)] == [a]
     await store.replace_envelope(a, b"resealed")
-    await store.requeue_dead(a)
+    await store.retry_dead_letter(a)
     rows = store.pending(JPN, 10)
     assert [(r.id, r.envelope, r.outcome, r.reason) for r in rows] == [
         (a, b"resealed", None, None), (b, b"sealed-2", None, None)]  # fmt: skip
@@ -171,7 +171,7 @@ async def test_delivered_row_cannot_be_requeued_or_resealed(store):
     [a] = await store.enqueue([item(JPN, 1)])
     await store.record_receipt(JPN, receipt(), [(a, Outcome.ACCEPTED, None)])
     with pytest.raises(ConflictError) as requeue:
-        await store.requeue_dead(a)
+        await store.retry_dead_letter(a)
     with pytest.raises(ConflictError) as reseal:
         await store.replace_envelope(a, b"other")
     assert (requeue.value.code, reseal.value.code) == (

@@ -2,7 +2,7 @@
 
 ``Authorization: Bearer xn_...``: the secret is hashed (SHA-256) and looked up among the
 active tokens in the store; the secret itself is never kept or logged. Every denial is
-answered 401 (no or unknown token) or 403 (a token without one of the endpoint's roles)
+answered 401 (no, unknown or expired token) or 403 (a token without one of the endpoint's roles)
 and audited as ``auth.failed`` with the token's name when it is known.
 """
 
@@ -103,6 +103,12 @@ def require_roles(node: Node, op: str, roles: Sequence[str], handler: Handler) -
             await _deny(
                 node, 401, "token_invalid", "anonymous", op,
                 "the token is unknown or revoked; ask the operator for a new one",
+            )  # fmt: skip
+        if token.expired(node.now_ms()):
+            await _deny(
+                node, 401, "token_expired", actor_name(token), op,
+                "the token has expired; ask the operator for a new one"
+                " (`exchange-node token create`)",
             )  # fmt: skip
         await check_role(node, op, allowed, token)
         request[TOKEN_KEY] = token

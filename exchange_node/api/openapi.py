@@ -90,13 +90,22 @@ def openapi_document() -> dict:
                 "version": "1",
                 "description": "For authority systems on the node's own network: travel-document "
                 "notices and lookups, repatriation cases, audit and operations. Bearer tokens "
-                "from `exchange-node token create`; errors are RFC 9457 problem details.",
+                "from `exchange-node token create`, which expire; beyond loopback only over"
+                " TLS 1.2 or later. Errors are RFC 9457 problem details.",
             },
             "servers": [{"url": "/"}],
             "paths": paths,
             "components": {
                 "schemas": components,
-                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+                "securitySchemes": {
+                    "bearerAuth": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "a token from `exchange-node token create`; refused"
+                        " with 401 `token_missing`, `token_invalid` (unknown or revoked) or"
+                        " `token_expired`, and 403 `role_forbidden`",
+                    }
+                },
             },
         }
     )

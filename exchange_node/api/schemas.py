@@ -91,7 +91,8 @@ class NoticeRequest(Struct, forbid_unknown_fields=True):
     fraud detection (needs ``detection``) or ``WITHDRAWAL``. With ``supersedes`` (the
     notice id of one of this node's notices) it is a correction that replaces that
     notice, or withdraws it for ``WITHDRAWAL`` (then ``document`` may be omitted).
-    ``recipients``: ``"all"`` (every peer whose policy allows the kind) or node ids."""
+    ``recipients``: ``"all"`` (every peer whose policy allows the kind) or node ids (at
+    least one; an empty list is refused with ``recipients_empty``)."""
 
     kind: NoticeKindName
     document: DocumentIn | None = None

@@ -177,7 +177,16 @@ def _draft(req: s.NoticeRequest) -> tuple[NoticeDraft, list[str] | None]:
         supersedes=bytes.fromhex(req.supersedes) if req.supersedes else None,
         reason=req.reason,
     )
-    return draft, None if req.recipients == "all" else list(req.recipients)
+    if req.recipients == "all":
+        return draft, None
+    if not req.recipients:
+        raise ValidationError(
+            "recipients_empty",
+            'name at least one recipient, or "all" for every peer whose policy allows the'
+            " kind (the default)",
+            "recipients",
+        )
+    return draft, list(req.recipients)
 
 
 def _notice_refusal(exc: Exception, where: str = "") -> Exception:

@@ -70,6 +70,9 @@ class LeafKind(StrEnum):
     PEER_PINGED = "peer.pinged"
     CONSOLE_SIGNED_IN = "console.signed_in"
     CONSOLE_SIGNED_OUT = "console.signed_out"
+    BACKUP_MADE = "backup.made"
+    BACKUP_RESTORED = "backup.restored"
+    KEYS_ENCRYPTED = "keys.encrypted"
 
 
 KINDS = frozenset(k.value for k in LeafKind)

@@ -9,9 +9,12 @@ record (``store.transaction`` / a store write's ``audit=``).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 from exchange_node.audit.leaf import AuditEvent, LeafKind
+
+_CODE = re.compile(r"[a-z0-9_.]{1,64}")
 
 
 def _sha256(data: bytes) -> str:
@@ -331,26 +334,48 @@ def key_revoked(
     return AuditEvent(time=now, kind=LeafKind.KEY_REVOKED, actor=actor, peer=peer, attrs=attrs)
 
 
-def token_created(now: int, name: str, role: str, actor: str = "operator") -> AuditEvent:
+def dead_letter(
+    now: int,
+    kind: LeafKind,
+    actor: str,
+    peer: str,
+    message_id: bytes,
+    outbox_id: int,
+    reason: str | None,
+) -> AuditEvent:
+    """An operator retried a dead letter (queued again) or acknowledged it (left as it
+    is, no longer counted as needing a person), with the code it was refused with."""
+    code = reason if reason and _CODE.fullmatch(reason) else ""
+    return AuditEvent(
+        time=now, kind=kind, actor=actor, peer=peer, message_id=message_id.hex(),
+        reason=code, attrs={"outbox_id": str(outbox_id)},
+    )  # fmt: skip
+
+
+def backup(now: int, kind: LeafKind, actor: str, made_at: int) -> AuditEvent:
+    """A backup of the data directory made (recorded in the log it copies, just before
+    the copy) or restored (recorded in the restored log, after what the backup holds)."""
+    return AuditEvent(time=now, kind=kind, actor=actor, attrs={"made_at": str(made_at)})
+
+
+def keys_encrypted(now: int, actor: str, files: int) -> AuditEvent:
+    """Private key files written in clear were encrypted under the node's passphrase."""
+    return AuditEvent(
+        time=now, kind=LeafKind.KEYS_ENCRYPTED, actor=actor, attrs={"files": str(files)}
+    )
+
+
+def token_created(
+    now: int, name: str, role: str, expires_at: int | None = None, actor: str = "operator"
+) -> AuditEvent:
     return AuditEvent(
         time=now, kind=LeafKind.TOKEN_CREATED, actor=actor,
-        attrs={"token": name, "role": role},
+        attrs={"token": name, "role": role, "expires_at": str(expires_at or "")},
     )  # fmt: skip
 
 
 def token_revoked(now: int, name: str, actor: str = "operator") -> AuditEvent:
     return AuditEvent(time=now, kind=LeafKind.TOKEN_REVOKED, actor=actor, attrs={"token": name})
-
-
-def dead_letter_handled(
-    now: int, kind: LeafKind, actor: str, peer: str, message_id: bytes, outbox_id: int
-) -> AuditEvent:
-    """A dead letter put back in its queue (``dead_letter.retried``) or marked seen to
-    (``dead_letter.acknowledged``) by ``actor``."""
-    return AuditEvent(
-        time=now, kind=kind, actor=actor, peer=peer, message_id=message_id.hex(),
-        attrs={"outbox_id": str(outbox_id)},
-    )  # fmt: skip
 
 
 def peer_pinged(now: int, actor: str, peer: str, outcome: str) -> AuditEvent:
@@ -529,5 +554,5 @@ def subject_report(
 
 def console_session(now: int, kind: LeafKind, actor: str, why: str) -> AuditEvent:
     """A console session began (``why`` = ``signed_in``) or ended (``signed_out``,
-    ``expired``, ``token_revoked``) for the token named ``actor``."""
+    ``expired``, ``token_revoked``, ``token_expired``) for the token named ``actor``."""
     return AuditEvent(time=now, kind=kind, actor=actor, attrs={"why": why})

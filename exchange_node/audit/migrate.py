@@ -60,6 +60,8 @@ def adopt_audit_file(data_dir: Path, database: Path) -> bool:
     for suffix in ("-wal", "-shm", ""):  # the main file last: it marks the adoption done
         side = old.with_name(OLD_FILE + suffix)
         if side.exists():
+            # Earlier releases left these 0644: the copy kept is private like the rest.
+            side.chmod(0o600)
             side.rename(side.with_name(side.name.replace(OLD_FILE, OLD_FILE + ".adopted")))
     return True
 

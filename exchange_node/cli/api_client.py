@@ -12,6 +12,7 @@ from exchange_node.cli.common import (
     CliError,
     _cfg,
     _iso,
+    print_json,
 )
 from exchange_node.config import Config
 
@@ -32,7 +33,17 @@ def _api_base(cfg: Config) -> str:
             "reached from here; set a fixed port"
         )
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if cfg.local_api.tls_cert_file else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _api_tls(cfg: Config):
+    """With TLS on the local API, trust exactly the certificate the config names."""
+    from exchange_node.tls import local_api_client_context
+
+    if not cfg.local_api.tls_cert_file:
+        return None
+    return local_api_client_context(cfg.relative_path(cfg.local_api.tls_cert_file))
 
 
 def _api_token(args) -> str:
@@ -51,8 +62,7 @@ class ApiProblem(CliError):
     """A problem-details answer from the local API: ``code: detail (field F)``."""
 
     def __init__(self, code: str, detail: str, field: str | None) -> None:
-        super().__init__(f"{code}: {detail}" + (f" (field {field})" if field else ""))
-        self.code = code
+        super().__init__(detail + (f" (field {field})" if field else ""), code=code)
         self.detail = detail
         self.field = field
 
@@ -72,7 +82,9 @@ def _api_call(args, method: str, path: str, body: object | None = None) -> dict:
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=API_TIMEOUT_SECONDS) as resp:
+        with urllib.request.urlopen(
+            request, timeout=API_TIMEOUT_SECONDS, context=_api_tls(cfg)
+        ) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -164,6 +176,7 @@ def cmd_lookup(args) -> int:
             raise CliError("--batch: give either a file or STATE NUMBER [--type T], not both")
         queries = _batch_queries(args.batch)
         known = 0
+        results: list[dict] = []
         for start in range(0, len(queries), BATCH_CHUNK):
             chunk = queries[start : start + BATCH_CHUNK]
             documents = [query for _, query in chunk]
@@ -177,7 +190,8 @@ def cmd_lookup(args) -> int:
                 where = f"{args.batch}:{chunk[int(m.group(1))][0]}"
                 field = f", field {m.group(2)}" if m.group(2) else ""
                 raise CliError(f"{exc.code}: {exc.detail} ({where}{field})") from None
-            for answer in page["results"]:
+            results += page["results"]
+            for answer in [] if args.json else page["results"]:
                 if answer["known"]:
                     known += 1
                     for record in answer["records"]:
@@ -188,6 +202,9 @@ def cmd_lookup(args) -> int:
                         )
                 else:
                     print(f"{_doc_label(answer)}: not known")
+        if args.json:
+            print_json({"results": results})
+            known = sum(1 for answer in results if answer["known"])
         print(f"{len(queries)} looked up, {known} known", file=sys.stderr)
         return 0
     if not (args.state and args.number):
@@ -195,7 +212,11 @@ def cmd_lookup(args) -> int:
     path = f"/api/v1/documents/{quote(args.state, safe='')}/{quote(args.number, safe='')}"
     if args.type:
         path += f"?type={quote(args.type, safe='')}"
-    _print_answer(_api_call(args, "GET", path))
+    answer = _api_call(args, "GET", path)
+    if args.json:
+        print_json(answer)
+    else:
+        _print_answer(answer)
     return 0
 
 
@@ -258,6 +279,9 @@ def cmd_case_show(args) -> int:
         "GET",
         f"/api/v1/cases/{quote(args.case_ref, safe='')}?purpose={quote(args.purpose, safe='')}",
     )
+    if args.json:
+        print_json(case)
+        return 0
     print(
         f"case {case['case_ref']}: {case['status']}, consent "
         f"{'recorded' if case['consent'] else 'not recorded'}; this node is {case['my_role']}"

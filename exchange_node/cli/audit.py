@@ -17,6 +17,8 @@ from exchange_node.cli.common import (
     _passphrase,
     _store,
     now_ms,
+    output_path,
+    write_output,
 )
 from exchange_node.errors import ValidationError
 from exchange_node.identity import (
@@ -31,7 +33,8 @@ def _parse_time(text: str | None) -> int | None:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
         raise CliError(
-            f"time {text!r}: expected ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z"
+            f"time {text!r}: expected ISO 8601, e.g. 2026-11-01 or 2026-11-01T12:00Z",
+            code="time_invalid",
         ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
@@ -97,6 +100,7 @@ def cmd_audit_verify_proof(args) -> int:
 
 
 def cmd_audit_export(args) -> int:
+    output_path(args.out)
     cfg = _cfg(args)
     path, filters, sizes = _audit_path(cfg), _filters(args), args.consistency_from or ()
     print(
@@ -117,7 +121,8 @@ def _hex_keys(values: list[str] | None, option: str) -> list[bytes] | None:
     if not keys or any(len(k) != 32 for k in keys):
         raise CliError(
             f"{option}: expected an Ed25519 public key, 64 hex digits"
-            " (`exchange-node keys show` prints it)"
+            " (`exchange-node keys show` prints it)",
+            code="public_key_invalid",
         )
     return keys
 
@@ -169,6 +174,7 @@ async def cmd_proof_export(args) -> int:
     from exchange_node.audit.bundle import export_bundle
     from exchange_node.evidence import build_proof, verify_proof
 
+    out = output_path(args.out)
     cfg = _cfg(args)
     try:
         mid = bytes.fromhex(args.message_id)
@@ -176,6 +182,12 @@ async def cmd_proof_export(args) -> int:
         raise CliError(f"message id {args.message_id!r}: expected 32 hex digits") from None
     store = await _store(cfg)
     try:
+        if not store.message_status(mid):
+            raise CliError(
+                f"message {args.message_id}: this node sent no such message (`status` and"
+                " `audit show --kind envelope.sent` list the ones it sent)",
+                code="message_unknown",
+            )
         rows = [r for r in store.message_status(mid) if args.peer in (None, r.peer_id)]
         if len(rows) != 1:
             peers = ", ".join(r.peer_id for r in store.message_status(mid)) or "none"
@@ -229,7 +241,7 @@ async def cmd_proof_export(args) -> int:
         recipient_card=peer.card,
         audit_bundle=bundle,
     )
-    Path(args.out).write_bytes(data)
+    write_output(out, data)
     report = verify_proof(data)
     print(
         f"wrote {args.out}: {row.peer_id} {report.outcome} message {mid.hex()} ({'verifies' if report.ok else 'DOES NOT VERIFY'})"

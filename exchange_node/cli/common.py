@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
+import os
+import pwd
+import re
 import time
 from pathlib import Path
 
@@ -16,10 +20,64 @@ from exchange_node.identity import (
 from exchange_node.store.sqlite import SqliteStore
 
 DEFAULT_CONFIG = "config/node.toml"
+CONFIG_ENV = "EXCHANGE_NODE_CONFIG"
+"""Environment variable naming the config file when ``--config`` is not given."""
 
 
 class CliError(Exception):
-    """A problem to report in one line."""
+    """A problem to report in one line: ``error: [CODE: ]MESSAGE``. ``code``, when given,
+    is stable (lower_snake_case, never reworded) for scripts that check it."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def print_json(document: object) -> None:
+    """``--json`` output: one JSON document, keys sorted, for tools (the schema of each
+    command is in docs/operations.md and only grows)."""
+    print(json.dumps(document, sort_keys=True, ensure_ascii=False))
+
+
+def output_path(value: str, option: str = "--out") -> Path:
+    """Where a command writes its file, checked before any work is done: a missing or
+    wrong folder is one line naming it, not a traceback after the work."""
+    path = Path(value)
+    folder = path.parent
+    if not folder.is_dir():
+        raise CliError(
+            f"{option} {value}: folder {folder} does not exist; create it first"
+            f" (mkdir -p {folder})",
+            code="out_folder_missing",
+        )
+    if path.is_dir():
+        raise CliError(f"{option} {value}: is a folder; name a file", code="out_is_folder")
+    return path
+
+
+def write_output(path: Path, data: bytes, option: str = "--out") -> None:
+    """Write a command's file; an OS refusal (permissions, full disk) is one line."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise CliError(
+            f"{option} {path}: cannot write: {exc.strerror}", code="out_unwritable"
+        ) from None
+
+
+_ACTOR_USER = re.compile(r"[A-Za-z0-9._@+\-]{1,100}")
+
+
+def operator_actor() -> str:
+    """The audit actor of an operator's command: ``operator:<OS user>``, so the log says
+    who at the node's console did it. The user is the account the process runs as (its
+    real uid), not ``$USER``, which anyone can set; ``operator`` alone when the account
+    has no name, or one the log's alphabet cannot hold."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (some containers)
+        return "operator"
+    return f"operator:{user}" if _ACTOR_USER.fullmatch(user) else "operator"
 
 
 def now_ms() -> int:
@@ -58,8 +116,7 @@ async def _store(cfg: Config) -> SqliteStore:
     commits them with its change, in one transaction."""
     path = _audit_path(cfg)
     store = await SqliteStore.open(path)
-    # append_on uses only the writer's connection it is handed; the log object is
-    # needed here once, to make sure the log's own records exist.
+    # append_on uses only the writer's connection it is handed.
     log = AuditLog(path, node_id=cfg.node.id)
     log.close()
     store.attach_audit(log.append_on)
@@ -92,4 +149,8 @@ def _audit_path(cfg: Config) -> Path:
     """The node's database, where its audit log lives (created and migrated if need be)."""
     from exchange_node.node import prepare_database
 
-    return prepare_database(cfg.data_path)
+    path = prepare_database(cfg.data_path)
+    # The log's own records (its origin) exist from the first command on, so that the
+    # read-only audit commands find a log, empty, on a node that has done nothing yet.
+    AuditLog(path, node_id=cfg.node.id).close()
+    return path

@@ -10,16 +10,20 @@ from exchange_node.cli.common import (
     _cfg,
     _node,
     _passphrase,
+    _store,
     now_ms,
+    operator_actor,
 )
 from exchange_node.config import Config
 from exchange_node.identity import (
     ROTATION_OVERLAP_MS,
     all_signing_public_keys,
+    encrypt_key_files,
     finish_rotation,
     load_identity,
     prepare_rotation,
     revoke_key,
+    unencrypted_key_files,
 )
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import verify_card
@@ -82,7 +86,7 @@ async def cmd_keys_rotate(args) -> int:
     # the announcement and every peer knows the keys by the time it arrives.
     new_card = verify_card(successor)
     rotated = leaves.key_rotated(
-        now_ms(), "operator", "", new_card.serial, new_card.current_signing_key.key_id
+        now_ms(), operator_actor(), "", new_card.serial, new_card.current_signing_key.key_id
     )
     queued = await _announce(cfg, body, rotated)
     after = finish_rotation(cfg.data_path, passphrase)
@@ -96,7 +100,13 @@ async def cmd_keys_rotate(args) -> int:
 async def cmd_keys_revoke(args) -> int:
     cfg = _cfg(args)
     keys = load_identity(cfg.data_path, _passphrase(cfg))
-    kid = bytes.fromhex(args.key_id)
+    try:
+        kid = bytes.fromhex(args.key_id)
+    except ValueError:
+        raise CliError(
+            f"key id {args.key_id!r}: expected hex digits, as `exchange-node card show` lists it",
+            code="key_id_invalid",
+        ) from None
     if kid not in {k.key_id for k in keys.card.signing_keys + keys.card.encryption_keys}:
         raise CliError(
             f"{args.key_id} is not a key on this node's card (see `exchange-node card show`)"
@@ -111,7 +121,7 @@ async def cmd_keys_revoke(args) -> int:
             signed_revocation=card_pb2.SignedRevocation.FromString(signed)
         )
     )
-    queued = await _announce(cfg, body, leaves.key_revoked(now_ms(), "operator", "", kid))
+    queued = await _announce(cfg, body, leaves.key_revoked(now_ms(), operator_actor(), "", kid))
     print(f"revoked {kid.hex()}; announced to {queued} peer(s)")
     return 0
 
@@ -125,8 +135,44 @@ async def _announce(cfg: Config, body: notice_pb2.Body, leaf: AuditEvent) -> int
         tx.audit([leaf])
 
     async with _node(cfg) as node:
-        submitted = await node.submit(body, None, actor="operator", also=record, label="keys")
+        submitted = await node.submit(body, None, actor=operator_actor(), also=record, label="keys")
     kind = body.WhichOneof("content")
     for sub in submitted:
         print(f"  queued {kind} for {sub.peer_id}: message {sub.message_id.hex()}")
     return len(submitted)
+
+
+async def cmd_keys_encrypt(args) -> int:
+    """Encrypt the private key files written in clear (keys made before
+    ``[node] key_passphrase_env`` was set), under the passphrase that variable holds.
+    Only while no ``serve`` runs on the data directory: it holds the keys as it read them."""
+    from exchange_node.node import lock_data_dir
+
+    cfg = _cfg(args)
+    if not cfg.node.key_passphrase_env:
+        raise CliError(
+            f"{cfg.path}: set [node] key_passphrase_env to the name of the environment"
+            " variable holding the passphrase, export that variable, then run this again",
+            code="passphrase_not_configured",
+        )
+    passphrase = _passphrase(cfg)
+    lock = lock_data_dir(cfg.data_path)
+    try:
+        if not unencrypted_key_files(cfg.data_path):
+            print(f"every private key in {cfg.data_path / 'keys'} is already encrypted")
+            return 0
+        changed = encrypt_key_files(cfg.data_path, passphrase)
+        load_identity(cfg.data_path, passphrase)  # they open with it
+        store = await _store(cfg)
+        try:
+            await store.append_audit(
+                [leaves.keys_encrypted(now_ms(), operator_actor(), len(changed))]
+            )
+        finally:
+            await store.close()
+    finally:
+        lock.close()
+    for path in changed:
+        print(f"encrypted {path}")
+    print(f"the node now needs {cfg.node.key_passphrase_env} set to start")
+    return 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
+import traceback
 
 from exchange_node.build_info import version_line
 from exchange_node.cli.api_client import (
@@ -26,9 +28,16 @@ from exchange_node.cli.audit import (
     cmd_proof_export,
     cmd_proof_verify,
 )
+from exchange_node.cli.backup import cmd_backup, cmd_restore
 from exchange_node.cli.common import (
+    CONFIG_ENV,
     DEFAULT_CONFIG,
     CliError,
+)
+from exchange_node.cli.dead_letters import (
+    cmd_dead_letters_acknowledge,
+    cmd_dead_letters_list,
+    cmd_dead_letters_retry,
 )
 from exchange_node.cli.demo import (
     cmd_demo,
@@ -39,6 +48,7 @@ from exchange_node.cli.identity import (
     cmd_init,
 )
 from exchange_node.cli.keys import (
+    cmd_keys_encrypt,
     cmd_keys_revoke,
     cmd_keys_rotate,
     cmd_keys_show,
@@ -84,6 +94,11 @@ from exchange_node.identity import (
 from exchange_node.logs import configure as configure_logs
 from exchange_node.store.records import PURGE_REASONS, TOKEN_ROLES
 
+TIME_FORMAT = (
+    "ISO 8601, a date (2026-11-01, midnight UTC) or a time (2026-11-01T12:00Z,"
+    " 2026-11-01T21:00+09:00; UTC when no offset is given)"
+)
+
 
 class _PrintVersion(argparse.Action):
     """``--version``: one unwrapped line (argparse's own action re-wraps it)."""
@@ -98,22 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="exchange-node", description="Signed, encrypted notice exchange between authorities."
     )
     p.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+        "--config",
+        default=os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG,
+        help=f"config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log lines written to stderr (default info)",
+    )
     p.add_argument("--version", action=_PrintVersion, nargs=0, help="print what runs and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="create this node's identity and config")
     s.add_argument("--node-id", required=True, help="e.g. JPN-ISA")
     s.add_argument("--country", required=True, help="ICAO Doc 9303 code, e.g. JPN")
-    s.add_argument("--display-name", default="")
+    s.add_argument("--display-name", default="", help="shown to peers (default: the node id)")
     s.add_argument(
         "--endpoint", required=True, help="URL peers use, e.g. https://jpn-isa.example:8443"
     )
-    s.add_argument("--peer-listen", default="127.0.0.1:8443")
-    s.add_argument("--local-listen", default="127.0.0.1:8080")
-    s.add_argument("--data-dir", default="data")
+    s.add_argument(
+        "--peer-listen",
+        default="127.0.0.1:8443",
+        metavar="HOST:PORT",
+        help="where peers connect (default 127.0.0.1:8443; 0.0.0.0:8443 for all addresses)",
+    )
+    s.add_argument(
+        "--local-listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="the local API for authority systems (default 127.0.0.1:8080; loopback)",
+    )
+    s.add_argument(
+        "--data-dir",
+        default="data",
+        help="keys and database, relative to the config (default data)",
+    )
     s.add_argument(
         "--suite",
         default="mlkem768-x25519",
@@ -123,24 +159,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--plain-http", action="store_true", help="demo/testing only: no TLS between nodes"
     )
+    s.add_argument(
+        "--key-passphrase-env",
+        metavar="VAR",
+        default="",
+        help="write the private keys encrypted under the passphrase in environment variable"
+        " VAR (set it first; the node then needs it to start)",
+    )
     s.set_defaults(func=cmd_init)
 
     card = sub.add_parser("card", help="this node's card").add_subparsers(
         dest="card_cmd", required=True
     )
-    s = card.add_parser("show", help="print a card and its fingerprint")
+    s = card.add_parser("show", help="print a card and its fingerprint, revoked keys marked")
     s.add_argument("file", nargs="?", help="a card file (default: this node's)")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
     s.set_defaults(func=cmd_card_show)
     s = card.add_parser("export", help="write this node's card for peers")
-    s.add_argument("--out", default="-")
+    s.add_argument(
+        "--out", default="-", metavar="FILE", help="the card file to write ('-': standard output)"
+    )
     s.set_defaults(func=cmd_card_export)
 
     peer = sub.add_parser("peer", help="pinned peers").add_subparsers(
         dest="peer_cmd", required=True
     )
     s = peer.add_parser("add", help="pin a peer's card after comparing its fingerprint")
-    s.add_argument("card")
-    s.add_argument("--fingerprint", required=True)
+    s.add_argument("card", help="the peer's card file, received through the official channel")
+    s.add_argument(
+        "--fingerprint",
+        required=True,
+        help="the fingerprint the peer's operator read to you by phone (XXXX-XXXX-...)",
+    )
     s.add_argument(
         "--allow", help=f"comma-separated notice kinds ({','.join(NOTICE_KINDS)}); default all"
     )
@@ -151,7 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "prints the old and new fingerprints",
     )
     s.set_defaults(func=cmd_peer_add)
-    peer.add_parser("list").set_defaults(func=cmd_peer_list)
+    s = peer.add_parser("list", help="pinned peers: card serial, fingerprint, policy, queue")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
+    s.set_defaults(func=cmd_peer_list)
     for name, func, helptext in (
         ("remove", cmd_peer_remove, "unpin a peer"),
         ("pause", cmd_peer_pause, "stop delivering to a peer"),
@@ -159,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ping", cmd_peer_ping, "check a peer is reachable and its card matches"),
     ):
         s = peer.add_parser(name, help=helptext)
-        s.add_argument("peer")
+        s.add_argument("peer", help="the peer's node id, e.g. PHL-DFA")
         if name == "remove":
             s.add_argument(
                 "--force",
@@ -172,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause, resume or restart sending a peer the notices still in effect, "
         "or request them from it",
     )
-    s.add_argument("peer")
-    s.add_argument("action", choices=("pause", "resume", "restart", "request"))
+    s.add_argument("peer", help="the peer's node id, e.g. PHL-DFA")
+    s.add_argument(
+        "action",
+        choices=("pause", "resume", "restart", "request"),
+        help="pause, resume or restart sending it; request: ask it to send ours again",
+    )
     s.set_defaults(func=cmd_peer_catchup)
 
     keys = sub.add_parser("keys", help="key display, rotation and revocation").add_subparsers(
@@ -185,9 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("rotate", help="new keys; announce the new card to all peers").set_defaults(
         func=cmd_keys_rotate
     )
+    keys.add_parser(
+        "encrypt",
+        help="encrypt private key files written in clear under the passphrase in the"
+        " variable [node] key_passphrase_env names (node stopped)",
+    ).set_defaults(func=cmd_keys_encrypt)
     s = keys.add_parser("revoke", help="revoke one of this node's earlier keys")
-    s.add_argument("key_id")
-    s.add_argument("--reason", default="key compromised")
+    s.add_argument("key_id", help="hex key id, as `card show` lists it")
+    s.add_argument(
+        "--reason", default="key compromised", help="told to peers (default: key compromised)"
+    )
     s.set_defaults(func=cmd_keys_revoke)
 
     s = sub.add_parser("serve", help="run the node")
@@ -195,27 +266,83 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("send", help="queue a notice from a JSON file")
-    s.add_argument("file")
+    s.add_argument("file", help="a notice in the protobuf JSON form (config/examples/*.json)")
     s.add_argument("--to", action="append", help="recipient node id (repeatable)")
     s.add_argument("--all", action="store_true", help="every peer whose policy allows the notice")
     s.set_defaults(func=cmd_send)
 
-    sub.add_parser("status", help="queues, dead letters, last contact per peer").set_defaults(
-        func=cmd_status
+    s = sub.add_parser(
+        "status", help="queues, dead letters, last contact per peer, what expires soon"
     )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser(
+        "backup", help="copy config and data directory into a new folder, also while serving"
+    )
+    s.add_argument("--out", required=True, metavar="FOLDER", help="a new folder (0700)")
+    s.add_argument(
+        "--keks-out",
+        metavar="FOLDER",
+        help="also write the key-encryption keys (never in the backup) into this new folder,"
+        " for another medium or a key escrow",
+    )
+    s.set_defaults(func=cmd_backup)
+    s = sub.add_parser("restore", help="restore a backup into this config's empty data directory")
+    s.add_argument("backup", metavar="FOLDER", help="a folder made by `exchange-node backup`")
+    s.add_argument(
+        "--keks",
+        metavar="FOLDER",
+        help="where the key-encryption key files are (`backup --keks-out`, or the escrow's copy)",
+    )
+    s.set_defaults(func=cmd_restore)
+
+    dl = sub.add_parser(
+        "dead-letters", help="messages a peer refused for good: list, retry, acknowledge"
+    ).add_subparsers(dest="dead_letters_cmd", required=True)
+    s = dl.add_parser("list", help="dead letters needing a person, oldest first")
+    s.add_argument("--peer", help="only those to this peer (node id)")
+    s.add_argument("--all", action="store_true", help="include acknowledged ones")
+    s.add_argument("--json", action="store_true", help="one JSON document for tools")
+    s.set_defaults(func=cmd_dead_letters_list)
+    for name, func, helptext in (
+        ("retry", cmd_dead_letters_retry, "queue dead letters again once the cause is fixed"),
+        (
+            "acknowledge",
+            cmd_dead_letters_acknowledge,
+            "keep dead letters as they are but stop counting them (clears the alert)",
+        ),
+    ):
+        s = dl.add_parser(name, help=helptext + " (audited)")
+        s.add_argument("ids", nargs="+", metavar="ID", help="ids from `dead-letters list`")
+        s.set_defaults(func=func)
 
     tok = sub.add_parser("token", help="local API tokens").add_subparsers(
         dest="token_cmd", required=True
     )
-    s = tok.add_parser("create")
-    s.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
-    s.add_argument("--name", required=True)
+    s = tok.add_parser("create", help="make a token; its secret is printed once")
+    s.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES), help="what it may call")
+    s.add_argument("--name", required=True, help="who uses it, e.g. narita-border (audited)")
+    s.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="lifetime: 90d, 12h, 30m, or never (default: [local_api] token_lifetime_days)",
+    )
     s.set_defaults(func=cmd_token_create)
-    s = tok.add_parser("list")
+    s = tok.add_parser("list", help="tokens with role, creation and expiry")
     s.add_argument("--all", action="store_true", help="include revoked tokens")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document for tools (keys in docs/operations.md)",
+    )
     s.set_defaults(func=cmd_token_list)
-    s = tok.add_parser("revoke")
-    s.add_argument("name")
+    s = tok.add_parser("revoke", help="stop a token working (within a second)")
+    s.add_argument("name", help="the token's name, as `token list` shows it")
     s.set_defaults(func=cmd_token_revoke)
 
     aud = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(
@@ -225,18 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_audit_verify
     )
     for name, func in (("show", cmd_audit_show), ("export", cmd_audit_export)):
-        s = aud.add_parser(name)
-        s.add_argument("--since")
-        s.add_argument("--until")
-        s.add_argument("--peer")
-        s.add_argument("--kind")
-        s.add_argument("--message-id")
-        s.add_argument("--actor")
-        s.add_argument("--limit", type=int)
+        s = aud.add_parser(
+            name,
+            help="list entries" if name == "show" else "a bundle of entries with proofs",
+        )
+        s.add_argument("--since", metavar="TIME", help=f"entries at or after TIME; {TIME_FORMAT}")
+        s.add_argument("--until", metavar="TIME", help=f"entries before TIME; {TIME_FORMAT}")
+        s.add_argument("--peer", help="entries about this peer (node id)")
+        s.add_argument("--kind", help="entries of this kind, e.g. document.lookup")
+        s.add_argument("--message-id", help="entries about this message (32 hex digits)")
+        s.add_argument("--actor", help="entries by this actor (a token name, operator:USER)")
+        s.add_argument("--limit", type=int, help="at most this many entries")
         if name == "show":
             s.add_argument("--json", action="store_true", help="JSON lines for tools")
         else:
-            s.add_argument("--out", required=True)
+            s.add_argument("--out", required=True, metavar="FILE", help="the bundle to write")
             s.add_argument(
                 "--consistency-from",
                 type=int,
@@ -246,13 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
             )
         s.set_defaults(func=func)
     s = aud.add_parser("prove", help="inclusion proof of one entry with its checkpoint")
-    s.add_argument("seq", type=int)
+    s.add_argument("seq", type=int, help="the entry's number (seq), as `audit show` lists it")
     s.add_argument(
         "--tree-size", type=int, help="against the checkpoint of this size (default: the latest)"
     )
     s.set_defaults(func=cmd_audit_prove)
     s = aud.add_parser("verify-proof", help="check an `audit prove` file offline")
-    s.add_argument("file")
+    s.add_argument("file", help="the output of `audit prove`")
     s.add_argument(
         "--key",
         action="append",
@@ -262,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_audit_verify_proof)
     s = aud.add_parser("verify-bundle", help="check an exported bundle offline")
-    s.add_argument("file")
+    s.add_argument("file", help="a bundle written by `audit export`")
     s.add_argument(
         "--key",
         action="append",
@@ -315,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("number", nargs="?", help="document number")
     s.add_argument("--type", help="document type code, e.g. P")
     s.add_argument("--batch", metavar="FILE", help="one STATE NUMBER [TYPE] per line ('-': stdin)")
+    s.add_argument("--json", action="store_true", help="the local API's answer as JSON")
     api_client_options(s)
     s.set_defaults(func=cmd_lookup)
 
@@ -329,20 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NODE_ID:ROLE",
         help="e.g. PHL-DFA:ORIGIN_STATE or IOM-MNL:IOM (repeatable)",
     )
-    s.add_argument("--note", default="")
+    s.add_argument("--note", default="", help="a note for the case's timeline")
     s.add_argument(
         "--personal-data", metavar="FILE", help="JSON object of personal fields ('-': stdin)"
     )
     api_client_options(s)
     s.set_defaults(func=cmd_case_open)
     s = case.add_parser("event", help="record one step of a case")
-    s.add_argument("case_ref")
+    s.add_argument("case_ref", help="e.g. JPN-2026-K7QW2M4D")
     s.add_argument("type", help="e.g. record_consent, accept_return, plan_travel")
-    s.add_argument("--note", default="")
+    s.add_argument("--note", default="", help="a note for the case's timeline")
     api_client_options(s)
     s.set_defaults(func=cmd_case_event)
     s = case.add_parser("show", help="a case's state and timeline (audited, with a purpose)")
-    s.add_argument("case_ref")
+    s.add_argument("case_ref", help="e.g. JPN-2026-K7QW2M4D")
+    s.add_argument("--json", action="store_true", help="the local API's answer as JSON")
     s.add_argument(
         "--purpose",
         required=True,
@@ -354,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = case.add_parser(
         "erase", help="destroy a case's personal data and notes (crypto-shredding, audited)"
     )
-    s.add_argument("case_ref")
+    s.add_argument("case_ref", help="e.g. JPN-2026-K7QW2M4D")
     s.add_argument(
         "--reason",
         required=True,
@@ -379,8 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = hold.add_parser(name, help=helptext)
         target = s.add_mutually_exclusive_group(required=True)
-        target.add_argument("--case", metavar="CASE_REF")
-        target.add_argument("--document", nargs=2, metavar=("STATE", "NUMBER"))
+        target.add_argument("--case", metavar="CASE_REF", help="a case reference")
+        target.add_argument(
+            "--document",
+            nargs=2,
+            metavar=("STATE", "NUMBER"),
+            help="a travel document: issuing state and number, e.g. PHL P1234567A",
+        )
         if name == "place":
             s.add_argument("--reason", required=True, help="why, e.g. the court order's number")
         s.set_defaults(func=func)
@@ -396,8 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="signed subject access report on a case or a document (audited)"
     )
     target = s.add_mutually_exclusive_group(required=True)
-    target.add_argument("--case", metavar="CASE_REF")
-    target.add_argument("--document", nargs=2, metavar=("STATE", "NUMBER"))
+    target.add_argument("--case", metavar="CASE_REF", help="the report is about this case")
+    target.add_argument(
+        "--document",
+        nargs=2,
+        metavar=("STATE", "NUMBER"),
+        help="the report is about this travel document, e.g. PHL P1234567A",
+    )
     s.add_argument("--purpose", required=True, help="e.g. subject_access or oversight")
     s.add_argument("--out", required=True, help="the signed report (JSON)")
     s.add_argument("--text", help="also write the human-readable document here")
@@ -409,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_report)
     s = data.add_parser("verify-report", help="check a subject access report offline")
-    s.add_argument("file")
+    s.add_argument("file", help="the signed report (JSON) `data report` wrote")
     s.add_argument("--key", action="append", help="the node's signing key, hex (`keys show`)")
     s.add_argument("--text", help="the text document, checked against the signed report")
     s.set_defaults(func=cmd_verify_report)
@@ -431,9 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = proof.add_parser(
         "export", help="signed receipt, recipient card and audit proof in one file"
     )
-    s.add_argument("message_id")
+    s.add_argument("message_id", help="32 hex digits, as `send` or `status` prints it")
     s.add_argument("--peer", help="the recipient, when the message went to several")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, metavar="FILE", help="the proof file to write")
     s.set_defaults(func=cmd_proof_export)
     s = proof.add_parser(
         "verify",
@@ -442,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         " 1 FAILED, a check failed (each problem is printed with its code); 3 NOT"
         " ESTABLISHED, the file is consistent but no --fingerprint was given.",
     )
-    s.add_argument("file")
+    s.add_argument("file", help="a proof written by `proof export`")
     s.add_argument("--fingerprint", help="the recipient's card fingerprint, obtained out of band")
     s.add_argument(
         "--audit-key",
@@ -471,8 +613,13 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
+        # Flushed here, not at exit, so that a reader gone away is handled below.
+        sys.stdout.flush()
         return int(result or 0)
-    except (CliError, ConfigError, IdentityError) as exc:
+    except CliError as exc:
+        print(f"error: {exc.code + ': ' if exc.code else ''}{exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, IdentityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ExchangeError as exc:
@@ -483,6 +630,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+    except Exception as exc:
+        # A defect, not the operator's mistake: still one line, the traceback on demand.
+        if args.log_level == "debug":
+            traceback.print_exc()
+        print(
+            f"error: internal_error: {type(exc).__name__}: {exc} (a defect: please report it"
+            " with the output of the same command run with --log-level debug)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def _reader_went_away() -> int:
+    """The reader of standard output closed it (``audit show | head``): that is how it
+    says it has enough, so no message. Point stdout at /dev/null so the interpreter's
+    final flush does not fail again, and exit as a process killed by SIGPIPE does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from exchange_node.cli.common import (
     CliError,
     _cfg,
     _node,
+    operator_actor,
 )
 from exchange_node.delivery.outbox import RecipientNotAllowed, UnknownRecipient
 from exchange_node.pb.exchange.v1 import notice_pb2
@@ -53,11 +54,12 @@ async def cmd_send(args) -> int:
     # indexed and queued with its leaves in one transaction.
     async with _node(cfg) as node:
         try:
-            _, submitted = await node.services.notices.submit_body(
-                body, recipients, actor="operator"
+            entry, submitted = await node.services.notices.submit_body(
+                body, recipients, actor=operator_actor()
             )
         except (UnknownRecipient, RecipientNotAllowed) as exc:
             raise CliError(str(exc)) from None
+    print(f"notice {entry.notice.notice_id} ({entry.notice.kind})")
     if not submitted:
         print("  indexed; no pinned peer's policy allows this kind yet, so nothing was queued")
     for sub in submitted:

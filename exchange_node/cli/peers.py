@@ -14,6 +14,8 @@ from exchange_node.cli.common import (
     _passphrase,
     _store,
     now_ms,
+    operator_actor,
+    print_json,
 )
 from exchange_node.cli.identity import (
     _read_card,
@@ -67,7 +69,9 @@ async def cmd_peer_add(args) -> int:
         attrs = {"serial": str(card.serial)}
         if replaced is not None:
             attrs["replaced_fingerprint"] = replaced.fingerprint
-        leaf = leaves.peer_changed(now, LeafKind.PEER_ADDED, card.node_id, **attrs)
+        leaf = leaves.peer_changed(
+            now, LeafKind.PEER_ADDED, card.node_id, operator_actor(), **attrs
+        )
         await store.upsert_peer(
             card.node_id, card.signed, card.fingerprint, now, allow, audit=[leaf]
         )
@@ -94,23 +98,43 @@ async def cmd_peer_list(args) -> int:
         stats = {q.peer_id: q for q in store.queue_stats()}
     finally:
         await store.close()
-    if not peers:
+    rows = [_peer_json(p, verify_card(p.card), stats.get(p.node_id), cfg) for p in peers]
+    if args.json:
+        print_json({"peers": rows})
+        return 0
+    if not rows:
         print("no peers pinned")
         return 0
     now = now_ms()
     print(
         f"{'PEER':<14} {'COUNTRY':<7} {'STATE':<7} {'QUEUED':>6} {'DEAD':>5} {'LAST CONTACT':<14} ENDPOINT"
     )
-    for p in peers:
-        card = verify_card(p.card)
-        q = stats.get(p.node_id)
+    for r in rows:
         print(
-            f"{p.node_id:<14} {card.country:<7} {'paused' if p.paused else 'active':<7} "
-            f"{q.depth if q else 0:>6} {q.dead if q else 0:>5} {_age(q.last_contact_at if q else None, now):<14} {card.endpoint}"
+            f"{r['node_id']:<14} {r['country']:<7} {'paused' if r['paused'] else 'active':<7} "
+            f"{r['queued']:>6} {r['dead']:>5} {_age(r['last_contact_at'], now):<14} {r['endpoint']}"
         )
-        if p.policy:
-            print(f"{'':<14} allows: {', '.join(p.policy)}")
+        print(f"{'':<14} card serial {r['serial']}, fingerprint {r['fingerprint']}")
+        print(f"{'':<14} allows: {', '.join(r['policy'])}")
     return 0
+
+
+def _peer_json(p, card, q, cfg) -> dict:
+    """One pinned peer in ``peer list`` (``--json`` keys are stable). ``policy``: the
+    kinds allowed with it, the stored policy or else the config's."""
+    return {
+        "node_id": p.node_id,
+        "country": card.country,
+        "endpoint": card.endpoint,
+        "fingerprint": p.fingerprint,
+        "serial": card.serial,
+        "paused": p.paused,
+        "policy": list(p.policy or cfg.policy_for(p.node_id)),
+        "queued": q.depth if q else 0,
+        "dead": q.dead if q else 0,
+        "last_contact_at": p.last_contact_at,
+        "last_error": p.last_error,
+    }
 
 
 async def _peer_simple(args, action: Callable, kind: str, done: str) -> int:
@@ -120,7 +144,9 @@ async def _peer_simple(args, action: Callable, kind: str, done: str) -> int:
         if store.get_peer(args.peer) is None:
             raise CliError(f"{args.peer} is not a pinned peer (see `exchange-node peer list`)")
         now = now_ms()
-        result = await action(store, now, [leaves.peer_changed(now, kind, args.peer)])
+        result = await action(
+            store, now, [leaves.peer_changed(now, kind, args.peer, operator_actor())]
+        )
     finally:
         await store.close()
     print(done.format(peer=args.peer, result=result))
@@ -227,7 +253,7 @@ async def cmd_peer_catchup(args) -> int:
                             now,
                             args.peer,
                             "restarted",
-                            actor="operator",
+                            actor=operator_actor(),
                             kinds=reason_kinds(kinds),
                             total=str(row.total),
                         )
@@ -240,7 +266,7 @@ async def cmd_peer_catchup(args) -> int:
 
             def work(tx):
                 row = tx.set_catchup_state(args.peer, state, now)
-                tx.audit([leaves.catchup(now, args.peer, f"{action}d", actor="operator")])
+                tx.audit([leaves.catchup(now, args.peer, f"{action}d", actor=operator_actor())])
                 return row
 
         try:
@@ -270,9 +296,9 @@ async def _request_catchup(cfg, peer: str) -> int:
     )
     async with _node(cfg) as node:
         now = node.now_ms()
-        leaf = leaves.catchup(now, peer, "requested", actor="operator")
+        leaf = leaves.catchup(now, peer, "requested", actor=operator_actor())
         [sub] = await node.submit(
-            body, [peer], actor="operator", also=lambda tx, _: tx.audit([leaf]),
+            body, [peer], actor=operator_actor(), also=lambda tx, _: tx.audit([leaf]),
             label="catchup.request",
         )  # fmt: skip
     print(f"catch-up requested from {peer}: message {sub.message_id.hex()} queued")

@@ -13,7 +13,11 @@ from exchange_node.cli.common import (
     _iso,
     _store,
     now_ms,
+    print_json,
 )
+from exchange_node.cli.dead_letters import dead_letter_json
+from exchange_node.expiry import WARNING_DAYS, all_expiries, due, local_api_cert
+from exchange_node.protocol.cards import verify_card
 from exchange_node.protocol.envelope import DAY_MS
 from exchange_node.store.records import Outcome
 
@@ -42,8 +46,26 @@ async def cmd_status(args) -> int:
                 for r in store.message_status(bytes.fromhex(mid))
             )
         ]
+        peer_cards = [verify_card(p.card) for p in store.list_peers()]
     finally:
         await store.close()
+    own = verify_card((cfg.data_path / "card.pb").read_bytes())
+    expiring = due(all_expiries(own, peer_cards, local_api_cert(cfg)), now)
+    if args.json:
+        print_json(
+            {
+                "node": cfg.node.id,
+                "peers": [_queue_json(q) for q in stats],
+                "catchups": [_catchup_json(c) for c in catchups],
+                "dead_letters": [dead_letter_json(d, False) for d in dead],
+                "reviews_due": reviews,
+                "purges_unconfirmed": [{"peer": p, "record": r} for p, r in unconfirmed],
+                "expiring": [
+                    {"node": e.owner, "what": e.what, "not_after": e.not_after_ms} for e in expiring
+                ],
+            }
+        )
+        return 0
     print(f"node {cfg.node.id}")
     print(
         f"{'PEER':<14} {'STATE':<7} {'QUEUED':>6} {'OLDEST':>9} {'DELIVERED':>9} {'DEAD':>5} {'LAST CONTACT':<12} LAST ERROR"
@@ -67,28 +89,85 @@ async def cmd_status(args) -> int:
     for peer, record in unconfirmed:
         print(f"purge of {record}: not confirmed by {peer} yet")
     if dead:
-        print("dead letters:")
+        print("dead letters (`dead-letters retry ID` or `dead-letters acknowledge ID`):")
         for d in dead:
             print(
-                f"  {d.peer_id} message {d.message_id.hex()} reason {d.reason} queued {_iso(d.created_at)}"
+                f"  {d.id:>6} {d.peer_id} message {d.message_id.hex()} reason {d.reason} queued {_iso(d.created_at)}"
             )
+    if expiring:
+        print(f"expiring within {WARNING_DAYS} days (docs/operations.md section 5):")
+        for e in expiring:
+            left = "EXPIRED" if e.left_ms(now) <= 0 else f"in {_age(now, e.not_after_ms)}"
+            print(f"  {e.owner} {e.what.replace('_', ' ')} {_iso(e.not_after_ms)} ({left})")
     return 0
 
 
+def _queue_json(q) -> dict:
+    return {
+        "peer": q.peer_id,
+        "paused": q.paused,
+        "queued": q.depth,
+        "oldest_queued_at": q.oldest_queued_at,
+        "delivered": q.delivered,
+        "dead": q.dead,
+        "last_contact_at": q.last_contact_at,
+        "last_error": q.last_error,
+    }
+
+
+def _catchup_json(c) -> dict:
+    return {
+        "peer": c.row.peer_id,
+        "state": c.row.state,
+        "queued": c.row.queued,
+        "delivered": c.delivered,
+        "remaining": c.remaining,
+        "dead": c.dead,
+    }
+
+
 async def cmd_serve(args) -> int:
-    from exchange_node.node import Node
+    from exchange_node.node import lock_data_dir
 
     cfg = _cfg(args)
+    lock = lock_data_dir(cfg.data_path)
+    try:
+        return await _serve(cfg, args.ready_file)
+    finally:
+        lock.close()
+
+
+async def _serve(cfg, ready_file: str | None) -> int:
+    """Run the node until SIGINT or SIGTERM; a start that fails half-way (the second
+    address taken) stops what it started before the error is reported."""
+    from exchange_node.node import Node
+
     node = await Node.open(cfg)
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if args.ready_file:
-        Path(args.ready_file).write_text(
+    loop.add_signal_handler(signal.SIGHUP, _hangup, node)
+    if ready_file:
+        Path(ready_file).write_text(
             json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
         )
     await stop.wait()
     await node.stop()
     return 0
+
+
+def _hangup(node) -> None:
+    """SIGHUP (a log rotation, ``systemctl reload``) does not stop the node, and does not
+    reload the config either: it is read once, checked whole, at start-up. Say so."""
+    node.log.warning(
+        "node.sighup_ignored",
+        message="the config is read at start-up only: restart the node to apply changes"
+        " to it; peers, pauses, policies and tokens changed with the command line apply"
+        " without a restart",
+    )

@@ -31,6 +31,7 @@ from exchange_node.errors import ExchangeError
 from exchange_node.identity import finish_rotation, prepare_rotation
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
+from exchange_node.protocol.envelope import DAY_MS
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import Suite
 from exchange_node.services import dead_letters as dead
@@ -244,8 +245,8 @@ def _outbox_id(request: web.Request) -> int:
 
 async def dead_letter_retry(request: web.Request) -> web.StreamResponse:
     node = node_of(request)
-    row = await dead.retry(
-        node.store, _outbox_id(request), actor=signed_in(request).actor, now=node.now_ms()
+    row = await dead.retry_dead_letter(
+        node.store, _outbox_id(request), signed_in(request).actor, node.now_ms()
     )
     node.outbox.wake(row.peer_id, reset_backoff=True)
     raise back(
@@ -255,8 +256,8 @@ async def dead_letter_retry(request: web.Request) -> web.StreamResponse:
 
 async def dead_letter_acknowledge(request: web.Request) -> web.StreamResponse:
     node = node_of(request)
-    row = await dead.acknowledge(
-        node.store, _outbox_id(request), actor=signed_in(request).actor, now=node.now_ms()
+    row = await dead.acknowledge_dead_letter(
+        node.store, _outbox_id(request), signed_in(request).actor, node.now_ms()
     )
     raise back(
         request,
@@ -306,9 +307,17 @@ async def token_create(request: web.Request) -> web.Response:
     secret = "xn_" + secrets.token_urlsafe(32)
     now = node.now_ms()
     actor = signed_in(request).actor
+    # The node's default lifetime, as `token create` without --expires.
+    lifetime_ms = node.config.local_api.token_lifetime_days * DAY_MS
+    expires_at = now + lifetime_ms if lifetime_ms else None
     try:
         record = await node.store.create_token(
-            name, role, secret, now, audit=[leaves.token_created(now, name, role, actor=actor)]
+            name,
+            role,
+            secret,
+            now,
+            expires_at=expires_at,
+            audit=[leaves.token_created(now, name, role, expires_at, actor=actor)],
         )
     except ExchangeError as exc:
         return _tokens_page(request, exc.status, error=exc.message)

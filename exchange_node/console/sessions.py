@@ -71,6 +71,11 @@ class Sessions:
                 leaves.auth_failed(now, "anonymous", "token_invalid", "console.sign_in")
             )
             return None
+        if token.expired(now):
+            await node.record_audit(
+                leaves.auth_failed(now, actor_name(token), "token_expired", "console.sign_in")
+            )
+            return None
         secret = secrets.token_urlsafe(32)
         session = ConsoleSession(
             id_hash=_hash(secret),
@@ -100,6 +105,8 @@ class Sessions:
         why = None
         if token is None or not token.active:
             why = "token_revoked"
+        elif token.expired(now):
+            why = "token_expired"
         elif now >= session.expires_at or now >= session.last_seen_at + self.idle_ms:
             why = "expired"
         if why is not None:

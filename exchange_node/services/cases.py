@@ -369,11 +369,17 @@ class CaseService:
         node = self._node
         me = node.node_id
         people = list(participants)
-        if not any(p.node_id == me for p in people):
+        # Problems name participants by their place in the caller's list, not in the
+        # list with this node put in front.
+        added = not any(p.node_id == me for p in people)
+        if added:
             people.insert(0, Participant(me, Role.IDENTIFYING_STATE))
         now = node.now_ms()
         event = CaseEvent(EventType.OPEN_CASE, me, now, 1)
-        state = check_step(CaseState(), people, event)
+        try:
+            state = check_step(CaseState(), people, event)
+        except ExchangeError as exc:
+            raise _in_callers_list(exc, int(added)) from None
         for i, p in enumerate(people):
             if p.node_id == me:
                 continue
@@ -381,7 +387,7 @@ class CaseService:
                 raise ValidationError(
                     "unknown_peer",
                     f"{p.node_id} is not a pinned peer of this node",
-                    f"participants[{i}].node_id",
+                    f"participants[{i - added}].node_id",
                 )
             if "case_event" not in node.directory.policy(p.node_id):
                 raise PermissionError(p.node_id)
@@ -835,6 +841,14 @@ def _personal_dict(p: PersonalData) -> dict[str, str]:
         "languages": p.languages,
         "special_needs": p.special_needs,
     }
+
+
+def _in_callers_list(exc: ExchangeError, shift: int) -> ExchangeError:
+    """``exc`` with a ``participants[i]`` field moved back by ``shift`` places."""
+    m = re.fullmatch(r"participants\[(\d+)\](.*)", exc.field or "")
+    if not shift or m is None:
+        return exc
+    return type(exc)(exc.code, exc.message, f"participants[{int(m.group(1)) - shift}]{m.group(2)}")
 
 
 def _participants_from_wire(

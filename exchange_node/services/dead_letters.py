@@ -1,49 +1,38 @@
-"""Dead letters seen to by a person: retried or acknowledged, each one audit leaf.
+"""Dead letters an operator deals with: retry (queue again) or acknowledge (keep, stop
+counting). One function each, shared by the command line and the console, so both write
+the same audit leaf in the transaction of the change.
 
-A dead letter is a message a peer refused for good (or one left when its peer was
-removed). It is never resent silently; an operator either puts it back in its queue at
-its original place (``retry``: the peer has been fixed, the policy changed) or marks it
-acknowledged (``acknowledge``: handled another way). An acknowledged row stays as
-evidence but no longer counts as waiting for a person (``queue_stats().dead``, the
-``exchange_outbox_dead_letters`` gauge, the console's alert).
-
-Plain functions of the store, so the console (with a running node) and the command line
-(offline, against the data directory) call the same code. The caller wakes the peer's
-worker after a retry when a node runs in its process.
+Works on any :class:`~exchange_node.store.base.Store` with the audit log attached; a
+running node's worker picks a retried row up within its idle poll (a second), whichever
+process made the change.
 """
 
 from __future__ import annotations
 
 from exchange_node.audit import leaves
 from exchange_node.audit.leaf import LeafKind
-from exchange_node.errors import NotFoundError
 from exchange_node.store.base import Store
 from exchange_node.store.records import OutboxRow
 
 
-def _row(store: Store, outbox_id: int) -> OutboxRow:
-    row = store.get_outbox(outbox_id)
-    if row is None:
-        raise NotFoundError(
-            "dead_letter_not_found", f"there is no outbox row {outbox_id}", "outbox_id"
-        )
-    return row
-
-
-async def retry(store: Store, outbox_id: int, *, actor: str, now: int) -> OutboxRow:
-    """Queue the dead letter again (refused if it is not dead or its peer is gone)."""
-    row = _row(store, outbox_id)
-    leaf = leaves.dead_letter_handled(
-        now, LeafKind.DEAD_LETTER_RETRIED, actor, row.peer_id, row.message_id, outbox_id
+async def retry_dead_letter(store: Store, outbox_id: int, actor: str, now: int) -> OutboxRow:
+    """Queue dead letter ``outbox_id`` again, audited as ``dead_letter.retried``."""
+    return await store.retry_dead_letter(
+        outbox_id,
+        audit=lambda row: [_leaf(LeafKind.DEAD_LETTER_RETRIED, now, actor, row)],
     )
-    await store.requeue_dead(outbox_id, audit=[leaf])
-    return row
 
 
-async def acknowledge(store: Store, outbox_id: int, *, actor: str, now: int) -> OutboxRow:
-    """Mark the dead letter seen to by ``actor`` (refused if not dead or done already)."""
-    row = _row(store, outbox_id)
-    leaf = leaves.dead_letter_handled(
-        now, LeafKind.DEAD_LETTER_ACKNOWLEDGED, actor, row.peer_id, row.message_id, outbox_id
+async def acknowledge_dead_letter(store: Store, outbox_id: int, actor: str, now: int) -> OutboxRow:
+    """Mark dead letter ``outbox_id`` as dealt with, audited as
+    ``dead_letter.acknowledged``: the alert on dead letters clears."""
+    return await store.acknowledge_dead_letter(
+        outbox_id,
+        actor,
+        now,
+        audit=lambda row: [_leaf(LeafKind.DEAD_LETTER_ACKNOWLEDGED, now, actor, row)],
     )
-    return await store.acknowledge_dead(outbox_id, now, actor, audit=[leaf])
+
+
+def _leaf(kind: LeafKind, now: int, actor: str, row: OutboxRow):
+    return leaves.dead_letter(now, kind, actor, row.peer_id, row.message_id, row.id, row.reason)

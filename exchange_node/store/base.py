@@ -174,8 +174,16 @@ class Store(Protocol):
         """Replace a queued or dead row's envelope (re-sealed after a key rotation)."""
         ...
 
-    async def requeue_dead(self, outbox_id: int) -> None:
-        """Put a dead row back in its queue at its original position (id order)."""
+    async def retry_dead_letter(self, outbox_id: int, *, audit: Any = ()) -> OutboxRow:
+        """Put a dead row back in its queue at its original position (id order), its
+        acknowledgement (if any) gone; returns the row as it was (dead)."""
+        ...
+
+    async def acknowledge_dead_letter(
+        self, outbox_id: int, actor: str, at: int, *, audit: Any = ()
+    ) -> OutboxRow:
+        """Mark a dead row as dealt with by ``actor``: kept, but no longer counted or
+        listed as a dead letter needing a person."""
         ...
 
     def queue_stats(self) -> list[QueueStats]:
@@ -205,9 +213,11 @@ class Store(Protocol):
         """One outbox row; its sealed envelope is kept after delivery as evidence."""
         ...
 
-    def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
-        """Dead rows waiting for a person (oldest first; not acknowledged), for one peer
-        or all."""
+    def dead_letters(
+        self, peer_id: str | None = None, limit: int = 1000, *, acknowledged: bool = False
+    ) -> list[OutboxRow]:
+        """Dead rows not acknowledged (oldest first), for one peer or all; with
+        ``acknowledged`` the acknowledged ones too."""
         ...
 
     def dead_letter_page(
@@ -219,10 +229,6 @@ class Store(Protocol):
         include_acknowledged: bool = False,
     ) -> list[DeadLetter]:
         """Dead rows after ``after_id`` in id order; unacknowledged ones only by default."""
-        ...
-
-    async def acknowledge_dead(self, outbox_id: int, at: int, actor: str) -> OutboxRow:
-        """Mark a dead letter seen to: kept, no longer counted in ``queue_stats().dead``."""
         ...
 
     # --- inbox -------------------------------------------------------------------------
@@ -304,11 +310,17 @@ class Store(Protocol):
 
     # --- tokens ------------------------------------------------------------------------
 
-    async def create_token(self, name: str, role: str, secret: str, at: int) -> TokenRecord:
-        """Store a token under the SHA-256 of ``secret``; the secret itself is not kept."""
+    async def create_token(
+        self, name: str, role: str, secret: str, at: int, *, expires_at: int | None = None
+    ) -> TokenRecord:
+        """Store a token under the SHA-256 of ``secret``; the secret itself is not kept.
+        ``expires_at`` (ms, after ``at``): when it stops being accepted; None: never."""
         ...
 
-    def find_active_token(self, secret_hash: bytes) -> TokenRecord | None: ...
+    def find_active_token(self, secret_hash: bytes) -> TokenRecord | None:
+        """The token not revoked with that hash, expired or not (the caller refuses an
+        expired one with its own code)."""
+        ...
 
     def list_tokens(self, include_revoked: bool = False) -> list[TokenRecord]: ...
 

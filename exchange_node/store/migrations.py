@@ -477,7 +477,13 @@ _V8: tuple[str, ...] = (
     "CREATE INDEX outbox_peer ON outbox (peer_id, id)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# 9: local API tokens expire. ``expires_at`` (ms) is set when the token is created (the
+# configured default lifetime or ``token create --expires``); NULL: never, as for
+# tokens made before this version. (Acknowledged dead letters are marked in the outbox
+# row itself, migration 8.)
+_V9: tuple[str, ...] = ("ALTER TABLE tokens ADD COLUMN expires_at INTEGER",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -238,10 +238,15 @@ class TokenRecord:
     secret_hash: bytes
     created_at: int
     revoked_at: int | None
+    # When it stops being accepted (ms); None: never.
+    expires_at: int | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def expired(self, now: int) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
 
 @dataclass(frozen=True, slots=True)

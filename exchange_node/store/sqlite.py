@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields, replace
 from functools import partial
 from operator import attrgetter
@@ -448,6 +448,31 @@ class SqliteStore(ProtectionReads):
         store: for tools that work on the file directly. Same errors as :meth:`open`."""
         _connect_writer(_create_in_existing_dir(path)).close()
 
+    @staticmethod
+    def backup_file(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+        """Copy the database at ``source`` into the new file ``dest`` (0600) with SQLite's
+        online backup API, in one step: a consistent snapshot (one read transaction),
+        taken while a running node keeps writing. Raises FileExistsError if ``dest``
+        exists, ``StoreError`` if ``source`` cannot be read."""
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        try:
+            src = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise StoreError("store_unavailable", f"cannot read {source}: {exc}") from exc
+        try:
+            dst = sqlite3.connect(dest)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        except sqlite3.Error as exc:
+            raise StoreError("store_unavailable", f"cannot back up {source}: {exc}") from exc
+        finally:
+            src.close()
+        with open(dest, "rb") as f:
+            os.fsync(f.fileno())
+
     async def close(self) -> None:
         """Finish every queued write, then close both connections. Idempotent."""
         if self._closed:
@@ -665,35 +690,70 @@ class SqliteStore(ProtectionReads):
 
         await self._write(job)
 
-    async def requeue_dead(self, outbox_id: int, *, audit: Leaves = ()) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            state = _outbox_state_or_raise(conn, outbox_id)
-            if state != OutboxState.DEAD:
-                raise ConflictError(
-                    "outbox_row_not_dead",
-                    f"outbox row {outbox_id} is {state}, only dead rows can be requeued",
-                    "outbox_id",
-                )
-            peer_id, reason = _rows(
-                conn, "SELECT peer_id, reason FROM outbox WHERE id = ?", (outbox_id,)
-            )[0]
-            if reason == PURGED_REASON:
+    async def retry_dead_letter(self, outbox_id: int, *, audit: Leaves = ()) -> OutboxRow:
+        """Queue a dead letter again, as it was sealed (a peer that finds it expired asks
+        for a fresh seal, as for any queued envelope); an acknowledgement of it goes.
+        ``audit``: leaves, or a function of the dead row (as it was) that builds them.
+        Raises ``outbox_id_unknown``, ``outbox_row_not_dead``, ``record_purged`` (the
+        letter of an erased record is never sent again), ``peer_not_found``."""
+
+        def job(conn: sqlite3.Connection) -> OutboxRow:
+            row = self._dead_row(conn, outbox_id)
+            if row.reason == PURGED_REASON:
                 raise ConflictError(
                     "record_purged",
                     f"outbox row {outbox_id} belongs to a record that was erased; it is not "
                     "sent again",
                     "outbox_id",
                 )
-            if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (peer_id,)):
-                raise _peer_not_found(peer_id)
+            if not _rows(conn, "SELECT 1 FROM peers WHERE node_id = ?", (row.peer_id,)):
+                raise _peer_not_found(row.peer_id)
             conn.execute(
                 "UPDATE outbox SET state = 'queued', outcome = NULL, reason = NULL, "
                 "receipt_id = NULL, acknowledged_at = NULL, acknowledged_by = NULL "
                 "WHERE id = ?",
                 (outbox_id,),
             )
+            return row
 
-        await self._write(job, audit=audit, label="outbox.requeue")
+        return await self._write(job, audit=audit, label="outbox.retry_dead_letter")
+
+    async def acknowledge_dead_letter(
+        self, outbox_id: int, actor: str, at: int, *, audit: Leaves = ()
+    ) -> OutboxRow:
+        """Mark a dead letter as dealt with by ``actor``: it stays (evidence of what was
+        refused) but no longer counts in status, metrics and the dead-letter list. Raises
+        ``outbox_id_unknown``, ``outbox_row_not_dead``,
+        ``dead_letter_already_acknowledged``."""
+
+        def job(conn: sqlite3.Connection) -> OutboxRow:
+            row = self._dead_row(conn, outbox_id)
+            cur = conn.execute(
+                "UPDATE outbox SET acknowledged_at = ?, acknowledged_by = ? "
+                "WHERE id = ? AND acknowledged_at IS NULL",
+                (at, actor, outbox_id),
+            )
+            if cur.rowcount == 0:
+                raise ConflictError(
+                    "dead_letter_already_acknowledged",
+                    f"dead letter {outbox_id} is already acknowledged",
+                    "outbox_id",
+                )
+            return row
+
+        return await self._write(job, audit=audit, label="outbox.acknowledge_dead_letter")
+
+    @staticmethod
+    def _dead_row(conn: sqlite3.Connection, outbox_id: int) -> OutboxRow:
+        state = _outbox_state_or_raise(conn, outbox_id)
+        if state != OutboxState.DEAD:
+            raise ConflictError(
+                "outbox_row_not_dead",
+                f"outbox row {outbox_id} is {state}, not a dead letter",
+                "outbox_id",
+            )
+        rows = _rows(conn, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
+        return _outbox_row(rows[0])
 
     def queue_stats(self) -> list[QueueStats]:
         rows = self._read(
@@ -785,20 +845,21 @@ class SqliteStore(ProtectionReads):
         rows = self._read(f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
         return _outbox_row(rows[0]) if rows else None
 
-    def dead_letters(self, peer_id: str | None = None, limit: int = 1000) -> list[OutboxRow]:
-        _check_limit(limit)
-        if peer_id is None:
-            rows = self._read(
-                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE state = 'dead' "
-                "AND acknowledged_at IS NULL ORDER BY id LIMIT ?",
-                (limit,),
-            )
-        else:
-            rows = self._read(
-                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'dead' "
-                "AND acknowledged_at IS NULL ORDER BY id LIMIT ?",
-                (peer_id, limit),
-            )
+    def dead_letters(
+        self, peer_id: str | None = None, limit: int = 1000, *, acknowledged: bool = False
+    ) -> list[OutboxRow]:
+        """Dead letters still needing a person, oldest first (``acknowledged``: also
+        those an operator has acknowledged)."""
+        where = "state = 'dead'"
+        args: tuple = ()
+        if peer_id is not None:
+            where += " AND peer_id = ?"
+            args = (peer_id,)
+        if not acknowledged:
+            where += " AND acknowledged_at IS NULL"
+        rows = self._read(
+            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE {where} ORDER BY id LIMIT ?", (*args, limit)
+        )
         return [_outbox_row(r) for r in rows]
 
     def dead_letter_page(
@@ -827,37 +888,6 @@ class SqliteStore(ProtectionReads):
             (*args, limit),
         )
         return [DeadLetter(_outbox_row(r[:-2]), r[-2], r[-1]) for r in rows]
-
-    async def acknowledge_dead(
-        self, outbox_id: int, at: int, actor: str, *, audit: Leaves = ()
-    ) -> OutboxRow:
-        """Mark a dead letter as seen to by ``actor``: it stays (evidence) but no longer
-        counts in :meth:`queue_stats` ``dead``. Refused for a row that is not dead or is
-        acknowledged already."""
-
-        def job(conn: sqlite3.Connection) -> OutboxRow:
-            state = _outbox_state_or_raise(conn, outbox_id)
-            if state != OutboxState.DEAD:
-                raise ConflictError(
-                    "outbox_row_not_dead",
-                    f"outbox row {outbox_id} is {state}, only dead letters can be acknowledged",
-                    "outbox_id",
-                )
-            cur = conn.execute(
-                "UPDATE outbox SET acknowledged_at = ?, acknowledged_by = ? "
-                "WHERE id = ? AND acknowledged_at IS NULL",
-                (at, actor, outbox_id),
-            )
-            if cur.rowcount == 0:
-                raise ConflictError(
-                    "dead_letter_already_acknowledged",
-                    f"dead letter {outbox_id} is already acknowledged",
-                    "outbox_id",
-                )
-            rows = _rows(conn, f"SELECT {_OUTBOX_COLS} FROM outbox WHERE id = ?", (outbox_id,))
-            return _outbox_row(rows[0])
-
-        return await self._write(job, audit=audit, label="outbox.acknowledge")
 
     # --- inbox -----------------------------------------------------------------------------
 
@@ -1045,9 +1075,20 @@ class SqliteStore(ProtectionReads):
     # --- tokens ------------------------------------------------------------------------------
 
     async def create_token(
-        self, name: str, role: str, secret: str, at: int, *, audit: Leaves = ()
+        self,
+        name: str,
+        role: str,
+        secret: str,
+        at: int,
+        *,
+        expires_at: int | None = None,
+        audit: Leaves = (),
     ) -> TokenRecord:
         _check_text(name, "name", max_len=64)
+        if expires_at is not None and expires_at <= at:
+            raise ValidationError(
+                "token_expiry_invalid", "a token must expire after it is created", "expires_at"
+            )
         if role not in TOKEN_ROLES:
             raise ValidationError(
                 "token_role_unknown",
@@ -1072,14 +1113,15 @@ class SqliteStore(ProtectionReads):
                 )
             try:
                 cur = conn.execute(
-                    "INSERT INTO tokens (name, role, secret_hash, created_at) VALUES (?, ?, ?, ?)",
-                    (name, role, secret_hash, at),
+                    "INSERT INTO tokens (name, role, secret_hash, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, role, secret_hash, at, expires_at),
                 )
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(
                     "token_secret_reused", "generate a fresh secret for every token", "secret"
                 ) from exc
-            return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None)
+            return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None, expires_at)
 
         return await self._write(job, audit=audit, label="token.create")
 
@@ -1123,6 +1165,7 @@ class SqliteStore(ProtectionReads):
             conn.execute("DELETE FROM console_sessions WHERE token_id = ?", (token.id,))
             return TokenRecord(token.id, token.name, token.role, token.secret_hash,
                                token.created_at, at)  # fmt: skip
+            return replace(token, revoked_at=at)
 
         return await self._write(job, audit=audit, label="token.revoke")
 
@@ -1580,10 +1623,15 @@ def _create_in_existing_dir(path: str | os.PathLike[str]) -> str:
 
 def _create_private(path: str) -> None:
     """Create the database file readable by its owner only (SQLite gives the -wal and
-    -shm files the same mode). An existing file keeps its mode."""
+    -shm files the same mode). An existing file readable by others (as earlier releases
+    made them, or a copy) is made private, with its -wal and -shm files."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        for side in (path, path + "-wal", path + "-shm"):
+            with suppress(FileNotFoundError):
+                if os.stat(side).st_mode & 0o077:
+                    os.chmod(side, 0o600)
         return
     except OSError as exc:
         code = "store_dir_missing" if exc.errno == errno.ENOENT else "store_unavailable"
@@ -1652,7 +1700,7 @@ _PEER_COLS = (
     "node_id, card, fingerprint, added_at, updated_at, paused, last_contact_at, last_error, "
     "last_error_at, policy"
 )
-_TOKEN_COLS = "id, name, role, secret_hash, created_at, revoked_at"
+_TOKEN_COLS = "id, name, role, secret_hash, created_at, revoked_at, expires_at"
 
 
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
