@@ -179,7 +179,7 @@ class GroupCommitWriter:
                 jobs=c.jobs,
                 failed_jobs=c.failed_jobs,
                 largest_group=c.largest_group,
-                queued=c.queued + sum(len(p) for p in self._pending.values()),
+                queued=c.queued + sum(map(len, list(self._pending.values()))),
                 write_failure=c.write_failure,
             )
 
