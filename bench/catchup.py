@@ -1,7 +1,7 @@
 """Catch-up of a peer that joins: notices in effect delivered per second, and memory.
 
     .venv/bin/python bench/catchup.py [--notices 20000] [--suite mlkem768-x25519|x25519]
-                                      [--live-rate 10] [--no-tracemalloc]
+                                      [--live-rate 10] [--batch-size 200] [--no-tracemalloc]
 
 The source node (PHL-DFA, this process) gets ``--notices`` status notices of its own in
 its index (one in ten withdrawn, one in ten corrected, so a fifth of the rows are not in
@@ -36,6 +36,7 @@ import contextlib
 import os
 import resource
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +69,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _make(root: Path, node_id: str, country: str, suite: str) -> tuple[Path, int]:
+def _make(
+    root: Path, node_id: str, country: str, suite: str, batch_size: int = 200
+) -> tuple[Path, int]:
     port = _free_port()
     home = root / node_id.lower()
     home.mkdir()
@@ -81,6 +84,7 @@ def _make(root: Path, node_id: str, country: str, suite: str) -> tuple[Path, int
         local_listen="127.0.0.1:0",
         allow_plain_http=True,
     ).replace('suite = "mlkem768-x25519"', f'suite = "{suite}"')
+    text = text.replace("\nbatch_size = 200 ", f"\nbatch_size = {batch_size} ")
     (home / "node.toml").write_text(text)
     create_identity(
         home / "data", node_id=node_id, country=country, display_name=node_id,
@@ -224,10 +228,11 @@ async def run(args) -> None:
     from exchange_node.node import Node
 
     root = Path(tempfile.mkdtemp(prefix="catchup-bench-"))
-    source, _ = _make(root, SOURCE, "PHL", args.suite)
+    source, _ = _make(root, SOURCE, "PHL", args.suite, args.batch_size)
     receiver, _ = _make(root, RECEIVER, "JPN", args.suite)
     started = time.perf_counter()
     in_effect = await _fill(source, args.notices)
+    print(f"source [delivery] batch_size {args.batch_size} (a catch-up chunk is one batch)")
     print(f"index filled: {args.notices:,} documents, {in_effect:,} notices in effect "
           f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
     await _pin(receiver, source, SOURCE)
@@ -290,6 +295,7 @@ async def run(args) -> None:
     finally:
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
     print(f"catch-up: {c.row.queued:,} notices queued, {c.delivered:,} delivered, "
           f"{c.dead} dead, in {elapsed:.1f} s: {c.delivered / elapsed:,.0f} notices/s")  # fmt: skip
     if args.live_rate:
@@ -319,6 +325,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notices", type=int, default=20_000)
     parser.add_argument("--suite", choices=sorted(SUITES), default="mlkem768-x25519")
+    parser.add_argument(
+        "--batch-size", type=int, default=200,
+        help="the source's [delivery] batch_size: envelopes per batch and per catch-up chunk",
+    )  # fmt: skip
     parser.add_argument(
         "--live-rate", type=float, default=10, help="live notices a second (0: none)"
     )
