@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -67,6 +68,28 @@ async def test_jobs_waiting_together_commit_in_one_transaction(db_path):
     assert results[1:] == list(range(50))
     assert (stats.transactions, stats.jobs, stats.largest_group) == (2, 51, 50)
     assert _stored(db_path) == list(range(50))
+
+
+async def test_jobs_of_one_turn_of_the_loop_share_a_transaction_on_an_idle_writer(db_path):
+    # Submitted by the handlers of one turn of the event loop, each of which lets other
+    # threads run after its submission (as writing its response does), while the
+    # writer thread waits for work: handed over together at the end of the turn, one
+    # commit for all, not a first one for the first job alone.
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    await writer.submit(_insert(100))
+    before = writer.stats()
+    futures = []
+    for i in range(20):
+        futures.append(writer.submit(_insert(i)))
+        time.sleep(0.002)  # releases the GIL: the writer thread could run now
+    assert writer.stats().queued == 20  # counted while they wait for the turn to end
+    assert await asyncio.gather(*futures) == list(range(20))
+    after = writer.stats()
+    await writer.close()
+    assert (after.transactions - before.transactions, after.jobs - before.jobs) == (1, 20)
+    assert after.queued == 0
+    assert _stored(db_path) == [*range(20), 100]
 
 
 async def test_group_size_is_capped(db_path):

@@ -4,7 +4,10 @@ Callers hand a *job* (a function of the connection) to :meth:`GroupCommitWriter.
 and await its result. The writer thread takes every job waiting in its queue (up to
 ``max_group`` rows' worth), runs them in ONE transaction and commits once; only after
 COMMIT returns does it resolve the callers' futures. Under load many jobs share one
-fsync; when idle a lone job commits at once (no added latency).
+fsync; when idle a lone job commits at once (no added latency). The jobs an event
+loop submits during one turn (the handlers of every request it read at once) are handed
+to the thread together at the end of that turn: one wake-up and one group for them, where
+handing each over at once woke the thread to commit the first alone.
 
 If a job raises, the group is rolled back, that job's caller gets the exception, and the
 other jobs run again together in a new transaction: a failing job takes nothing of the
@@ -21,6 +24,7 @@ The owner may hook the group's start and its last moment before COMMIT
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 import sqlite3
@@ -63,6 +67,7 @@ class _Counters:
     jobs: int = 0
     failed_jobs: int = 0
     largest_group: int = 0
+    queued: int = 0  # jobs handed over to the writer thread, not yet taken
     write_failure: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,6 +97,8 @@ class GroupCommitWriter:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._closing = False
+        # Jobs submitted during the current turn of each event loop, not yet queued.
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         self._on_begin: Callable[[], None] = _nothing
         self._before_commit: Callable[[sqlite3.Connection], None] = _nothing_on
 
@@ -140,8 +147,29 @@ class GroupCommitWriter:
             transactional=transactional,
             label=label,
         )
-        self._queue.put(job)
+        pending = self._pending.get(loop)
+        if pending is None:
+            # The first job of this turn of the loop: hand over all of the turn's jobs
+            # at its end, in one put (one wake-up of this thread, not one per job).
+            pending = self._pending[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        pending.append(job)
         return job.future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._pending.pop(loop, None)
+        if jobs:
+            self._put(jobs)
+
+    def _put(self, items: list[Any]) -> None:
+        with self._counters.lock:
+            self._counters.queued += len(items)
+        self._queue.put(items)
+
+    def _took(self, items: list[Any]) -> list[Any]:
+        with self._counters.lock:
+            self._counters.queued -= len(items)
+        return items
 
     def stats(self) -> WriterStats:
         c = self._counters
@@ -151,7 +179,7 @@ class GroupCommitWriter:
                 jobs=c.jobs,
                 failed_jobs=c.failed_jobs,
                 largest_group=c.largest_group,
-                queued=self._queue.qsize(),
+                queued=c.queued + sum(map(len, list(self._pending.values()))),
                 write_failure=c.write_failure,
             )
 
@@ -160,7 +188,9 @@ class GroupCommitWriter:
         if self._closing:
             return
         self._closing = True
-        self._queue.put(_STOP)
+        for loop in list(self._pending):  # jobs of this turn first, then the stop
+            self._hand_over(loop)
+        self._put([_STOP])
         await asyncio.to_thread(self._thread.join)
 
     # --- writer thread ---------------------------------------------------------------------
@@ -173,30 +203,32 @@ class GroupCommitWriter:
             self._started.set()
             return
         self._started.set()
+        backlog: collections.deque[Any] = collections.deque()  # handed over, not yet run
         try:
-            carry: Any = None  # taken from the queue but left for the next group
             while True:
-                first = carry if carry is not None else self._queue.get()
-                carry = None
+                if not backlog:
+                    backlog.extend(self._took(self._queue.get()))
+                while True:  # and whatever else was handed over meanwhile
+                    try:
+                        backlog.extend(self._took(self._queue.get_nowait()))
+                    except queue.Empty:
+                        break
+                first = backlog.popleft()
                 if first is _STOP:
                     break
                 if not first.transactional:
                     self._run_raw(conn, first)
                     continue
                 group, weight = [first], first.weight
-                while weight < self._max_group:
-                    try:
-                        job = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
+                while backlog and weight < self._max_group:
+                    job = backlog[0]
                     if (
                         job is _STOP
                         or not job.transactional
                         or (weight + job.weight > self._max_group)
                     ):
-                        carry = job
                         break
-                    group.append(job)
+                    group.append(backlog.popleft())
                     weight += job.weight
                 self._run_group(conn, group)
         finally:
