@@ -246,7 +246,9 @@ class AuditLog:
             # Recorded for bundles' convenience only; verification takes the key from
             # the caller, never from the file it is checking.
             self._db.execute(
-                "INSERT OR REPLACE INTO audit_meta(key, value) VALUES ('public_key', ?)", (pub,)
+                "INSERT INTO audit_meta(key, value) VALUES ('public_key', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (pub,),
             )
 
     def stored_public_key(self) -> bytes | None:

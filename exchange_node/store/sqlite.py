@@ -522,7 +522,8 @@ class SqliteStore:
         counted = {
             peer: (pending, dead)
             for peer, pending, dead in self._read(
-                "SELECT peer_id, sum(state = 'queued'), sum(state = 'dead') FROM outbox "
+                "SELECT peer_id, sum(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) FROM outbox "
                 "WHERE catchup = 1 AND state != 'delivered' GROUP BY peer_id"
             )
         }
@@ -933,15 +934,16 @@ class SqliteStore:
                     "name",
                 )
             try:
-                cur = conn.execute(
-                    "INSERT INTO tokens (name, role, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+                token_id = conn.execute(
+                    "INSERT INTO tokens (name, role, secret_hash, created_at) VALUES (?, ?, ?, ?) "
+                    "RETURNING id",
                     (name, role, secret_hash, at),
-                )
+                ).fetchone()[0]
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(
                     "token_secret_reused", "generate a fresh secret for every token", "secret"
                 ) from exc
-            return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None)
+            return TokenRecord(token_id, name, role, secret_hash, at, None)
 
         return await self._write(job, audit=audit, label="token.create")
 
@@ -1111,11 +1113,11 @@ def _enqueue(conn: sqlite3.Connection, items: tuple[OutboxItem, ...]) -> list[in
     ids = []
     for item in items:
         try:
-            cur = conn.execute(
+            outbox_id = conn.execute(
                 "INSERT INTO outbox (peer_id, message_id, envelope, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (item.peer_id, item.message_id, item.envelope, item.payload, item.created_at),
-            )
+            ).fetchone()[0]
         except sqlite3.IntegrityError as exc:
             raise ConflictError(
                 "message_id_exists",
@@ -1123,7 +1125,7 @@ def _enqueue(conn: sqlite3.Connection, items: tuple[OutboxItem, ...]) -> list[in
                 f"{item.peer_id}; use a fresh message id",
                 "message_id",
             ) from exc
-        ids.append(cur.lastrowid)
+        ids.append(outbox_id)
     return ids
 
 
@@ -1134,9 +1136,10 @@ def _record_receipt(
     outcomes: list[tuple[int, Outcome, str | None]],
 ) -> int:
     receipt_id = conn.execute(
-        "INSERT INTO receipts (peer_id, batch_id, receipt, received_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO receipts (peer_id, batch_id, receipt, received_at) VALUES (?, ?, ?, ?) "
+        "RETURNING id",
         (peer_id, receipt.batch_id, receipt.receipt, receipt.received_at),
-    ).lastrowid
+    ).fetchone()[0]
     for outbox_id, outcome, reason in outcomes:
         rows = _rows(
             conn, "SELECT state FROM outbox WHERE id = ? AND peer_id = ?", (outbox_id, peer_id)
@@ -1181,7 +1184,7 @@ def _accept(conn: sqlite3.Connection, items: tuple[InboxItem, ...]) -> list[Inbo
             continue
         cursor = conn.execute(
             "INSERT INTO inbox (sender, message_id, envelope_hash, kind, header, body, "
-            "signature, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "signature, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING cursor",
             (
                 item.sender,
                 item.message_id,
@@ -1192,7 +1195,7 @@ def _accept(conn: sqlite3.Connection, items: tuple[InboxItem, ...]) -> list[Inbo
                 item.signature,
                 item.received_at,
             ),
-        ).lastrowid
+        ).fetchone()[0]
         conn.execute(
             "INSERT INTO seen (sender, message_id, envelope_hash, first_seen, cursor) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -1250,7 +1253,8 @@ _NOTICE_COLS = (
 )
 _notice_values = attrgetter(*(f.name for f in fields(NoticeRow)))
 _NOTICE_INSERT = (
-    f"INSERT OR IGNORE INTO doc_notices ({_NOTICE_COLS}, indexed_at) VALUES ({', '.join('?' * 17)})"
+    f"INSERT INTO doc_notices ({_NOTICE_COLS}, indexed_at) VALUES ({', '.join('?' * 17)}) "
+    "ON CONFLICT (notice_id) DO NOTHING"
 )
 
 
@@ -1328,7 +1332,7 @@ def _catchup_where(
         picks.append("n.supersedes IS NOT NULL")
     where = (
         "n.sender_node = ? AND n.rowid > ? AND n.kind != 'WITHDRAWAL' "
-        f"AND ({' OR '.join(picks) or '0'}) "
+        f"AND ({' OR '.join(picks) or '1 = 0'}) "
         "AND NOT EXISTS (SELECT 1 FROM doc_notices s WHERE s.supersedes = n.notice_id)"
     )
     if upto is not None:
