@@ -84,6 +84,44 @@ def prepare_database(data_dir: Path) -> Path:
     return path
 
 
+async def open_store(config: Config) -> SqliteStore:
+    """The store the config names: the PostgreSQL database at ``[store] url``, or
+    ``node.sqlite`` in the data directory (prepared as :func:`prepare_database` does)."""
+    if config.store.url:
+        from exchange_node.store.postgresql import PostgresStore
+
+        return await PostgresStore.open(config.store.url, password=config.store_password)
+    return await SqliteStore.open(prepare_database(config.data_path))
+
+
+def open_audit_log(config: Config, store: SqliteStore | None, signing_key=None) -> AuditLog:
+    """The node's audit log, in the store's database: through ``store``'s connection
+    for a server, or the database file. ``store`` None: offline tools (the database
+    is prepared first)."""
+    if config.store.url:
+        from exchange_node.store.postgresql import connect
+
+        connection = (
+            store.audit_connection()
+            if store is not None
+            else connect(config.store.url, config.store_password)
+        )
+        return AuditLog(
+            redact_url(config.store.url),
+            node_id=config.node.id,
+            signing_key=signing_key,
+            connection=connection,
+        )
+    path = store.path if store is not None else prepare_database(config.data_path)
+    return AuditLog(path, node_id=config.node.id, signing_key=signing_key)
+
+
+def redact_url(url: str) -> str:
+    from exchange_node.store.postgresql import redact
+
+    return redact(url)
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -197,13 +235,12 @@ class Node:
             raise ConfigError(
                 f"{config.path}: [node] id: expected {keys.local.node_id} (the id of the keys in {data}), got {config.node.id!r}"
             )
-        database = prepare_database(data)
-        store = await SqliteStore.open(database)
-        audit = AuditLog(
-            database,
-            node_id=keys.local.node_id,
-            signing_key=keys.local.signing_key.private,
-        )
+        store = await open_store(config)
+        try:
+            audit = open_audit_log(config, store, keys.local.signing_key.private)
+        except BaseException:
+            await store.close()
+            raise
         at_rest = AtRest.load_or_create(data / "keys" / "storage.key")
         node = cls(config, keys, store, audit, at_rest, clock=clock, passphrase=passphrase)
         node.directory.reload()

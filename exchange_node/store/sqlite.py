@@ -438,6 +438,11 @@ class SqliteStore:
     def path(self) -> str:
         return self._path
 
+    def audit_connection(self) -> None:
+        """What ``AuditLog(store.path, connection=...)`` reads through: None here, the
+        log opens the database file itself (a PostgreSQL store returns a connection)."""
+        return None
+
     # --- units of work -----------------------------------------------------------------------
 
     def attach_audit(self, appender: AuditAppender) -> None:
@@ -834,7 +839,7 @@ class SqliteStore:
                 "VALUES (?, ?, ?, ?, ?, coalesce(?, '[]')) "
                 "ON CONFLICT (node_id) DO UPDATE SET card = excluded.card, "
                 "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at, "
-                "policy = coalesce(?, policy)",
+                "policy = coalesce(?, peers.policy)",
                 (node_id, card, fingerprint, at, at, policy_json, policy_json),
             )
             return _peer_row(_rows(conn, f"SELECT {_PEER_COLS} FROM peers WHERE node_id = ?",

@@ -1,0 +1,405 @@
+"""The PostgreSQL store: the SQLite store's SQL, on a server several node processes share.
+
+Nothing here repeats a query. :class:`PostgresStore` *is* a
+:class:`~exchange_node.store.sqlite.SqliteStore` whose connections are
+:class:`PgConnection` objects: the same statements (portable, see the rules in
+:mod:`exchange_node.store.migrations`) go through :func:`translate` (``?`` becomes
+``%s``) to psycopg. Only what has no common spelling is here: connecting, migrating
+(the version is a row, not a PRAGMA), :meth:`PostgresStore.info`,
+:meth:`~PostgresStore.checkpoint` and :meth:`~PostgresStore.integrity_check`.
+
+Durability is the server's: every write connection runs with ``synchronous_commit =
+on``, so a COMMIT has reached the server's disk (and its synchronous standbys, if it
+has any) when the awaited write returns. Writes still go through one
+:class:`~exchange_node.store.writer.GroupCommitWriter` per process; several processes
+each have their own and the server orders them (row locks; the audit tree's size row is
+locked for the rest of the transaction by the first append of each group, so the tree
+has one order whichever process appends).
+
+Errors of the driver are re-raised as subclasses of the ``sqlite3`` exceptions
+(:class:`PgIntegrityError` is a ``sqlite3.IntegrityError``, ...), so code written once
+(``except sqlite3.IntegrityError``) and the writer's readiness logic (a refusal of the
+database is a ``sqlite3.OperationalError``) mean the same on both backends.
+
+A lost connection (server restarted, network cut) fails the write or read in flight
+with ``store_unavailable``; the next one connects again by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Sequence
+from functools import lru_cache, partial
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import pq
+
+from exchange_node.store.base import StoreError
+from exchange_node.store.migrations import APPLICATION_ID, SCHEMA_VERSION, postgresql_migration
+from exchange_node.store.records import StoreInfo
+from exchange_node.store.sqlite import SqliteStore
+from exchange_node.store.writer import DEFAULT_MAX_GROUP, GroupCommitWriter
+
+CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT = "10s"
+"""How long a statement waits for a row lock another process holds (SQLite's busy
+timeout): past it the write fails with ``store_unavailable``."""
+
+SCHEMA_TABLE = "exchange_node_schema"
+"""One row: the application id and the schema version (SQLite: two PRAGMAs)."""
+
+
+class PgIntegrityError(sqlite3.IntegrityError):
+    """A constraint refused the statement (unique, check, foreign key, not null)."""
+
+
+class PgOperationalError(sqlite3.OperationalError):
+    """The server refused or could not be reached (connection lost, lock timeout,
+    deadlock, disk full, read-only): a storage failure, retry later."""
+
+
+class PgDataError(sqlite3.DataError):
+    """A value the column cannot hold."""
+
+
+class PgProgrammingError(sqlite3.ProgrammingError):
+    """A statement the server does not understand (a bug, or a schema too old)."""
+
+
+class PgDatabaseError(sqlite3.DatabaseError):
+    """Any other error the server reported."""
+
+
+def _mapped(exc: psycopg.Error) -> sqlite3.Error:
+    if isinstance(exc, psycopg.IntegrityError):
+        cls: type[sqlite3.Error] = PgIntegrityError
+    elif isinstance(exc, psycopg.DataError):
+        cls = PgDataError
+    elif isinstance(exc, psycopg.ProgrammingError):
+        cls = PgProgrammingError
+    elif isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        cls = PgOperationalError
+    else:
+        cls = PgDatabaseError
+    err = cls(str(exc).strip())
+    err.__cause__ = exc
+    return err
+
+
+@lru_cache(maxsize=2048)
+def translate(sql: str) -> str:
+    """A statement with ``?`` placeholders in psycopg's spelling (``%s``; a literal
+    ``%`` doubled). The store's SQL never has a ``?`` inside a string literal."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+_BEGIN = {
+    # The writer's and the audit log's write transactions: READ COMMITTED with row
+    # locks, as SQLite's write lock is taken up front.
+    "BEGIN IMMEDIATE": "BEGIN",
+    # A read transaction (proofs, verification): one snapshot for all its statements.
+    "BEGIN": "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+}
+
+_IN_TRANSACTION = (
+    pq.TransactionStatus.INTRANS,
+    pq.TransactionStatus.INERROR,
+    pq.TransactionStatus.ACTIVE,
+)
+
+
+class PgConnection:
+    """A psycopg connection that takes the store's SQL as a ``sqlite3.Connection``
+    does: ``execute``/``executemany`` with ``?`` placeholders returning a cursor,
+    ``in_transaction``, errors as ``sqlite3`` exceptions. Autocommit unless a ``BEGIN``
+    was executed (as ``sqlite3`` with ``isolation_level=None``).
+
+    Connects again by itself on the next statement outside a transaction after the
+    connection was lost.
+    """
+
+    row_lock = " FOR UPDATE"
+    """Appended to a read that must lock what it read until COMMIT (the audit tree's
+    size); SQLite connections have no such attribute (its write lock covers it)."""
+
+    def __init__(self, conninfo: str, options: dict[str, Any], *, read_only: bool = False):
+        self._conninfo = conninfo
+        self._options = options
+        self._read_only = read_only
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.RLock()
+        self._connect()
+
+    def _connect(self) -> None:
+        try:
+            conn = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="exchange-node",
+                **self._options,
+            )
+            conn.execute("SET synchronous_commit = on")
+            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            if self._read_only:
+                conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+        self._conn = conn
+
+    def _live(self) -> psycopg.Connection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None and conn.info.transaction_status in _IN_TRANSACTION:
+                raise PgOperationalError("the connection to PostgreSQL was lost")
+            self._conn = None
+            self._connect()
+            conn = self._conn
+            assert conn is not None
+        return conn
+
+    @property
+    def in_transaction(self) -> bool:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return False
+        return conn.info.transaction_status in _IN_TRANSACTION
+
+    def execute(self, sql: str, args: Sequence[Any] | None = None) -> psycopg.Cursor:
+        with self._lock:
+            begin = _BEGIN.get(sql.strip().upper())
+            if begin is not None:
+                sql = begin
+            conn = self._live()
+            try:
+                if args:
+                    return conn.execute(translate(sql), args)
+                return conn.execute(sql)
+            except psycopg.Error as exc:
+                raise _mapped(exc) from exc
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor:
+        with self._lock:
+            conn = self._live()
+            cur = conn.cursor()
+            try:
+                cur.executemany(translate(sql), rows)
+            except psycopg.Error as exc:
+                raise _mapped(exc) from exc
+            return cur
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for messages and ``store info``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def _unavailable(where: str, exc: BaseException) -> StoreError:
+    err = StoreError(
+        "store_unavailable",
+        f"cannot use the PostgreSQL database {where}: {exc}; check that the server is up, "
+        "the URL, the password and sslmode",
+        "store.url",
+    )
+    err.__cause__ = exc
+    return err
+
+
+def migrate(conn: PgConnection, where: str) -> int:
+    """Bring the database up to :data:`SCHEMA_VERSION`, one migration per transaction
+    (DDL is transactional here). An advisory lock makes processes opening a new
+    database at the same time migrate it once. Same refusals as SQLite's ``migrate``."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (APPLICATION_ID,))
+            version = _schema_version(conn, where)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    "store_schema_too_new",
+                    f"{where} has schema version {version} but this exchange-node "
+                    f"understands versions up to {SCHEMA_VERSION}; run a release at least "
+                    "as new as the one that last opened it",
+                    "store.url",
+                )
+            if version < SCHEMA_VERSION:
+                for statement in postgresql_migration(version):
+                    conn.execute(statement)
+                conn.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (version + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if version == SCHEMA_VERSION:
+            return version
+
+
+def _schema_version(conn: PgConnection, where: str) -> int:
+    """The version row, created (version 0) in an empty database; refuses a database
+    of another application."""
+    exists = conn.execute(f"SELECT to_regclass('{SCHEMA_TABLE}')").fetchone()[0]
+    if exists is None:
+        others = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchone()[0]
+        if others:
+            raise _not_ours(where, f"{others} table(s) and no {SCHEMA_TABLE}")
+        conn.execute(
+            f"CREATE TABLE {SCHEMA_TABLE} (application BIGINT NOT NULL, version BIGINT NOT NULL)"
+        )
+        conn.execute(f"INSERT INTO {SCHEMA_TABLE} VALUES (?, 0)", (APPLICATION_ID,))
+    app, version = conn.execute(f"SELECT application, version FROM {SCHEMA_TABLE}").fetchone()
+    if app != APPLICATION_ID:
+        raise _not_ours(where, f"application id {app:#x}")
+    return version
+
+
+def _not_ours(where: str, what: str) -> StoreError:
+    return StoreError(
+        "store_not_ours",
+        f"{where} is a database of another application ({what}); point store.url at a "
+        "new, empty database or an exchange-node one",
+        "store.url",
+    )
+
+
+def _connect_writer(conninfo: str, options: dict[str, Any], where: str) -> PgConnection:
+    try:
+        conn = PgConnection(conninfo, options)
+    except sqlite3.Error as exc:
+        raise _unavailable(where, exc) from exc
+    try:
+        migrate(conn, where)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise _unavailable(where, exc) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect(url: str, password: str | None = None) -> PgConnection:
+    """A connection to a migrated database, for tools (the audit commands)."""
+    return _connect_writer(url, connection_options(password), redact(url))
+
+
+def connection_options(password: str | None) -> dict[str, Any]:
+    """psycopg's keyword arguments beside the URL (the password is never in it)."""
+    return {} if password is None else {"password": password}
+
+
+class PostgresStore(SqliteStore):
+    """:class:`~exchange_node.store.base.Store` on PostgreSQL (see the module docstring).
+
+    Open with ``await PostgresStore.open(url, password=...)``; ``url`` is a libpq URL
+    (``postgresql://user@host:5432/db?sslmode=verify-full&sslrootcert=...``).
+    """
+
+    @classmethod
+    async def open(  # type: ignore[override]
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        max_group: int = DEFAULT_MAX_GROUP,
+    ) -> PostgresStore:
+        """Connect, and migrate the database. Raises ``StoreError`` with code
+        ``store_unavailable``, ``store_schema_too_new`` or ``store_not_ours``."""
+        where = redact(url)
+        options = connection_options(password)
+        writer = GroupCommitWriter(
+            partial(_connect_writer, url, options, where), max_group=max_group
+        )
+        await asyncio.to_thread(writer.start)
+        try:
+            reader = PgConnection(url, options, read_only=True)
+        except sqlite3.Error as exc:
+            await writer.close()
+            raise _unavailable(where, exc) from exc
+        store = cls(where, writer, reader)  # type: ignore[arg-type]
+        store._conninfo, store._options = url, options
+        return store
+
+    def audit_connection(self) -> PgConnection:
+        """A connection of its own for the audit log's reads, proofs and checkpoints
+        (``AuditLog(..., connection=...)``); its appends go through the writer."""
+        try:
+            return PgConnection(self._conninfo, self._options)
+        except sqlite3.Error as exc:
+            raise _unavailable(self._path, exc) from exc
+
+    @staticmethod
+    def prepare(url: str, *, password: str | None = None) -> None:  # type: ignore[override]
+        """Migrate the database without opening a store (offline commands)."""
+        _connect_writer(url, connection_options(password), redact(url)).close()
+
+    async def info(self) -> StoreInfo:
+        def job(conn: PgConnection) -> StoreInfo:
+            def one(sql: str) -> Any:
+                return conn.execute(sql).fetchone()[0]
+
+            page = int(one("SHOW block_size"))
+            return StoreInfo(
+                path=self._path,
+                schema_version=one(f"SELECT version FROM {SCHEMA_TABLE}"),
+                sqlite_version=f"PostgreSQL {one('SHOW server_version')}",
+                journal_mode="wal",
+                synchronous=one("SHOW synchronous_commit"),
+                page_count=one("SELECT pg_database_size(current_database())") // page,
+                page_size=page,
+                wal_bytes=0,
+            )
+
+        return await self._write(job, transactional=False)  # type: ignore[arg-type]
+
+    async def checkpoint(self) -> bool:
+        """Nothing to do: the server checkpoints its write-ahead log on its own
+        schedule (``checkpoint_timeout``); True."""
+        if self._closed:
+            raise StoreError("store_closed", "the store is closed")
+        return True
+
+    async def integrity_check(self) -> list[str]:
+        """The server enforces the constraints and checks its pages; what it cannot
+        know is the store's own bookkeeping: the per-peer counters the triggers keep
+        must equal the outbox rows."""
+
+        def job(conn: PgConnection) -> list[str]:
+            rows = conn.execute(
+                "SELECT ids.peer_id, coalesce(c.queued, 0), coalesce(c.delivered, 0), "
+                "coalesce(c.dead, 0), coalesce(o.queued, 0), coalesce(o.delivered, 0), "
+                "coalesce(o.dead, 0) FROM (SELECT peer_id FROM outbox_counts "
+                "UNION SELECT peer_id FROM outbox) ids "
+                "LEFT JOIN outbox_counts c ON c.peer_id = ids.peer_id "
+                "LEFT JOIN (SELECT peer_id, count(*) FILTER (WHERE state = 'queued') queued, "
+                "count(*) FILTER (WHERE state = 'delivered') delivered, "
+                "count(*) FILTER (WHERE state = 'dead') dead FROM outbox GROUP BY peer_id) o "
+                "ON o.peer_id = ids.peer_id ORDER BY 1"
+            ).fetchall()
+            return [
+                f"outbox_counts of {r[0]} say {r[1:4]} (queued, delivered, dead), "
+                f"the outbox holds {r[4:7]}"
+                for r in rows
+                if tuple(r[1:4]) != tuple(r[4:7])
+            ]
+
+        return await self._write(job, transactional=False)  # type: ignore[arg-type]
