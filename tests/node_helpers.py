@@ -352,9 +352,9 @@ async def serve_main(config: str, ready_file: str, crash_marker: str | None) -> 
 
     node.inbound.on_accepted.append(crash)
     await node.start()
-    Path(ready_file).write_text(
-        json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
-    )
+    part = Path(ready_file + ".part")  # whole or absent, as `serve --ready-file` writes it
+    part.write_text(json.dumps({"peer_port": node.peer_port, "local_port": node.local_port}))
+    part.replace(ready_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

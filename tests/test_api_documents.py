@@ -12,6 +12,8 @@ from test_api_support import Client, eventually, make_node, pin_all, token
 
 from exchange_node.api.openapi import openapi_bytes, openapi_document
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 DOC = {"issuing_state": "PHL", "document_number": "P1234567A", "document_type": "P"}
 DETECTION = {"place": "JPNRT", "detected_at_ms": 1_700_000_000_000, "authority": "ISA Narita"}
 # ICAO Doc 9303 Part 4 specimen passport (issuing state UTO), check digits valid.

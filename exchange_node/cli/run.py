@@ -65,9 +65,11 @@ async def cmd_serve(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if args.ready_file:
-        Path(args.ready_file).write_text(
-            json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
-        )
+        # Whole or absent: a watcher that sees the file never reads it half written.
+        ready = Path(args.ready_file)
+        part = ready.with_name(ready.name + ".part")
+        part.write_text(json.dumps({"peer_port": node.peer_port, "local_port": node.local_port}))
+        part.replace(ready)
     await stop.wait()
     await node.stop()
     return 0

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +51,46 @@ timeout): past it the write fails with ``store_unavailable``."""
 
 SCHEMA_TABLE = "exchange_node_schema"
 """One row: the application id and the schema version (SQLite: two PRAGMAs)."""
+
+NOTIFY_CHANNEL = "exchange_node"
+"""Where the database tells every node process that rows changed (LISTEN/NOTIFY):
+``outbox:<peer id>`` (new queued rows), ``peers``, ``tokens``, ``meta``."""
+
+SERVER_ONLY: tuple[str, ...] = (
+    # Which process delivers a peer's queue (one batch in flight per peer across all
+    # processes): claimed with a row lock, renewed, taken over once expired. Times are
+    # the server's, so processes on machines with skewed clocks agree.
+    """
+    CREATE TABLE IF NOT EXISTS delivery_leases (
+        peer_id    TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    )
+    """,
+    f"""
+    CREATE OR REPLACE FUNCTION exchange_node_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_TABLE_NAME = 'outbox' THEN
+            PERFORM pg_notify('{NOTIFY_CHANNEL}', 'outbox:' || NEW.peer_id);
+        ELSE
+            PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_NAME);
+        END IF;
+        RETURN NULL;
+    END
+    $$
+    """,
+    "CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT OR UPDATE OF state ON outbox "
+    "FOR EACH ROW WHEN (NEW.state = 'queued') EXECUTE FUNCTION exchange_node_notify()",
+    "CREATE OR REPLACE TRIGGER peers_notify AFTER INSERT OR UPDATE OR DELETE ON peers "
+    "FOR EACH STATEMENT EXECUTE FUNCTION exchange_node_notify()",
+    "CREATE OR REPLACE TRIGGER tokens_notify AFTER INSERT OR UPDATE OR DELETE ON tokens "
+    "FOR EACH STATEMENT EXECUTE FUNCTION exchange_node_notify()",
+    "CREATE OR REPLACE TRIGGER meta_notify AFTER INSERT OR UPDATE OR DELETE ON meta "
+    "FOR EACH STATEMENT EXECUTE FUNCTION exchange_node_notify()",
+)
+"""What only a shared server needs, outside the numbered migrations (SQLite serves one
+process): the delivery leases and the change notifications. Idempotent; applied, under
+the migration lock, every time a process opens the database."""
 
 
 class PgIntegrityError(sqlite3.IntegrityError):
@@ -243,6 +283,9 @@ def migrate(conn: PgConnection, where: str) -> int:
                 for statement in postgresql_migration(version):
                     conn.execute(statement)
                 conn.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (version + 1,))
+            else:
+                for statement in SERVER_ONLY:
+                    conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -351,6 +394,83 @@ class PostgresStore(SqliteStore):
     def prepare(url: str, *, password: str | None = None) -> None:  # type: ignore[override]
         """Migrate the database without opening a store (offline commands)."""
         _connect_writer(url, connection_options(password), redact(url)).close()
+
+    # --- several processes ------------------------------------------------------------
+
+    async def claim_delivery(self, peer_id: str, owner: str, ttl_s: float) -> bool:
+        """Hold (claim or renew) the lease on ``peer_id``'s queue for ``ttl_s`` more
+        seconds; False while another live process holds it. ``SKIP LOCKED``: a lease
+        another process is claiming or renewing right now is simply not ours."""
+
+        def job(conn: PgConnection) -> bool:
+            conn.execute(
+                "INSERT INTO delivery_leases (peer_id, owner, expires_at) "
+                "VALUES (?, ?, '-infinity') ON CONFLICT (peer_id) DO NOTHING",
+                (peer_id, owner),
+            )
+            row = conn.execute(
+                "SELECT owner, expires_at > clock_timestamp() FROM delivery_leases "
+                "WHERE peer_id = ? FOR UPDATE SKIP LOCKED",
+                (peer_id,),
+            ).fetchone()
+            if row is None or (row[0] != owner and row[1]):
+                return False
+            conn.execute(
+                "UPDATE delivery_leases SET owner = ?, "
+                "expires_at = clock_timestamp() + make_interval(secs => ?) WHERE peer_id = ?",
+                (owner, float(ttl_s), peer_id),
+            )
+            return True
+
+        return await self._write(job, label="lease.claim")  # type: ignore[arg-type]
+
+    async def release_delivery(self, peer_ids: Sequence[str], owner: str) -> None:
+        """Give up leases (a clean stop): another process takes over at once."""
+
+        def job(conn: PgConnection) -> None:
+            for peer_id in peer_ids:
+                conn.execute(
+                    "DELETE FROM delivery_leases WHERE peer_id = ? AND owner = ?",
+                    (peer_id, owner),
+                )
+
+        if peer_ids:
+            await self._write(job, label="lease.release")  # type: ignore[arg-type]
+
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``on_change(payload)`` on the caller's event loop for every change
+        notification (see :data:`NOTIFY_CHANNEL`), from a thread with a connection of
+        its own that reconnects after a loss and then reports ``*`` (anything may
+        have changed meanwhile). Returns the function that stops it."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        conninfo, options = self._conninfo, self._options
+
+        def run() -> None:
+            lost = False
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(
+                        conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **options
+                    ) as conn:
+                        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                        if lost:
+                            loop.call_soon_threadsafe(on_change, "*")
+                        while not stop.is_set():
+                            for note in conn.notifies(timeout=0.5):
+                                loop.call_soon_threadsafe(on_change, note.payload)
+                except (psycopg.Error, RuntimeError):
+                    lost = True
+                    stop.wait(1.0)
+
+        thread = threading.Thread(target=run, name="store-listen", daemon=True)
+        thread.start()
+
+        def close() -> None:
+            stop.set()
+            thread.join(timeout=5)
+
+        return close
 
     async def info(self) -> StoreInfo:
         def job(conn: PgConnection) -> StoreInfo:

@@ -88,6 +88,10 @@ REASON_PEER_REMOVED = "peer_removed"
 REASON_UNSPECIFIED = "unspecified"
 
 
+def _nothing() -> None:
+    pass
+
+
 def hash_token_secret(secret: str) -> bytes:
     """The SHA-256 under which a token secret is stored and looked up."""
     return hashlib.sha256(secret.encode("utf-8")).digest()
@@ -437,6 +441,19 @@ class SqliteStore:
     @property
     def path(self) -> str:
         return self._path
+
+    async def claim_delivery(self, peer_id: str, owner: str, ttl_s: float) -> bool:
+        """Whether this process may deliver ``peer_id``'s queue: always, one process owns
+        a SQLite database (a PostgreSQL store leases queues to several)."""
+        return True
+
+    async def release_delivery(self, peer_ids: Sequence[str], owner: str) -> None:
+        """Nothing is leased here (see :meth:`claim_delivery`)."""
+
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """No other process writes a SQLite store: nothing to hear (the periodic
+        watch picks up what the command line changes). Returns a no-op stop."""
+        return _nothing
 
     def audit_connection(self) -> None:
         """What ``AuditLog(store.path, connection=...)`` reads through: None here, the
