@@ -29,6 +29,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from exchange_node.api.auth import forget_tokens
 from exchange_node.api.local import create_local_app
 from exchange_node.api.peer import serve_peer_api
 from exchange_node.api.peer_server import PeerSite, RefusalAudit
@@ -122,6 +123,10 @@ def redact_url(url: str) -> str:
     return redact(url)
 
 
+def _nothing() -> None:
+    pass
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -167,6 +172,7 @@ class Node:
         self._peer_site: PeerSite | None = None
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task] = []  # long-running loops, cancelled at stop
+        self._stop_listening: Callable[[], None] = _nothing
         self._background: set[asyncio.Task] = set()  # one-off work, awaited at stop
         self.peer_port: int | None = None
         self.local_port: int | None = None
@@ -331,6 +337,9 @@ class Node:
         await self.sign_checkpoint()
         self.ready = True
         self.outbox.start()
+        # Wake-ups from the other processes on the same database (nothing on SQLite);
+        # the periodic watch and the workers' idle poll are the fallback.
+        self._stop_listening = self.store.listen(self._changed_elsewhere)
         self.services.catchup.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         self._tasks.append(asyncio.create_task(self._checkpoints(), name="checkpoints"))
@@ -424,8 +433,25 @@ class Node:
         if not task.cancelled() and task.exception() is not None:
             self.log.error("node.background_failed", error=repr(task.exception()))
 
+    def _changed_elsewhere(self, what: str) -> None:
+        """Another process changed rows: ``outbox:<peer>`` (queued for that peer),
+        ``peers``, ``meta`` (revocations), ``tokens``, or ``*`` (the notifications
+        were interrupted: anything)."""
+        kind, _, peer_id = what.partition(":")
+        if kind == "outbox":
+            self.outbox.wake(peer_id)
+            return
+        if kind in ("peers", "meta", "*"):
+            self.directory.force_reload()  # the watch reloads at its next tick
+        if kind in ("tokens", "*"):
+            forget_tokens(self)
+        if kind == "*":
+            for peer_id in list(self.outbox.workers):
+                self.outbox.wake(peer_id)
+
     async def stop(self) -> None:
         self.ready = False
+        self._stop_listening()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

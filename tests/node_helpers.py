@@ -307,14 +307,23 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def start_serve(nd: NodeDir, *extra: str, script: Sequence[str] | None = None) -> subprocess.Popen:
-    """Start ``exchange-node serve`` (or ``script``) for ``nd``; return once it is ready."""
-    ready = nd.dir / "ready.json"
+def start_serve(
+    nd: NodeDir,
+    *extra: str,
+    script: Sequence[str] | None = None,
+    config: Path | None = None,
+    ready: Path | None = None,
+) -> subprocess.Popen:
+    """Start ``exchange-node serve`` (or ``script``) for ``nd`` (with another ``config``
+    of the same node: a second process); return once it is ready (``ready``: its
+    ready file, default ``ready.json``)."""
+    ready = ready or nd.dir / "ready.json"
     ready.unlink(missing_ok=True)
     log = open(nd.dir / "node.log", "ab")  # noqa: SIM115 - kept open for the child
     cmd = list(script) if script else [sys.executable, "-m", "exchange_node.cli"]
+    config = config or nd.config_path
     proc = subprocess.Popen(
-        [*cmd, "--config", str(nd.config_path), "serve", "--ready-file", str(ready), *extra],
+        [*cmd, "--config", str(config), "serve", "--ready-file", str(ready), *extra],
         stdout=log,
         stderr=log,
         env=child_env(),
