@@ -13,7 +13,7 @@ BUF := .tools/node_modules/.bin/buf
 # Twice quiet: errors still show, a machine's own index warnings do not.
 PIP := $(BIN)/python -m pip --quiet --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint lock proto spec bench clean
+.PHONY: setup postgresql demo test lint lock proto spec bench clean
 
 # A changed lock rebuilds the environment from scratch: nothing unlocked stays behind.
 $(STAMP): $(LOCK) pyproject.toml
@@ -25,12 +25,24 @@ $(STAMP): $(LOCK) pyproject.toml
 	@$(PIP) check
 	@touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) postgresql
+
+# The tests run the store on SQLite and on a throwaway PostgreSQL server they start
+# themselves from Debian's binaries: installed here where missing (or name a server
+# with EXCHANGE_NODE_TEST_PG_URL). `make demo` needs no database server.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+postgresql:
+	@if [ -z "$$EXCHANGE_NODE_TEST_PG_URL" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		&& ! command -v initdb >/dev/null 2>&1; then \
+		echo "Installing PostgreSQL (Debian's postgresql package) for the tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/exchange-node demo
 
-test: $(STAMP)
+test: $(STAMP) postgresql
 	$(BIN)/python -m pytest
 
 # Re-resolve every dependency to the newest versions pyproject.toml allows.

@@ -46,6 +46,7 @@ from exchange_node.audit.checkpoint import (
 from exchange_node.audit.leaf import AuditEvent, LeafKind, LeafRecord, decode_leaf, encode_leaf
 from exchange_node.audit.verify import Verifier, VerifyReport
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
+from exchange_node.store.base import connection_locks
 from exchange_node.store.migrations import AUDIT_TABLES
 
 FORMAT = "exchange-node-audit/1"
@@ -763,13 +764,6 @@ class AuditLog:
 
 
 _TREE_SIZE = "SELECT value FROM audit_meta WHERE key = 'tree_size'"
-
-
-def connection_locks(conn: Any) -> str:
-    """What locks a row read until COMMIT on this connection: `` FOR UPDATE`` on a
-    server (``PgConnection.row_lock``), nothing on SQLite, whose write transaction
-    holds the one write lock from its BEGIN IMMEDIATE."""
-    return getattr(conn, "row_lock", "")
 
 
 def _meta_bytes(value: Any) -> bytes:

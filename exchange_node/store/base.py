@@ -79,6 +79,14 @@ from exchange_node.store.records import (
 T = TypeVar("T")
 
 
+def connection_locks(conn: Any) -> str:
+    """What makes a read lock its rows until COMMIT on this connection (a
+    read-modify-write): `` FOR UPDATE`` on a server (``PgConnection.row_lock``), nothing
+    on SQLite, whose write transaction holds the one write lock from its BEGIN
+    IMMEDIATE."""
+    return getattr(conn, "row_lock", "")
+
+
 class StoreError(ExchangeError):
     """The database itself failed (I/O error, disk full, locked, corrupt, closed).
 

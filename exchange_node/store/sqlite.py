@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exchange_node.errors import ConflictError, NotFoundError, ValidationError
-from exchange_node.store.base import StoreError
+from exchange_node.store.base import StoreError, connection_locks
 from exchange_node.store.migrations import migrate
 from exchange_node.store.records import (
     ENVELOPE_HASH_LEN,
@@ -337,6 +337,23 @@ class SqliteTransaction:
 
     def delete_catchup(self, peer_id: str) -> None:
         self._conn.execute("DELETE FROM catchup WHERE peer_id = ?", (peer_id,))
+
+    def get_meta(self, key: str, *, lock: bool = False) -> bytes | None:
+        """A meta value as this transaction sees it; ``lock``: no other process may
+        change it until this one commits (a read-modify-write; SQLite's write lock
+        already covers it)."""
+        sql = "SELECT value FROM meta WHERE key = ?" + (
+            connection_locks(self._conn) if lock else ""
+        )
+        rows = _rows(self._conn, sql, (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
