@@ -91,6 +91,14 @@ def _audit(cfg: Config, write: bool = True) -> AuditLog:
     return open_audit_log(cfg, None, keys.local.signing_key.private if keys else None)
 
 
+def _audit_source(cfg: Config) -> Path | AuditLog:
+    """What the audit commands read: the node's database file, or (PostgreSQL) its
+    audit log opened on the server, read-only."""
+    if cfg.store.url:
+        return _audit(cfg, write=False)
+    return _audit_path(cfg)
+
+
 def _audit_path(cfg: Config) -> Path:
     """The node's database, where its audit log lives (created and migrated if need be)."""
     from exchange_node.node import prepare_database

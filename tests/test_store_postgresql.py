@@ -1,0 +1,152 @@
+"""What only the PostgreSQL store has: its configuration (the password never in the
+file), its schema bookkeeping, and a node's audit commands on the server.
+
+The behaviour both backends share is specified once, in the other store, delivery and
+API tests, which run on each (tests/pg_harness.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import psycopg
+import pytest
+
+from exchange_node.config import ConfigError, load_config
+from exchange_node.errors import ExchangeError
+from exchange_node.node import open_store
+from exchange_node.store.migrations import SCHEMA_VERSION
+from exchange_node.store.postgresql import PostgresStore, redact, translate
+from tests import node_helpers
+from tests.node_helpers import fraud_notice, make_net, run_cli
+from tests.pg_harness import PASSWORD, PASSWORD_ROLE, selected_backends
+
+JPN, PHL = "JPN-ISA", "PHL-DFA"
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_selected(request):
+    if "postgresql" not in selected_backends(request.config):
+        pytest.skip("PostgreSQL is not among the selected --store-backend")
+
+
+def config_with(tmp_path, store: str):
+    path = tmp_path / "node.toml"
+    path.write_text(f'[node]\nid = "JPN-ISA"\ncountry = "JPN"\n\n[store]\n{store}\n')
+    return path
+
+
+def test_placeholders_become_psycopgs_and_a_literal_percent_survives():
+    assert translate("SELECT 1 WHERE a = ? AND b LIKE '5%'") == (
+        "SELECT 1 WHERE a = %s AND b LIKE '5%%'"
+    )
+
+
+def test_a_password_in_the_url_is_refused_without_being_repeated(tmp_path):
+    path = config_with(tmp_path, 'url = "postgresql://node:s3cret-pw@db.example/exchange"')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "password_file" in str(err.value) and "s3cret-pw" not in str(err.value)
+    assert redact("postgresql://node:s3cret-pw@db:5432/x") == "postgresql://node@db:5432/x"
+
+
+def test_a_url_that_is_not_postgresql_is_refused_with_the_expected_form(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[store\] url: expected a URL like postgresql://"):
+        load_config(config_with(tmp_path, 'url = "mysql://db/exchange"'))
+
+
+def test_a_missing_password_file_or_variable_is_named(tmp_path, monkeypatch):
+    cfg = load_config(config_with(tmp_path, 'url = "postgresql://n@db/x"\npassword_file = "db.pw"'))
+    with pytest.raises(ConfigError, match="password_file: cannot read"):
+        cfg.store_password  # noqa: B018
+    monkeypatch.delenv("EXN_TEST_DB_PW", raising=False)
+    cfg = load_config(
+        config_with(tmp_path, 'url = "postgresql://n@db/x"\npassword_env = "EXN_TEST_DB_PW"')
+    )
+    with pytest.raises(ConfigError, match="EXN_TEST_DB_PW is not set"):
+        cfg.store_password  # noqa: B018
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+async def test_the_password_comes_from_the_file_or_variable_the_config_names(
+    tmp_path, pg_server, monkeypatch, source
+):
+    if pg_server.data_dir is None:
+        pytest.skip("needs the harness's own server (its password role)")
+    schema = pg_server.create_database()
+    url = pg_server.url(schema, user=PASSWORD_ROLE)
+    if source == "file":
+        (tmp_path / "db.pw").write_text(PASSWORD + "\n")
+        os.chmod(tmp_path / "db.pw", 0o600)
+        line = 'password_file = "db.pw"'
+    else:
+        monkeypatch.setenv("EXN_TEST_DB_PW", PASSWORD)
+        line = 'password_env = "EXN_TEST_DB_PW"'
+    cfg = load_config(config_with(tmp_path, f'url = "{url}"\n{line}'))
+    store = await open_store(cfg)
+    try:
+        await store.set_meta("k", b"v")
+        assert store.get_meta("k") == b"v"
+    finally:
+        await store.close()
+    # Without it, the server refuses the connection: the password is really checked.
+    with pytest.raises(ExchangeError) as err:
+        await PostgresStore.open(url)
+    assert err.value.code == "store_unavailable"
+
+
+async def test_a_database_of_another_application_is_refused_and_left_alone(pg_server):
+    url = pg_server.url(pg_server.create_database())
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id BIGINT)")
+    with pytest.raises(ExchangeError) as err:
+        await PostgresStore.open(url)
+    assert err.value.code == "store_not_ours"
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+    assert tables == [("invoices",)]
+
+
+async def test_a_schema_newer_than_this_release_is_refused(pg_url):
+    await (await PostgresStore.open(pg_url)).close()  # created at this version, then
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE exchange_node_schema SET version = version + 1")
+    with pytest.raises(ExchangeError) as err:
+        await PostgresStore.open(pg_url)
+    assert err.value.code == "store_schema_too_new"
+
+
+async def test_processes_opening_a_new_database_at_once_migrate_it_once(pg_url):
+    stores = await asyncio.gather(*(PostgresStore.open(pg_url) for _ in range(3)))
+    try:
+        infos = [await s.info() for s in stores]
+        assert {i.schema_version for i in infos} == {SCHEMA_VERSION}
+        assert stores[0]._read("SELECT count(*) FROM exchange_node_schema")[0][0] == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_the_audit_commands_read_the_log_on_the_server(tmp_path, pg_server, capsys):
+    node_helpers.NEW_DATABASE = lambda: pg_server.url(pg_server.create_database())
+    try:
+        net = await make_net(tmp_path, [JPN, PHL])
+    finally:
+        node_helpers.NEW_DATABASE = None
+    jpn = await net[JPN].open()
+    try:
+        await jpn.submit(fraud_notice(), [PHL])
+        await jpn.sign_checkpoint()
+    finally:
+        await net.stop_all()
+    config = ["--config", str(net[JPN].config_path)]
+    capsys.readouterr()
+    assert await asyncio.to_thread(run_cli, [*config, "audit", "verify"]) == 0
+    assert await asyncio.to_thread(run_cli, [*config, "audit", "show", "--kind",
+                                             "notice.submitted"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "OK" in out and "notice.submitted" in out
+    assert not (net[JPN].data / "node.sqlite").exists()  # nothing went to a file
