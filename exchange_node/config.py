@@ -260,6 +260,16 @@ def _check(path: Path, cfg: Config) -> None:
                 raise bad(f"[peers.{peer_id}] allow", f"a list of {', '.join(NOTICE_KINDS)}", kind)
 
 
+def check_store(path: Path | str, st: StoreSection) -> None:
+    """The checks ``load_config`` makes of a ``[store]`` section (for a section the
+    command line builds). ConfigError with the one line to show."""
+
+    def bad(key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(f"{path}: {key}: expected {expected}, got {got!r}")
+
+    _check_store(Path(path), st, bad)
+
+
 def _check_store(
     path: Path, st: StoreSection, bad: Callable[[str, str, object], ConfigError]
 ) -> None:

@@ -330,6 +330,7 @@ async def test_a_forged_cursor_is_refused(pair):
 )
 async def test_http_errors_are_problem_details(pair, method, path, kwargs, status, code):
     jpn, phl, cj, cp = pair
+    kwargs = dict(kwargs)  # the parameter is shared by every run of the test
     headers = {**cj.headers, **kwargs.pop("headers", {})}
     async with cj.session.request(method, cj.base + path, headers=headers, **kwargs) as resp:
         assert resp.status == status

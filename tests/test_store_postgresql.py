@@ -19,7 +19,7 @@ from exchange_node.node import open_store
 from exchange_node.store.migrations import SCHEMA_VERSION
 from exchange_node.store.postgresql import PostgresStore, redact, translate
 from tests import node_helpers
-from tests.node_helpers import fraud_notice, make_net, run_cli
+from tests.node_helpers import fraud_notice, make_net, now_ms, run_cli, settled, wait_for
 from tests.pg_harness import PASSWORD, PASSWORD_ROLE, selected_backends
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
@@ -150,3 +150,51 @@ async def test_the_audit_commands_read_the_log_on_the_server(tmp_path, pg_server
     out = capsys.readouterr().out
     assert "OK" in out and "notice.submitted" in out
     assert not (net[JPN].data / "node.sqlite").exists()  # nothing went to a file
+
+
+async def test_a_sqlite_node_moved_to_postgresql_keeps_its_data_and_its_verified_audit_log(
+    tmp_path, pg_server, capsys
+):
+    net = await make_net(tmp_path, [JPN, PHL])  # both on SQLite
+    phl = await net[PHL].start()
+    jpn = await net[JPN].start()
+    sent = [(await jpn.submit(fraud_notice(f"P{i:07d}"), [PHL]))[0] for i in range(5)]
+    await wait_for(lambda: settled(jpn.store, [s.message_id for s in sent]), what="delivery")
+    token = await jpn.store.create_token("desk", "document_officer", "x" * 32, now_ms())
+    await jpn.sign_checkpoint()
+    root_before = jpn.audit.root()
+    await net[JPN].stop()
+
+    url = pg_server.url(pg_server.create_database())
+    config = ["--config", str(net[JPN].config_path)]
+    capsys.readouterr()
+    args = [*config, "store", "migrate-to-postgresql", "--url", url]
+    assert await asyncio.to_thread(run_cli, args) == 0
+    out = capsys.readouterr().out
+    assert "verified on PostgreSQL" in out and f'url = "{url}"' in out
+    # Into a database that holds a node's data already: refused, nothing changed.
+    assert await asyncio.to_thread(run_cli, args) != 0
+    assert "store_target_not_empty" in capsys.readouterr().err
+
+    with net[JPN].config_path.open("a") as f:
+        f.write(f'\n[store]\nurl = "{url}"\n')
+    jpn = await net[JPN].start()
+    assert jpn.config.store.url and isinstance(jpn.store, PostgresStore)
+    assert [jpn.store.message_status(s.message_id)[0].state for s in sent] == ["delivered"] * 5
+    assert jpn.store.find_active_token(token.secret_hash) == token
+    assert {p.node_id for p in jpn.store.list_peers()} == {PHL}
+    assert jpn.audit.root(tree_size=_size_of(root_before, jpn)) == root_before
+    # New rows continue after the copied ids, and delivery goes on from the server.
+    (more,) = await jpn.submit(fraud_notice("P9999999"), [PHL])
+    assert more.outbox_id > max(s.outbox_id for s in sent)
+    await wait_for(lambda: settled(jpn.store, [more.message_id]), what="delivery after the move")
+    assert phl.store.get_inbox(JPN, more.message_id) is not None
+    await net.stop_all()
+
+
+def _size_of(root: bytes, node) -> int:
+    """The tree size whose root is ``root`` (the log grew since: start-up leaves)."""
+    for size in range(node.audit.size, 0, -1):
+        if node.audit.root(size) == root:
+            return size
+    raise AssertionError("the root before the move is not a prefix of the log")

@@ -523,3 +523,112 @@ class PostgresStore(SqliteStore):
             ]
 
         return await self._write(job, transactional=False)  # type: ignore[arg-type]
+
+
+# --- moving a node from SQLite -----------------------------------------------------------------
+
+COPY_CHUNK = 2_000
+
+_DERIVED = frozenset({"outbox_counts"})
+"""Kept by the outbox triggers: rebuilt as the outbox rows are copied, then compared."""
+
+
+def copy_from_sqlite(sqlite_path: str, url: str, password: str | None = None) -> dict[str, int]:
+    """Copy every row of the node database at ``sqlite_path`` (schema at this release's
+    version) into the empty PostgreSQL database at ``url``, in ONE transaction, ids and
+    the catch-up cursors' rowids kept; then check that each table holds as many rows as
+    the file. Returns the rows copied per table. Refuses (``ConflictError
+    store_target_not_empty``) a database that already holds a node's data.
+
+    The audit log is checked by the caller (``AuditLog.verify`` with the node's keys and
+    the same root on both sides): the tree is copied leaf for leaf and node for node.
+    """
+    from exchange_node.errors import ConflictError
+
+    where = redact(url)
+    src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    dst = _connect_writer(url, connection_options(password), where)
+    try:
+        if src.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            raise StoreError(
+                "store_schema_mismatch",
+                f"{sqlite_path} is not at schema version {SCHEMA_VERSION}: open it once "
+                "with this release (any command does), then copy it",
+                "store.path",
+            )
+        tables = [
+            name
+            for (name,) in src.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        copied: dict[str, int] = {}
+        dst.execute("BEGIN IMMEDIATE")
+        try:
+            for table in tables:
+                if dst.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
+                    raise ConflictError(
+                        "store_target_not_empty",
+                        f"{where} already holds data ({table}); copy into a new, empty database",
+                        "url",
+                    )
+            # Parents first: case events refer to cases, outbox rows to receipts.
+            order = sorted(tables, key=lambda t: (t not in ("cases", "receipts"), t))
+            for table in order:
+                if table not in _DERIVED:
+                    copied[table] = _copy_table(src, dst, table)
+            _advance_identities(dst)
+            for table in tables:
+                want = src.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                have = dst.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                if want != have:
+                    raise StoreError(
+                        "store_copy_mismatch",
+                        f"{table}: {want} row(s) in {sqlite_path}, {have} copied; nothing was kept",
+                    )
+            dst.execute("COMMIT")
+        except BaseException:
+            if dst.in_transaction:
+                dst.execute("ROLLBACK")
+            raise
+        return copied
+    finally:
+        src.close()
+        dst.close()
+
+
+def _copy_table(src: sqlite3.Connection, dst: PgConnection, table: str) -> int:
+    columns = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+    if table == "doc_notices":
+        columns = ["rowid", *columns]  # the catch-up cursor: explicit on PostgreSQL
+    names = ", ".join(columns)
+    insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
+    cur = src.execute(f"SELECT {names} FROM {table} ORDER BY 1")
+    total = 0
+    while rows := cur.fetchmany(COPY_CHUNK):
+        if table == "audit_meta":  # untyped there, TEXT here
+            rows = [(key, _meta_text(value)) for key, value in rows]
+        dst.executemany(insert, rows)
+        total += len(rows)
+    return total
+
+
+def _meta_text(value: Any) -> str:
+    """An ``audit_meta`` value as the TEXT column keeps it (bytes in PostgreSQL's hex
+    form, as an assignment of a bytea would store them)."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    return str(value)
+
+
+def _advance_identities(dst: PgConnection) -> None:
+    """Ids the database assigns continue after the highest copied one."""
+    for table, column in dst.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND is_identity = 'YES'"
+    ).fetchall():
+        dst.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), max({column})) "
+            f"FROM {table} HAVING max({column}) IS NOT NULL"
+        )
