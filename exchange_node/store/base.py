@@ -23,8 +23,11 @@ How an operation keeps it:
 Each transaction is labelled: ``store/faults.py`` kills the process at its commit points
 for the crash tests (``tests/test_crash_points.py``).
 
-One implementation exists today (:class:`exchange_node.store.sqlite.SqliteStore`); a
-PostgreSQL one is added behind the same protocol. Rows cross this boundary as the frozen
+Two implementations share one text of every query:
+:class:`exchange_node.store.sqlite.SqliteStore` (embedded, one process) and
+:class:`exchange_node.store.postgresql.PostgresStore` (a server shared by several node
+processes), which runs SqliteStore's own methods on a connection adapter. New SQL must
+therefore be portable: the rules are in :mod:`exchange_node.store.migrations`. Rows cross this boundary as the frozen
 dataclasses of :mod:`exchange_node.store.records`, never as driver rows; no SQL exists
 outside ``store/`` (the audit log's tree, ``audit/log.py``, aside: it runs on the
 connection the store hands it).
