@@ -18,6 +18,7 @@ from exchange_node.errors import ExchangeError
 from exchange_node.node import open_store
 from exchange_node.store.migrations import SCHEMA_VERSION
 from exchange_node.store.postgresql import PostgresStore, redact, translate
+from exchange_node.store.records import OutboxItem
 from tests import node_helpers
 from tests.node_helpers import fraud_notice, make_net, now_ms, run_cli, settled, wait_for
 from tests.pg_harness import PASSWORD, PASSWORD_ROLE, selected_backends
@@ -198,3 +199,44 @@ def _size_of(root: bytes, node) -> int:
         if node.audit.root(size) == root:
             return size
     raise AssertionError("the root before the move is not a prefix of the log")
+
+
+async def test_a_peers_queue_is_leased_to_one_process_until_released_or_expired(pg_url):
+    a, b = await PostgresStore.open(pg_url), await PostgresStore.open(pg_url)
+    try:
+        assert await a.claim_delivery(PHL, "proc-a", 60)
+        assert not await b.claim_delivery(PHL, "proc-b", 60)  # held and live
+        assert await a.claim_delivery(PHL, "proc-a", 60)  # renewed by its holder
+        assert await b.claim_delivery(JPN, "proc-b", 60)  # another peer: free
+        await a.release_delivery([PHL], "proc-a")
+        assert await b.claim_delivery(PHL, "proc-b", 0.05)  # released: taken at once
+        await wait_for(lambda: a.claim_delivery(PHL, "proc-a", 60), what="the expired lease")
+        assert not await b.claim_delivery(PHL, "proc-b", 60)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_changes_made_by_another_process_are_notified(pg_url):
+    listener, other = await PostgresStore.open(pg_url), await PostgresStore.open(pg_url)
+    heard: list[str] = []
+    stop = listener.listen(heard.append)
+    try:
+        # The listening connection is up once a first notification arrives.
+        await wait_for(_notified(other, heard, "peers"), what="the listener")
+        await other.enqueue([OutboxItem(PHL, b"\x01" * 16, b"sealed", b"payload", 1)])
+        await other.create_token("desk", "document_officer", "y" * 32, 1)
+        await wait_for(lambda: {"outbox:PHL-DFA", "tokens"} <= set(heard), what="notifications")
+    finally:
+        stop()
+        await listener.close()
+        await other.close()
+
+
+def _notified(store, heard: list[str], what: str):
+    async def check() -> bool:
+        if what not in heard:
+            await store.upsert_peer(PHL, b"card", "fp", at=now_ms())
+        return what in heard
+
+    return check
