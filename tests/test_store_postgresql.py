@@ -240,3 +240,22 @@ def _notified(store, heard: list[str], what: str):
         return what in heard
 
     return check
+
+
+async def test_the_audit_log_records_its_public_key_on_the_server_as_raw_bytes(pg_url):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from exchange_node.audit.log import AuditLog
+
+    key = Ed25519PrivateKey.generate()
+    store = await PostgresStore.open(pg_url)
+    try:
+        with AuditLog(store.path, node_id=JPN, signing_key=key,
+                      connection=store.audit_connection()) as log:  # fmt: skip
+            log.sign_checkpoint(now_ms())
+            raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            assert log.stored_public_key() == raw
+            assert log.verify(key.public_key()).ok
+    finally:
+        await store.close()
