@@ -259,3 +259,36 @@ async def test_the_audit_log_records_its_public_key_on_the_server_as_raw_bytes(p
             assert log.verify(key.public_key()).ok
     finally:
         await store.close()
+
+
+async def test_a_deadlock_between_two_processes_is_retried_and_both_commit(pg_url):
+    import threading
+
+    a, b = await PostgresStore.open(pg_url), await PostgresStore.open(pg_url)
+    await a.set_meta("k1", b"0")
+    await a.set_meta("k2", b"0")
+    b_holds_k2 = threading.Event()
+
+    def work_a(tx):  # k1 then k2
+        tx.get_meta("k1", lock=True)
+        b_holds_k2.wait(10)
+        tx.get_meta("k2", lock=True)
+        tx.set_meta("k1", b"a")
+        return "a"
+
+    def work_b(tx):  # k2 then k1: the opposite order
+        tx.get_meta("k2", lock=True)
+        b_holds_k2.set()
+        tx.get_meta("k1", lock=True)
+        tx.set_meta("k2", b"b")
+        return "b"
+
+    try:
+        done = await asyncio.gather(
+            a.transaction(work_a, label="test"), b.transaction(work_b, label="test")
+        )
+        assert done == ["a", "b"]
+        assert (a.get_meta("k1"), a.get_meta("k2")) == (b"a", b"b")
+    finally:
+        await a.close()
+        await b.close()

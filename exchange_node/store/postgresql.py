@@ -102,6 +102,16 @@ class PgOperationalError(sqlite3.OperationalError):
     deadlock, disk full, read-only): a storage failure, retry later."""
 
 
+class PgTransientError(PgOperationalError):
+    """The server aborted the transaction to let another one through (a deadlock
+    between processes, a serialization failure): the writer runs the group again."""
+
+    transient = True
+
+
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
 class PgDataError(sqlite3.DataError):
     """A value the column cannot hold."""
 
@@ -115,8 +125,10 @@ class PgDatabaseError(sqlite3.DatabaseError):
 
 
 def _mapped(exc: psycopg.Error) -> sqlite3.Error:
-    if isinstance(exc, psycopg.IntegrityError):
-        cls: type[sqlite3.Error] = PgIntegrityError
+    if getattr(exc, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        cls: type[sqlite3.Error] = PgTransientError
+    elif isinstance(exc, psycopg.IntegrityError):
+        cls = PgIntegrityError
     elif isinstance(exc, psycopg.DataError):
         cls = PgDataError
     elif isinstance(exc, psycopg.ProgrammingError):
