@@ -291,6 +291,25 @@ class Store(Protocol):
 
     async def set_meta(self, key: str, value: bytes) -> None: ...
 
+    # --- several processes on one database (PostgreSQL; SQLite: one process) -----------
+
+    async def claim_delivery(self, peer_id: str, owner: str, ttl_s: float) -> bool:
+        """Hold the lease on ``peer_id``'s queue for ``ttl_s`` more seconds (claim or
+        renew); False while another live process holds it (``delivery/leases.py``)."""
+        ...
+
+    async def release_delivery(self, peer_ids: Sequence[str], owner: str) -> None: ...
+
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Hear what other processes change (``outbox:<peer>``, ``peers``, ``tokens``,
+        ``meta``; ``*`` after an interruption) on the caller's loop; returns the stop."""
+        ...
+
+    def audit_connection(self) -> Any:
+        """The connection ``AuditLog(store.path, connection=...)`` reads through, or
+        None: the log opens the database file itself."""
+        ...
+
     # --- operations ----------------------------------------------------------------------
 
     def writer_stats(self) -> WriterStats: ...
