@@ -5,8 +5,8 @@ selected with ``--store-backend`` (``sqlite``, ``postgresql`` or ``both``, the
 default). For PostgreSQL the harness uses the server named by
 ``EXCHANGE_NODE_TEST_PG_URL`` (a role allowed to create databases), or else starts one
 of its own from Debian's binaries (``/usr/lib/postgresql/<n>/bin``, or ``initdb`` on
-``PATH``) in a temporary directory, on 127.0.0.1 and a free port, fsync on, stopped at
-the end of the session. As root it runs the server as the ``postgres`` user (the server
+``PATH``) in a temporary directory, on 127.0.0.1 and a free port, fsync on, TLS with a
+certificate of a CA of its own (``PgServer.ca_file``), stopped at the end of the session. As root it runs the server as the ``postgres`` user (the server
 refuses to run as root). Each test gets a database of its own: a schema of one session
 database, named in the URL (``options=-csearch_path=...``), which costs a few catalog
 rows where a CREATE DATABASE copies megabytes.
@@ -90,6 +90,7 @@ class PgServer:
     as_user: tuple[str, ...] = ()
     log: Path | None = None
     database: str = ""  # the session's database, made by open_session
+    ca_file: Path | None = None  # the CA of the harness's server certificate (TLS)
     _names = itertools.count()
 
     def url(self, schema: str, user: str | None = None) -> str:
@@ -165,17 +166,71 @@ def start_server(root: Path) -> PgServer:
         f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n"
         "host all all 127.0.0.1/32 trust\n"
     )
+    ca_file = server_certificate(root, data, owner="postgres" if as_user else None)
     with (data / "postgresql.conf").open("a") as conf:
         conf.write(
             f"listen_addresses = '127.0.0.1'\nport = {port}\n"
             f"unix_socket_directories = '{root}'\nfsync = on\nsynchronous_commit = on\n"
             "max_connections = 300\nshared_buffers = 32MB\n"
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
         )
     run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start")
     server = PgServer(f"postgresql://exn@127.0.0.1:{port}/postgres", data, bin_dir, as_user, log)
+    server.ca_file = ca_file
     with psycopg.connect(server.admin_url, autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
     return server
+
+
+def server_certificate(root: Path, data: Path, owner: str | None) -> Path:
+    """A CA and a certificate for 127.0.0.1 signed by it, for the server's TLS; the CA's
+    certificate is returned for clients' ``sslrootcert``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "exchange-node test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        ), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    (data / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (data / "server.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    os.chmod(data / "server.key", 0o600)
+    if owner is not None:
+        for name in ("server.crt", "server.key"):
+            shutil.chown(data / name, owner, owner)
+    ca_file = root / "ca.crt"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    os.chmod(ca_file, 0o644)
+    return ca_file
 
 
 def partial_run(as_user: tuple[str, ...]):

@@ -21,7 +21,7 @@ from exchange_node.store.postgresql import PostgresStore, redact, translate
 from exchange_node.store.records import OutboxItem
 from tests import node_helpers
 from tests.node_helpers import fraud_notice, make_net, now_ms, run_cli, settled, wait_for
-from tests.pg_harness import PASSWORD, PASSWORD_ROLE, selected_backends
+from tests.pg_harness import PASSWORD, PASSWORD_ROLE, selected_backends, server_certificate
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 
@@ -292,3 +292,21 @@ async def test_a_deadlock_between_two_processes_is_retried_and_both_commit(pg_ur
     finally:
         await a.close()
         await b.close()
+
+
+async def test_tls_to_the_database_is_verified_when_the_url_asks_for_it(pg_server, tmp_path):
+    if pg_server.ca_file is None:
+        pytest.skip("needs the harness's own server (its certificate)")
+    url = pg_server.url(pg_server.create_database())
+    verified = f"{url}&sslmode=verify-full&sslrootcert={pg_server.ca_file}"
+    store = await PostgresStore.open(verified)
+    try:
+        assert store._read("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [(True,)]
+    finally:
+        await store.close()
+    # Another CA than the server's: the connection is refused, nothing is opened.
+    (tmp_path / "d").mkdir()
+    other = server_certificate(tmp_path, tmp_path / "d", owner=None)
+    with pytest.raises(ExchangeError) as err:
+        await PostgresStore.open(f"{url}&sslmode=verify-full&sslrootcert={other}")
+    assert err.value.code == "store_unavailable" and "SSL" in str(err.value)
