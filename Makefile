@@ -19,7 +19,7 @@ PIP := $(BIN)/python -m pip --quiet --quiet --disable-pip-version-check
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint lock proto spec bench clean chromium screenshots
+.PHONY: setup postgresql demo test lint lock proto spec bench clean chromium screenshots
 
 # A changed lock rebuilds the environment from scratch: nothing unlocked stays behind.
 $(STAMP): $(LOCK) pyproject.toml
@@ -37,12 +37,23 @@ chromium:
 	  { $(SUDO) apt-get update >/dev/null && $(SUDO) apt-get install -y chromium >/dev/null; } || \
 	  echo "could not install chromium: the console's browser tests will fail"; }
 
-setup: $(STAMP) chromium
+setup: $(STAMP) chromium postgresql
+
+# The tests run the store on SQLite and on a throwaway PostgreSQL server they start
+# themselves from Debian's binaries: installed here where missing (or name a server
+# with EXCHANGE_NODE_TEST_PG_URL). `make demo` needs no database server.
+postgresql:
+	@if [ -z "$$EXCHANGE_NODE_TEST_PG_URL" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		&& ! command -v initdb >/dev/null 2>&1; then \
+		echo "Installing PostgreSQL (Debian's postgresql package) for the tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/exchange-node demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium postgresql
 	$(BIN)/python -m pytest
 
 # The console's pages as PNG in docs/console/, taken by its browser tests.

@@ -3,6 +3,7 @@
 Usage: .venv/bin/python bench/e2e.py [--quick] [--n N] [--suite S] [--plain-http]
                                      [--via direct|api|both] [--code CHECKOUT]
                                      [--profile cprofile|py-spy] [--experiment NAME]
+                                     [--store sqlite|postgresql] [--workers N] [--pg-url URL]
 
 Two nodes (JPN-ISA sends, PHL-DFA receives) are created with fresh identities in a
 temporary directory and pin each other's cards, as ``exchange-node demo`` does. Mutual
@@ -53,6 +54,14 @@ Yardsticks measured before the nodes start, on an idle machine:
   JSON body, as the local API is reached (its server CPU is the floor of the API's
   HTTP share).
 
+``--store postgresql`` keeps each node's store and audit log in a PostgreSQL database of
+its own, on the server at ``--pg-url`` (a role that may create databases) or on a
+throwaway one started like the tests' (tests/pg_harness.py). ``--workers N`` (with
+``--via api``) runs the sender as N ``serve`` processes on its one database, the load
+spread over their local APIs as a load balancer would; they share the delivery to the
+receiver by lease (one process delivers a peer's queue at a time), so N scales
+submission, not one peer link. CPU figures then count the first sender process only.
+
 ``--code CHECKOUT`` measures another checkout's ``exchange_node`` (an older commit, with
 its own ``make setup``) with these same scripts: the driver runs itself again on that
 checkout's ``.venv`` with it first on the path, and every child inherits that.
@@ -65,7 +74,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -76,7 +87,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -525,6 +536,10 @@ class BenchNode:
         return self.dir / "data"
 
 
+NEW_DATABASE: Callable[[], str] | None = None
+"""With ``--store postgresql``: a new database's URL for each node created."""
+
+
 def cli(node: BenchNode, *args: str) -> str:
     cmd = [sys.executable, "-m", "exchange_node.cli", "--config", str(node.config), *args]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=CODE)
@@ -553,6 +568,8 @@ def create_node(work: Path, node_id: str, country: str, suite: str, plain: bool)
         allow_plain_http=plain,
     )
     text = text.replace('suite = "mlkem768-x25519"', f'suite = "{suite}"', 1)
+    if NEW_DATABASE is not None:
+        text += f'\n[store]\nurl = "{NEW_DATABASE()}"\n'
     n.config.write_text(text)
     cfg = load_config(n.config)
     n.data.mkdir(mode=0o700)
@@ -1065,7 +1082,12 @@ class SenderDb:
     def __init__(self, path: str, peer: str) -> None:
         import sqlite3
 
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        if path.startswith("postgresql://"):  # the same SQL, through the store's adapter
+            from exchange_node.store.postgresql import PgConnection
+
+            self.conn = PgConnection(path, {}, read_only=True)
+        else:
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         self.peer = peer
 
     def done(self) -> int:
@@ -1161,9 +1183,11 @@ async def load_main(args) -> dict:
     timeout = aiohttp.ClientTimeout(total=args.phase_timeout)
     session = aiohttp.ClientSession(connector=connector, timeout=timeout)
 
+    urls = itertools.cycle(args.local_url.split(","))  # one per sender process
+
     async def post(path: str, data: bytes) -> tuple[int, bytes, float]:
         t0 = time.perf_counter()
-        async with session.post(args.local_url + path, data=data, headers=headers) as resp:
+        async with session.post(next(urls) + path, data=data, headers=headers) as resp:
             raw = await resp.read()
             status = resp.status
         return status, raw, time.perf_counter() - t0
@@ -1703,15 +1727,22 @@ def run_api(
         return [sys.executable, *cmd]
 
     receiver = sender = None
+    others: list[subprocess.Popen] = []
     try:
         receiver = start_proc(node_cmd(r, "receiver"), r.dir / "node.log", r.dir / "ready.json")
         sender = start_proc(node_cmd(s, "sender"), s.dir / "node.log", s.dir / "ready.json")
-        local_port = json.loads((s.dir / "ready.json").read_text())["local_port"]
+        local_ports = [json.loads((s.dir / "ready.json").read_text())["local_port"]]
+        for i in range(1, args.workers):
+            w = worker_of(s, i)
+            others.append(start_proc(node_cmd(w, f"sender-{i}"), w.dir / "node.log",
+                                     w.dir / "ready.json"))  # fmt: skip
+            local_ports.append(json.loads((w.dir / "ready.json").read_text())["local_port"])
         result_path = adir / "load-result.json"
         lcmd = [sys.executable, __file__, "--role", "load", "--token", token]
-        lcmd += ["--local-url", f"http://127.0.0.1:{local_port}", "--peer", RECEIVER]
+        urls = ",".join(f"http://127.0.0.1:{p}" for p in local_ports)
+        lcmd += ["--local-url", urls, "--peer", RECEIVER]
         lcmd += ["--sender-pid", str(sender.pid), "--receiver-pid", str(receiver.pid)]
-        lcmd += ["--sender-db", str(s.data / "node.sqlite"), "--result", str(result_path)]
+        lcmd += ["--sender-db", sender_db(s), "--result", str(result_path)]
         lcmd += ["--sender-names", str(s.dir / "names"), "--receiver-names", str(r.dir / "names")]
         lcmd += ["--n", str(args.n), "--concurrency", str(args.concurrency)]
         lcmd += ["--idle", str(args.idle), "--rate", str(args.rate)]
@@ -1727,6 +1758,8 @@ def run_api(
             raise RuntimeError(f"the load generator failed; see {adir / 'load.log'}")
         out = json.loads(result_path.read_text())
     finally:
+        for proc in others:
+            stop_proc(proc)
         stop_proc(sender)
         stop_proc(receiver)
 
@@ -1867,6 +1900,12 @@ def main(argv: list[str] | None = None) -> int:
         "--experiment", action="append", default=[], choices=sorted(EXPERIMENTS),
         help="patch a candidate optimisation into both nodes (repeatable)",
     )  # fmt: skip
+    ap.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument(
+        "--workers", type=int, default=1,
+        help="sender processes on one database (PostgreSQL, --via api)",
+    )  # fmt: skip
+    ap.add_argument("--pg-url", help="a PostgreSQL server (default: start a throwaway one)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument(
         "--trace", action="store_true", help="print the wall time of each delivery stage"
@@ -1900,6 +1939,8 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, E2E_CODE=str(code), PYTHONPATH=str(code))
         os.execve(str(python), [str(python), __file__, *(argv or sys.argv[1:])], env)
 
+    if args.workers < 1 or (args.workers > 1 and (args.store == "sqlite" or args.via != "api")):
+        ap.error("--workers N > 1 needs --store postgresql and --via api")
     args.n = args.n or (2000 if args.quick else 20000)
     args.rate_seconds = (
         args.rate_seconds if args.rate_seconds is not None else (2 if args.quick else 5)
@@ -1926,11 +1967,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiment:
         print(f"  EXPERIMENTS   {', '.join(args.experiment)} (patched; not the repository's code)")
 
+    print(f"  store         {args.store}, {args.workers} sender process(es)")
     work = Path(tempfile.mkdtemp(prefix="exchange-node-e2e-"))
     os.chmod(work, 0o700)
     suites = list(SUITES) if args.suite == "both" else [args.suite]
     failed = False
+    databases = contextlib.ExitStack()
     try:
+        if args.store == "postgresql":
+            global NEW_DATABASE
+            NEW_DATABASE = databases.enter_context(postgresql_databases(args.pg_url))
         for suite in suites:
             args.envelope_bytes = envelope_size(suite)
             run_suite(args, suite, work)
@@ -1939,12 +1985,70 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        databases.close()
         print(f"\nload average at the end: {_crypto_bench().machine.load_average()}")
         if args.keep or failed:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
+
+
+def sender_db(s: BenchNode) -> str:
+    """What the load process reads the sender's deliveries from: its file or URL."""
+    from exchange_node.config import load_config
+
+    return load_config(s.config).store.url or str(s.data / "node.sqlite")
+
+
+def worker_of(s: BenchNode, i: int) -> BenchNode:
+    """Another process of node ``s``: its config with its own ports, the same data
+    directory and database."""
+    w = BenchNode(s.node_id, s.country, s.dir / f"worker-{i}", free_port(), free_port())
+    w.dir.mkdir()
+    text = s.config.read_text().replace('data_dir = "data"', f'data_dir = "{s.data}"', 1)
+    text = text.replace(f'127.0.0.1:{s.peer_port}"', f'127.0.0.1:{w.peer_port}"', 1)
+    text = text.replace(f'127.0.0.1:{s.local_port}"', f'127.0.0.1:{w.local_port}"', 1)
+    w.config.write_text(text)
+    return w
+
+
+@contextlib.contextmanager
+def postgresql_databases(pg_url: str | None) -> Iterator[Callable[[], str]]:
+    """A function making a new database on ``pg_url``'s server, or on a throwaway one;
+    every database made is dropped (and the server stopped) at the end."""
+    import psycopg
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.pg_harness import PgServer, start_server
+
+    root = None
+    if pg_url:
+        server = PgServer(pg_url)
+    else:
+        # Its own directory in /tmp: the server's user must reach it.
+        root = Path(tempfile.mkdtemp(prefix="exn-bench-pg-"))
+        server = start_server(root)
+    made: list[str] = []
+    base, _, _ = server.admin_url.rpartition("/")
+
+    def new() -> str:
+        name = f"exn_e2e_{os.getpid()}_{len(made)}"
+        with psycopg.connect(server.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return f"{base}/{name}"
+
+    try:
+        yield new
+    finally:
+        if root is not None:
+            server.pg_ctl("stop", "-m", "fast", "-w")
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            with psycopg.connect(server.admin_url, autocommit=True) as conn:
+                for name in made:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def code_version() -> str:

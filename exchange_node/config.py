@@ -10,9 +10,12 @@ and what is expected, e.g.::
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -145,6 +148,19 @@ class RetentionSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     interval_seconds: int = 3600
 
 
+class StoreSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # "" keeps everything in data_dir/node.sqlite (embedded SQLite). A libpq URL
+    # ("postgresql://node@db.example:5432/exchange?sslmode=verify-full") puts the
+    # store and the audit log in that PostgreSQL database, shared by every process of
+    # the node. Never with a password in it: see password_file / password_env.
+    url: str = ""
+    # Where the database password is: a file (0600; relative to this file) or the
+    # name of an environment variable. Neither: libpq's own (~/.pgpass, PGPASSWORD,
+    # a client certificate).
+    password_file: str = ""
+    password_env: str = ""
+
+
 class PeerPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Notice kinds that may be sent to and accepted from this peer.
     allow: list[str] = msgspec.field(default_factory=lambda: list(NOTICE_KINDS))
@@ -160,6 +176,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     witness: WitnessSection = WitnessSection()
     data_protection: DataProtectionSection = DataProtectionSection()
     retention: RetentionSection = RetentionSection()
+    store: StoreSection = StoreSection()
     peers: dict[str, PeerPolicy] = msgspec.field(default_factory=dict)
     # Set by load_config: where the file was, for resolving relative paths.
     path: str = ""
@@ -173,6 +190,33 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def data_path(self) -> Path:
         base = Path(self.path).parent if self.path else Path.cwd()
         return (base / self.node.data_dir).resolve()
+
+    @property
+    def store_password(self) -> str | None:
+        """The database password from ``[store] password_file`` or ``password_env``;
+        None when neither is set. ConfigError if the one named is missing or empty."""
+        st = self.store
+        if st.password_env:
+            value = os.environ.get(st.password_env)
+            if not value:
+                raise ConfigError(
+                    f"{self.path}: [store] password_env: environment variable "
+                    f"{st.password_env} is not set or empty"
+                )
+            return value
+        if st.password_file:
+            base = Path(self.path).parent if self.path else Path.cwd()
+            file = base / st.password_file
+            try:
+                value = file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{self.path}: [store] password_file: cannot read {file}: {exc.strerror}"
+                ) from None
+            if not value:
+                raise ConfigError(f"{self.path}: [store] password_file: {file} is empty")
+            return value
+        return None
 
     def policy_for(self, peer_id: str) -> tuple[str, ...]:
         """Notice kinds allowed with ``peer_id`` (all kinds when not configured)."""
@@ -305,6 +349,7 @@ def _check(path: Path, cfg: Config) -> None:
             "a non-empty list of codes such as case_management (a-z, 0-9, _; at most 32)",
             purposes,
         )
+    _check_store(path, cfg.store, bad)
     for peer_id, policy in cfg.peers.items():
         if not NODE_ID_RE.fullmatch(peer_id):
             raise bad(f"[peers.{peer_id}]", "a node id like PHL-DFA", peer_id)
@@ -394,6 +439,41 @@ def _check_listeners_apart(path: Path, cfg: Config) -> None:
         )
 
 
+def check_store(path: Path | str, st: StoreSection) -> None:
+    """The checks ``load_config`` makes of a ``[store]`` section (for a section the
+    command line builds). ConfigError with the one line to show."""
+
+    def bad(key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(f"{path}: {key}: expected {expected}, got {got!r}")
+
+    _check_store(Path(path), st, bad)
+
+
+def _check_store(
+    path: Path, st: StoreSection, bad: Callable[[str, str, object], ConfigError]
+) -> None:
+    if not st.url:
+        if st.password_file or st.password_env:
+            raise bad("[store] url", "a postgresql:// URL when a password is configured", "")
+        return
+    parts = urlsplit(st.url)
+    if parts.password is not None or "password=" in parts.query:
+        # Not echoed: the message would carry the password into logs.
+        raise ConfigError(
+            f"{path}: [store] url: the URL contains a password; remove it and name a file "
+            "(password_file) or an environment variable (password_env) holding it"
+        )
+    if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+        raise bad(
+            "[store] url",
+            "a URL like postgresql://node@db.example:5432/exchange?sslmode=verify-full",
+            st.url,
+        )
+    if st.password_file and st.password_env:
+        raise bad("[store] password_file", "either password_file or password_env, not both",
+                  st.password_file)  # fmt: skip
+
+
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "": Config,
     "node": NodeSection,
@@ -405,6 +485,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "witness": WitnessSection,
     "data_protection": DataProtectionSection,
     "retention": RetentionSection,
+    "store": StoreSection,
 }
 
 

@@ -63,9 +63,9 @@ class WriteHealth:
             found.append(
                 Unready(
                     STORE_UNWRITABLE,
-                    f"the store (node.sqlite) refused its latest write ({failure}): check free"
-                    " disk space, permissions and the file system of the data directory;"
-                    " the node is ready again as soon as a write succeeds",
+                    f"the store ({self.store.path}) refused its latest write ({failure}):"
+                    f" {self._what_to_check()}; the node is ready again as soon as a write"
+                    " succeeds",
                 )
             )
         failure = self.audit.write_failure
@@ -73,12 +73,20 @@ class WriteHealth:
             found.append(
                 Unready(
                     AUDIT_UNWRITABLE,
-                    f"the audit log (in node.sqlite) refused its latest checkpoint write"
-                    f" ({failure}): check free disk space, permissions and the file system"
-                    " of the data directory; the node is ready again as soon as one succeeds",
+                    f"the audit log (in {self.store.path}) refused its latest checkpoint write"
+                    f" ({failure}): {self._what_to_check()}; the node is ready again as soon"
+                    " as one succeeds",
                 )
             )
         return found
+
+    def _what_to_check(self) -> str:
+        if self.store.path.startswith("postgres"):
+            return (
+                "check that the PostgreSQL server is up, reachable and accepting writes"
+                " (not a read-only standby), and its free disk space"
+            )
+        return "check free disk space, permissions and the file system of the data directory"
 
     def export(self, metrics: Metrics) -> None:
         """Back ``exchange_store_writable`` and ``exchange_audit_writable`` (1 or 0)."""

@@ -33,6 +33,7 @@ from typing import IO
 import structlog
 from aiohttp import web
 
+from exchange_node.api.auth import forget_tokens
 from exchange_node.api.local import create_local_app
 from exchange_node.api.peer import serve_peer_api
 from exchange_node.api.peer_server import PeerSite, RefusalAudit
@@ -172,6 +173,48 @@ def _binding(section: str, listen: str):
         ) from None
 
 
+async def open_store(config: Config) -> SqliteStore:
+    """The store the config names: the PostgreSQL database at ``[store] url``, or
+    ``node.sqlite`` in the data directory (prepared as :func:`prepare_database` does)."""
+    if config.store.url:
+        from exchange_node.store.postgresql import PostgresStore
+
+        return await PostgresStore.open(config.store.url, password=config.store_password)
+    return await SqliteStore.open(prepare_database(config.data_path))
+
+
+def open_audit_log(config: Config, store: SqliteStore | None, signing_key=None) -> AuditLog:
+    """The node's audit log, in the store's database: through ``store``'s connection
+    for a server, or the database file. ``store`` None: offline tools (the database
+    is prepared first)."""
+    if config.store.url:
+        from exchange_node.store.postgresql import connect
+
+        connection = (
+            store.audit_connection()
+            if store is not None
+            else connect(config.store.url, config.store_password)
+        )
+        return AuditLog(
+            redact_url(config.store.url),
+            node_id=config.node.id,
+            signing_key=signing_key,
+            connection=connection,
+        )
+    path = store.path if store is not None else prepare_database(config.data_path)
+    return AuditLog(path, node_id=config.node.id, signing_key=signing_key)
+
+
+def redact_url(url: str) -> str:
+    from exchange_node.store.postgresql import redact
+
+    return redact(url)
+
+
+def _nothing() -> None:
+    pass
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -218,6 +261,7 @@ class Node:
         self._peer_site: PeerSite | None = None
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task] = []  # long-running loops, cancelled at stop
+        self._stop_listening: Callable[[], None] = _nothing
         self._background: set[asyncio.Task] = set()  # one-off work, awaited at stop
         self.peer_port: int | None = None
         self.local_port: int | None = None
@@ -316,13 +360,12 @@ class Node:
                 f"{config.path}: [node] country: expected {keys.card.country!r} (the country"
                 f" on this node's card in {data}), got {config.node.country!r}"
             )
-        database = prepare_database(data)
-        store = await SqliteStore.open(database)
-        audit = AuditLog(
-            database,
-            node_id=keys.local.node_id,
-            signing_key=keys.local.signing_key.private,
-        )
+        store = await open_store(config)
+        try:
+            audit = open_audit_log(config, store, keys.local.signing_key.private)
+        except BaseException:
+            await store.close()
+            raise
         at_rest = AtRest.load_or_create(data / "keys" / "storage.key")
         node = cls(config, keys, store, audit, at_rest, clock=clock, passphrase=passphrase)
         node.directory.reload()
@@ -420,6 +463,9 @@ class Node:
         await self.sign_checkpoint()
         self.ready = True
         self.outbox.start()
+        # Wake-ups from the other processes on the same database (nothing on SQLite);
+        # the periodic watch and the workers' idle poll are the fallback.
+        self._stop_listening = self.store.listen(self._changed_elsewhere)
         self.services.catchup.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         self._tasks.append(asyncio.create_task(self._checkpoints(), name="checkpoints"))
@@ -574,8 +620,25 @@ class Node:
         if not task.cancelled() and task.exception() is not None:
             self.log.error("node.background_failed", error=repr(task.exception()))
 
+    def _changed_elsewhere(self, what: str) -> None:
+        """Another process changed rows: ``outbox:<peer>`` (queued for that peer),
+        ``peers``, ``meta`` (revocations), ``tokens``, or ``*`` (the notifications
+        were interrupted: anything)."""
+        kind, _, peer_id = what.partition(":")
+        if kind == "outbox":
+            self.outbox.wake(peer_id)
+            return
+        if kind in ("peers", "meta", "*"):
+            self.directory.force_reload()  # the watch reloads at its next tick
+        if kind in ("tokens", "*"):
+            forget_tokens(self)
+        if kind == "*":
+            for peer_id in list(self.outbox.workers):
+                self.outbox.wake(peer_id)
+
     async def stop(self) -> None:
         self.ready = False
+        self._stop_listening()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

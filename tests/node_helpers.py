@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from exchange_node.audit.log import AuditLog  # noqa: E402
 from exchange_node.config import Config, load_config, render_config  # noqa: E402
 from exchange_node.identity import NodeKeys, create_identity, load_identity  # noqa: E402
-from exchange_node.node import Node  # noqa: E402
+from exchange_node.node import Node, open_store  # noqa: E402
 from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2  # noqa: E402
 from exchange_node.protocol.keys import Suite  # noqa: E402
 from exchange_node.store.records import OutboxState  # noqa: E402
@@ -44,6 +44,11 @@ COUNTRIES = {"JPN-ISA": "JPN", "PHL-DFA": "PHL", "IOM-MNL": "XOM", "THA-IMM": "T
 
 # Fast retries: an outage in a test lasts a fraction of a second.
 FAST_DELIVERY = {"backoff_initial_ms": 20, "backoff_max_ms": 200}
+
+NEW_DATABASE: Callable[[], str] | None = None
+"""While set (the ``node_store_backend`` fixture of tests/pg_harness.py, on its
+PostgreSQL run), every node made here keeps its store in a PostgreSQL database of its
+own: this returns the new database's URL. None: SQLite in the data directory."""
 
 
 def free_port() -> int:
@@ -138,7 +143,10 @@ def make_node_dir(
         local_listen="127.0.0.1:0",
         allow_plain_http=not tls,
     )
-    nd.config_path.write_text(set_options(text, {**FAST_DELIVERY, **(options or {})}))
+    text = set_options(text, {**FAST_DELIVERY, **(options or {})})
+    if NEW_DATABASE is not None:
+        text += f'\n[store]\nurl = "{NEW_DATABASE()}"\n'
+    nd.config_path.write_text(text)
     cfg = nd.config()
     create_identity(
         nd.data,
@@ -158,7 +166,7 @@ async def pin(at: NodeDir, card: bytes, fingerprint: str, node_id: str) -> None:
         await at.node.store.upsert_peer(node_id, card, fingerprint, now_ms())
         at.node.reload_peers()
         return
-    store = await SqliteStore.open(at.data / "node.sqlite")
+    store = await open_store(at.config())
     try:
         await store.upsert_peer(node_id, card, fingerprint, now_ms())
     finally:
@@ -299,14 +307,23 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def start_serve(nd: NodeDir, *extra: str, script: Sequence[str] | None = None) -> subprocess.Popen:
-    """Start ``exchange-node serve`` (or ``script``) for ``nd``; return once it is ready."""
-    ready = nd.dir / "ready.json"
+def start_serve(
+    nd: NodeDir,
+    *extra: str,
+    script: Sequence[str] | None = None,
+    config: Path | None = None,
+    ready: Path | None = None,
+) -> subprocess.Popen:
+    """Start ``exchange-node serve`` (or ``script``) for ``nd`` (with another ``config``
+    of the same node: a second process); return once it is ready (``ready``: its
+    ready file, default ``ready.json``)."""
+    ready = ready or nd.dir / "ready.json"
     ready.unlink(missing_ok=True)
     log = open(nd.dir / "node.log", "ab")  # noqa: SIM115 - kept open for the child
     cmd = list(script) if script else [sys.executable, "-m", "exchange_node.cli"]
+    config = config or nd.config_path
     proc = subprocess.Popen(
-        [*cmd, "--config", str(nd.config_path), "serve", "--ready-file", str(ready), *extra],
+        [*cmd, "--config", str(config), "serve", "--ready-file", str(ready), *extra],
         stdout=log,
         stderr=log,
         env=child_env(),
@@ -344,9 +361,9 @@ async def serve_main(config: str, ready_file: str, crash_marker: str | None) -> 
 
     node.inbound.on_accepted.append(crash)
     await node.start()
-    Path(ready_file).write_text(
-        json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
-    )
+    part = Path(ready_file + ".part")  # whole or absent, as `serve --ready-file` writes it
+    part.write_text(json.dumps({"peer_port": node.peer_port, "local_port": node.local_port}))
+    part.replace(ready_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,8 @@ from test_api_support import Client, make_node, token
 
 from exchange_node.api.v1 import ROUTES
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 ROLES = ("document_officer", "case_officer", "auditor", "operator")
 
 

@@ -6,6 +6,8 @@ import aiohttp
 import pytest
 from test_api_support import Client, make_node, pin_all, token
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 
 @pytest.fixture
 async def pair(tmp_path):

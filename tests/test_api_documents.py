@@ -13,6 +13,8 @@ from test_api_support import Client, eventually, make_node, pin_all, token
 
 from exchange_node.api.openapi import openapi_bytes, openapi_document
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 DOC = {"issuing_state": "PHL", "document_number": "P1234567A", "document_type": "P"}
 DETECTION = {"place": "JPNRT", "detected_at_ms": 1_700_000_000_000, "authority": "ISA Narita"}
 # ICAO Doc 9303 Part 4 specimen passport (issuing state UTO), check digits valid.
@@ -329,6 +331,7 @@ async def test_a_forged_cursor_is_refused(pair):
 )
 async def test_http_errors_are_problem_details(pair, method, path, kwargs, status, code):
     jpn, phl, cj, cp = pair
+    kwargs = dict(kwargs)  # the parameter is shared by every run of the test
     headers = {**cj.headers, **kwargs.pop("headers", {})}
     async with cj.session.request(method, cj.base + path, headers=headers, **kwargs) as resp:
         assert resp.status == status

@@ -16,6 +16,8 @@ from test_api_support import Client, make_node, pin_all, token
 
 from exchange_node.api.schemas import MAX_BATCH
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 DOC = {"issuing_state": "PHL", "document_number": "P1234567A", "document_type": "P"}
 DETECTION = {"place": "JPNRT", "detected_at_ms": 1_700_000_000_000, "authority": "ISA Narita"}
 

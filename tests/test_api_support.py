@@ -21,10 +21,12 @@ from exchange_node.config import (
     NodeSection,
     PeerApiSection,
     PeerPolicy,
+    StoreSection,
 )
 from exchange_node.identity import create_identity
 from exchange_node.node import Node
 from exchange_node.protocol.keys import Suite
+from tests import node_helpers
 
 
 def free_port() -> int:
@@ -56,6 +58,8 @@ async def make_node(
         local_api=LocalApiSection(listen="127.0.0.1:0"),
         delivery=DeliverySection(backoff_initial_ms=20, backoff_max_ms=200),
         peers={k: PeerPolicy(allow=v) for k, v in (policies or {}).items()},
+        # The backend of the node_store_backend fixture (tests/pg_harness.py).
+        store=StoreSection(url=node_helpers.NEW_DATABASE() if node_helpers.NEW_DATABASE else ""),
     )
     node = await Node.open(config)
     await node.start()

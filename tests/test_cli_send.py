@@ -9,6 +9,8 @@ import pytest
 
 from tests.node_helpers import make_net, run_cli
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 
 STOLEN_PHL_PASSPORT = {

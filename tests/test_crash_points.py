@@ -23,6 +23,7 @@ import pytest
 
 from exchange_node.audit.leaf import LeafKind
 from exchange_node.audit.log import AuditLog
+from exchange_node.node import open_audit_log, open_store
 from exchange_node.store.records import OutboxState, Outcome
 from exchange_node.store.sqlite import SqliteStore
 from tests import node_helpers
@@ -36,6 +37,8 @@ from tests.node_helpers import (
     stop_process,
     wait_for,
 )
+
+pytestmark = pytest.mark.usefixtures("node_store_backend")
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 HELPER = [sys.executable, node_helpers.__file__]
@@ -62,8 +65,8 @@ class Left:
 
 
 async def left_by(nd) -> Left:
-    store = await SqliteStore.open(nd.data / "node.sqlite")
-    audit = AuditLog(nd.data / "node.sqlite", node_id=nd.node_id)
+    store = await open_store(nd.config())
+    audit = open_audit_log(nd.config(), store)
     return Left(store, audit)
 
 
@@ -120,7 +123,7 @@ async def test_a_notice_submission_killed_at_its_commit_is_indexed_queued_and_au
 
 async def desk_token(nd) -> tuple[str, int]:
     secret = "xn_" + secrets.token_urlsafe(32)
-    store = await SqliteStore.open(nd.data / "node.sqlite")
+    store = await open_store(nd.config())
     try:
         record = await store.create_token("narita-desk", "document_officer", secret, now_ms())
     finally:

@@ -12,8 +12,8 @@ from collections import Counter
 
 import pytest
 
+from exchange_node.node import open_store
 from exchange_node.store.records import OutboxState, Outcome
-from exchange_node.store.sqlite import SqliteStore
 from tests import node_helpers
 from tests.node_helpers import (
     child_env,
@@ -24,6 +24,8 @@ from tests.node_helpers import (
     stop_process,
     wait_for,
 )
+
+pytestmark = pytest.mark.usefixtures("node_store_backend")
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 HELPER = [sys.executable, node_helpers.__file__]
@@ -37,7 +39,7 @@ async def net(tmp_path):
 
 
 async def inbox_of(nd) -> list:
-    store = await SqliteStore.open(nd.data / "node.sqlite")
+    store = await open_store(nd.config())
     try:
         return store.inbox_feed(0, 10_000)
     finally:

@@ -24,6 +24,8 @@ from tests.node_helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 
 

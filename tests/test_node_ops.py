@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import exchange_node
 from tests.node_helpers import fraud_notice, make_net
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 
 

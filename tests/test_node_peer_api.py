@@ -23,6 +23,8 @@ from tests.node_helpers import (
     wait_for,
 )
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 JPN, PHL, IOM = "JPN-ISA", "PHL-DFA", "IOM-MNL"
 LIMIT = 64 * 1024
 PROTOBUF = "application/x-protobuf"

@@ -10,6 +10,7 @@ read-only gives), switched on and off from the test.
 from __future__ import annotations
 
 import json
+import re
 
 import aiohttp
 import pytest
@@ -18,6 +19,8 @@ from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.errors import ConflictError
 from exchange_node.store.records import OutboxItem
 from tests.node_helpers import fraud_notice, make_net, now_ms
+
+pytestmark = pytest.mark.usefixtures("node_store_backend")
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 REASON = {"store": "store_unwritable", "audit": "audit_unwritable"}
@@ -32,8 +35,12 @@ async def net(tmp_path):
 
 
 async def refuse_writes(node, which: str, refuse: bool = True) -> None:
-    """Make SQLite refuse every write on ``which`` database's write connection."""
-    pragma = f"PRAGMA query_only = {'ON' if refuse else 'OFF'}"
+    """Make the database refuse every write on ``which`` write connection: SQLite's
+    query_only, PostgreSQL's read-only transactions (what a standby answers)."""
+    if node.config.store.url:
+        pragma = f"SET default_transaction_read_only = {'on' if refuse else 'off'}"
+    else:
+        pragma = f"PRAGMA query_only = {'ON' if refuse else 'OFF'}"
     if which == "store":
         await node.store._writer.submit(lambda conn: conn.execute(pragma), transactional=False)
     else:
@@ -69,14 +76,14 @@ async def test_readyz_is_503_with_the_reason_after_a_failed_write_and_200_after_
 ):
     jpn = await net[JPN].start()
     await refuse_writes(jpn, which)
-    with pytest.raises(Exception, match="readonly"):
+    with pytest.raises(Exception, match="readonly|read-only"):
         await write(jpn, which)
 
     status, body = await readyz(jpn)
     assert status == 503
     assert body["status"] == "unready"
     assert [r["code"] for r in body["reasons"]] == [REASON[which]]
-    assert "readonly" in body["reasons"][0]["detail"]
+    assert re.search("readonly|read-only", body["reasons"][0]["detail"])
     assert writable(jpn, which) == 0
 
     await refuse_writes(jpn, which, False)

@@ -10,6 +10,8 @@ from exchange_node.audit.leaf import LeafKind
 from exchange_node.store.records import OutboxState
 from tests.node_helpers import audit_leaves, fraud_notice, make_net, wait_for
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 
 

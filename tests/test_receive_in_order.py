@@ -25,6 +25,8 @@ from exchange_node.services.cases import event_to_wire
 from exchange_node.services.documents import body_for
 from tests.node_helpers import batch_bytes, make_net, now_ms, sha256
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 
 

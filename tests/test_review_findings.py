@@ -11,6 +11,8 @@ from exchange_node.protocol.errors import OpenError, Reason
 from exchange_node.store.base import StoreError
 from tests.node_helpers import fraud_notice, make_net, now_ms, settled, wait_for
 
+pytestmark = pytest.mark.usefixtures("node_store_backend")
+
 JPN, PHL = "JPN-ISA", "PHL-DFA"
 DAY_MS = 86_400_000
 

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from exchange_node.errors import ConflictError
-from exchange_node.store import IdempotencyRecord, OutboxItem, SqliteStore
+from exchange_node.store import IdempotencyRecord, OutboxItem
 
 PHL = "PHL-DFA"
 
@@ -31,8 +31,8 @@ def item(n: int) -> OutboxItem:
 
 
 @pytest.fixture
-async def store(tmp_path):
-    store = await SqliteStore.open(tmp_path / "node.sqlite")
+async def store(open_store):
+    store = await open_store()
     await store.upsert_peer(PHL, b"card", "fp", at=1)
     yield store
     await store.close()

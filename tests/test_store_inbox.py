@@ -6,14 +6,14 @@ import hashlib
 
 import pytest
 
-from exchange_node.store import InboxItem, InboxOutcome, Outcome, SqliteStore
+from exchange_node.store import InboxItem, InboxOutcome, Outcome
 
 PHL, IOM = "PHL-DFA", "IOM-MNL"
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(tmp_path / "node.db")
+async def store(open_store):
+    s = await open_store()
     yield s
     await s.close()
 

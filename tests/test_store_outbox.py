@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from exchange_node.errors import ConflictError, NotFoundError, ValidationError
@@ -12,15 +10,14 @@ from exchange_node.store import (
     OutboxState,
     Outcome,
     ReceiptRecord,
-    SqliteStore,
 )
 
 JPN, PHL, IOM = "JPN-ISA", "PHL-DFA", "IOM-MNL"
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(tmp_path / "node.db")
+async def store(open_store):
+    s = await open_store()
     for peer in (JPN, PHL, IOM):
         await s.upsert_peer(peer, b"card-" + peer.encode(), "fp-" + peer, at=1)
     yield s
@@ -117,12 +114,8 @@ async def test_receipt_bytes_are_kept_as_received(store):
 async def test_delivery_erases_the_payload_but_keeps_the_envelope(store):
     [a] = await store.enqueue([item(JPN, 1)])
     await store.record_receipt(JPN, receipt(), [(a, Outcome.ACCEPTED, None)])
-    conn = sqlite3.connect(store.path)
-    try:
-        rows = conn.execute("SELECT payload, envelope FROM outbox WHERE id = ?", (a,)).fetchall()
-    finally:
-        conn.close()
-    assert rows == [(None, b"sealed-1")]
+    rows = store._read("SELECT payload, envelope FROM outbox WHERE id = ?", (a,))
+    assert [tuple(r) for r in rows] == [(None, b"sealed-1")]
 
 
 async def test_first_receipt_wins_over_a_later_one(store):

@@ -7,15 +7,15 @@ import hashlib
 import pytest
 
 from exchange_node.errors import ConflictError, NotFoundError, ValidationError
-from exchange_node.store import OutboxItem, OutboxState, SqliteStore, hash_token_secret
+from exchange_node.store import OutboxItem, OutboxState, hash_token_secret
 
 JPN = "JPN-ISA"
 SECRET = "k3Jx9_vQm2pL8wRt5yZa0bNc7dEf4gHh"
 
 
 @pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(tmp_path / "node.db")
+async def store(open_store):
+    s = await open_store()
     yield s
     await s.close()
 
@@ -79,10 +79,14 @@ async def test_removing_unknown_peer_is_not_found(store):
         await store.remove_peer("XXX-NONE")
 
 
-async def test_token_secret_is_stored_only_as_its_sha256(store, tmp_path):
+async def test_token_secret_is_stored_only_as_its_sha256(store, store_backend, tmp_path):
     token = await store.create_token("border-system", "document_officer", SECRET, at=1)
+    if store_backend == "postgresql":
+        rows = store._read("SELECT * FROM tokens")
+        raw = b"".join(v if isinstance(v, bytes) else str(v).encode() for r in rows for v in r)
     await store.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    if store_backend == "sqlite":
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert SECRET.encode() not in raw
     assert (
         token.secret_hash == hashlib.sha256(SECRET.encode()).digest() == hash_token_secret(SECRET)

@@ -32,10 +32,9 @@ def item(n: int) -> OutboxItem:
 
 
 @pytest.fixture
-async def node_db(tmp_path):
-    path = tmp_path / "node.sqlite"
-    store = await SqliteStore.open(path)
-    audit = AuditLog(path, node_id=JPN)
+async def node_db(open_store):
+    store = await open_store()
+    audit = AuditLog(store.path, node_id=JPN, connection=store.audit_connection())
     store.attach_audit(audit.append_on)
     await store.upsert_peer(PHL, b"card", "fp", at=1)
     yield store, audit
@@ -100,10 +99,11 @@ async def test_concurrent_units_share_commits_and_a_failing_one_fails_alone(node
     assert store.writer_stats().transactions < 51  # some of them shared a commit
 
 
-async def test_leaves_appended_by_another_process_are_built_upon(node_db, tmp_path):
+async def test_leaves_appended_by_another_process_are_built_upon(node_db):
     store, audit = node_db
     await store.append_audit([event(1)])
-    with AuditLog(tmp_path / "node.sqlite", node_id=JPN) as other:  # e.g. the CLI
+    connection = store.audit_connection()
+    with AuditLog(store.path, node_id=JPN, connection=connection) as other:  # e.g. the CLI
         other.append_many([event(2), event(3)])
 
     await store.append_audit([event(4)])

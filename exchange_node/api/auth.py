@@ -55,8 +55,18 @@ class TokenCache:
         self._entries[secret_hash] = (token, now + self.ttl)
         return token
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 _CACHES: weakref.WeakKeyDictionary[Node, TokenCache] = weakref.WeakKeyDictionary()
+
+
+def forget_tokens(node: Node) -> None:
+    """Drop the node's cached token answers (another process changed the tokens)."""
+    cache = _CACHES.get(node)
+    if cache is not None:
+        cache.clear()
 
 
 def actor_name(token: TokenRecord) -> str:

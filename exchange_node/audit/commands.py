@@ -8,6 +8,7 @@ must fix (missing file, unknown seq, no checkpoint yet). None of them writes to 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,14 @@ def _key(public_key: bytes | Ed25519PublicKey) -> Ed25519PublicKey:
         ) from None
 
 
+def _opened(db: str | Path | AuditLog) -> contextlib.AbstractContextManager[AuditLog]:
+    """The log at a database file (closed afterwards), or one already open (a node's
+    log on a PostgreSQL server, which the caller closes)."""
+    if isinstance(db, AuditLog):
+        return contextlib.nullcontext(db)
+    return AuditLog.open(db)
+
+
 def verify(
     db_path: str | Path,
     public_key: bytes | Ed25519PublicKey | Sequence[bytes | Ed25519PublicKey],
@@ -48,7 +57,7 @@ def verify(
     Returns ``(ok, report)``; the report names the first bad entry when not ok.
     """
     keys = [public_key] if isinstance(public_key, bytes | Ed25519PublicKey) else list(public_key)
-    with AuditLog.open(db_path) as log:
+    with _opened(db_path) as log:
         report = log.verify([_key(k) for k in keys])
     lines = [
         f"audit log {db_path}: {'OK' if report.ok else 'FAILED'}",
@@ -82,7 +91,7 @@ def show(db_path: str | Path, filters: LeafFilter, as_json: bool = False) -> Ite
     docs/audit-format.md), for tools. Otherwise a table for people: a header, then
     rows with UTC times. ``filters.limit`` caps the number of entries (None: all).
     """
-    with AuditLog.open(db_path) as log:
+    with _opened(db_path) as log:
         leaves = log.iter_query(filters)
         if as_json:
             for leaf in leaves:
@@ -111,7 +120,7 @@ def prove(
     and the key recorded in the file. Raises ``checkpoint_key_unknown`` if none of
     them signed it. See docs/audit-format.md section 6.
     """
-    with AuditLog.open(db_path) as log:
+    with _opened(db_path) as log:
         p = log.inclusion_proof(seq, tree_size)
         stored = log.stored_public_key()
         origin = p.checkpoint.checkpoint.origin  # a checkpoint signed before the origin
@@ -177,7 +186,7 @@ def export(
     signed the checkpoint); the key recorded in the file is tried too.
     ``consistency_from``: earlier tree sizes to prove the checkpoint extends.
     """
-    with AuditLog.open(db_path) as log:
+    with _opened(db_path) as log:
         stored = log.stored_public_key()
         keys = [*public_keys, *([stored] if stored is not None else [])]
         if not keys:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -50,6 +50,7 @@ from exchange_node.audit.checkpoint import (
 from exchange_node.audit.leaf import AuditEvent, LeafKind, LeafRecord, decode_leaf, encode_leaf
 from exchange_node.audit.verify import Verifier, VerifyReport
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
+from exchange_node.store.base import connection_locks
 from exchange_node.store.migrations import AUDIT_COSIGNATURES, AUDIT_TABLES
 
 FORMAT = "exchange-node-audit/1"
@@ -172,31 +173,41 @@ class AuditLog:
         node_id: str,
         signing_key: Ed25519PrivateKey | None = None,
         create: bool = True,
+        connection: Any = None,
     ) -> None:
         self.path = Path(path)
         self.node_id = node_id
         self.origin = origin_for(node_id)
         self._key = signing_key
         self._lock = threading.RLock()
-        if not create and not self.path.exists():
-            raise NotFoundError("audit_log_missing", f"no audit log at {self.path}", "path")
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # Acknowledged entries must survive power loss: FULL syncs the WAL on commit.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        # Appends rewrite the same tail pages commit after commit; a larger WAL lets a
-        # checkpoint copy each page once instead of many times (measured: +30% appends).
-        self._db.execute("PRAGMA wal_autocheckpoint=4000")
+        if connection is not None:
+            # The store's database on a server (``Store.audit_connection``): the tables
+            # come with its migration 3; the connection speaks the same SQL.
+            self._db = connection
+        else:
+            self._db = self._open_file(create)
         self._frontier: merkle.Frontier | None = None
         self._writer_frontier: merkle.Frontier | None = None  # append_on's, one thread
         self._last_signed: tuple[int, bytes] | None = None
         # Why the database refused the latest write transaction (disk full, read-only
         # file system, ...); None once a later one committed. Read for readiness.
         self.write_failure: str | None = None
-        self._db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
         with self._transaction():
             self._init_meta()
+
+    def _open_file(self, create: bool) -> sqlite3.Connection:
+        if not create and not self.path.exists():
+            raise NotFoundError("audit_log_missing", f"no audit log at {self.path}", "path")
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # Acknowledged entries must survive power loss: FULL syncs the WAL on commit.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        # Appends rewrite the same tail pages commit after commit; a larger WAL lets a
+        # checkpoint copy each page once instead of many times (measured: +30% appends).
+        db.execute("PRAGMA wal_autocheckpoint=4000")
+        db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        return db
 
     @classmethod
     def open(cls, path: str | Path, signing_key: Ed25519PrivateKey | None = None) -> AuditLog:
@@ -233,6 +244,10 @@ class AuditLog:
 
     def _init_meta(self) -> None:
         rows = dict(self._db.execute("SELECT key, value FROM audit_meta").fetchall())
+        if not rows and connection_locks(self._db):
+            # Two processes opening a new database at once: one writes the meta rows.
+            self._db.execute("LOCK TABLE audit_meta IN EXCLUSIVE MODE")
+            rows = dict(self._db.execute("SELECT key, value FROM audit_meta").fetchall())
         if not rows:
             self._db.executemany(
                 "INSERT INTO audit_meta(key, value) VALUES (?, ?)",
@@ -274,13 +289,15 @@ class AuditLog:
             # Recorded for bundles' convenience only; verification takes the key from
             # the caller, never from the file it is checking.
             self._db.execute(
-                "INSERT OR REPLACE INTO audit_meta(key, value) VALUES ('public_key', ?)", (pub,)
+                "INSERT INTO audit_meta(key, value) VALUES ('public_key', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (pub,),
             )
 
     def stored_public_key(self) -> bytes | None:
         """The public key last used to sign here, as recorded in the file (untrusted)."""
         row = self._db.execute("SELECT value FROM audit_meta WHERE key = 'public_key'").fetchone()
-        return bytes(row[0]) if row else None
+        return _meta_bytes(row[0]) if row else None
 
     class _Txn:
         def __init__(self, log: AuditLog, write: bool) -> None:
@@ -321,8 +338,11 @@ class AuditLog:
 
     # -- tree access --------------------------------------------------------------
 
-    def _stored_size(self) -> int:
-        return int(self._db.execute(_TREE_SIZE).fetchone()[0])
+    def _stored_size(self, lock: bool = False) -> int:
+        """The committed tree size; ``lock``: locked until COMMIT (write transactions
+        on a server, so appends from several processes take turns)."""
+        sql = _TREE_SIZE + (connection_locks(self._db) if lock else "")
+        return int(self._db.execute(sql).fetchone()[0])
 
     def _node(self, level: int, idx: int) -> bytes:
         return _node_on(self._db, level, idx)
@@ -335,9 +355,9 @@ class AuditLog:
             return merkle.EMPTY_ROOT
         return merkle.fold_right([self._node(lv, i) for lv, i in merkle.frontier_nodes(size)])
 
-    def _current_frontier(self) -> merkle.Frontier:
-        """The in-memory frontier, reloaded if another writer grew the file."""
-        size = self._stored_size()
+    def _current_frontier(self, lock: bool = False) -> merkle.Frontier:
+        """The in-memory frontier, reloaded if another writer grew the log."""
+        size = self._stored_size(lock)
         if self._frontier is None or self._frontier.size != size:
             nodes = merkle.frontier_nodes(size)
             self._frontier = merkle.Frontier(size, [self._node(lv, i) for lv, i in nodes])
@@ -385,7 +405,7 @@ class AuditLog:
         transaction of the change the leaves record.
         """
         with self._lock, self._transaction():
-            frontier = self._current_frontier().copy()
+            frontier = self._current_frontier(lock=True).copy()
             seqs = _append_rows(self._db, frontier, events)
             # If the commit fails the frontier is reloaded from the file next time.
             self._frontier = None
@@ -401,7 +421,7 @@ class AuditLog:
         thread and trusted only while the tree size ``conn`` sees matches it, so a
         rolled-back append is never built upon.
         """
-        size = int(conn.execute(_TREE_SIZE).fetchone()[0])
+        size = int(conn.execute(_TREE_SIZE + connection_locks(conn)).fetchone()[0])
         frontier = self._writer_frontier
         if frontier is None or frontier.size != size:
             nodes = merkle.frontier_nodes(size)
@@ -464,7 +484,7 @@ class AuditLog:
         if self._key is None:
             raise ConflictError("audit_log_read_only", "no signing key: cannot sign", "signing_key")
         with self._transaction():
-            frontier = self._current_frontier()
+            frontier = self._current_frontier(lock=True)
             size, root = frontier.size, frontier.root()
             last = self._checkpoint_row(None)
             previous = [(last.tree_size, last.root_hash)] if last else []
@@ -800,6 +820,14 @@ _TREE_SIZE = "SELECT value FROM audit_meta WHERE key = 'tree_size'"
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _meta_bytes(value: Any) -> bytes:
+    """A bytes value of ``audit_meta`` (untyped on SQLite; TEXT on PostgreSQL, where
+    bytes are kept in its hex form ``\\x...``)."""
+    if isinstance(value, str):
+        return bytes.fromhex(value.removeprefix("\\x"))
+    return bytes(value)
 
 
 def _node_on(conn: sqlite3.Connection, level: int, idx: int) -> bytes:

@@ -11,7 +11,7 @@ from exchange_node.audit.log import LeafFilter
 from exchange_node.cli.common import (
     CliError,
     _audit,
-    _audit_path,
+    _audit_source,
     _cfg,
     _iso,
     _passphrase,
@@ -56,7 +56,7 @@ def _filters(args) -> LeafFilter:
 def cmd_audit_verify(args) -> int:
     cfg = _cfg(args)
     ok, report = audit_commands.verify(
-        _audit_path(cfg), all_signing_public_keys(cfg.data_path, _passphrase(cfg))
+        _audit_source(cfg), all_signing_public_keys(cfg.data_path, _passphrase(cfg))
     )
     print(report)
     return 0 if ok else 1
@@ -64,7 +64,7 @@ def cmd_audit_verify(args) -> int:
 
 def cmd_audit_show(args) -> int:
     cfg = _cfg(args)
-    for line in audit_commands.show(_audit_path(cfg), _filters(args), as_json=args.json):
+    for line in audit_commands.show(_audit_source(cfg), _filters(args), as_json=args.json):
         print(line)
     return 0
 
@@ -83,7 +83,7 @@ def _with_signing_keys(cfg, run):
 
 def cmd_audit_prove(args) -> int:
     cfg = _cfg(args)
-    path = _audit_path(cfg)
+    path = _audit_source(cfg)
     print(
         _with_signing_keys(
             cfg, lambda keys: audit_commands.prove(path, args.seq, args.tree_size, keys)
@@ -102,7 +102,7 @@ def cmd_audit_verify_proof(args) -> int:
 def cmd_audit_export(args) -> int:
     output_path(args.out)
     cfg = _cfg(args)
-    path, filters, sizes = _audit_path(cfg), _filters(args), args.consistency_from or ()
+    path, filters, sizes = _audit_source(cfg), _filters(args), args.consistency_from or ()
     print(
         _with_signing_keys(
             cfg, lambda keys: audit_commands.export(path, args.out, filters, keys, sizes)

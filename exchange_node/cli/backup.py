@@ -21,6 +21,12 @@ async def cmd_backup(args) -> int:
             code="out_folder_missing",
         )
     cfg = _cfg(args)
+    if cfg.store.url:
+        raise CliError(
+            "this node's store is PostgreSQL: back it up with pg_dump or pg_basebackup"
+            " (docs/operations.md section 15); `backup` copies a SQLite node",
+            code="backup_postgresql",
+        )
     now = now_ms()
     store = await _store(cfg)
     try:
@@ -51,6 +57,12 @@ async def cmd_backup(args) -> int:
 
 async def cmd_restore(args) -> int:
     cfg = _cfg(args)
+    if cfg.store.url:
+        raise CliError(
+            "this node's store is PostgreSQL: restore it with pg_restore"
+            " (docs/operations.md section 15); `restore` writes a SQLite node",
+            code="backup_postgresql",
+        )
     manifest = restore_backup(cfg, Path(args.backup), Path(args.keks) if args.keks else None)
     store = await _store(cfg)
     try:

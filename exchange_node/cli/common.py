@@ -114,10 +114,16 @@ def _cfg(args) -> Config:
 async def _store(cfg: Config) -> SqliteStore:
     """The node's store, with its audit log attached: a write given ``audit=`` leaves
     commits them with its change, in one transaction."""
-    path = _audit_path(cfg)
-    store = await SqliteStore.open(path)
-    # append_on uses only the writer's connection it is handed.
-    log = AuditLog(path, node_id=cfg.node.id)
+    from exchange_node.node import open_audit_log, open_store
+
+    store = await open_store(cfg)
+    # append_on uses only the writer's connection it is handed; the log object is
+    # needed here once, to make sure the log's own records exist.
+    try:
+        log = open_audit_log(cfg, store)
+    except BaseException:
+        await store.close()
+        raise
     log.close()
     store.attach_audit(log.append_on)
     return store
@@ -137,12 +143,18 @@ async def _node(cfg: Config):
 
 
 def _audit(cfg: Config, write: bool = True) -> AuditLog:
+    from exchange_node.node import open_audit_log
+
     keys = load_identity(cfg.data_path, _passphrase(cfg)) if write else None
-    return AuditLog(
-        _audit_path(cfg),
-        node_id=cfg.node.id,
-        signing_key=keys.local.signing_key.private if keys else None,
-    )
+    return open_audit_log(cfg, None, keys.local.signing_key.private if keys else None)
+
+
+def _audit_source(cfg: Config) -> Path | AuditLog:
+    """What the audit commands read: the node's database file, or (PostgreSQL) its
+    audit log opened on the server, read-only."""
+    if cfg.store.url:
+        return _audit(cfg, write=False)
+    return _audit_path(cfg)
 
 
 def _audit_path(cfg: Config) -> Path:

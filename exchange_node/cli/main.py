@@ -81,6 +81,7 @@ from exchange_node.cli.run import (
     cmd_serve,
     cmd_status,
 )
+from exchange_node.cli.store import cmd_store_migrate_to_postgresql
 from exchange_node.cli.tokens import (
     cmd_token_create,
     cmd_token_list,
@@ -264,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the node")
     s.add_argument("--ready-file", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
+
+    st = sub.add_parser("store", help="the node's database").add_subparsers(
+        dest="store_cmd", required=True
+    )
+    s = st.add_parser(
+        "migrate-to-postgresql",
+        help="copy this (stopped) node's SQLite database into a new PostgreSQL database",
+    )
+    s.add_argument("--url", required=True, help="postgresql://user@host:5432/db?sslmode=...")
+    s.add_argument("--password-file", help="file holding the database password")
+    s.add_argument("--password-env", help="environment variable holding it")
+    s.set_defaults(func=cmd_store_migrate_to_postgresql)
 
     s = sub.add_parser("send", help="queue a notice from a JSON file")
     s.add_argument("file", help="a notice in the protobuf JSON form (config/examples/*.json)")

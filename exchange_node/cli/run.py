@@ -130,11 +130,14 @@ async def cmd_serve(args) -> int:
     from exchange_node.node import lock_data_dir
 
     cfg = _cfg(args)
-    lock = lock_data_dir(cfg.data_path)
+    # One serve per SQLite file; on PostgreSQL several processes share the data on
+    # purpose (delivery leases keep each peer's queue to one of them).
+    lock = None if cfg.store.url else lock_data_dir(cfg.data_path)
     try:
         return await _serve(cfg, args.ready_file)
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
 async def _serve(cfg, ready_file: str | None) -> int:
@@ -154,9 +157,11 @@ async def _serve(cfg, ready_file: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _hangup, node)
     if ready_file:
-        Path(ready_file).write_text(
-            json.dumps({"peer_port": node.peer_port, "local_port": node.local_port})
-        )
+        # Whole or absent: a watcher that sees the file never reads it half written.
+        ready = Path(ready_file)
+        part = ready.with_name(ready.name + ".part")
+        part.write_text(json.dumps({"peer_port": node.peer_port, "local_port": node.local_port}))
+        part.replace(ready)
     await stop.wait()
     await node.stop()
     return 0

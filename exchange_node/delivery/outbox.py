@@ -121,9 +121,15 @@ def keyring_from_store(
 
 
 async def store_revocations(store: Store, keyring: Keyring, *, audit: Sequence = ()) -> None:
-    """Keep the keyring's revocations, with the leaves recording them, in one commit."""
-    await store.set_meta(
-        REVOCATIONS_META,
-        json.dumps({k.hex(): v for k, v in keyring.revoked.items()}).encode(),
-        audit=audit,
-    )
+    """Keep the keyring's revocations, with the leaves recording them, in one commit.
+
+    Added to those stored, never replacing them: another process of the node (on a
+    shared database) may have stored one this keyring has not loaded yet."""
+    mine = {k.hex(): v for k, v in keyring.revoked.items()}
+
+    def work(tx) -> None:
+        stored = json.loads((tx.get_meta(REVOCATIONS_META, lock=True) or b"{}").decode())
+        tx.set_meta(REVOCATIONS_META, json.dumps({**stored, **mine}, sort_keys=True).encode())
+        tx.audit(audit)
+
+    await store.transaction(work, label="meta.set")

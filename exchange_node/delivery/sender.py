@@ -23,6 +23,7 @@ from exchange_node.audit import leaves
 from exchange_node.audit.leaf import AuditEvent
 from exchange_node.config import Config
 from exchange_node.delivery.client import PeerClient
+from exchange_node.delivery.leases import DeliveryLeases
 from exchange_node.delivery.outbox import choose_recipients, payload_context, seal_for
 from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
 from exchange_node.identity import Identity
@@ -78,6 +79,8 @@ class Outbox:
         self._witness = witness
         self._spawn = spawn
         self.workers: dict[str, PeerWorker] = {}
+        # Several processes on one database: each peer's queue is delivered by one.
+        self.leases = DeliveryLeases(store)
         self.running = False
         self.on_settled: list[Callable[[str], None]] = []
         """Called with the peer after each settled receipt (its queue got shorter)."""
@@ -169,6 +172,7 @@ class Outbox:
 
     def start(self) -> None:
         self.running = True
+        self.leases.start()
         self.sync_workers(frozenset())
 
     def wake(self, peer_id: str, *, reset_backoff: bool = False) -> None:
@@ -204,11 +208,15 @@ class Outbox:
         self.running = False
         await asyncio.gather(*(w.stop() for w in self.workers.values()), return_exceptions=True)
         self.workers.clear()
+        await self.leases.stop()
 
     # --- the workers' host (delivery/worker.py WorkerHost) ---------------------------------
 
     def is_paused(self, peer_id: str) -> bool:
         return self._directory.is_paused(peer_id)
+
+    async def hold_lease(self, peer_id: str) -> bool:
+        return await self.leases.hold(peer_id)
 
     async def post_batch(self, peer_id: str, data: bytes) -> bytes:
         return await self._client.post_batch(peer_id, data)

@@ -75,6 +75,10 @@ class WorkerHost(Protocol):
 
     def is_paused(self, peer_id: str) -> bool: ...
 
+    async def hold_lease(self, peer_id: str) -> bool:
+        """Whether this process may deliver the peer's queue now (delivery/leases.py)."""
+        ...
+
     async def post_batch(self, peer_id: str, data: bytes) -> bytes: ...
 
     def verify_receipt_for(
@@ -224,6 +228,11 @@ class PeerWorker:
     async def run(self) -> None:
         while not self._stopping:
             if self.host.is_paused(self.peer_id):
+                await self._sleep(self.idle_poll_s)
+                continue
+            if not await self.host.hold_lease(self.peer_id):
+                # Another process delivers this queue; look again in a while, to take
+                # over should it die.
                 await self._sleep(self.idle_poll_s)
                 continue
             try:

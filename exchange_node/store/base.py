@@ -23,8 +23,11 @@ How an operation keeps it:
 Each transaction is labelled: ``store/faults.py`` kills the process at its commit points
 for the crash tests (``tests/test_crash_points.py``).
 
-One implementation exists today (:class:`exchange_node.store.sqlite.SqliteStore`); a
-PostgreSQL one is added behind the same protocol. Rows cross this boundary as the frozen
+Two implementations share one text of every query:
+:class:`exchange_node.store.sqlite.SqliteStore` (embedded, one process) and
+:class:`exchange_node.store.postgresql.PostgresStore` (a server shared by several node
+processes), which runs SqliteStore's own methods on a connection adapter. New SQL must
+therefore be portable: the rules are in :mod:`exchange_node.store.migrations`. Rows cross this boundary as the frozen
 dataclasses of :mod:`exchange_node.store.records`, never as driver rows; no SQL exists
 outside ``store/`` (the audit log's tree, ``audit/log.py``, aside: it runs on the
 connection the store hands it).
@@ -82,6 +85,14 @@ from exchange_node.store.records import (
 )
 
 T = TypeVar("T")
+
+
+def connection_locks(conn: Any) -> str:
+    """What makes a read lock its rows until COMMIT on this connection (a
+    read-modify-write): `` FOR UPDATE`` on a server (``PgConnection.row_lock``), nothing
+    on SQLite, whose write transaction holds the one write lock from its BEGIN
+    IMMEDIATE."""
+    return getattr(conn, "row_lock", "")
 
 
 class StoreError(ExchangeError):
@@ -345,6 +356,25 @@ class Store(Protocol):
     def get_meta(self, key: str) -> bytes | None: ...
 
     async def set_meta(self, key: str, value: bytes) -> None: ...
+
+    # --- several processes on one database (PostgreSQL; SQLite: one process) -----------
+
+    async def claim_delivery(self, peer_id: str, owner: str, ttl_s: float) -> bool:
+        """Hold the lease on ``peer_id``'s queue for ``ttl_s`` more seconds (claim or
+        renew); False while another live process holds it (``delivery/leases.py``)."""
+        ...
+
+    async def release_delivery(self, peer_ids: Sequence[str], owner: str) -> None: ...
+
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """Hear what other processes change (``outbox:<peer>``, ``peers``, ``tokens``,
+        ``meta``; ``*`` after an interruption) on the caller's loop; returns the stop."""
+        ...
+
+    def audit_connection(self) -> Any:
+        """The connection ``AuditLog(store.path, connection=...)`` reads through, or
+        None: the log opens the database file itself."""
+        ...
 
     # --- operations ----------------------------------------------------------------------
 

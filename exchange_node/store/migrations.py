@@ -1,14 +1,41 @@
-"""Versioned schema of the SQLite store.
+"""Versioned schema of the store, one text for SQLite and PostgreSQL.
 
-``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``; the version
-lives in ``PRAGMA user_version``. Each migration runs in its own transaction together
-with the version bump, so a crash leaves the database at one version or the next, never
-between. Released migrations are never edited: a change is a new entry at the end.
-A database newer than this code is refused (a downgrade would silently misread it).
+``MIGRATIONS[i]`` takes a database from schema version ``i`` to ``i + 1``; on SQLite the
+version lives in ``PRAGMA user_version``, on PostgreSQL in the ``exchange_node_schema``
+table. Each migration runs in its own transaction together with the version bump, so a
+crash leaves the database at one version or the next, never between. Released
+migrations are never edited: a change is a new entry at the end. A database newer than
+this code is refused (a downgrade would silently misread it).
+
+PORTABLE SQL. Every statement of the store (migrations and queries alike) is written
+once, in the SQLite spelling, and runs on PostgreSQL through
+:func:`exchange_node.store.postgresql.translate` (queries: ``?`` placeholders) and
+:func:`postgresql_ddl` (migrations). The rules that keep one text valid on both:
+
+- column types INTEGER, TEXT, BLOB, REAL only (on PostgreSQL BIGINT, TEXT, BYTEA,
+  DOUBLE PRECISION); ``STRICT`` and ``WITHOUT ROWID`` are dropped there;
+- an id the database assigns is ``INTEGER PRIMARY KEY`` (PostgreSQL: an identity
+  column); read it back with ``RETURNING id``, never ``cursor.lastrowid``;
+- no ``INSERT OR IGNORE/REPLACE``: ``INSERT ... ON CONFLICT (...) DO NOTHING`` or
+  ``DO UPDATE SET x = excluded.x``;
+- no ``rowid`` (``doc_notices.rowid``, the catch-up cursor, is the one exception: an
+  explicit identity column of that name on PostgreSQL), no PRAGMA, no SQLite-only
+  function; comparisons are not numbers (``sum(CASE WHEN ... THEN 1 ELSE 0 END)``, not
+  ``sum(x = y)``; ``1 = 0``, not ``0``, for false);
+- ``?`` placeholders; a literal ``%`` is fine (it is escaped on the way);
+- in ``ON CONFLICT ... DO UPDATE SET``, name the existing row's columns with the
+  table (``coalesce(excluded.x, peers.x)``): a bare ``x`` is ambiguous on PostgreSQL;
+- a failed statement aborts the whole transaction on PostgreSQL: catching a
+  ``sqlite3.IntegrityError`` (the PostgreSQL driver's are re-raised as subclasses of
+  the ``sqlite3`` ones) is fine to turn it into an error that ends the unit, but to
+  carry on after one, wrap the statement in ``tx.savepoint()``;
+- triggers and anything else that cannot be spelled once get a PostgreSQL text in
+  :data:`POSTGRESQL_OVERRIDES`, keyed by (migration index, statement index).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 from exchange_node.store.base import StoreError
@@ -537,3 +564,81 @@ def migrate(
             raise
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     return version
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+_PG_COUNTS = """
+    UPDATE outbox_counts SET
+        queued = queued + (NEW.state = 'queued')::int - (OLD.state = 'queued')::int,
+        delivered = delivered + (NEW.state = 'delivered')::int - (OLD.state = 'delivered')::int,
+        dead = dead + (NEW.state = 'dead')::int - (OLD.state = 'dead')::int
+    WHERE peer_id = NEW.peer_id;
+"""
+
+
+def _pg_trigger(name: str, event: str, body: str, when: str = "") -> tuple[str, str]:
+    return (
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        f"BEGIN\n{body}\nRETURN NULL;\nEND\n$$",
+        f"CREATE TRIGGER {name} AFTER {event} ON outbox FOR EACH ROW {when} "
+        f"EXECUTE FUNCTION {name}()",
+    )
+
+
+POSTGRESQL_OVERRIDES: dict[tuple[int, int], tuple[str, ...]] = {
+    # The outbox counters: PostgreSQL triggers call a function; booleans are cast.
+    (0, 9): _pg_trigger(
+        "outbox_counts_insert",
+        "INSERT",
+        "INSERT INTO outbox_counts (peer_id) VALUES (NEW.peer_id) "
+        "ON CONFLICT (peer_id) DO NOTHING;\n"
+        "UPDATE outbox_counts SET queued = queued + (NEW.state = 'queued')::int, "
+        "delivered = delivered + (NEW.state = 'delivered')::int, "
+        "dead = dead + (NEW.state = 'dead')::int WHERE peer_id = NEW.peer_id;",
+    ),
+    (0, 10): _pg_trigger(
+        "outbox_counts_update",
+        "UPDATE OF state",
+        _PG_COUNTS,
+        "WHEN (OLD.state IS DISTINCT FROM NEW.state)",
+    ),
+    (0, 11): _pg_trigger(
+        "outbox_counts_delete",
+        "DELETE",
+        "UPDATE outbox_counts SET queued = queued - (OLD.state = 'queued')::int, "
+        "delivered = delivered - (OLD.state = 'delivered')::int, "
+        "dead = dead - (OLD.state = 'dead')::int WHERE peer_id = OLD.peer_id;",
+    ),
+}
+"""PostgreSQL texts for the statements that cannot be spelled once (see the rules
+above). ``doc_notices`` and ``audit_meta`` are adjusted in :func:`postgresql_ddl`."""
+
+
+def postgresql_ddl(statement: str) -> str:
+    """One migration statement in PostgreSQL's spelling (see the rules above)."""
+    s = re.sub(r"\)\s*STRICT\s*(,\s*WITHOUT ROWID)?\s*$", ")", statement.rstrip())
+    s = re.sub(r"\)\s*WITHOUT ROWID\s*$", ")", s)
+    s = re.sub(
+        r"\bINTEGER PRIMARY KEY( AUTOINCREMENT)?\b",
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        s,
+    )
+    s = re.sub(r"\bINTEGER\b", "BIGINT", s)
+    s = re.sub(r"\bBLOB\b", "BYTEA", s)
+    s = re.sub(r"\bREAL\b", "DOUBLE PRECISION", s)
+    # audit_meta holds text, numbers and keys alike (untyped on SQLite): TEXT here.
+    s = re.sub(r"\bvalue NOT NULL\b", "value TEXT NOT NULL", s)
+    if re.match(r"\s*CREATE TABLE doc_notices\b", s):
+        # The catch-up cursor: SQLite's implicit rowid, an explicit column here.
+        s = s.replace("(", "(\n        rowid BIGINT GENERATED BY DEFAULT AS IDENTITY UNIQUE,", 1)
+    return s
+
+
+def postgresql_migration(index: int) -> list[str]:
+    """Migration ``index`` as PostgreSQL statements."""
+    out: list[str] = []
+    for i, statement in enumerate(MIGRATIONS[index]):
+        override = POSTGRESQL_OVERRIDES.get((index, i))
+        out.extend(override if override is not None else (postgresql_ddl(statement),))
+    return out

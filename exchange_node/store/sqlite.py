@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exchange_node.errors import ConflictError, NotFoundError, ValidationError
-from exchange_node.store.base import StoreError
+from exchange_node.store.base import StoreError, connection_locks
 from exchange_node.store.migrations import migrate
 from exchange_node.store.protection import PURGED_REASON, ProtectionReads, ProtectionWrites
 from exchange_node.store.records import (
@@ -91,6 +91,10 @@ _OUTCOMES = frozenset(o.value for o in Outcome)
 
 REASON_PEER_REMOVED = "peer_removed"
 REASON_UNSPECIFIED = "unspecified"
+
+
+def _nothing() -> None:
+    pass
 
 
 def hash_token_secret(secret: str) -> bytes:
@@ -339,6 +343,23 @@ class SqliteTransaction(ProtectionWrites):
     def delete_catchup(self, peer_id: str) -> None:
         self._conn.execute("DELETE FROM catchup WHERE peer_id = ?", (peer_id,))
 
+    def get_meta(self, key: str, *, lock: bool = False) -> bytes | None:
+        """A meta value as this transaction sees it; ``lock``: no other process may
+        change it until this one commits (a read-modify-write; SQLite's write lock
+        already covers it)."""
+        sql = "SELECT value FROM meta WHERE key = ?" + (
+            connection_locks(self._conn) if lock else ""
+        )
+        rows = _rows(self._conn, sql, (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """A part of the unit that an exception undoes alone: everything written inside
@@ -491,6 +512,24 @@ class SqliteStore(ProtectionReads):
     def path(self) -> str:
         return self._path
 
+    async def claim_delivery(self, peer_id: str, owner: str, ttl_s: float) -> bool:
+        """Whether this process may deliver ``peer_id``'s queue: always, one process owns
+        a SQLite database (a PostgreSQL store leases queues to several)."""
+        return True
+
+    async def release_delivery(self, peer_ids: Sequence[str], owner: str) -> None:
+        """Nothing is leased here (see :meth:`claim_delivery`)."""
+
+    def listen(self, on_change: Callable[[str], None]) -> Callable[[], None]:
+        """No other process writes a SQLite store: nothing to hear (the periodic
+        watch picks up what the command line changes). Returns a no-op stop."""
+        return _nothing
+
+    def audit_connection(self) -> None:
+        """What ``AuditLog(store.path, connection=...)`` reads through: None here, the
+        log opens the database file itself (a PostgreSQL store returns a connection)."""
+        return None
+
     # --- units of work -----------------------------------------------------------------------
 
     def attach_audit(self, appender: AuditAppender) -> None:
@@ -595,7 +634,8 @@ class SqliteStore(ProtectionReads):
         counted = {
             peer: (pending, dead)
             for peer, pending, dead in self._read(
-                "SELECT peer_id, sum(state = 'queued'), sum(state = 'dead') FROM outbox "
+                "SELECT peer_id, sum(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) FROM outbox "
                 "WHERE catchup = 1 AND state != 'delivered' GROUP BY peer_id"
             )
         }
@@ -1001,7 +1041,7 @@ class SqliteStore(ProtectionReads):
                 "VALUES (?, ?, ?, ?, ?, coalesce(?, '[]')) "
                 "ON CONFLICT (node_id) DO UPDATE SET card = excluded.card, "
                 "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at, "
-                "policy = coalesce(?, policy)",
+                "policy = coalesce(?, peers.policy)",
                 (node_id, card, fingerprint, at, at, policy_json, policy_json),
             )
             return _peer_row(_rows(conn, f"SELECT {_PEER_COLS} FROM peers WHERE node_id = ?",
@@ -1112,16 +1152,16 @@ class SqliteStore(ProtectionReads):
                     "name",
                 )
             try:
-                cur = conn.execute(
+                token_id = conn.execute(
                     "INSERT INTO tokens (name, role, secret_hash, created_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?) RETURNING id",
                     (name, role, secret_hash, at, expires_at),
-                )
+                ).fetchone()[0]
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(
                     "token_secret_reused", "generate a fresh secret for every token", "secret"
                 ) from exc
-            return TokenRecord(cur.lastrowid, name, role, secret_hash, at, None, expires_at)
+            return TokenRecord(token_id, name, role, secret_hash, at, None, expires_at)
 
         return await self._write(job, audit=audit, label="token.create")
 
@@ -1372,11 +1412,11 @@ def _enqueue(conn: sqlite3.Connection, items: tuple[OutboxItem, ...]) -> list[in
     ids = []
     for item in items:
         try:
-            cur = conn.execute(
+            outbox_id = conn.execute(
                 "INSERT INTO outbox (peer_id, message_id, envelope, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (item.peer_id, item.message_id, item.envelope, item.payload, item.created_at),
-            )
+            ).fetchone()[0]
         except sqlite3.IntegrityError as exc:
             raise ConflictError(
                 "message_id_exists",
@@ -1384,7 +1424,7 @@ def _enqueue(conn: sqlite3.Connection, items: tuple[OutboxItem, ...]) -> list[in
                 f"{item.peer_id}; use a fresh message id",
                 "message_id",
             ) from exc
-        ids.append(cur.lastrowid)
+        ids.append(outbox_id)
     return ids
 
 
@@ -1395,9 +1435,10 @@ def _record_receipt(
     outcomes: list[tuple[int, Outcome, str | None]],
 ) -> int:
     receipt_id = conn.execute(
-        "INSERT INTO receipts (peer_id, batch_id, receipt, received_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO receipts (peer_id, batch_id, receipt, received_at) VALUES (?, ?, ?, ?) "
+        "RETURNING id",
         (peer_id, receipt.batch_id, receipt.receipt, receipt.received_at),
-    ).lastrowid
+    ).fetchone()[0]
     for outbox_id, outcome, reason in outcomes:
         rows = _rows(
             conn, "SELECT state FROM outbox WHERE id = ? AND peer_id = ?", (outbox_id, peer_id)
@@ -1442,7 +1483,7 @@ def _accept(conn: sqlite3.Connection, items: tuple[InboxItem, ...]) -> list[Inbo
             continue
         cursor = conn.execute(
             "INSERT INTO inbox (sender, message_id, envelope_hash, kind, header, body, "
-            "signature, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "signature, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING cursor",
             (
                 item.sender,
                 item.message_id,
@@ -1453,7 +1494,7 @@ def _accept(conn: sqlite3.Connection, items: tuple[InboxItem, ...]) -> list[Inbo
                 item.signature,
                 item.received_at,
             ),
-        ).lastrowid
+        ).fetchone()[0]
         conn.execute(
             "INSERT INTO seen (sender, message_id, envelope_hash, first_seen, cursor) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -1511,7 +1552,8 @@ _NOTICE_COLS = (
 )
 _notice_values = attrgetter(*(f.name for f in fields(NoticeRow)))
 _NOTICE_INSERT = (
-    f"INSERT OR IGNORE INTO doc_notices ({_NOTICE_COLS}, indexed_at) VALUES ({', '.join('?' * 17)})"
+    f"INSERT INTO doc_notices ({_NOTICE_COLS}, indexed_at) VALUES ({', '.join('?' * 17)}) "
+    "ON CONFLICT (notice_id) DO NOTHING"
 )
 
 
@@ -1589,7 +1631,7 @@ def _catchup_where(
         picks.append("n.supersedes IS NOT NULL")
     where = (
         "n.sender_node = ? AND n.rowid > ? AND n.kind != 'WITHDRAWAL' "
-        f"AND ({' OR '.join(picks) or '0'}) "
+        f"AND ({' OR '.join(picks) or '1 = 0'}) "
         "AND NOT EXISTS (SELECT 1 FROM doc_notices s WHERE s.supersedes = n.notice_id)"
     )
     if upto is not None:

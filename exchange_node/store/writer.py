@@ -40,6 +40,11 @@ from exchange_node.store.records import WriterStats
 
 T = TypeVar("T")
 
+MAX_TRANSIENT_RETRIES = 5
+"""How often a group the database aborted to let another transaction through (a
+deadlock between processes sharing a PostgreSQL database) is run again before its jobs
+fail."""
+
 DEFAULT_MAX_GROUP = 512
 """Most rows (job weight) committed in one transaction: bounds the transaction's size and
 the latency of the jobs in it. Past a few hundred rows a larger group saves no time."""
@@ -241,7 +246,7 @@ class GroupCommitWriter:
             job.error = _wrap(exc)
         self._resolve([job])
 
-    def _run_group(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
+    def _run_group(self, conn: sqlite3.Connection, group: list[_Job], retry: int = 0) -> None:
         current: _Job | None = None  # the job running when something raised
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -262,6 +267,11 @@ class GroupCommitWriter:
             faults.reached(labels, "committed")
         except BaseException as exc:
             _rollback_quietly(conn)
+            if getattr(exc, "transient", False) and retry < MAX_TRANSIENT_RETRIES:
+                for job in group:  # nobody's fault: the same group again
+                    job.result, job.error = None, None
+                self._run_group(conn, group, retry + 1)
+                return
             if len(group) == 1:
                 job = group[0]
                 job.result = None
