@@ -318,7 +318,7 @@ async def _dead_letter(nd) -> None:
     """One message to PHL refused for good: outbox row 1, dead."""
     from exchange_node.store.records import OutboxItem, ReceiptRecord
 
-    store = await SqliteStore.open(nd.data / "node.sqlite")
+    store = await open_store(nd.config())
     try:
         [row] = await store.enqueue([OutboxItem(PHL, b"\x01" * 16, b"env", b"pay", now_ms())])
         receipt = ReceiptRecord(batch_id=b"batch-1", receipt=b"signed", received_at=now_ms())
