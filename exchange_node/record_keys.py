@@ -21,8 +21,11 @@ and which data key is wrapped under which lives in the store (``kek_versions``,
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +86,24 @@ class KekFiles:
 
     def path(self, version: int) -> Path:
         return self._dir / f"kek-{version}.key"
+
+    @contextlib.contextmanager
+    def changing(self, wait: bool = True) -> Iterator[bool]:
+        """Hold the exclusive lock of KEK changes in this keys folder (``kek.lock``): a
+        rotation holds it from writing its new file until its transaction is settled,
+        so no other process on this machine takes that file for a leftover. Yields
+        whether the lock is held (``wait`` False: it is not taken if busy)."""
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self._dir / "kek.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
 
     def versions(self) -> list[int]:
         """The versions whose file exists, ascending."""

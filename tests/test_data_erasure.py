@@ -424,3 +424,36 @@ async def test_the_upgrade_data_step_killed_at_its_commit_converts_each_case_onc
     jpn = await net[JPN].open()  # the next start finishes (or has nothing left to do)
     assert jpn.services.cases.get(ref).personal.full_name == NAME
     assert jpn.services.cases.get(ref).events[0].note == NOTE
+
+
+# --- a rotation is never undone by another process, nor by its own cancellation -------------
+
+
+async def test_a_rotation_under_way_keeps_its_new_file_when_another_process_starts(net):
+    """Another process opening the node (every CLI command does) while a rotation has
+    written its new KEK file but not committed must not take the file for a leftover."""
+    jpn = await net[JPN].open()
+    files = KekFiles(net[JPN].data / "keys")
+    with files.changing():  # a rotation under way: file written, row not committed yet
+        files.create(2)
+        assert await jpn.services.protection.ensure_kek() == 1
+        assert files.versions() == [1, 2]
+    # Once no rotation holds the lock, a file no row names is a leftover and goes.
+    assert await jpn.services.protection.ensure_kek() == 1
+    assert files.versions() == [1]
+
+
+async def test_a_cancelled_rotation_that_commits_keeps_its_key_file(net):
+    jpn = await net[JPN].start()
+    await net[PHL].start()
+    ref = await _open_case(jpn)
+    task = asyncio.ensure_future(jpn.services.protection.rotate_kek("operator"))
+    await asyncio.sleep(0)  # the file is written and the transaction handed to the store
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    current = jpn.store.current_kek()
+    files = KekFiles(net[JPN].data / "keys").versions()
+    assert current in files  # whatever was committed, its key exists
+    assert jpn.store.record_key(f"case:{ref}").kek_version in files
+    assert jpn.services.cases.get(ref).personal.full_name == NAME

@@ -148,6 +148,8 @@ async def test_a_refusal_under_a_jurisdictions_law_is_signed_and_recorded(net, t
             "--refuse", "JPN", "APPI Art. 33(2)(ii): an investigation would be impeded"]  # fmt: skip
     await net[JPN].stop()
     assert await asyncio.to_thread(run_cli, args) == 0
+    assert out.stat().st_mode & 0o777 == 0o600  # what it holds is personal data
+    assert await asyncio.to_thread(run_cli, args) == 2  # never over an existing file
     doc = json.loads(out.read_bytes())
     assert doc["report"]["refused"]["jurisdiction"] == "JPN"
     assert "held" not in doc["report"] and NAME not in out.read_text()

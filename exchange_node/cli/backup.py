@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,6 +28,11 @@ async def cmd_backup(args) -> int:
             " (docs/operations.md section 15); `backup` copies a SQLite node",
             code="backup_postgresql",
         )
+    keks_out = Path(args.keks_out) if args.keks_out else None
+    if keks_out is not None and keks_out.exists():
+        raise CliError(
+            f"--keks-out {keks_out}: already exists; name a new folder", code="out_exists"
+        )
     now = now_ms()
     store = await _store(cfg)
     try:
@@ -34,12 +40,14 @@ async def cmd_backup(args) -> int:
         await store.append_audit([leaves.backup(now, LeafKind.BACKUP_MADE, operator_actor(), now)])
     finally:
         await store.close()
-    keks_out = Path(args.keks_out) if args.keks_out else None
-    if keks_out is not None and keks_out.exists():
-        raise CliError(
-            f"--keks-out {keks_out}: already exists; name a new folder", code="out_exists"
-        )
-    manifest = make_backup(cfg, out, now, keks_out)
+    try:
+        manifest = make_backup(cfg, out, now, keks_out)
+    except BaseException:
+        # No half backup of private keys left behind (the leaf says one was begun).
+        for folder in (out, keks_out):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
     print(f"backed up {cfg.node.id} into {out} ({len(manifest.files)} files, all 0600)")
     print("it holds the node's private keys: keep it as safe as the node itself")
     if keks_out is not None:
@@ -57,6 +65,12 @@ async def cmd_backup(args) -> int:
 
 async def cmd_restore(args) -> int:
     cfg = _cfg(args)
+    if args.keks and not Path(args.keks).is_dir():
+        raise CliError(
+            f"--keks {args.keks}: not a folder; name where `backup --keks-out` put the"
+            " key-encryption keys",
+            code="keks_folder_missing",
+        )
     if cfg.store.url:
         raise CliError(
             "this node's store is PostgreSQL: restore it with pg_restore"

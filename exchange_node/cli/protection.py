@@ -133,19 +133,44 @@ async def cmd_review_keep(args) -> int:
 
 
 async def cmd_report(args) -> int:
-    """A signed subject access report (or a recorded refusal) written to --out."""
+    """A signed subject access report (or a recorded refusal) written to --out.
+
+    The files hold the subject's personal data: they are created 0600, never over an
+    existing file, and before the report is issued, so the ``subject.report`` entry is
+    never written for a report that could not be handed out."""
+    import os
     from pathlib import Path
+
+    from exchange_node.cli.common import CliError
 
     case_ref, document = _target(args)
     refusal = tuple(args.refuse) if args.refuse else None
-    async with _node(_cfg(args)) as node:
-        data, text = await node.services.reports.issue(
-            case_ref=case_ref, document=document, purpose=args.purpose, actor="operator",
-            refusal=refusal,
-        )  # fmt: skip
-    Path(args.out).write_bytes(data)
-    if args.text:
-        Path(args.text).write_text(text)
+    outs = [Path(args.out), *([Path(args.text)] if args.text else [])]
+    for path in outs:
+        if path.exists():
+            raise CliError(f"{path}: already exists; name a new file", code="out_exists")
+        if not path.parent.is_dir():
+            raise CliError(
+                f"{path}: folder {path.parent} does not exist; create it first",
+                code="out_folder_missing",
+            )
+    fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600) for p in outs]
+    try:
+        async with _node(_cfg(args)) as node:
+            data, text = await node.services.reports.issue(
+                case_ref=case_ref, document=document, purpose=args.purpose, actor="operator",
+                refusal=refusal,
+            )  # fmt: skip
+    except BaseException:
+        for fd, path in zip(fds, outs, strict=True):
+            os.close(fd)
+            path.unlink()
+        raise
+    for fd, content in zip(fds, [data, text.encode()], strict=False):
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
     print(f"wrote {args.out}" + (f" and {args.text}" if args.text else "")
           + (" (a refusal)" if refusal else "") + "; check it with `data verify-report`")  # fmt: skip
     return 0

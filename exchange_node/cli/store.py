@@ -26,8 +26,16 @@ def cmd_store_migrate_to_postgresql(args) -> int:
     check_store("--url", store)
     target = Config(node=cfg.node, store=store, path=cfg.path)
     password = target.store_password
-    path = _audit_path(cfg)  # migrated to this release's schema first
-    copied = copy_from_sqlite(str(path), args.url, password)
+    from exchange_node.node import lock_data_dir
+
+    # The node must be stopped: a serve still running would acknowledge what the copy
+    # no longer takes. Its lock refuses (data_dir_locked) while one runs.
+    lock = lock_data_dir(cfg.data_path)
+    try:
+        path = _audit_path(cfg)  # migrated to this release's schema first
+        copied = copy_from_sqlite(str(path), args.url, password)
+    finally:
+        lock.close()
     keys = [
         Ed25519PublicKey.from_public_bytes(k)
         for k in all_signing_public_keys(cfg.data_path, _passphrase(cfg))

@@ -16,6 +16,8 @@ This service joins the two inside the store's transactions:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
@@ -69,59 +71,79 @@ class RecordProtection:
 
     async def ensure_kek(self) -> int:
         """The current KEK version; the first one created (file and row) on a node that
-        has none. A file left by a rotation that did not commit is destroyed first, so a
-        version number is never used for two keys."""
-        recorded = self._store.kek_versions()
-        top = max((v.version for v in recorded), default=0)
-        for version in self.keks.versions():
-            if version > top:
-                self.keks.destroy(version)
+        has none. A file left by a rotation that did not commit is destroyed, so a
+        version number is never used for two keys, but only while no rotation is under
+        way on this machine (its new file has no row until it commits)."""
+        with self.keks.changing(wait=False) as idle:
+            if idle:
+                recorded = self._store.kek_versions()
+                top = max((v.version for v in recorded), default=0)
+                for version in self.keks.versions():
+                    if version > top:
+                        self.keks.destroy(version)
         current = self._store.current_kek()
         if current is not None:
             return current
-        now = self._node.now_ms()
-        self.keks.create(top + 1)
+        with self.keks.changing():
+            current = self._store.current_kek()  # another process may have just made it
+            if current is not None:
+                return current
+            top = max([v.version for v in self._store.kek_versions()] + [0])
+            now = self._node.now_ms()
+            self.keks.create(top + 1)
 
-        def work(tx: SqliteTransaction) -> None:
-            tx.add_kek_version(top + 1, now)
-            tx.audit([leaves.kek_rotated(now, "operator", None, top + 1, 0)])
+            def work(tx: SqliteTransaction) -> None:
+                tx.add_kek_version(top + 1, now)
+                tx.audit([leaves.kek_rotated(now, "operator", None, top + 1, 0)])
 
-        await self._store.transaction(work, label="kek.create")
+            await self._settle(top + 1, self._store.transaction(work, label="kek.create"))
         return top + 1
 
     async def rotate_kek(self, actor: str) -> tuple[int, int]:
         """A new KEK version; every data key re-wrapped under it, the versions before
         retired, in one transaction. Returns (new version, data keys re-wrapped)."""
-        old = self._store.current_kek()
-        recorded = self._store.kek_versions()
-        new = max([v.version for v in recorded] + self.keks.versions() + [0]) + 1
-        now = self._node.now_ms()
-        self.keks.create(new)
+        with self.keks.changing():
+            old = self._store.current_kek()
+            recorded = self._store.kek_versions()
+            new = max([v.version for v in recorded] + self.keks.versions() + [0]) + 1
+            now = self._node.now_ms()
+            self.keks.create(new)
 
-        def work(tx: SqliteTransaction) -> int:
-            if tx.current_kek() != old:
-                raise ConflictError(
-                    "kek_changed",
-                    "the key-encryption key was rotated meanwhile by another process; "
-                    "run the rotation again if a further one is wanted",
-                )
-            tx.add_kek_version(new, now)
-            for v in recorded:
-                tx.retire_kek(v.version, now)
-            rows = tx.record_keys_not_under(new)
-            for r in rows:
-                key = self.keks.unwrap(r.record_id, r.wrapped, r.kek_version)
-                tx.rewrap_record_key(r.record_id, new, self.keks.wrap(key, new))
-            tx.audit([leaves.kek_rotated(now, actor, old, new, len(rows))])
-            return len(rows)
+            def work(tx: SqliteTransaction) -> int:
+                if tx.current_kek() != old:
+                    raise ConflictError(
+                        "kek_changed",
+                        "the key-encryption key was rotated meanwhile by another process; "
+                        "run the rotation again if a further one is wanted",
+                    )
+                tx.add_kek_version(new, now)
+                for v in recorded:
+                    tx.retire_kek(v.version, now)
+                rows = tx.record_keys_not_under(new)
+                for r in rows:
+                    key = self.keks.unwrap(r.record_id, r.wrapped, r.kek_version)
+                    tx.rewrap_record_key(r.record_id, new, self.keks.wrap(key, new))
+                tx.audit([leaves.kek_rotated(now, actor, old, new, len(rows))])
+                return len(rows)
 
-        try:
-            count = await self._store.transaction(work, label="kek.rotate")
-        except BaseException:
-            self.keks.destroy(new)
-            raise
+            count = await self._settle(new, self._store.transaction(work, label="kek.rotate"))
         log.info("kek.rotated", old=old, new=new, rewrapped=count)
         return new, count
+
+    async def _settle(self, version: int, commit):
+        """Await the transaction that records KEK ``version``, whose file exists. It
+        runs to its end even if the caller is cancelled (a write handed to the store may
+        commit anyway); the file is destroyed only when the store shows no row for the
+        version, never because the awaiting failed."""
+        task = asyncio.ensure_future(commit)
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await task
+            if all(v.version != version for v in self._store.kek_versions()):
+                self.keks.destroy(version)
+            raise
 
     def kek_due(self) -> bool:
         """Whether the current KEK is older than ``[data_protection] kek_rotation_days``."""

@@ -558,7 +558,9 @@ def copy_from_sqlite(sqlite_path: str, url: str, password: str | None = None) ->
     from exchange_node.errors import ConflictError
 
     where = redact(url)
-    src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    # One read transaction: every table is copied as of the same moment.
+    src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True, isolation_level=None)
+    src.execute("BEGIN")
     dst = _connect_writer(url, connection_options(password), where)
     try:
         if src.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
