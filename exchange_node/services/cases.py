@@ -29,6 +29,7 @@ hold no personal data, and the case says it was purged.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import re
@@ -635,9 +636,25 @@ class CaseService:
             purge = kept[-1]
         else:
             purge = await self._store.transaction(lambda tx: work(tx, ()), label="record.purge")
-        await self._store.checkpoint()
+        await self._flush_erased_pages()
         log.info("record.purged", record_type="case", reason=reason, notified=len(recipients))
         return purge
+
+    async def _flush_erased_pages(self, tries: int = 10) -> bool:
+        """Checkpoint the write-ahead log so no old page image of an erased record stays
+        on disk. A reader holding an older snapshot (an export, a verification) makes
+        the checkpoint busy: it is tried again, and if it stays busy the operator is told
+        (the next checkpoint, at the latest the node's periodic one, completes it)."""
+        for attempt in range(tries):
+            if await self._store.checkpoint():
+                return True
+            await asyncio.sleep(0.05 * (attempt + 1))
+        log.warning(
+            "record.checkpoint_busy",
+            detail="erased pages stay in the write-ahead log until the next checkpoint"
+            " completes; a long reader (export, verify, backup) holds it",
+        )
+        return False
 
     def _shared_with(self, ref: str) -> list[str]:
         """The pinned peers this node sent steps of the case to."""
@@ -685,7 +702,7 @@ class CaseService:
         """After the receiving commit: a purge obeyed leaves no page image of the erased
         content in the write-ahead log."""
         if any(r.kind == "purge_notice" for r in results):
-            await self._store.checkpoint()
+            await self._flush_erased_pages()
 
     def unconfirmed_purges(self) -> int:
         """Purge notices this node sent that their recipient has not confirmed yet."""
@@ -756,7 +773,7 @@ class CaseService:
             await self._store.transaction(work, label="case.adopt_keys")
             done += len(refs)
         if done:
-            await self._store.checkpoint()
+            await self._flush_erased_pages()
             log.info("cases.adopted_record_keys", cases=done)
         return done
 
