@@ -4,7 +4,8 @@ A lookup here is a lookup like the API's: each document asked about is one
 ``document.lookup`` leaf with the signed-in token's name and the document's keyed hash,
 found or not. Opening a case is a read like ``GET /api/v1/cases/{ref}`` (one
 ``case.accessed`` leaf); recording a step is the API's ``addCaseEvent``, through the
-same service. The case list shows references, participants and dates only: no personal
+same service. An erased case shows what is left: who erased it, when, why, and each
+peer's confirmation of the purge notice (the API's ``purged``). The case list shows references, participants and dates only: no personal
 data, and it is not a read of any one case.
 """
 
@@ -15,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from exchange_node.api.v1 import purge_out
 from exchange_node.audit import leaves
 from exchange_node.console.app import (
     Refused,
@@ -128,7 +130,7 @@ async def case(request: web.Request) -> web.Response:
         ref, actor=signed_in(request).actor, purpose=purpose, operation_id="console.case"
     )
     me = found.role_of(node.node_id)
-    steps = [str(x) for x in allowed_events(found.state, me)] if me else []
+    steps = [str(x) for x in allowed_events(found.state, me)] if me and not found.purged else []
     return render(
         request,
         "case.html",
@@ -137,6 +139,7 @@ async def case(request: web.Request) -> web.Response:
         steps=steps,
         my_role=str(me) if me else "",
         purpose=purpose,
+        purged=purge_out(node, found.purged) if found.purged else None,
         done=done_note(request),
     )
 

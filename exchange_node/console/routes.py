@@ -12,6 +12,7 @@ from exchange_node.api.v1 import OPERATOR, roles_of
 from exchange_node.console import audit_pages as a
 from exchange_node.console import officer_pages as d
 from exchange_node.console import operator_pages as o
+from exchange_node.console import protection_pages as dp
 from exchange_node.console.app import (
     PAGE_TABLE,
     Page,
@@ -53,6 +54,20 @@ PAGES: tuple[Page, ...] = (
     Page("case_open", "GET", "/cases/open", d.case_open, roles_of("getCase")),
     Page("case", "GET", "/cases/{ref}", d.case, roles_of("getCase")),
     Page("case_step", "POST", "/cases/{ref}/events", d.case_step, roles_of("addCaseEvent")),
+    Page("case_erasure", "GET", "/cases/{ref}/erasure", dp.case_erasure, roles_of("eraseCase")),
+    Page("case_erase", "POST", "/cases/{ref}/erasure", dp.case_erase, roles_of("eraseCase")),
+    Page("protection", "GET", "/protection", dp.protection, roles_of("reviews"), "Data protection"),
+    Page("review_keep", "POST", "/protection/keep", dp.review_keep, roles_of("keepRecord")),
+    Page("hold_place", "POST", "/protection/holds", dp.hold_place, roles_of("placeHold")),
+    Page("hold_release", "POST", "/protection/holds/release", dp.hold_release,
+         roles_of("releaseHold")),
+    Page("subject_reports", "GET", "/subject-reports", dp.subject_report_form,
+         roles_of("subjectReport"), "Subject access"),
+    Page("subject_report", "POST", "/subject-reports", dp.subject_report, roles_of("subjectReport")),
+    Page("subject_report_file", "GET", "/subject-reports/{id}/report.json", dp.subject_report_file,
+         roles_of("subjectReport")),
+    Page("subject_report_text", "GET", "/subject-reports/{id}/report.txt", dp.subject_report_text,
+         roles_of("subjectReport")),
     Page("messages", "GET", "/messages", a.messages, roles_of("getMessage"), "Messages"),
     Page("message_proof", "GET", "/messages/{message_id}/{peer}/proof", a.message_proof,
          roles_of("getMessage")),
@@ -67,6 +82,7 @@ PAGES: tuple[Page, ...] = (
 def add_pages(app: web.Application) -> None:
     app[PAGE_TABLE] = PAGES
     app[a.VERIFICATION] = {}
+    app[dp.REPORTS] = {}
     app.router.add_get("", home)
     app.router.add_get("/", home)
     app.router.add_get("/sign-in", sign_in_form)

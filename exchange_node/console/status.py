@@ -162,6 +162,26 @@ def alerts(node: Node, states: list[PeerState]) -> list[Alert]:
             )
     out += _expiry_alerts(node, now)
     out += disk_alerts(node)
+    out += protection_alerts(node)
+    return out
+
+
+def protection_alerts(node: Node) -> list[Alert]:
+    """Records due for their periodic review, and purge notices a peer has not
+    confirmed (the counts of ``status``: ``reviews_due``, ``purges_unconfirmed``)."""
+    out = []
+    due = len(node.services.retention.reviews_due())
+    if due:
+        out.append(
+            Alert("warning", f"{due} record(s) due for periodic review: keep or purge each",
+                  "/console/protection")
+        )  # fmt: skip
+    unconfirmed = node.services.cases.unconfirmed_purges()
+    if unconfirmed:
+        out.append(
+            Alert("warning", f"{unconfirmed} purge notice(s) not confirmed by a peer yet",
+                  "/console/protection")
+        )  # fmt: skip
     return out
 
 
