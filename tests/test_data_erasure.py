@@ -166,7 +166,7 @@ async def test_an_erased_case_is_unreadable_with_the_database_and_every_key_file
     # Audited, verifying, and the leaf names no one.
     [leaf] = jpn.audit.query(kind=LeafKind.RECORD_PURGED)
     assert leaf.record.actor == "dpo-1"
-    assert leaf.record.attrs == {"record_type": "case", "record": ref, "reason": "erasure_request"}
+    assert leaf.record.attrs == {"record_type": "case", "record": "", "reason": "erasure_request"}
     assert leaf.record.subject_hash == jpn.services.case_subject_hash(ref)
     assert NAME.encode() not in leaf.data
     assert jpn.audit.verify().ok
@@ -200,7 +200,9 @@ async def test_an_erased_case_still_has_a_proof_of_delivery_that_reports_the_pur
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"delivery proof {out}: OK"
     [purged] = [line for line in lines if "content purged" in line]
-    assert f"case {ref}: personal content purged (retention, approved by retention)" in purged
+    subject = jpn.services.case_subject_hash(ref)
+    assert f"case {subject}: personal content purged (retention, approved by retention)" in purged
+    assert ref not in purged
 
     bundle = tmp_path / "bundle.json"
     export = ["--config", str(net[JPN].config_path), "audit", "export", "--out", str(bundle)]
@@ -209,7 +211,7 @@ async def test_an_erased_case_still_has_a_proof_of_delivery_that_reports_the_pur
     assert await asyncio.to_thread(run_cli, ["audit", "verify-bundle", str(bundle)]) == 0
     report = capsys.readouterr().out
     assert "OK" in report.splitlines()[0]
-    assert "purged: seq " in report and f"case {ref}: personal content purged" in report
+    assert "purged: seq " in report and f"case {subject}: personal content purged" in report
 
 
 async def test_kek_rotation_rewraps_data_keys_and_leaves_the_ciphertext_untouched(net):

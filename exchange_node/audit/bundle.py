@@ -306,7 +306,8 @@ def purge_summary(record: LeafRecord) -> str:
     """One line for a proved ``record.purged`` entry."""
     a = record.attrs
     return (
-        f"seq {record.seq}: {a.get('record_type', 'record')} {a.get('record', '?')}: personal"
+        f"seq {record.seq}: {a.get('record_type', 'record')}"
+        f" {a.get('record') or record.subject_hash or '?'}: personal"
         f" content purged ({a.get('reason', '?')}, approved by {record.actor}) at"
         f" {record.time} ms"
     )

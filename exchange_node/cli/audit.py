@@ -206,6 +206,13 @@ async def cmd_proof_export(args) -> int:
         if peer is None:
             raise CliError(f"{row.peer_id} is no longer pinned: its card is not available")
         case_ref = store.case_of_message(mid)
+        case_hash = None
+        if case_ref is not None:
+            from exchange_node.audit.leaf import keyed_hash
+            from exchange_node.services import LOOKUP_KEY_FILE, load_subject_key
+
+            key = load_subject_key(cfg.data_path / "keys" / LOOKUP_KEY_FILE)
+            case_hash = keyed_hash(key, f"case:{case_ref}")
     finally:
         await store.close()
     log = _audit(cfg)
@@ -222,7 +229,7 @@ async def cmd_proof_export(args) -> int:
             *(
                 leaf
                 for leaf in log.iter_query(LeafFilter(kind="record.purged"))
-                if case_ref is not None and leaf.record.attrs.get("record") == case_ref
+                if case_hash is not None and leaf.record.subject_hash == case_hash
             ),
         ]
         # proof export opens the log with the current key (the passphrase is needed

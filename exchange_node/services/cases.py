@@ -606,7 +606,9 @@ class CaseService:
             )
         node = self._node
         now = node.now_ms()
-        leaf = leaves.record_purged(now, approver, "case", ref, reason, self._subject_hash(ref))
+        # Named by its keyed hash only, as its reads are: a reference beside the hash
+        # would let anyone holding the log link every hashed case.accessed entry to it.
+        leaf = leaves.record_purged(now, approver, "case", "", reason, self._subject_hash(ref))
 
         def work(tx: SqliteTransaction, queued: Sequence[Submitted]) -> PurgeRow:
             notices = {
@@ -741,7 +743,7 @@ class CaseService:
                 Reason.POLICY_DENIED, f"record_on_hold: case {ref} is under a legal hold here"
             )
         leaf = leaves.record_purged(
-            now, sender, "case", ref, reason, self._subject_hash(ref), peer=sender
+            now, sender, "case", "", reason, self._subject_hash(ref), peer=sender
         )
         self._shred(tx, ref, PurgeRow(case_record_id(ref), "case", reason, sender, now), leaf)
 

@@ -178,8 +178,7 @@ class RetentionService:
         if row.document is not None:
             subject, shown = self._document_hash(*row.document), record_id.removeprefix("notice:")
         else:
-            shown = record_id.removeprefix("case:")
-            subject = self._case_hash(shown)
+            subject, shown = self._case_hash(record_id.removeprefix("case:")), ""
 
         def work(tx: SqliteTransaction) -> None:
             tx.record_review(record_id, now, actor, reason)
@@ -255,8 +254,10 @@ class RetentionService:
 
 
 def _visible(record_id: str) -> str:
-    """What a leaf may name of the record: a case reference; a document only by hash."""
-    return record_id.removeprefix("case:") if record_id.startswith("case:") else ""
+    """What a leaf may name of a held record: nothing; a case or a document is named
+    only by its keyed hash (a reference beside the hash would link the hashed reads of
+    the same record to it)."""
+    return ""
 
 
 def _chains(notices: Sequence[NoticeRow]) -> list[list[NoticeRow]]:
