@@ -459,3 +459,19 @@ async def test_a_cancelled_rotation_that_commits_keeps_its_key_file(net):
     assert current in files  # whatever was committed, its key exists
     assert jpn.store.record_key(f"case:{ref}").kek_version in files
     assert jpn.services.cases.get(ref).personal.full_name == NAME
+
+
+async def test_a_kek_destroyed_elsewhere_is_destroyed_here_too(net):
+    """Processes on several machines share one database but each has its keys folder:
+    a version one of them destroyed must not survive in another's copy."""
+    jpn = await net[JPN].start()
+    await jpn.services.protection.rotate_kek("operator")
+    files = KekFiles(net[JPN].data / "keys")
+    spare = files.path(1).read_bytes()
+    real_clock = jpn.clock
+    jpn.clock = lambda: real_clock() + jpn.config.data_protection.backup_horizon_days * DAY_MS
+    assert await jpn.services.protection.destroy_expired_keks("retention") == [1]
+    files.path(1).write_bytes(spare)  # the copy another machine still holds
+    files.path(1).chmod(0o600)
+    assert await jpn.services.protection.destroy_expired_keks("retention") == []
+    assert files.versions() == [2]

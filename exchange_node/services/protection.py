@@ -162,6 +162,11 @@ class RecordProtection:
         now = self._node.now_ms()
         destroyed = []
         for v in self._store.kek_versions():
+            if v.destroyed_at is not None and v.version in self.keks.versions():
+                # Destroyed by another machine's process (PostgreSQL): this copy goes too.
+                self.keks.destroy(v.version)
+                log.info("kek.copy_destroyed", version=v.version)
+                continue
             if v.retired_at is None or v.destroyed_at is not None or v.retired_at + horizon > now:
                 continue
             if self._store.record_keys_under(v.version):

@@ -111,7 +111,13 @@ class RetentionService:
         await self._purge_notices(now, report)
         await self._store.purge_before(now - self._node.freshness.max_age_ms)
         if self._protection.kek_due():
-            report.kek_rotated, _ = await self._protection.rotate_kek(RETENTION)
+            if self._node.config.store.url:
+                # Several processes, maybe on several machines, each with its own copy of
+                # keys/: a KEK written on one machine would leave the others unable to
+                # unwrap. The operator rotates and copies the file (operations guide 15).
+                log.warning("kek.rotation_due", detail="run `data kek rotate` (section 15)")
+            else:
+                report.kek_rotated, _ = await self._protection.rotate_kek(RETENTION)
         report.keks_destroyed = await self._protection.destroy_expired_keks(RETENTION)
         if report.cases or report.notices:
             log.info("retention.purged", cases=len(report.cases), notices=len(report.notices))
