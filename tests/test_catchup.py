@@ -332,9 +332,17 @@ async def test_a_policy_that_comes_to_allow_a_kind_catches_up_on_that_kind(net) 
     await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the fraud catch-up")
     source = _answers(phl, n)
     fraud = {f for _, _, ids in source for f in ids}
-    assert {
-        r.notice_id for i in range(n) for r in jpn.store.notices_for_document("PHL", f"P{i:07d}")
-    } == fraud
+
+    def held() -> set[str]:
+        return {
+            r.notice_id
+            for i in range(n)
+            for r in jpn.store.notices_for_document("PHL", f"P{i:07d}")
+        }
+
+    # The receiver's index is read through its own connection (PostgreSQL: another
+    # process's view); wait for it rather than race it.
+    await wait_for(lambda: held() == fraud, timeout=30, what="the receiver holds the fraud notices")
 
     await phl.directory.set_policy(JPN, ["fraud_notice", "status_notice", "correction"])
     await wait_for(lambda: phl.store.catchup(JPN).todo == ("correction", "status_notice"),
