@@ -631,46 +631,24 @@ class AuditLog:
 
     def select(self, f: LeafFilter) -> list[StoredLeaf]:
         """:meth:`query` with the filters in one value."""
-        where, args = [], []
-        for column, value in (
-            ("peer", f.peer),
-            ("kind", f.kind),
-            ("message_id", f.message_id),
-            ("actor", f.actor),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(str(value))
-        if f.since is not None:
-            where.append("time >= ?")
-            args.append(f.since)
-        if f.until is not None:
-            where.append("time < ?")
-            args.append(f.until)
-        if f.after_seq is not None:
-            where.append("seq > ?")
-            args.append(f.after_seq)
-        if f.before_seq is not None:
-            where.append("seq < ?")
-            args.append(f.before_seq)
-        if f.subject_hash is not None:
-            if not re.fullmatch(r"[0-9a-f]{64}", f.subject_hash):
-                raise ValidationError(
-                    "subject_hash_invalid", "a subject hash is 64 hex digits", "subject_hash"
-                )
-            where.append("subject_hash = ?")
-            args.append(f.subject_hash)
+        where, args = _where(f)
         limit = 1000 if f.limit is None else f.limit
         if not 0 < limit <= _QUERY_MAX:
             raise ValidationError("limit_invalid", f"limit must be 1..{_QUERY_MAX}", "limit")
-        sql = "SELECT seq, data FROM audit_leaves"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = "SELECT seq, data FROM audit_leaves" + where
         sql += " ORDER BY seq DESC LIMIT ?" if f.newest_first else " ORDER BY seq LIMIT ?"
-        args.append(limit)
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+            rows = self._db.execute(sql, [*args, limit]).fetchall()
         return [StoredLeaf(seq, data) for seq, data in rows]
+
+    def count(self, f: LeafFilter) -> int:
+        """How many leaves match ``f``'s filters (its limit and order aside): the total a
+        long export shows its progress against."""
+        where, args = _where(f)
+        with self._lock:
+            return int(
+                self._db.execute("SELECT count(*) FROM audit_leaves" + where, args).fetchone()[0]
+            )
 
     def iter_query(self, flt: LeafFilter) -> Iterator[StoredLeaf]:
         """Matching leaves in seq order, ``flt.limit`` of them or all if None, fetched a
@@ -884,6 +862,40 @@ def _append_rows(
     conn.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?, ?, ?)", node_rows)
     conn.execute("UPDATE audit_meta SET value = ? WHERE key = 'tree_size'", (frontier.size,))
     return range(start, frontier.size)
+
+
+def _where(f: LeafFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") and its arguments of ``f``'s filters."""
+    where, args = [], []
+    for column, value in (
+        ("peer", f.peer),
+        ("kind", f.kind),
+        ("message_id", f.message_id),
+        ("actor", f.actor),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(str(value))
+    if f.since is not None:
+        where.append("time >= ?")
+        args.append(f.since)
+    if f.until is not None:
+        where.append("time < ?")
+        args.append(f.until)
+    if f.after_seq is not None:
+        where.append("seq > ?")
+        args.append(f.after_seq)
+    if f.before_seq is not None:
+        where.append("seq < ?")
+        args.append(f.before_seq)
+    if f.subject_hash is not None:
+        if not re.fullmatch(r"[0-9a-f]{64}", f.subject_hash):
+            raise ValidationError(
+                "subject_hash_invalid", "a subject hash is 64 hex digits", "subject_hash"
+            )
+        where.append("subject_hash = ?")
+        args.append(f.subject_hash)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
 
 
 def _add_subject_column(db: sqlite3.Connection) -> None:
