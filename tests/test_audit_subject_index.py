@@ -69,25 +69,53 @@ async def _activity(node) -> tuple[str, str]:
     return node.services.subject_hash("PHL", "P1111111"), node.services.case_subject_hash(CASE)
 
 
-def _rewind_to_schema_9(config) -> None:
-    """Make the stopped node's database what an earlier release left: no subject_hash
-    column (so no index) and schema version 9."""
-    statements = (
-        "DROP INDEX audit_leaves_subject_seq",
-        "ALTER TABLE audit_leaves DROP COLUMN subject_hash",
-    )
+def _on_database(config, *statements: str) -> list[tuple]:
+    """Run ``statements`` on the stopped node's database; the last one's rows."""
+    rows: list[tuple] = []
     if config.store.url:
         with psycopg.connect(config.store.url, autocommit=True) as conn:
             for s in statements:
-                conn.execute(s)
-            conn.execute("UPDATE exchange_node_schema SET version = 9")
+                cur = conn.execute(s)
+                rows = cur.fetchall() if cur.description else []
     else:
-        conn = sqlite3.connect(config.data_path / "node.sqlite")
-        for s in statements:
-            conn.execute(s)
-        conn.execute("PRAGMA user_version = 9")
-        conn.commit()
-        conn.close()
+        conn = sqlite3.connect(config.data_path / "node.sqlite", isolation_level=None)
+        try:
+            for s in statements:
+                rows = conn.execute(s).fetchall()
+        finally:
+            conn.close()
+    return rows
+
+
+def _rewind_to_schema_9(config) -> None:
+    """Make the stopped node's database what an earlier release left: no subject_hash
+    column (so no index) and schema version 9."""
+    _on_database(
+        config,
+        "DROP INDEX audit_leaves_subject_seq",
+        "ALTER TABLE audit_leaves DROP COLUMN subject_hash",
+        "UPDATE exchange_node_schema SET version = 9"
+        if config.store.url
+        else "PRAGMA user_version = 9",
+    )
+
+
+def _schema_version(config) -> int:
+    query = (
+        "SELECT version FROM exchange_node_schema" if config.store.url else "PRAGMA user_version"
+    )
+    return _on_database(config, query)[0][0]
+
+
+def _leaf_columns(config) -> list[str]:
+    if config.store.url:
+        query = (
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'audit_leaves'"
+            " AND table_schema = current_schema()"
+        )
+    else:
+        query = "SELECT name FROM pragma_table_info('audit_leaves')"
+    return sorted(r[0] for r in _on_database(config, query))
 
 
 async def test_the_document_and_case_filters_answer_what_the_leaf_bytes_hold(tmp_path):
@@ -132,6 +160,35 @@ async def test_entries_written_before_the_column_existed_are_found_after_the_mig
             await _console_seqs(node, "doc_state=PHL&doc_number=P1111111")
         )
         assert node.audit.verify().ok  # the filled column agrees with every leaf's bytes
+    finally:
+        await node.stop()
+
+
+async def test_a_migration_that_fails_part_way_leaves_schema_9_whole(tmp_path):
+    """Migration 10 is one transaction: its last statement failing (an object already
+    holds the index's name) leaves no column and version 9; once that is cleared the
+    next start fills the column for every leaf."""
+    node = await make_node(tmp_path, "JPN-ISA", "JPN")
+    config = node.config
+    try:
+        document, _ = await _activity(node)
+        before = _seqs_in_bytes(node, document)
+    finally:
+        await node.stop()
+    _rewind_to_schema_9(config)
+    old_columns = _leaf_columns(config)
+    _on_database(config, "CREATE TABLE audit_leaves_subject_seq (x INTEGER)")
+    with pytest.raises(Exception, match="audit_leaves_subject_seq"):
+        await Node.open(config)
+    assert _schema_version(config) == 9 and _leaf_columns(config) == old_columns
+    assert "subject_hash" not in old_columns
+    _on_database(config, "DROP TABLE audit_leaves_subject_seq")
+    node = await Node.open(config)
+    await node.start()
+    try:
+        assert _schema_version(config) == 10
+        page = await _console_seqs(node, "doc_state=PHL&doc_number=P1111111")
+        assert page == sorted(before, reverse=True) and len(page) == 2
     finally:
         await node.stop()
 

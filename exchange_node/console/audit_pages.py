@@ -3,7 +3,8 @@
 The timeline is newest first, a page at a time by ``seq`` (keyset: ``before`` is the
 lowest seq of the page shown), with every filter the API has plus a looked-up document
 or case: "who looked up this passport last month" (user story 13) is the document's
-keyed hash, never its number, matched against the leaves.
+keyed hash, never its number, looked up in the leaves' indexed ``subject_hash`` column.
+Verification and bundle export run in a worker thread, each with a page that follows it.
 """
 
 from __future__ import annotations
