@@ -7,8 +7,8 @@ Builds the log in the node's own database (bulk appends, about a minute for a mi
 starts the node, signs in to its console as an auditor and times each kind of page the
 auditors use, over HTTP as a browser gets them: the newest page, a page deep in the
 log (keyset: ``before``), filters by kind, actor, peer and a date range, and a
-document's entries ("who looked up this passport"), which reads the leaf bytes of the
-kind it is narrowed to. Prints the median and worst of ``--samples`` requests each.
+document's entries ("who looked up this passport", by the indexed ``subject_hash``
+column since schema 10). Prints the median and worst of ``--samples`` requests each.
 """
 
 from __future__ import annotations

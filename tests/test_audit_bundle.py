@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from exchange_node.audit.bundle import export_bundle, verify_bundle
+from exchange_node.audit.bundle import Bundle, export_bundle, verify_bundle, write_bundle
 from exchange_node.audit.leaf import AuditEvent, LeafKind
 from exchange_node.audit.log import AuditLog, LeafFilter
 
@@ -290,3 +292,26 @@ def test_consistency_entries_out_of_range_or_repeated_are_refused(tmp_path: Path
         "consistency_duplicate",
         "consistency_size_invalid",
     ]
+
+
+@pytest.mark.parametrize("picked", [0, 1, 3_001])
+def test_a_bundle_written_a_leaf_at_a_time_is_the_whole_bundle_formatted_at_once(
+    tmp_path: Path, picked: int
+) -> None:
+    """The streamed bytes equal msgspec's formatting of the decoded bundle, for no leaf,
+    one, and past a progress step; consistency proofs come after the leaves."""
+    told: list[int] = []
+    with _log(tmp_path / "a.db", 3_010) as log:
+        prior = log.sign_checkpoint(now=1).note
+        log.append_many(AuditEvent(time=i, kind=LeafKind.AUTH_FAILED, actor="x") for i in range(5))
+        log.sign_checkpoint(now=2)
+        out = io.BytesIO()
+        leaves = log.iter_query(LeafFilter(limit=picked)) if picked else iter(())
+        assert write_bundle(out, log, leaves, PUB, [3_010], told.append) == picked
+    data = out.getvalue()
+    whole = msgspec.json.decode(data, type=Bundle)
+    assert data == msgspec.json.format(msgspec.json.encode(whole), indent=1) + b"\n"
+    assert [leaf.seq for leaf in whole.leaves] == list(range(picked))
+    assert told == [n for n in range(1000, picked + 1, 1000)]
+    report = verify_bundle(data, KEY.public_key(), [prior])
+    assert report.ok and len(report.leaves) == picked and report.priors_checked == 1

@@ -3,6 +3,8 @@ this passport), keyset pages, live verification, bundle export; the messages pag
 
 from __future__ import annotations
 
+import threading
+
 import aiohttp
 import pytest
 from console_support import browser
@@ -10,6 +12,8 @@ from node_helpers import fraud_notice, wait_for
 from test_api_support import Client, make_node, pin_all, token
 
 from exchange_node.audit.bundle import verify_bundle
+from exchange_node.audit.leaf import AuditEvent, LeafKind
+from exchange_node.audit.log import LeafFilter
 from exchange_node.console.audit_pages import PAGE_SIZE
 from exchange_node.evidence import verify_proof
 
@@ -107,10 +111,82 @@ async def test_a_log_that_does_not_verify_is_said_so(node, auditor):
 async def test_export_a_bundle_of_the_filtered_entries_that_verifies(node, auditor):
     await _look_up(node, "P1111111", "narita-1")
     await _look_up(node, "P2222222", "kansai-2")
-    status, data, resp = await auditor.post("/console/audit/bundle", {"actor": "narita-1"})
+    status, _, resp = await auditor.post("/console/audit/bundle", {"actor": "narita-1"})
+    assert status == 303 and resp.headers["Location"].startswith("/console/audit/bundles/")
+    page = await _finished(auditor, resp.headers["Location"])
+    assert "Ready: 1 entries" in page
+    status, data, resp = await auditor.get(resp.headers["Location"] + "/file")
     assert status == 200 and "attachment" in resp.headers["Content-Disposition"]
     report = verify_bundle(data.encode())
     assert report.ok and len(report.leaves) == 1
+
+
+async def _finished(auditor, location: str) -> str:
+    async def done():
+        status, page, _ = await auditor.get(location)
+        assert status == 200
+        return page if 'id="bundle-result"' in page else None
+
+    return await wait_for(done, what="the bundle export")
+
+
+async def test_a_large_export_shows_its_progress_then_offers_the_whole_bundle(
+    node, auditor, monkeypatch
+):
+    """More entries than the old cap of one page (10,000) would matter for, held at the
+    first progress step so the page is seen while the file is being written."""
+    node.audit.append_many(
+        AuditEvent(time=node.now_ms(), kind=LeafKind.DOCUMENT_LOOKUP, actor="desk-9")
+        for _ in range(1_201)
+    )
+    gate = threading.Event()
+    real = node.audit.iter_query
+
+    def held(flt):
+        for i, leaf in enumerate(real(flt)):
+            if i == 1_000:
+                gate.wait(30)
+            yield leaf
+
+    monkeypatch.setattr(node.audit, "iter_query", held)
+    status, _, resp = await auditor.post("/console/audit/bundle", {"actor": "desk-9"})
+    location = resp.headers["Location"]
+
+    async def at_first_step():
+        _, page, _ = await auditor.get(location)
+        return page if "1000 of 1201 written" in page else None
+
+    try:
+        page = await wait_for(at_first_step, what="the export's progress")
+        assert 'id="bundle-progress"' in page and 'http-equiv="refresh"' in page
+        assert "bundle-download" not in page
+        status, page, _ = await auditor.get(location + "/file")
+        assert status == 409 and "has not finished" in page
+        # The same auditor asking again is sent to the export under way.
+        status, _, resp = await auditor.post("/console/audit/bundle", {"actor": "desk-9"})
+        assert status == 303 and resp.headers["Location"] == location
+    finally:
+        gate.set()
+    page = await _finished(auditor, location)
+    assert "Ready: 1201 entries" in page and 'http-equiv="refresh"' not in page
+    status, data, resp = await auditor.get(location + "/file")
+    assert status == 200 and resp.headers["Content-Type"] == "application/json"
+    report = verify_bundle(data.encode())
+    assert report.ok
+    expected = [leaf.seq for leaf in real(LeafFilter(actor="desk-9"))]
+    assert [r.seq for r in report.leaves] == expected and len(expected) == 1_201
+    # Another auditor cannot fetch it; a new export replaces the file.
+    other = browser(node)
+    async with other.session:
+        await other.sign_in(await token(node, "auditor", "audit-office-2"))
+        status, _, _ = await other.get(location + "/file")
+        assert status == 404
+    (path,) = (node.config.data_path / "exports").glob("audit-bundle-*.json")
+    assert path.stat().st_mode & 0o777 == 0o600
+    status, _, resp = await auditor.post("/console/audit/bundle", {"actor": "narita-1"})
+    assert resp.headers["Location"] != location and not path.exists()
+    status, _, _ = await auditor.get(location)
+    assert status == 404
 
 
 async def test_messages_page_shows_each_recipient_the_receipt_and_a_proof(tmp_path):

@@ -15,12 +15,15 @@ import pytest
 
 from exchange_node.audit import merkle
 from exchange_node.audit.leaf import AuditEvent, LeafKind
-from exchange_node.audit.log import AuditLog
+from exchange_node.audit.log import AuditLog, LeafFilter
 from exchange_node.audit.migrate import adopt_audit_file
 from exchange_node.errors import ConflictError
 from exchange_node.store import OutboxItem, SqliteStore
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
+
+
+SUBJECT = "ab" * 32
 
 
 def event(i: int) -> AuditEvent:
@@ -116,12 +119,20 @@ async def test_leaves_appended_by_another_process_are_built_upon(node_db):
 
 
 def old_audit_file(data, leaves: int) -> bytes:
-    """An audit.sqlite as releases before schema 3 wrote it (tables without prefix)."""
+    """An audit.sqlite as releases before schema 3 wrote it (tables without prefix, no
+    subject_hash column); the odd leaves are about subject ``SUBJECT``."""
     path = data / "audit.sqlite"
     with AuditLog(path, node_id=JPN) as log:
-        log.append_many(event(i) for i in range(leaves))
+        log.append_many(
+            AuditEvent(time=i, kind=LeafKind.DOCUMENT_LOOKUP, actor=PHL, subject_hash=SUBJECT)
+            if i % 2
+            else event(i)
+            for i in range(leaves)
+        )
         root = log.root()
     conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX audit_leaves_subject_seq")
+    conn.execute("ALTER TABLE audit_leaves DROP COLUMN subject_hash")
     for table in ("meta", "leaves", "nodes", "checkpoints", "peer_checkpoints"):
         conn.execute(f"ALTER TABLE audit_{table} RENAME TO {table}")
     conn.commit()
@@ -137,6 +148,8 @@ async def test_an_audit_file_of_an_earlier_release_is_adopted_whole(tmp_path):
 
     with AuditLog(tmp_path / "node.sqlite", node_id=JPN) as log:
         assert log.size == 5 and log.root() == root
+        # The subject column is filled from the adopted leaves' bytes.
+        assert [leaf.seq for leaf in log.select(LeafFilter(subject_hash=SUBJECT))] == [1, 3]
     assert not (tmp_path / "audit.sqlite").exists()
     assert (tmp_path / "audit.sqlite.adopted").is_file()
     assert not adopt_audit_file(tmp_path, tmp_path / "node.sqlite")  # nothing left to do

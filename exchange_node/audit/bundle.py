@@ -20,8 +20,11 @@ bundle's checkpoint extends earlier ones (of those sizes) an auditor already hol
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import io
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -131,6 +134,75 @@ def export_bundle(
     each of those earlier tree sizes to the checkpoint. Raises ``checkpoint_not_found``
     without a checkpoint, ``checkpoint_key_unknown`` if no key given signed it.
     """
+    out = io.BytesIO()
+    write_bundle(out, log, leaves, public_key, consistency_from)
+    return out.getvalue()
+
+
+def write_bundle(
+    out: BinaryIO,
+    log: AuditLog,
+    leaves: Iterable[StoredLeaf],
+    public_key: bytes | Sequence[bytes],
+    consistency_from: Iterable[int] = (),
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """:func:`export_bundle` written to ``out`` a leaf at a time, so a bundle of any
+    number of entries takes the memory of one; returns how many leaves it holds.
+    ``progress``, if given, is told how many have been written, every 1,000.
+
+    The bytes are those of the whole bundle formatted at once: the checkpoint, key and
+    consistency proofs around a placeholder leaf, which is cut out and replaced by the
+    leaves, each formatted at its depth."""
+    cp, signer, key = _signing(log, public_key)
+    consistency = _consistency(log, cp.tree_size, consistency_from)
+    origin = cp.checkpoint.origin  # the log's, or its legacy one for an old checkpoint
+    covered = itertools.takewhile(lambda leaf: leaf.seq < cp.tree_size, iter(leaves))
+    first = next(covered, None)
+    skeleton = Bundle(
+        format=BUNDLE_FORMAT,
+        origin=origin,
+        public_key=signer,
+        verifier_key=verifier_key(origin, key),
+        checkpoint=cp.note + "".join(log.cosignature_lines(cp.tree_size)),
+        leaves=[] if first is None else [_PLACEHOLDER],
+        consistency=consistency,
+    )
+    text = _formatted(skeleton) + b"\n"
+    if first is None:
+        out.write(text)
+        return 0
+    head, tail = text.split(_at_depth(_PLACEHOLDER), 1)
+    out.write(head)
+    written = 0
+    for leaf in itertools.chain((first,), covered):
+        if written:
+            out.write(b",\n")
+        proof = log.inclusion_proof(leaf.seq, cp.tree_size)
+        out.write(_at_depth(BundleLeaf(leaf.seq, proof.leaf, list(proof.hashes))))
+        written += 1
+        if progress is not None and written % 1000 == 0:
+            progress(written)
+    out.write(tail)
+    return written
+
+
+_PLACEHOLDER = BundleLeaf(0, b"", [])
+
+
+def _formatted(value: msgspec.Struct) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(value), indent=1)
+
+
+def _at_depth(leaf: BundleLeaf) -> bytes:
+    """A leaf formatted as it is inside a bundle: two levels deep."""
+    return b"\n".join(b"  " + line for line in _formatted(leaf).split(b"\n"))
+
+
+def _signing(
+    log: AuditLog, public_key: bytes | Sequence[bytes]
+) -> tuple[SignedCheckpoint, bytes, Ed25519PublicKey]:
+    """The latest checkpoint and the one of ``public_key`` that signed it."""
     cp = log.latest_checkpoint()
     if cp is None:
         raise NotFoundError("checkpoint_not_found", "sign a checkpoint before exporting", "log")
@@ -143,35 +215,24 @@ def export_bundle(
             " node's signing keys; run `exchange-node audit verify`",
             "public_key",
         )
-    key = Ed25519PublicKey.from_public_bytes(signer)
+    return cp, signer, Ed25519PublicKey.from_public_bytes(signer)
+
+
+def _consistency(
+    log: AuditLog, tree_size: int, consistency_from: Iterable[int]
+) -> list[BundleConsistency]:
     out = []
-    for leaf in leaves:
-        if leaf.seq >= cp.tree_size:
-            break
-        proof = log.inclusion_proof(leaf.seq, cp.tree_size)
-        out.append(BundleLeaf(leaf.seq, proof.leaf, list(proof.hashes)))
-    consistency = []
     for old_size in sorted(set(consistency_from)):
-        if not 0 < old_size <= cp.tree_size:
+        if not 0 < old_size <= tree_size:
             raise ValidationError(
                 "consistency_size_invalid",
-                f"consistency proofs can start at sizes 1 to {cp.tree_size} (the latest"
+                f"consistency proofs can start at sizes 1 to {tree_size} (the latest"
                 f" checkpoint), not {old_size}",
                 "consistency_from",
             )
-        hashes = log.consistency_hashes(old_size, cp.tree_size) if old_size < cp.tree_size else []
-        consistency.append(BundleConsistency(old_size, list(hashes)))
-    origin = cp.checkpoint.origin  # the log's, or its legacy one for an old checkpoint
-    bundle = Bundle(
-        format=BUNDLE_FORMAT,
-        origin=origin,
-        public_key=signer,
-        verifier_key=verifier_key(origin, key),
-        checkpoint=cp.note + "".join(log.cosignature_lines(cp.tree_size)),
-        leaves=out,
-        consistency=consistency,
-    )
-    return msgspec.json.format(msgspec.json.encode(bundle), indent=1) + b"\n"
+        hashes = log.consistency_hashes(old_size, tree_size) if old_size < tree_size else []
+        out.append(BundleConsistency(old_size, list(hashes)))
+    return out
 
 
 def verify_bundle(

@@ -3,7 +3,8 @@
 Storage (``docs/audit-format.md`` describes it for auditors):
 
 - ``leaves(seq, data, hash, ...)``: the exact leaf bytes, their RFC 9162 leaf hash and
-  copies of a few fields for queries (``verify`` checks the copies against the bytes);
+  copies of a few fields for queries, ``subject_hash`` among them (``verify`` checks the
+  copies against the bytes; the tree commits to the bytes only);
 - ``nodes(level, idx, hash)``: the hash of every *complete* subtree above the leaves,
   the one covering leaves ``[idx * 2^level, (idx + 1) * 2^level)``. An append adds one
   leaf and on average one node (O(log n) at worst); any root, inclusion or consistency
@@ -51,7 +52,12 @@ from exchange_node.audit.leaf import AuditEvent, LeafKind, LeafRecord, decode_le
 from exchange_node.audit.verify import Verifier, VerifyReport
 from exchange_node.errors import ConflictError, ExchangeError, NotFoundError, ValidationError
 from exchange_node.store.base import connection_locks
-from exchange_node.store.migrations import AUDIT_COSIGNATURES, AUDIT_TABLES
+from exchange_node.store.migrations import (
+    APPLICATION_ID,
+    AUDIT_COSIGNATURES,
+    AUDIT_SUBJECT,
+    AUDIT_TABLES,
+)
 
 FORMAT = "exchange-node-audit/1"
 
@@ -146,8 +152,7 @@ class LeafFilter:
     # The console's newest-first pages: leaves before ``before_seq``, highest seq first.
     before_seq: int | None = None
     newest_first: bool = False
-    # Leaves about one document or case (its keyed hash): read from the leaf bytes, so
-    # narrow by kind or time as well on a large log.
+    # Leaves about one document or case (its keyed hash), by the indexed column.
     subject_hash: str | None = None
 
 
@@ -207,6 +212,7 @@ class AuditLog:
         # checkpoint copy each page once instead of many times (measured: +30% appends).
         db.execute("PRAGMA wal_autocheckpoint=4000")
         db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        _add_subject_column(db)
         return db
 
     @classmethod
@@ -625,47 +631,24 @@ class AuditLog:
 
     def select(self, f: LeafFilter) -> list[StoredLeaf]:
         """:meth:`query` with the filters in one value."""
-        where, args = [], []
-        for column, value in (
-            ("peer", f.peer),
-            ("kind", f.kind),
-            ("message_id", f.message_id),
-            ("actor", f.actor),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(str(value))
-        if f.since is not None:
-            where.append("time >= ?")
-            args.append(f.since)
-        if f.until is not None:
-            where.append("time < ?")
-            args.append(f.until)
-        if f.after_seq is not None:
-            where.append("seq > ?")
-            args.append(f.after_seq)
-        if f.before_seq is not None:
-            where.append("seq < ?")
-            args.append(f.before_seq)
-        if f.subject_hash is not None:
-            if not re.fullmatch(r"[0-9a-f]{64}", f.subject_hash):
-                raise ValidationError(
-                    "subject_hash_invalid", "a subject hash is 64 hex digits", "subject_hash"
-                )
-            # Canonical leaf bytes: the key and its value appear exactly like this.
-            where.append("CAST(data AS TEXT) LIKE ?")
-            args.append(f'%"subject_hash":"{f.subject_hash}"%')
+        where, args = _where(f)
         limit = 1000 if f.limit is None else f.limit
         if not 0 < limit <= _QUERY_MAX:
             raise ValidationError("limit_invalid", f"limit must be 1..{_QUERY_MAX}", "limit")
-        sql = "SELECT seq, data FROM audit_leaves"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = "SELECT seq, data FROM audit_leaves" + where
         sql += " ORDER BY seq DESC LIMIT ?" if f.newest_first else " ORDER BY seq LIMIT ?"
-        args.append(limit)
         with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+            rows = self._db.execute(sql, [*args, limit]).fetchall()
         return [StoredLeaf(seq, data) for seq, data in rows]
+
+    def count(self, f: LeafFilter) -> int:
+        """How many leaves match ``f``'s filters (its limit and order aside): the total a
+        long export shows its progress against."""
+        where, args = _where(f)
+        with self._lock:
+            return int(
+                self._db.execute("SELECT count(*) FROM audit_leaves" + where, args).fetchone()[0]
+            )
 
     def iter_query(self, flt: LeafFilter) -> Iterator[StoredLeaf]:
         """Matching leaves in seq order, ``flt.limit`` of them or all if None, fetched a
@@ -855,18 +838,85 @@ def _append_rows(
         seq = frontier.size
         data = encode_leaf(seq, ev)
         h = merkle.leaf_hash(data)
-        leaf_rows.append((seq, data, h, ev.time, str(ev.kind), ev.actor, ev.peer, ev.message_id))
+        leaf_rows.append(
+            (
+                seq,
+                data,
+                h,
+                ev.time,
+                str(ev.kind),
+                ev.actor,
+                ev.peer,
+                ev.message_id,
+                ev.subject_hash or None,
+            )
+        )
         node_rows.extend(frontier.push(h))
     if not leaf_rows:
         return range(start, start)
     conn.executemany(
-        "INSERT INTO audit_leaves(seq, data, hash, time, kind, actor, peer, message_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_leaves(seq, data, hash, time, kind, actor, peer, message_id,"
+        " subject_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         leaf_rows,
     )
     conn.executemany("INSERT INTO audit_nodes(level, idx, hash) VALUES (?, ?, ?)", node_rows)
     conn.execute("UPDATE audit_meta SET value = ? WHERE key = 'tree_size'", (frontier.size,))
     return range(start, frontier.size)
+
+
+def _where(f: LeafFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") and its arguments of ``f``'s filters."""
+    where, args = [], []
+    for column, value in (
+        ("peer", f.peer),
+        ("kind", f.kind),
+        ("message_id", f.message_id),
+        ("actor", f.actor),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(str(value))
+    if f.since is not None:
+        where.append("time >= ?")
+        args.append(f.since)
+    if f.until is not None:
+        where.append("time < ?")
+        args.append(f.until)
+    if f.after_seq is not None:
+        where.append("seq > ?")
+        args.append(f.after_seq)
+    if f.before_seq is not None:
+        where.append("seq < ?")
+        args.append(f.before_seq)
+    if f.subject_hash is not None:
+        if not re.fullmatch(r"[0-9a-f]{64}", f.subject_hash):
+            raise ValidationError(
+                "subject_hash_invalid", "a subject hash is 64 hex digits", "subject_hash"
+            )
+        where.append("subject_hash = ?")
+        args.append(f.subject_hash)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+def _add_subject_column(db: sqlite3.Connection) -> None:
+    """Give a stand-alone audit file made before the ``subject_hash`` column that column,
+    filled from the leaves, in one transaction (as migration 10 does in a node's
+    database, which gets it from the store's migrations and is left to them)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(audit_leaves)")}
+    if "subject_hash" in columns:
+        return
+    if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        return  # a node's database: the store migrates it
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(audit_leaves)")}
+        if "subject_hash" not in columns:  # not added by another process meanwhile
+            for statement in AUDIT_SUBJECT:
+                db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _storage_failure(exc: BaseException) -> bool:

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from exchange_node.errors import ConflictError
+from exchange_node.store.migrations import AUDIT_SUBJECT_BACKFILL
 
 OLD_FILE = "audit.sqlite"
 _TABLES = ("meta", "leaves", "nodes", "checkpoints", "peer_checkpoints")
@@ -39,7 +40,14 @@ def adopt_audit_file(data_dir: Path, database: Path) -> bool:
             if ours == 0:
                 conn.execute("DELETE FROM main.audit_meta")
                 for table in _TABLES:
-                    conn.execute(f"INSERT INTO main.audit_{table} SELECT * FROM old.{table}")
+                    columns = ", ".join(
+                        row[1] for row in conn.execute(f"PRAGMA old.table_info({table})")
+                    )
+                    conn.execute(
+                        f"INSERT INTO main.audit_{table} ({columns}) SELECT {columns} FROM old.{table}"
+                    )
+                # The old file predates the subject_hash column: filled from the leaves.
+                conn.execute(AUDIT_SUBJECT_BACKFILL)
             elif ours != theirs or _last_hash(conn, "main.audit_leaves") != _last_hash(
                 conn, "old.leaves"
             ):

@@ -116,12 +116,13 @@ class Verifier:
         expected = 0
         broken_at: int | None = None  # the tree cannot be recomputed past a missing leaf
         rows = self.db.execute(
-            "SELECT seq, data, hash, time, kind, actor, peer, message_id FROM audit_leaves ORDER BY seq"
+            "SELECT seq, data, hash, time, kind, actor, peer, message_id, subject_hash"
+            " FROM audit_leaves ORDER BY seq"
         )
         while cp_index < len(checkpoints) and checkpoints[cp_index][0] == 0:
             self._check_root(checkpoints[cp_index], frontier)
             cp_index += 1
-        for seq, data, stored_hash, time, kind, actor, peer, message_id in rows:
+        for seq, data, stored_hash, time, kind, actor, peer, message_id, subject in rows:
             if seq != expected and broken_at is None:
                 self.problem(expected, "leaf_missing", f"leaves {expected}..{seq - 1} are missing")
                 broken_at = expected
@@ -146,12 +147,13 @@ class Verifier:
                         "leaf_misplaced",
                         f"leaf bytes belong at seq {rec.seq} (leaves moved or reordered)",
                     )
-                if (rec.time, rec.kind, rec.actor, rec.peer, rec.message_id) != (
+                if (rec.time, rec.kind, rec.actor, rec.peer, rec.message_id, rec.subject_hash) != (
                     time,
                     kind,
                     actor,
                     peer,
                     message_id,
+                    subject or "",
                 ):
                     self.problem(
                         seq, "leaf_columns_mismatch", "query columns differ from the leaf bytes"

@@ -3,7 +3,8 @@
 The timeline is newest first, a page at a time by ``seq`` (keyset: ``before`` is the
 lowest seq of the page shown), with every filter the API has plus a looked-up document
 or case: "who looked up this passport last month" (user story 13) is the document's
-keyed hash, never its number, matched against the leaves.
+keyed hash, never its number, looked up in the leaves' indexed ``subject_hash`` column.
+Verification and bundle export run in a worker thread, each with a page that follows it.
 """
 
 from __future__ import annotations
@@ -11,27 +12,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import os
 import re
+import secrets
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from exchange_node.audit.bundle import export_bundle
+from exchange_node.audit.bundle import write_bundle
 from exchange_node.audit.leaf import KINDS
 from exchange_node.audit.log import LeafFilter
 from exchange_node.console.app import Refused, form, node_of, render, signed_in
 from exchange_node.console.status import peer_states
 from exchange_node.domain.documents import DocumentKey
-from exchange_node.errors import ValidationError
+from exchange_node.errors import ExchangeError, ValidationError
 from exchange_node.evidence import proof_of_delivery
 from exchange_node.identity import all_signing_public_keys
 from exchange_node.store.records import OutboxState
 
 PAGE_SIZE = 50
-BUNDLE_MAX = 10_000
 _CASE_REF = re.compile(r"[A-Za-z]{1,3}-[0-9]{4}-[A-Za-z2-7]{8}")
 
 
@@ -176,23 +180,112 @@ async def audit_verification(request: web.Request) -> web.Response:
     )
 
 
-async def audit_bundle(request: web.Request) -> web.Response:
-    """The entries the form's filters select (at most 10,000, oldest first), each with
-    its inclusion proof against a checkpoint signed now: `audit verify-bundle` checks it."""
+@dataclass
+class BundleExport:
+    """One bundle of the entries a filter selects, written in a worker thread a leaf at
+    a time to a private file (any number of entries, the memory of one): its page shows
+    how many are written until the file can be downloaded. One at a time per auditor."""
+
+    id: str
+    by: str
+    started_at: int
+    path: Path
+    total: int = 0
+    written: int = 0
+    error: str = ""
+    done: bool = False
+
+
+BUNDLES = web.AppKey("console_bundles", dict)
+EXPORTS_DIR = "exports"
+"""Where, in the data directory, bundles being exported are written (0700; files 0600,
+removed when their auditor starts another export and when the node stops)."""
+
+
+async def audit_bundle(request: web.Request) -> web.StreamResponse:
+    """Start exporting the entries the form's filters select (oldest first), each with
+    its inclusion proof against a checkpoint signed now (`audit verify-bundle` checks
+    it), unless this auditor's previous export is still running; go to its page."""
     node = node_of(request)
     flt, _ = audit_filter(node, await form(request))
+    by = signed_in(request).actor
+    jobs: dict[str, BundleExport] = request.app[BUNDLES]
+    running = [j for j in jobs.values() if j.by == by and not j.done]
+    if running:
+        raise web.HTTPSeeOther(f"/console/audit/bundles/{running[0].id}")
+    for old in [j for j in jobs.values() if j.by == by]:
+        del jobs[old.id]
+        old.path.unlink(missing_ok=True)
     await node.sign_checkpoint()
+    folder = node.config.data_path / EXPORTS_DIR
+    folder.mkdir(mode=0o700, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="audit-bundle-", suffix=".json", dir=folder)  # 0600
+    job = BundleExport(secrets.token_hex(16), by, node.now_ms(), Path(name))
+    jobs[job.id] = job
 
-    def build() -> bytes:
-        picked = list(node.audit.iter_query(dataclasses.replace(flt, limit=BUNDLE_MAX)))
-        return export_bundle(node.audit, picked, _keys(node))
+    def write() -> int:
+        with os.fdopen(fd, "wb") as out:
+            checkpoint = node.audit.latest_checkpoint()
+            if checkpoint is not None:  # else write_bundle says so
+                covered = dataclasses.replace(flt, before_seq=checkpoint.tree_size)
+                job.total = node.audit.count(covered)
+            leaves = node.audit.iter_query(flt)
+            return write_bundle(out, node.audit, leaves, _keys(node), progress=_set_written(job))
 
-    data = await asyncio.get_running_loop().run_in_executor(None, build)
-    return web.Response(
-        body=data,
-        content_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="audit-bundle-{node.node_id}.json"'},
+    def finished(future: asyncio.Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            job.error = exc.message if isinstance(exc, ExchangeError) else str(exc)
+            job.path.unlink(missing_ok=True)
+        else:
+            job.written = future.result()
+        job.done = True
+
+    future = asyncio.get_running_loop().run_in_executor(None, write)
+    future.add_done_callback(finished)
+    raise web.HTTPSeeOther(f"/console/audit/bundles/{job.id}")
+
+
+def _set_written(job: BundleExport):
+    def progress(written: int) -> None:
+        job.written = written
+
+    return progress
+
+
+def _bundle_job(request: web.Request) -> BundleExport:
+    """The export the path names, if the signed-in auditor started it."""
+    job = request.app[BUNDLES].get(request.match_info["id"])
+    if job is None or job.by != signed_in(request).actor:
+        raise Refused(404, "no such export: start one from the audit page")
+    return job
+
+
+async def audit_bundle_export(request: web.Request) -> web.Response:
+    node = node_of(request)
+    job = _bundle_job(request)
+    return render(request, "audit_bundle.html", job=job, elapsed=node.now_ms() - job.started_at)
+
+
+async def audit_bundle_file(request: web.Request) -> web.StreamResponse:
+    """The finished bundle, streamed from its file."""
+    node = node_of(request)
+    job = _bundle_job(request)
+    if not job.done or job.error:
+        raise Refused(409, "this export has not finished: its page says how far it got")
+    return web.FileResponse(
+        job.path,
+        headers={
+            "Content-Type": "application/json",
+            "Content-Disposition": f'attachment; filename="audit-bundle-{node.node_id}.json"',
+        },
     )
+
+
+async def remove_bundle_files(app: web.Application) -> None:
+    """When the console stops: the exported files go (they were offered for download)."""
+    for job in app[BUNDLES].values():
+        job.path.unlink(missing_ok=True)
 
 
 # --- messages ----------------------------------------------------------------------------

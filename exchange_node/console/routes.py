@@ -48,6 +48,8 @@ PAGES: tuple[Page, ...] = (
     Page("audit_verify", "POST", "/audit/verify", a.audit_verify, AUDIT),
     Page("audit_verification", "GET", "/audit/verification", a.audit_verification, AUDIT),
     Page("audit_bundle", "POST", "/audit/bundle", a.audit_bundle, AUDIT),
+    Page("audit_bundle_export", "GET", "/audit/bundles/{id}", a.audit_bundle_export, AUDIT),
+    Page("audit_bundle_file", "GET", "/audit/bundles/{id}/file", a.audit_bundle_file, AUDIT),
     Page("documents", "GET", "/documents", d.documents, roles_of("getDocument"), "Documents"),
     Page("documents_batch", "POST", "/documents", d.documents_batch, roles_of("lookupDocuments")),
     Page("cases", "GET", "/cases", d.cases, roles_of("getCase"), "Cases"),
@@ -83,6 +85,8 @@ def add_pages(app: web.Application) -> None:
     app[PAGE_TABLE] = PAGES
     app[a.VERIFICATION] = {}
     app[dp.REPORTS] = {}
+    app[a.BUNDLES] = {}
+    app.on_cleanup.append(a.remove_bundle_files)
     app.router.add_get("", home)
     app.router.add_get("/", home)
     app.router.add_get("/sign-in", sign_in_form)

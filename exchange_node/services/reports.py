@@ -186,13 +186,12 @@ class SubjectReports:
         return out
 
     def _accesses(self, kind: str, subject_hash: str) -> list[dict[str, Any]]:
-        """Every read of the subject, found by its keyed hash in the audit log."""
-        out = []
-        for leaf in self._node.audit.iter_query(LeafFilter(kind=kind)):
-            r = leaf.record
-            if r.subject_hash == subject_hash:
-                out.append({"time_ms": r.time, "actor": r.actor, "seq": r.seq, **r.attrs})
-        return out
+        """Every read of the subject, found by its keyed hash in the audit log (indexed)."""
+        flt = LeafFilter(kind=kind, subject_hash=subject_hash)
+        return [
+            {"time_ms": r.time, "actor": r.actor, "seq": r.seq, **r.attrs}
+            for r in (leaf.record for leaf in self._node.audit.iter_query(flt))
+        ]
 
     def _holds(self, record_id: str) -> list[dict[str, Any]]:
         hold = self._store.hold(record_id)

@@ -510,7 +510,34 @@ _V8: tuple[str, ...] = (
 # row itself, migration 8.)
 _V9: tuple[str, ...] = ("ALTER TABLE tokens ADD COLUMN expires_at INTEGER",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+AUDIT_SUBJECT_BACKFILL = (
+    "UPDATE audit_leaves SET subject_hash = json_extract(CAST(data AS TEXT), '$.subject_hash')"
+    " WHERE subject_hash IS NULL AND json_extract(CAST(data AS TEXT), '$.subject_hash') != ''"
+)
+"""Copy each leaf's ``subject_hash`` from its bytes into the column (migration 10, and
+leaves adopted from an old ``audit.sqlite``). SQLite's spelling; PostgreSQL's is in
+:data:`POSTGRESQL_OVERRIDES`."""
+
+# 10: the leaves' keyed ``subject_hash`` (the document or case an entry is about) gets a
+# column of its own, so "who looked up this passport" is an index lookup, not a scan of
+# the leaf bytes. Derived data like the other copied fields: written with each leaf
+# (NULL when the leaf has none, so the partial index holds only leaves that have one:
+# ``IS NOT NULL`` is the condition both planners match ``subject_hash = ?`` to), filled
+# for the leaves already stored in this same transaction (a crash leaves schema 9 with
+# no column, or 10 with every leaf filled), checked against the bytes by ``verify``.
+# The Merkle tree commits to the leaf bytes only.
+AUDIT_SUBJECT: tuple[str, ...] = (
+    "ALTER TABLE audit_leaves ADD COLUMN subject_hash TEXT",
+    AUDIT_SUBJECT_BACKFILL,
+    "CREATE INDEX audit_leaves_subject_seq ON audit_leaves (subject_hash, seq)"
+    " WHERE subject_hash IS NOT NULL",
+)
+"""Also applied by ``AuditLog`` to a stand-alone audit file made before it."""
+_V10 = AUDIT_SUBJECT
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10,
+)  # fmt: skip
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -609,6 +636,12 @@ POSTGRESQL_OVERRIDES: dict[tuple[int, int], tuple[str, ...]] = {
         "UPDATE outbox_counts SET queued = queued - (OLD.state = 'queued')::int, "
         "delivered = delivered - (OLD.state = 'delivered')::int, "
         "dead = dead - (OLD.state = 'dead')::int WHERE peer_id = OLD.peer_id;",
+    ),
+    # The leaves' subject hash (migration 10): JSON of the leaf bytes, PostgreSQL's way.
+    (9, 1): (
+        "UPDATE audit_leaves SET subject_hash = convert_from(data, 'UTF8')::jsonb ->> "
+        "'subject_hash' WHERE subject_hash IS NULL AND convert_from(data, 'UTF8')::jsonb ->> "
+        "'subject_hash' != ''",
     ),
 }
 """PostgreSQL texts for the statements that cannot be spelled once (see the rules
