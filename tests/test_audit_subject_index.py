@@ -19,6 +19,7 @@ from test_api_support import Client, make_node, token
 from exchange_node.audit.leaf import AuditEvent, LeafKind, keyed_hash
 from exchange_node.audit.log import AuditLog, LeafFilter
 from exchange_node.node import Node
+from exchange_node.store.migrations import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("node_store_backend")
 
@@ -150,7 +151,7 @@ async def test_entries_written_before_the_column_existed_are_found_after_the_mig
     node = await Node.open(config)
     await node.start()
     try:
-        assert (await node.store.info()).schema_version == 10
+        assert (await node.store.info()).schema_version == SCHEMA_VERSION
         page = await _console_seqs(node, "doc_state=PHL&doc_number=P1111111")
         assert page == sorted(before[0], reverse=True) and len(page) == 2
         assert await _console_seqs(node, f"case={CASE}") == before[1]
@@ -186,7 +187,7 @@ async def test_a_migration_that_fails_part_way_leaves_schema_9_whole(tmp_path):
     node = await Node.open(config)
     await node.start()
     try:
-        assert _schema_version(config) == 10
+        assert _schema_version(config) == SCHEMA_VERSION
         page = await _console_seqs(node, "doc_state=PHL&doc_number=P1111111")
         assert page == sorted(before, reverse=True) and len(page) == 2
     finally:

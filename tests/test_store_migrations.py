@@ -145,3 +145,20 @@ async def test_peers_pinned_before_catch_up_existed_are_not_caught_up_again(tmp_
         assert (row.state, row.kinds, row.cursor) == ("done", None, 0)
     finally:
         await store.close()
+
+
+def test_the_workers_next_rows_read_only_queued_rows(tmp_path):
+    """The per-peer "next queued rows" read is served by the partial index of queued rows,
+    not by an index of the peer's whole history (delivered rows are kept as evidence)."""
+    path = tmp_path / "plan.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn, str(path))
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE peer_id = ? AND state = 'queued' "
+            "ORDER BY id LIMIT ?",
+            ("PHL-DFA", 100),
+        ).fetchall()
+    finally:
+        conn.close()
+    assert "outbox_queued" in " ".join(str(step[-1]) for step in plan)
