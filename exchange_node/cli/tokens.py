@@ -17,12 +17,12 @@ from exchange_node.cli.common import (
     print_json,
 )
 from exchange_node.protocol.envelope import DAY_MS
-from exchange_node.store.records import TOKEN_ROLES
+from exchange_node.store.records import TOKEN_NAME_RE, TOKEN_ROLES
 
 
 async def cmd_token_create(args) -> int:
     cfg = _cfg(args)
-    if not re.fullmatch(r"[A-Za-z0-9._:@/+=-]{1,64}", args.name):
+    if not TOKEN_NAME_RE.fullmatch(args.name):
         raise CliError(
             f"--name: use 1-64 of A-Z a-z 0-9 . _ : @ / + = - (e.g. narita-border-system), got {args.name!r}"
         )

@@ -7,7 +7,6 @@ name as actor.
 
 from __future__ import annotations
 
-import re
 import secrets
 
 from aiohttp import web
@@ -35,7 +34,7 @@ from exchange_node.protocol.envelope import DAY_MS
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import Suite
 from exchange_node.services import dead_letters as dead
-from exchange_node.store.records import TOKEN_ROLES
+from exchange_node.store.records import TOKEN_NAME_RE, TOKEN_ROLES
 
 PAGE_SIZE = 50
 
@@ -294,7 +293,7 @@ async def token_create(request: web.Request) -> web.Response:
     node = node_of(request)
     data = await form(request)
     name, role = data.get("name", "").strip(), data.get("role", "")
-    if not re.fullmatch(r"[A-Za-z0-9._:@/+=-]{1,64}", name):
+    if not TOKEN_NAME_RE.fullmatch(name):
         return _tokens_page(
             request,
             422,

@@ -8,6 +8,7 @@ the caller; the store never reads a clock for data it keeps, except where a meth
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,6 +22,9 @@ TOKEN_HASH_LEN = 32
 """Bytes in a token's secret hash (SHA-256)."""
 
 TOKEN_ROLES = frozenset({"document_officer", "case_officer", "auditor", "operator"})
+
+TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,64}")
+"""What a token may be named (it is the audit actor of everything done with it)."""
 """Roles a local API token may carry."""
 
 
