@@ -25,6 +25,7 @@ from protocol_helpers import (
 )
 
 from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
+from exchange_node.protocol import ids
 from exchange_node.protocol.cards import sign_revocation
 from exchange_node.protocol.envelope import (
     MAX_BODY_BYTES,
@@ -149,12 +150,34 @@ def test_evidence_with_another_body_or_header_does_not_verify(suite: Suite) -> N
     assert not verify_evidence(opened.header_bytes, opened.body_bytes, opened.signature, b"short")
 
 
-def test_message_ids_are_random_by_default() -> None:
+def test_message_ids_are_ordered_ids_by_default() -> None:
+    """docs/protocol.md 8.5: the sealing time in the first 6 bytes, then 80 random bits."""
     jpn, phl = _nodes(Suite.X25519)
     a = seal(BODY, sender=jpn.identity, recipient=phl.card, now_ms=NOW_MS)
     b = seal(BODY, sender=jpn.identity, recipient=phl.card, now_ms=NOW_MS)
+    later = seal(BODY, sender=jpn.identity, recipient=phl.card, now_ms=NOW_MS + 1)
     assert len(a.message_id) == 16
-    assert a.message_id != b.message_id
+    assert a.message_id[:6] == b.message_id[:6] == NOW_MS.to_bytes(6, "big")
+    assert a.message_id[6:] != b.message_id[6:]
+    assert max(a.message_id, b.message_id) < later.message_id
+
+
+def test_the_ordered_id_example_of_the_protocol_document(monkeypatch) -> None:
+    monkeypatch.setattr(ids.os, "urandom", lambda n: bytes.fromhex("00112233445566778899")[:n])
+    assert ids.time_ordered_id(1764590400000).hex() == "019ad9c8b20000112233445566778899"
+    # The clock wraps modulo 2**48 rather than failing.
+    assert ids.time_ordered_id(2**48 + 5)[:6] == (5).to_bytes(6, "big")
+
+
+def test_a_receiver_does_not_rely_on_the_id_structure() -> None:
+    """An id of 16 random bytes (an older sender) or with a time far off opens the same."""
+    jpn, phl = _nodes(Suite.X25519)
+    for mid in (bytes(range(16)), b"\xff" * 16, (NOW_MS + 10**9).to_bytes(6, "big") + bytes(10)):
+        sealed = seal(BODY, sender=jpn.identity, recipient=phl.card, now_ms=NOW_MS, message_id=mid)
+        opened = open_envelope(
+            sealed.data, me=phl.identity, keyring=pinned_keyring(jpn), now_ms=NOW_MS
+        )
+        assert opened.message_id == mid
 
 
 def test_seal_refuses_a_body_over_the_limit() -> None:

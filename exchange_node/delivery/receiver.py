@@ -20,7 +20,6 @@ effect.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from exchange_node.pb.exchange.v1 import envelope_pb2
 from exchange_node.protocol.cards import PeerCard
 from exchange_node.protocol.envelope import Freshness, OpenedEnvelope, envelope_hash, open_envelope
 from exchange_node.protocol.errors import OpenError, Reason, wire_reason
+from exchange_node.protocol.ids import time_ordered_id
 from exchange_node.protocol.keyring import Keyring, LocalIdentity
 from exchange_node.protocol.keys import SigningKey
 from exchange_node.protocol.receipts import Outcome, build_receipt
@@ -263,5 +263,5 @@ def sign_receipt(
     )
 
 
-def new_batch_id() -> bytes:
-    return os.urandom(16)
+def new_batch_id(now_ms: int) -> bytes:
+    return time_ordered_id(now_ms)

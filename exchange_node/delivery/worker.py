@@ -278,7 +278,7 @@ class PeerWorker:
 
     async def send(self, rows: Sequence[OutboxRow]) -> None:
         """Send one batch and record its receipt. DeliveryError if worth retrying."""
-        batch_id = new_batch_id()
+        batch_id = new_batch_id(self.host.now_ms())
         hashes = [_sha256(r.envelope) for r in rows]
         data = envelope_pb2.Batch(
             batch_id=batch_id, sender=self.host.node_id, envelopes=[r.envelope for r in rows]

@@ -11,7 +11,6 @@ Any failure raises :class:`OpenError`; its ``reason`` is for logs and audit only
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -22,6 +21,7 @@ from exchange_node.pb.exchange.v1 import envelope_pb2, notice_pb2
 from .cards import NODE_ID_RE, PeerCard
 from .errors import OpenError, Reason
 from .framing import LABEL_ENVELOPE_SIGNATURE, LABEL_HPKE_INFO, frame
+from .ids import time_ordered_id
 from .keyring import Keyring, LocalIdentity
 from .keys import Suite, ed25519_public_key, hpke_public_key
 
@@ -95,12 +95,12 @@ def seal(
 ) -> SealedEnvelope:
     """Seal serialized ``Body`` bytes to ``recipient``'s current encryption key.
 
-    ``message_id`` defaults to 16 random bytes. Raises ValueError for a body over
+    ``message_id`` defaults to a new time-ordered id (``ids.time_ordered_id``). Raises ValueError for a body over
     the size limit or a message id of the wrong length.
     """
     if len(body) > MAX_BODY_BYTES:
         raise ValueError(f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    mid = os.urandom(MESSAGE_ID_LEN) if message_id is None else message_id
+    mid = time_ordered_id(now_ms) if message_id is None else message_id
     if len(mid) != MESSAGE_ID_LEN:
         raise ValueError("message id must be 16 bytes")
     rkey = recipient.current_encryption_key

@@ -16,7 +16,6 @@ an accepted one is indexed in the same transaction that stores it.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from exchange_node.domain.documents import Detection, NoticeKind, check_detectio
 from exchange_node.errors import ExchangeError
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.protocol.errors import OpenError, Reason
+from exchange_node.protocol.ids import time_ordered_id
 from exchange_node.services.documents import (
     DOCUMENT_KINDS,
     DocumentIndex,
@@ -218,7 +218,7 @@ class NoticeService:
         for i, (draft, recipients) in enumerate(drafts):
             try:
                 body, entry = self.check(
-                    draft, secrets.token_bytes(16), now, superseded_by=superseded_by
+                    draft, time_ordered_id(now), now, superseded_by=superseded_by
                 )
                 # Refuse before indexing: a notice is indexed only if it is sent.
                 choose_recipients(
