@@ -412,6 +412,36 @@ def test_truncated_and_resigned_smaller_peer_log_is_exposed(tmp_path: Path, log:
     assert (result.status, result.reason) == ("inconsistent", "checkpoint_rollback")
 
 
+def test_an_inconsistent_checkpoint_is_kept_only_with_its_alarm_leaf(
+    tmp_path: Path, db: Path, log: AuditLog, monkeypatch
+) -> None:
+    """The evidence and the checkpoint.inconsistent leaf are one transaction: when the
+    leaf cannot be written (a full disk), the evidence is not kept either."""
+    path = tmp_path / "peer.db"
+    with AuditLog(path, node_id=PEER, signing_key=PEER_KEY) as honest:
+        filled(honest, 20)
+        _record(log, honest, honest.sign_checkpoint(now=1).note)
+    _truncate(path, 12)
+
+    def disk_full(*_args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def stored() -> list[str]:
+        with sqlite3.connect(db) as c:
+            return [r[0] for r in c.execute("SELECT status FROM audit_peer_checkpoints")]
+
+    with AuditLog(path, node_id=PEER, signing_key=PEER_KEY) as forged:
+        note = forged.sign_checkpoint(now=2).note
+        with monkeypatch.context() as m:
+            m.setattr("exchange_node.audit.log._append_rows", disk_full)
+            with pytest.raises(sqlite3.OperationalError):
+                _record(log, forged, note)
+        assert (stored(), log.size) == (["first"], 0)
+        result = _record(log, forged, note)  # the disk has room again
+    assert stored() == ["first", "inconsistent"]
+    assert log.size == 1 and log.leaf(result.audit_seq).record.kind == "checkpoint.inconsistent"
+
+
 def test_transport_failure_while_fetching_proof_stores_nothing(log: AuditLog, peer_log) -> None:
     filled(peer_log, 3)
     _record(log, peer_log, peer_log.sign_checkpoint(now=1).note)

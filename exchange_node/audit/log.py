@@ -764,27 +764,34 @@ class AuditLog:
         old_size: int | None,
         old_root: bytes | None = None,
     ) -> PeerCheckpointResult:
+        alarm = None
+        if status == "inconsistent":
+            attrs = {"new_size": str(cp.tree_size), "new_root": cp.root_hash.hex()}
+            if old_size is not None and old_root is not None:
+                attrs |= {"old_size": str(old_size), "old_root": old_root.hex()}
+            alarm = AuditEvent(
+                time=now,
+                kind=LeafKind.CHECKPOINT_INCONSISTENT,
+                actor=self.node_id,
+                peer=peer_id,
+                reason=reason,
+                attrs=attrs,
+            )
+        seq = None
+        # The evidence and the leaf raising the alarm: one transaction, so a crash or a
+        # full disk never keeps an inconsistent checkpoint the log does not mention.
         with self._transaction():
             self._db.execute(
                 "INSERT INTO audit_peer_checkpoints(peer, tree_size, root, time, status, reason, note)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (peer_id, cp.tree_size, cp.root_hash, now, status, reason, cp.note),
             )
-        seq = None
-        if status == "inconsistent":
-            attrs = {"new_size": str(cp.tree_size), "new_root": cp.root_hash.hex()}
-            if old_size is not None and old_root is not None:
-                attrs |= {"old_size": str(old_size), "old_root": old_root.hex()}
-            seq = self.append(
-                AuditEvent(
-                    time=now,
-                    kind=LeafKind.CHECKPOINT_INCONSISTENT,
-                    actor=self.node_id,
-                    peer=peer_id,
-                    reason=reason,
-                    attrs=attrs,
-                )
-            )
+            if alarm is not None:
+                frontier = self._current_frontier(lock=True).copy()
+                seq = _append_rows(self._db, frontier, (alarm,)).start
+                self._frontier = None  # reloaded next time should the commit fail
+        if alarm is not None:
+            self._frontier = frontier
         return PeerCheckpointResult(peer_id, status, old_size, cp.tree_size, reason, seq)
 
     def peer_checkpoint(self, peer_id: str) -> SignedCheckpoint | None:
