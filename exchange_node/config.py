@@ -72,6 +72,11 @@ class LocalApiSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Lifetime of a token made by `token create` without --expires; 0: never expires.
     token_lifetime_days: int = 90
 
+    def token_expiry(self, now_ms: int) -> int | None:
+        """When a token created at ``now_ms`` with the default lifetime expires (None:
+        never): the one rule of `token create` without --expires and the console."""
+        return now_ms + self.token_lifetime_days * DAY_MS if self.token_lifetime_days else None
+
 
 class ProtocolSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_clock_skew_seconds: int = DEFAULT_MAX_SKEW_MS // 1000

@@ -30,16 +30,15 @@ async def cmd_token_create(args) -> int:
         raise CliError(
             f"--role: expected one of {', '.join(sorted(TOKEN_ROLES))}, got {args.role!r}"
         )
-    lifetime_ms = (
-        parse_duration(args.expires, "--expires")
-        if args.expires is not None
-        else cfg.local_api.token_lifetime_days * DAY_MS or None
-    )
+    lifetime_ms = parse_duration(args.expires, "--expires") if args.expires is not None else None
     secret = "xn_" + secrets.token_urlsafe(32)
     store = await _store(cfg)
     try:
         now = now_ms()
-        expires_at = now + lifetime_ms if lifetime_ms else None
+        if args.expires is None:
+            expires_at = cfg.local_api.token_expiry(now)
+        else:
+            expires_at = now + lifetime_ms if lifetime_ms else None
         record = await store.create_token(
             args.name,
             args.role,

@@ -30,7 +30,6 @@ from exchange_node.errors import ExchangeError
 from exchange_node.identity import finish_rotation, prepare_rotation
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
-from exchange_node.protocol.envelope import DAY_MS
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import Suite
 from exchange_node.services import dead_letters as dead
@@ -306,9 +305,7 @@ async def token_create(request: web.Request) -> web.Response:
     secret = "xn_" + secrets.token_urlsafe(32)
     now = node.now_ms()
     actor = signed_in(request).actor
-    # The node's default lifetime, as `token create` without --expires.
-    lifetime_ms = node.config.local_api.token_lifetime_days * DAY_MS
-    expires_at = now + lifetime_ms if lifetime_ms else None
+    expires_at = node.config.local_api.token_expiry(now)  # as `token create` without --expires
     try:
         record = await node.store.create_token(
             name,
