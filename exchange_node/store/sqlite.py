@@ -671,10 +671,6 @@ class SqliteStore(ProtectionReads):
             return notices, max(end, row.cursor, found[-1][0] if found else 0), True
         return notices, found[-1][0], False
 
-    def queued_count(self, peer_id: str) -> int:
-        rows = self._read("SELECT queued FROM outbox_counts WHERE peer_id = ?", (peer_id,))
-        return rows[0][0] if rows else 0
-
     def catchup_queued(self, peer_id: str) -> int:
         """Rows queued on the peer's catch-up lane (a few batches at most: the catch-up
         paces itself by this count)."""
