@@ -255,8 +255,9 @@ class PeerWorker:
 
     async def _until_retry(self) -> None:
         """Wait for ``_retry_at`` on the node's clock, looking at it at least every
-        ``idle_poll_s``. Only ``wake(reset_backoff=True)`` or ``stop()`` end it early."""
-        while not self._stopping:
+        ``idle_poll_s``. Only ``wake(reset_backoff=True)``, ``stop()`` or the other
+        lane's batch getting through end it early."""
+        while not self._stopping and self._down:
             now = self.host.now_ms()
             # A clock set back must not stretch the wait beyond one delay.
             self._retry_at = min(self._retry_at, now + self._delay_ms)
@@ -284,7 +285,9 @@ class PeerWorker:
                 await self._sleep(state, self.idle_poll_s)
                 continue
             rows = self._read(state)
-            if rows is None:
+            if rows is None:  # the store failed: wait as for a peer that is down
+                async with self._turn:
+                    await self._until_retry()
                 continue
             if not rows:
                 await self._sleep(state, self.idle_poll_s)
@@ -294,8 +297,7 @@ class PeerWorker:
                 continue
             # The peer is down: one attempt per step of the schedule, by either lane.
             async with self._turn:
-                if self._down:
-                    await self._until_retry()
+                await self._until_retry()
                 if self._stopping or not await self._may_send():
                     continue
                 rows = self._read(state)  # what was queued meanwhile goes along
@@ -319,8 +321,10 @@ class PeerWorker:
         was_down, resets = self._down, self._resets
         try:
             await self.send(state, rows)
-            self._down = False
             self.backoff.reset()
+            if self._down:
+                self._down = False
+                self._resume.set()  # the other lane need not wait any longer
         except DeliveryError as exc:
             if was_down or not self._down:
                 # This attempt is the schedule's step. (Had the other lane's batch, sent
