@@ -3,8 +3,8 @@
 The source (PHL-DFA) indexes a few thousand notices of its own (some withdrawn, some
 corrected once or twice) before it pins JPN-ISA; once pinned, JPN-ISA's lookups answer
 what PHL-DFA's answer, and nothing withdrawn or superseded went over the wire. A source
-SIGKILLed at a chunk's commit points carries on where it left off; live notices are not
-queued behind the whole catch-up.
+SIGKILLed at a chunk's commit points carries on where it left off; live notices and case
+steps go out, in order, while a catch-up batch is on the wire.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import pytest
 from exchange_node.audit.leaf import LeafKind
 from exchange_node.cli.common import operator_actor
 from exchange_node.domain.documents import Detection, NoticeKind
+from exchange_node.domain.repatriation import EventType, Participant, Role
 from exchange_node.node import open_store
 from exchange_node.pb.exchange.v1 import notice_pb2
+from exchange_node.pb.exchange.v1.envelope_pb2 import Batch
 from exchange_node.services.catchup import LABEL
 from exchange_node.services.documents import body_from_row
 from exchange_node.services.notices import NoticeDraft
@@ -164,22 +166,114 @@ async def test_a_peer_pinned_late_answers_what_the_source_answers(net) -> None:
     assert len(_catchup_rows(phl.store, JPN)) == len(held)
 
 
-async def test_live_notices_are_not_queued_behind_the_whole_catch_up(net) -> None:
-    n = 600
+class HeldReceiver:
+    """Wraps a node's batch intake: the first full catch-up chunk stays on the wire
+    (its receiver has not stored it) until ``release``; every other batch goes through."""
+
+    def __init__(self, node, chunk: int) -> None:
+        self.chunk = chunk
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self._receive = node.receive_batch
+        node.receive_batch = self.receive
+
+    async def receive(self, data: bytes, peer):
+        if not self.arrived.is_set() and len(Batch.FromString(data).envelopes) == self.chunk:
+            self.arrived.set()
+            await self.release.wait()
+        return await self._receive(data, peer)
+
+
+def _states(store, peer: str) -> dict[int, str]:
+    rows = store._read("SELECT id, state FROM outbox WHERE peer_id = ?", (peer,))
+    return dict(rows)
+
+
+async def _catch_up_on_the_wire(net, n: int):
+    """The source filled with ``n`` documents, JPN-ISA pinned, the first catch-up chunk
+    held at JPN-ISA and a second one queued behind it."""
     phl = await net[PHL].start()
     await _fill(phl, n)
-    await net[JPN].start()
-    await _pin_jpn(net)
-    await wait_for(lambda: _catchup_rows(phl.store, JPN), what="a first chunk")
-    [live] = await phl.submit(node_helpers.fraud_notice("L0000001"), [JPN])
-    await wait_for(lambda: _caught_up(phl, JPN), timeout=90, what="the catch-up delivered")
-    rows = _catchup_rows(phl.store, JPN)
-    ahead = [i for i in rows if i < live.outbox_id]
+    jpn = await net[JPN].start()
     batch = phl.config.delivery.batch_size
-    # Pacing: a chunk is queued only while the queue is under one batch, so the live
-    # notice had at most two batches of catch-up in front of it, not all of it.
-    assert len(ahead) <= 2 * batch < len(rows)
-    assert net[JPN].running.services.index.lookup("PHL", "L0000001").records
+    held = HeldReceiver(jpn, batch)
+    await _pin_jpn(net)
+    await wait_for(held.arrived.is_set, what="the first chunk at the receiver")
+    await wait_for(
+        lambda: len(_catchup_rows(phl.store, JPN)) >= 2 * batch, what="a second chunk queued"
+    )
+    return phl, jpn, held
+
+
+async def test_a_live_notice_goes_out_while_a_catch_up_batch_is_on_the_wire(net) -> None:
+    n = 300
+    phl, jpn, held = await _catch_up_on_the_wire(net, n)
+    try:
+        [live] = await phl.submit(node_helpers.fraud_notice("L0000001"), [JPN])
+        await wait_for(
+            lambda: _states(phl.store, JPN)[live.outbox_id] == "delivered",
+            what="the live notice's receipt",
+        )
+        catch_up = _catchup_rows(phl.store, JPN)
+        states = _states(phl.store, JPN)
+        # Two chunks were queued before it, the first of them still on the wire: the
+        # live notice went past both, not behind them (docs/protocol.md 11.1).
+        assert len([i for i in catch_up if i < live.outbox_id]) >= 2 * held.chunk
+        assert {states[i] for i in catch_up} == {"queued"}
+        assert jpn.services.index.lookup("PHL", "L0000001").records
+        assert not jpn.store.notices_for_document("PHL", "P0000000")
+    finally:
+        held.release.set()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+    assert _answers(jpn, n) == _answers(phl, n)
+
+
+async def test_case_steps_stay_in_order_while_a_catch_up_batch_is_on_the_wire(net) -> None:
+    phl, jpn, held = await _catch_up_on_the_wire(net, 300)
+    steps = [EventType.RECORD_CONSENT, *[EventType.SUSPEND, EventType.RESUME] * 2]
+    try:
+        cases = phl.services.cases
+        case, _ = await cases.open_case([Participant(JPN, Role.ORIGIN_STATE)], None, "", actor="t")
+        for kind in steps:
+            await cases.add_event(case.case_ref, kind, "", actor="t")
+        await wait_for(
+            lambda: len(jpn.store.case_events(case.case_ref)) == 1 + len(steps),
+            what="every step at the receiver",
+        )
+        received = jpn.store.case_events(case.case_ref)
+        # Each step is applied only after the one before it (event_out_of_order
+        # otherwise): all of them arrived, in order, past the held catch-up chunk.
+        assert [e.kind for e in received] == [EventType.OPEN_CASE, *steps]
+        assert [e.sequence for e in received] == list(range(1, 2 + len(steps)))
+        assert {_states(phl.store, JPN)[i] for i in _catchup_rows(phl.store, JPN)} == {"queued"}
+    finally:
+        held.release.set()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+    assert phl.store.dead_letters(JPN) == []
+
+
+async def test_a_live_withdrawal_does_not_overtake_the_notice_it_withdraws(net) -> None:
+    n = 300
+    phl, jpn, held = await _catch_up_on_the_wire(net, n)
+    try:
+        # P0000001's status notice is in the first chunk, held on the wire.
+        [first] = phl.store.notices_for_document("PHL", "P0000001")
+        await phl.services.notices.submit(
+            NoticeDraft(
+                NoticeKind.WITHDRAWAL, None, supersedes=bytes.fromhex(first.notice_id),
+                reason="found",
+            ),
+            [JPN],
+            actor="t",
+        )  # fmt: skip
+        withdrawal = max(_states(phl.store, JPN))
+        # Queued behind the catch-up's rows, on their lane.
+        assert withdrawal in _catchup_rows(phl.store, JPN)
+    finally:
+        held.release.set()
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+    assert _states(phl.store, JPN)[withdrawal] == "delivered"
+    assert _answers(jpn, n) == _answers(phl, n)
 
 
 @pytest.mark.parametrize("point", ["applied", "committed"])

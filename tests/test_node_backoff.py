@@ -20,8 +20,13 @@ import pytest
 from aiohttp import web
 
 from exchange_node.delivery.worker import retry_after_seconds
+from exchange_node.domain.documents import Detection, NoticeKind
 from exchange_node.pb.exchange.v1 import envelope_pb2
+from exchange_node.pb.exchange.v1.notice_pb2 import DocumentRef
 from exchange_node.protocol.envelope import seal
+from exchange_node.services.catchup import begin, wanted_kinds
+from exchange_node.services.notices import NoticeDraft
+from exchange_node.store.records import Lane
 from tests.node_helpers import batch_bytes, fraud_notice, make_net, now_ms, run_cli, wait_for
 
 JPN, PHL = "JPN-ISA", "PHL-DFA"
@@ -123,6 +128,53 @@ async def test_notices_submitted_while_a_peer_is_down_wait_for_the_backoff_not_o
 
     assert [a.envelopes for a in attempts] == [1, 20]
     assert [a.at for a in attempts] == [t0, t0 + MINUTE_MS]
+
+
+async def test_a_peer_that_is_down_gets_one_attempt_per_step_from_both_lanes_together(setup):
+    _, jpn, peer, clock = await setup(backoff_initial_ms=MINUTE_MS, backoff_max_ms=MINUTE_MS)
+    await wait_for(lambda: _catch_up_state(jpn) == "done", what="the (empty) first catch-up")
+    t0 = clock()
+    drafts = [
+        NoticeDraft(
+            NoticeKind.COUNTERFEIT,
+            DocumentRef(issuing_state="PHL", document_type="P", document_number=number),
+            detection=Detection("JPNRT", t0 - 60_000, "Narita"),
+        )
+        for number in ("P0000001", "P0000002")
+    ]  # indexed, sent to no one: notices in effect that a catch-up sends
+    await jpn.services.notices.submit_many([(d, []) for d in drafts], actor="t")
+    # The operator restarts PHL-DFA's catch-up: the two notices are queued on the
+    # catch-up lane, which tries them at once.
+    kinds = wanted_kinds(jpn.directory.policy(PHL))
+    await jpn.store.transaction(
+        lambda tx: begin(tx, PHL, JPN, kinds, kinds, clock()), label="catchup.begin"
+    )
+    jpn.services.catchup.wake()
+    await peer.attempted(1)
+    await wait_for(
+        lambda: [r.attempts for r in jpn.store.pending(PHL, 10, Lane.CATCHUP)] == [1, 1],
+        what="the first attempt recorded",
+    )
+    await submit(jpn, 3)  # the live lane, with the peer already down
+
+    clock.advance_to(t0 + MINUTE_MS)
+    await peer.attempted(2)
+    clock.advance_to(t0 + 2 * MINUTE_MS)
+    attempts = await peer.attempted(3)
+
+    # One lane per step, never both at once: the two lanes took turns.
+    assert [a.at for a in attempts] == [t0, t0 + MINUTE_MS, t0 + 2 * MINUTE_MS]
+    assert attempts[0].envelopes == 2
+    assert sorted(a.envelopes for a in attempts[1:]) == [2, 3]
+    await wait_for(
+        lambda: sum(r.attempts for r in jpn.store.pending(PHL, 10)) == 2 + 2 + 3,
+        what="every attempt recorded",
+    )
+
+
+def _catch_up_state(node) -> str | None:
+    row = node.store.catchup(PHL)
+    return row.state if row is not None else None
 
 
 def _http_date(ms: int) -> tuple[str, int]:

@@ -55,11 +55,11 @@ async def test_a_failed_queue_read_does_not_stop_the_peer_worker(net):
     read = jpn.store.pending
     failures = []
 
-    def flaky_pending(peer_id: str, limit: int):
+    def flaky_pending(peer_id: str, limit: int, lane=None):
         if not failures:
             failures.append(peer_id)
             raise StoreError("store_unavailable", "the database could not be read (locked)")
-        return read(peer_id, limit)
+        return read(peer_id, limit, lane)
 
     jpn.store.pending = flaky_pending
     await jpn.start()

@@ -9,6 +9,8 @@ import pytest
 
 from exchange_node.store import SqliteStore, StoreError
 from exchange_node.store.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, migrate
+from exchange_node.store.records import Lane
+from exchange_node.store.sqlite import CATCHUP_QUEUED_SQL, PENDING_SQL
 
 
 def _user_version(path) -> int:
@@ -147,18 +149,31 @@ async def test_peers_pinned_before_catch_up_existed_are_not_caught_up_again(tmp_
         await store.close()
 
 
-def test_the_workers_next_rows_read_only_queued_rows(tmp_path):
+@pytest.mark.parametrize("lane", [None, Lane.LIVE, Lane.CATCHUP])
+def test_the_workers_next_rows_read_only_queued_rows(tmp_path, lane):
     """The per-peer "next queued rows" read is served by the partial index of queued rows,
-    not by an index of the peer's whole history (delivered rows are kept as evidence)."""
+    not by an index of the peer's whole history (delivered rows are kept as evidence); a
+    lane's read by the index of queued rows by lane, so the live lane's next batch does
+    not step over the catch-up's rows, and needs no sort."""
+    plan = _plan(tmp_path, PENDING_SQL[lane], ("PHL-DFA", 100))
+    if lane is None:
+        assert "USING INDEX outbox_queued (peer_id=?)" in plan
+    else:
+        assert "USING INDEX outbox_queued_lane (peer_id=? AND catchup=?)" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def test_the_catch_up_counts_its_queued_rows_by_the_lane_index(tmp_path):
+    plan = _plan(tmp_path, CATCHUP_QUEUED_SQL, ("PHL-DFA",))
+    assert "USING INDEX outbox_queued_lane (peer_id=? AND catchup=?)" in plan
+
+
+def _plan(tmp_path, sql: str, args: tuple) -> str:
     path = tmp_path / "plan.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         migrate(conn, str(path))
-        plan = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE peer_id = ? AND state = 'queued' "
-            "ORDER BY id LIMIT ?",
-            ("PHL-DFA", 100),
-        ).fetchall()
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchall()
     finally:
         conn.close()
-    assert "outbox_queued" in " ".join(str(step[-1]) for step in plan)
+    return " ".join(str(step[-1]) for step in plan)

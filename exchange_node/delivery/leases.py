@@ -1,7 +1,8 @@
 """Which process delivers which peer's queue, when several share one database.
 
-Per-peer delivery is FIFO with one batch in flight. With one process (SQLite) its
-worker owns the queue; with several (PostgreSQL) each peer's queue is leased to one of
+Per-peer delivery is FIFO within each of two lanes (live, catch-up), one batch in
+flight per lane; one lease covers both. With one process (SQLite) its worker owns the
+queue; with several (PostgreSQL) each peer's queue is leased to one of
 them: a worker sends only while its process holds the peer's lease
 (``store.claim_delivery``: a row per peer with owner and expiry, claimed with ``SELECT
 ... FOR UPDATE SKIP LOCKED``). A background task renews the held leases every third of

@@ -3,7 +3,7 @@
 :meth:`Outbox.submit` seals a body to each recipient and queues it with its leaves (and
 whatever the caller's operation writes) in one transaction. One
 :class:`~exchange_node.delivery.worker.PeerWorker` per pinned peer sends the queue in
-FIFO batches, one in flight; this object is the workers' host: it posts through the
+FIFO batches, one in flight per lane (live, catch-up); this object is the workers' host: it posts through the
 peer client, verifies receipts, re-seals what a peer's key change made unreadable, and
 settles each receipt (outcomes, contact and leaves in one transaction), then hands the
 receipt's checkpoint to the witness.
@@ -158,6 +158,9 @@ class Outbox:
             ids = iter(tx.enqueue(flat))
             queued = [[Submitted(i.peer_id, i.message_id, next(ids)) for i in items]
                       for items in sealed]  # fmt: skip
+            # A correction must not overtake, on the live lane, the notice it supersedes
+            # still queued on the catch-up lane: it goes out behind the catch-up's rows.
+            tx.follow_catchup([sub.outbox_id for sub in corrections(bodies, queued)])
             tx.audit(events)
             if also is not None:
                 also(tx, queued)
@@ -308,3 +311,16 @@ class Outbox:
 
     def observe_failure(self, peer_id: str, detail: str) -> None:
         self._metrics.delivery_errors.labels(peer_id).inc()
+
+
+def corrections(
+    bodies: Sequence[tuple[notice_pb2.Body, Sequence[str] | None]],
+    queued: Sequence[Sequence[Submitted]],
+) -> list[Submitted]:
+    """The copies queued of the corrections among ``bodies``."""
+    return [
+        sub
+        for (body, _), copies in zip(bodies, queued, strict=True)
+        if body.WhichOneof("content") == "correction"
+        for sub in copies
+    ]

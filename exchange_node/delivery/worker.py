@@ -1,13 +1,27 @@
-"""Per-peer outbox workers: FIFO, one batch in flight, backoff, signed receipts.
+"""Per-peer outbox workers: two FIFO lanes, one batch in flight each, backoff, receipts.
 
-One :class:`PeerWorker` per pinned peer owns that peer's queue. It sends the oldest
-queued envelopes as one batch, verifies the receipt against exactly what it sent, and
-records it (the proof of delivery) in one store transaction. Network errors, 429 and
-5xx back off exponentially with jitter up to a cap; a 429 or 503 with ``Retry-After``
-sets the delay instead (kept within the same bounds). Waits are measured on the node's
-clock.
+One :class:`PeerWorker` per pinned peer owns that peer's queue, sent as two lanes
+(``store.records.Lane``): the **live** lane (everything submitted: notices, case
+events, protocol messages) and the **catch-up** lane (the notices a catch-up queued,
+``services/catchup.py``). Each lane sends its oldest queued rows as one batch, verifies
+the receipt against exactly what it sent, and records it (the proof of delivery) in one
+store transaction; the settlement of a lane's batch overlaps that lane's next send. A
+live batch never waits for the catch-up lane, so a live notice goes out while a catch-up
+batch is on the wire: at most two batches are in flight to one peer (the receiver's
+``max_concurrent_batches_per_peer`` is 2), and order is kept within each lane
+(docs/protocol.md 11.1). The catch-up lane does wait for live rows queued before its
+next rows: live envelopes may overtake caught-up ones, never the reverse (a card
+announced after a rotation arrives before notices sealed with the new keys). A live
+correction that could overtake the notice it supersedes rides the catch-up lane instead
+(``SqliteTransaction.follow_catchup``, at submission).
 
-``wake()`` (start-up, new traffic, a settled receipt) makes an idle worker look at its
+The peer has one backoff schedule, and one lease, for both lanes. Network errors, 429
+and 5xx back off exponentially with jitter up to a cap; a 429 or 503 with
+``Retry-After`` sets the delay instead (kept within the same bounds). Waits are measured
+on the node's clock. While the peer is down the lanes take turns: one attempt per step
+of the schedule, whichever lane makes it, and both send again once one succeeds.
+
+``wake()`` (start-up, new traffic, a settled receipt) makes an idle lane look at its
 queue; it does not cut a backoff short, so a peer that is down gets one attempt per
 step of the schedule however much is queued, and new rows go in the next batch.
 ``wake(reset_backoff=True)`` (the peer seen again, an operator's action on it) ends the
@@ -33,7 +47,7 @@ from exchange_node.pb.exchange.v1 import envelope_pb2, types_pb2
 from exchange_node.protocol.errors import OpenError, Reason, wire_reason_name
 from exchange_node.protocol.receipts import VerifiedReceipt
 from exchange_node.store.base import Store
-from exchange_node.store.records import OutboxRow, ReceiptRecord
+from exchange_node.store.records import Lane, OutboxRow, ReceiptRecord
 from exchange_node.store.records import Outcome as StoreOutcome
 
 from .receiver import new_batch_id
@@ -146,6 +160,19 @@ def retry_after_seconds(value: str | None, now_ms: int) -> float | None:
     return max(0.0, when.timestamp() - now_ms / 1000)
 
 
+@dataclass(eq=False)
+class _LaneState:
+    """One lane of a peer's queue: its wake-up, the batch it has on the wire and the
+    settlement whose rows stay out of its next batch."""
+
+    lane: Lane
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    in_flight: bool = False
+    settling: frozenset[int] = frozenset()
+    settle_task: asyncio.Task | None = None
+
+
 class PeerWorker:
     def __init__(
         self,
@@ -161,133 +188,188 @@ class PeerWorker:
         self.batch_size = batch_size
         self.backoff = backoff
         self.idle_poll_s = idle_poll_s
-        self._wake = asyncio.Event()  # look at the queue (if not backing off)
+        self.lanes = {lane: _LaneState(lane) for lane in Lane}
         self._resume = asyncio.Event()  # end a backoff now
-        self._task: asyncio.Task | None = None
+        # The peer is down (or the store failed) until an attempt succeeds: the lanes
+        # take turns (``_turn``), each waiting for ``_retry_at`` (node clock, ms).
+        self._down = False
+        self._retry_at = 0
+        self._delay_ms = 0
+        self._resets = 0  # wake(reset_backoff=True) so far
+        self._turn = asyncio.Lock()
         self._stopping = False
-        self.in_flight = False
         self._reseals: dict[int, int] = {}
-        self._settling: frozenset[int] = frozenset()
-        self._settle_task: asyncio.Task | None = None
         self.log = log.bind(peer=peer_id)
 
+    @property
+    def in_flight(self) -> bool:
+        """Whether a batch of either lane is on the wire."""
+        return any(s.in_flight for s in self.lanes.values())
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=f"outbox:{self.peer_id}")
+        for state in self.lanes.values():
+            state.task = asyncio.create_task(
+                self.run(state), name=f"outbox:{self.peer_id}:{state.lane}"
+            )
         self.wake()
 
     def wake(self, *, reset_backoff: bool = False) -> None:
         """Look at the queue (new traffic, start-up): at once when idle, when the current
         backoff ends otherwise. ``reset_backoff`` (the peer seen again, an operator's
-        action) restarts the schedule and ends a backoff now."""
+        action) restarts the schedule and ends a backoff now, for both lanes."""
         if reset_backoff:
             self.backoff.reset()
+            self._resets += 1
+            self._retry_at = self.host.now_ms()
             self._resume.set()
-        self._wake.set()
+        for state in self.lanes.values():
+            state.wake.set()
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
         self._resume.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
-            except TimeoutError:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-        await self._settled()
+        for state in self.lanes.values():
+            state.wake.set()
+        tasks = [s.task for s in self.lanes.values() if s.task is not None]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for state in self.lanes.values():
+            await self._settled(state)
 
-    async def _sleep(self, seconds: float | None) -> None:
-        """Idle: until woken, or ``seconds``."""
+    async def _sleep(self, state: _LaneState, seconds: float | None) -> None:
+        """Idle: until this lane is woken, or ``seconds``."""
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            await asyncio.wait_for(state.wake.wait(), timeout=seconds)
         except TimeoutError:
             pass
-        self._wake.clear()
+        state.wake.clear()
 
-    async def _back_off(self, seconds: float) -> None:
-        """Wait ``seconds`` on the node's clock, looking at it at least every
-        ``idle_poll_s``. Only ``wake(reset_backoff=True)`` or ``stop()`` end it early."""
-        delay_ms = round(seconds * 1000)
-        retry_at = self.host.now_ms() + delay_ms
-        try:
-            while not self._stopping and not self._resume.is_set():
-                now = self.host.now_ms()
-                # A clock set back must not stretch the wait beyond one delay.
-                retry_at = min(retry_at, now + delay_ms)
-                if now >= retry_at:
-                    return
-                try:
-                    await asyncio.wait_for(
-                        self._resume.wait(), timeout=min((retry_at - now) / 1000, self.idle_poll_s)
-                    )
-                except TimeoutError:
-                    pass
-        finally:
+    def _fail(self, delay_s: float) -> None:
+        """The peer (or the store) failed: no attempt before ``delay_s`` from now."""
+        self._down = True
+        self._delay_ms = round(delay_s * 1000)
+        self._retry_at = self.host.now_ms() + self._delay_ms
+
+    async def _until_retry(self) -> None:
+        """Wait for ``_retry_at`` on the node's clock, looking at it at least every
+        ``idle_poll_s``. Only ``wake(reset_backoff=True)``, ``stop()`` or the other
+        lane's batch getting through end it early."""
+        while not self._stopping and self._down:
+            now = self.host.now_ms()
+            # A clock set back must not stretch the wait beyond one delay.
+            self._retry_at = min(self._retry_at, now + self._delay_ms)
+            if now >= self._retry_at:
+                return
             self._resume.clear()
+            try:
+                await asyncio.wait_for(
+                    self._resume.wait(),
+                    timeout=min((self._retry_at - now) / 1000, self.idle_poll_s),
+                )
+            except TimeoutError:
+                pass
 
-    async def run(self) -> None:
+    async def run(self, state: _LaneState) -> None:
+        """One lane's loop: its next batch whenever it has rows, the peer is not paused
+        and this process holds the peer's lease."""
         while not self._stopping:
             if self.host.is_paused(self.peer_id):
-                await self._sleep(self.idle_poll_s)
+                await self._sleep(state, self.idle_poll_s)
                 continue
             if not await self.host.hold_lease(self.peer_id):
                 # Another process delivers this queue; look again in a while, to take
                 # over should it die.
-                await self._sleep(self.idle_poll_s)
+                await self._sleep(state, self.idle_poll_s)
                 continue
-            try:
-                rows = self._next_rows()
-            except Exception as exc:  # the store could not be read: try again later
-                self.log.error("outbox.store_failed", error=str(exc))
-                await self._back_off(self.backoff.next_delay_s())
+            rows = self._read(state)
+            if rows is None:  # the store failed: wait as for a peer that is down
+                async with self._turn:
+                    await self._until_retry()
                 continue
             if not rows:
-                await self._sleep(self.idle_poll_s)
+                await self._sleep(state, self.idle_poll_s)
                 continue
-            # Only the peer seen again during this attempt ends the backoff after it.
-            self._resume.clear()
-            try:
-                await self.send(rows)
-                self.backoff.reset()
-            except DeliveryError as exc:
+            if not self._down:
+                await self._attempt(state, rows)
+                continue
+            # The peer is down: one attempt per step of the schedule, by either lane.
+            async with self._turn:
+                await self._until_retry()
+                if self._stopping or not await self._may_send():
+                    continue
+                rows = self._read(state)  # what was queued meanwhile goes along
+                if rows:
+                    await self._attempt(state, rows)
+
+    async def _may_send(self) -> bool:
+        return not self.host.is_paused(self.peer_id) and await self.host.hold_lease(self.peer_id)
+
+    def _read(self, state: _LaneState) -> list[OutboxRow] | None:
+        """The lane's next batch; None if the store could not be read (then backing off)."""
+        try:
+            return self._next_rows(state)
+        except Exception as exc:  # the store could not be read: try again later
+            self.log.error("outbox.store_failed", error=str(exc))
+            self._fail(self.backoff.next_delay_s())
+            return None
+
+    async def _attempt(self, state: _LaneState, rows: Sequence[OutboxRow]) -> None:
+        """Send one batch of the lane and record how it went."""
+        was_down, resets = self._down, self._resets
+        try:
+            await self.send(state, rows)
+            self.backoff.reset()
+            if self._down:
+                self._down = False
+                self._resume.set()  # the other lane need not wait any longer
+        except DeliveryError as exc:
+            if was_down or not self._down:
+                # This attempt is the schedule's step. (Had the other lane's batch, sent
+                # while the peer was still up, failed first, that was the step of both.)
                 delay = self.backoff.next_delay_s()  # the schedule advances either way
                 if exc.retry_after_s is not None:
                     delay = self.backoff.bounded(exc.retry_after_s)
-                self.log.warning(
-                    "outbox.retry_scheduled",
-                    error=exc.detail,
-                    delay_s=round(delay, 3),
-                    retry_after=exc.retry_after_s is not None,
-                    queued=len(rows),
+                # Only the peer seen again during this attempt ends the wait after it.
+                self._fail(0 if self._resets != resets else delay)
+            self.log.warning(
+                "outbox.retry_scheduled",
+                error=exc.detail,
+                lane=state.lane.value,
+                delay_s=round(self._delay_ms / 1000, 3),
+                retry_after=exc.retry_after_s is not None,
+                queued=len(rows),
+            )
+            self.host.observe_failure(self.peer_id, exc.detail)
+            now = self.host.now_ms()
+            try:
+                await self.host.store.record_attempt(
+                    self.peer_id, [r.id for r in rows], now, exc.detail
                 )
-                self.host.observe_failure(self.peer_id, exc.detail)
-                now = self.host.now_ms()
-                try:
-                    await self.host.store.record_attempt(
-                        self.peer_id, [r.id for r in rows], now, exc.detail
-                    )
-                    await self.host.store.touch_contact(self.peer_id, now, exc.detail)
-                except Exception as store_exc:  # the store is down: keep trying later
-                    self.log.error("outbox.store_failed", error=str(store_exc))
-                await self._back_off(delay)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not kill the queue forever
-                self.log.exception("outbox.worker_error", error=str(exc))
-                await self._back_off(self.backoff.next_delay_s())
+                await self.host.store.touch_contact(self.peer_id, now, exc.detail)
+            except Exception as store_exc:  # the store is down: keep trying later
+                self.log.error("outbox.store_failed", error=str(store_exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not kill the queue forever
+            self.log.exception("outbox.worker_error", error=str(exc))
+            self._fail(self.backoff.next_delay_s())
 
-    async def send(self, rows: Sequence[OutboxRow]) -> None:
-        """Send one batch and record its receipt. DeliveryError if worth retrying."""
+    async def send(self, state: _LaneState, rows: Sequence[OutboxRow]) -> None:
+        """Send one batch of the lane and record its receipt. DeliveryError if worth
+        retrying."""
         batch_id = new_batch_id(self.host.now_ms())
         hashes = [_sha256(r.envelope) for r in rows]
         data = envelope_pb2.Batch(
             batch_id=batch_id, sender=self.host.node_id, envelopes=[r.envelope for r in rows]
         ).SerializeToString()
-        self.in_flight = True
+        state.in_flight = True
         try:
             signed = await self.host.post_batch(self.peer_id, data)
         finally:
-            self.in_flight = False
+            state.in_flight = False
         try:
             verified = self.host.verify_receipt_for(self.peer_id, signed, batch_id, hashes)
         except OpenError as exc:
@@ -315,35 +397,45 @@ class PeerWorker:
                 reseal.append(row)
             else:
                 outcomes.append((row.id, StoreOutcome.REJECTED, wire_reason_name(o.reason)))
-        # The receiver has stored the batch: the next batch may go out while this
-        # receipt is recorded (overlapping the two doubles what one peer link can
-        # carry). At most one settlement runs at a time; its rows stay out of the
-        # next batch until it is done. Should it fail, they are simply still queued
-        # and a resend is answered DUPLICATE.
-        await self._settled()
+        # The receiver has stored the batch: the lane's next batch may go out while
+        # this receipt is recorded (overlapping the two doubles what one peer link can
+        # carry). At most one settlement per lane runs at a time; its rows stay out of
+        # the lane's next batch until it is done. Should it fail, they are simply still
+        # queued and a resend is answered DUPLICATE.
+        await self._settled(state)
         ids = frozenset(r.id for r in rows)
-        self._settling |= ids
-        self._settle_task = asyncio.create_task(
-            self._settle(batch_id, signed, rows, verified, outcomes, reseal, ids),
-            name=f"settle:{self.peer_id}",
+        state.settling |= ids
+        state.settle_task = asyncio.create_task(
+            self._settle(state, batch_id, signed, rows, verified, outcomes, reseal, ids),
+            name=f"settle:{self.peer_id}:{state.lane}",
         )
         if reseal:
-            # Re-sealed rows are still the oldest queued: they must go out again before
-            # anything younger, so the next batch waits for them (FIFO).
-            await self._settled()
+            # Re-sealed rows are still the lane's oldest queued: they must go out again
+            # before anything younger of the lane, so its next batch waits (FIFO).
+            await self._settled(state)
 
-    def _next_rows(self) -> list[OutboxRow]:
-        """The oldest queued rows not being settled, at most one batch of them."""
-        rows = self.host.store.pending(self.peer_id, self.batch_size + len(self._settling))
-        return [r for r in rows if r.id not in self._settling][: self.batch_size]
+    def _next_rows(self, state: _LaneState) -> list[OutboxRow]:
+        """The lane's oldest queued rows not being settled, at most one batch of them.
+        Nothing for the catch-up lane while a live row queued before them is not settled:
+        live envelopes may overtake caught-up ones, never the reverse (a card announced
+        live must reach the peer before notices sealed with its keys)."""
+        store = self.host.store
+        rows = store.pending(self.peer_id, self.batch_size + len(state.settling), state.lane)
+        rows = [r for r in rows if r.id not in state.settling][: self.batch_size]
+        if rows and state.lane is Lane.CATCHUP:
+            live = store.pending(self.peer_id, 1, Lane.LIVE)
+            if live and live[0].id < rows[0].id:
+                return []
+        return rows
 
-    async def _settled(self) -> None:
-        if self._settle_task is not None:
-            await asyncio.gather(self._settle_task, return_exceptions=True)
-            self._settle_task = None
+    async def _settled(self, state: _LaneState) -> None:
+        if state.settle_task is not None:
+            await asyncio.gather(state.settle_task, return_exceptions=True)
+            state.settle_task = None
 
     async def _settle(
         self,
+        state: _LaneState,
         batch_id: bytes,
         signed: bytes,
         rows: Sequence[OutboxRow],
@@ -365,8 +457,8 @@ class PeerWorker:
                 except Exception as exc:
                     self.log.exception("outbox.settle_failed", error=str(exc))
         finally:
-            self._settling -= ids
-            self.wake()
+            state.settling -= ids
+            self.wake()  # the other lane may have waited for these rows
 
     async def _record(
         self,

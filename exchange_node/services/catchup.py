@@ -16,13 +16,20 @@ same sealing, receipts, retries, FIFO order and ``notice.submitted`` leaves (act
   transaction (label ``catchup.chunk``) that also moves the cursor. A restart carries on
   after the last chunk committed; a chunk whose transaction did not commit is read
   again. Nothing is held in memory but one chunk.
-- **Pacing**: a chunk is queued only while the peer's queue holds at most one batch
-  (``[delivery] batch_size``), and a chunk is one batch: the next chunk is sealed while
-  the one before is on the wire, and a live notice waits behind at most two batches of
-  catch-up, however long the catch-up. The worker itself stays plain FIFO.
+- **Lanes and pacing**: the rows a chunk queues are marked ``outbox.catchup = 1`` in its
+  transaction and go out on the peer's catch-up lane (``delivery/worker.py``), beside the
+  live lane: a live notice or case event never waits behind a catch-up batch (a catch-up
+  batch does wait for live rows queued before it). A chunk is
+  queued only while the catch-up lane holds at most one batch (``[delivery]
+  batch_size``), and a chunk is one batch: the next chunk is sealed while the one before
+  is on the wire, and no more than about two batches of the catch-up are queued at a
+  time, however long it is (live traffic queued for a peer that is down does not hold
+  it back).
 - Notices indexed after the catch-up began went to the peer live; corrections among them
   are also sent by the catch-up (a live correction of a notice the peer did not have yet
-  is refused by it; sent again as caught up, it stands on its own).
+  is refused by it; sent again as caught up, it stands on its own). A live correction
+  submitted while the catch-up lane holds queued rows is queued on that lane, behind
+  them, so it never overtakes the notice it supersedes.
 
 The operator pauses, resumes and restarts a peer's catch-up (``exchange-node peer
 catchup``), each with a ``peer.catchup`` leaf; ``exchange-node status`` and the
@@ -272,8 +279,8 @@ class CatchUpService:
         for row in store.catchups():
             if row.state != "running" or row.peer_id not in node.directory.peers:
                 continue
-            if store.queued_count(row.peer_id) > self._batch:
-                continue  # live traffic first: at most two batches ahead of a live notice
+            if store.catchup_queued(row.peer_id) > self._batch:
+                continue  # one chunk queued behind the one on the wire is enough
             try:
                 await self.queue_chunk(row)
                 queued_any = True

@@ -68,6 +68,7 @@ from exchange_node.store.records import (
     InboxItem,
     InboxOutcome,
     InboxRow,
+    Lane,
     NoticeRow,
     OutboxItem,
     OutboxRow,
@@ -156,8 +157,9 @@ class Store(Protocol):
         """
         ...
 
-    def pending(self, peer_id: str, limit: int) -> list[OutboxRow]:
-        """Up to ``limit`` queued rows for the peer, oldest (lowest id) first."""
+    def pending(self, peer_id: str, limit: int, lane: Lane | None = None) -> list[OutboxRow]:
+        """Up to ``limit`` queued rows for the peer, oldest (lowest id) first: of one
+        ``lane`` (the worker sends each on its own), or of both when None."""
         ...
 
     async def record_receipt(

@@ -545,8 +545,19 @@ _V11: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (peer_id, id) WHERE state = 'delivered'",
 )
 
+# 12: a peer's outbox is sent as two lanes, live rows and catch-up rows (``catchup``,
+# migration 5), each read on its own (``pending(..., lane)``). ``outbox_queued`` serves
+# a lane's read only by stepping over the other lane's rows; queued rows get an index by
+# lane too, so the live lane's next batch is read without touching the catch-up's rows
+# (and the catch-up's pacing counts its own rows the same way). ``outbox_queued`` stays
+# for what reads both lanes in id order (the oldest queued row of ``queue_stats``).
+_V12: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS outbox_queued_lane ON outbox (peer_id, catchup, id)"
+    " WHERE state = 'queued'",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11,
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12,
 )  # fmt: skip
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 

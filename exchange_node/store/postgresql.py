@@ -57,7 +57,7 @@ NOTIFY_CHANNEL = "exchange_node"
 ``outbox:<peer id>`` (new queued rows), ``peers``, ``tokens``, ``meta``."""
 
 SERVER_ONLY: tuple[str, ...] = (
-    # Which process delivers a peer's queue (one batch in flight per peer across all
+    # Which process delivers a peer's queue (one batch in flight per lane across all
     # processes): claimed with a row lock, renewed, taken over once expired. Times are
     # the server's, so processes on machines with skewed clocks agree.
     """

@@ -44,6 +44,16 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
 
 
+class Lane(StrEnum):
+    """The two queues of one peer's outbox, each sent FIFO with its own batch in flight:
+    ``live`` (everything submitted: notices, case events, protocol messages) and
+    ``catchup`` (rows queued by a catch-up, ``outbox.catchup = 1``). A live batch never
+    waits behind a catch-up batch (docs/protocol.md 11.1)."""
+
+    LIVE = "live"
+    CATCHUP = "catchup"
+
+
 # --- outbox ---------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ from exchange_node.store.records import (
     InboxItem,
     InboxOutcome,
     InboxRow,
+    Lane,
     NoticeRow,
     OutboxItem,
     OutboxRow,
@@ -170,6 +171,17 @@ class SqliteTransaction(ProtectionWrites):
         for i, item in enumerate(items):
             _check_outbox_item(item, f"items[{i}]")
         return _enqueue(self._conn, tuple(items)) if items else []
+
+    def follow_catchup(self, outbox_ids: Sequence[int]) -> None:
+        """Move these queued rows to their peer's catch-up lane if that lane holds queued
+        rows, so they go out after them (a correction must not overtake the notice it
+        supersedes; docs/protocol.md 11.1)."""
+        self._conn.executemany(
+            "UPDATE outbox SET catchup = 1 WHERE id = ? AND state = 'queued' AND EXISTS "
+            "(SELECT 1 FROM outbox q WHERE q.peer_id = outbox.peer_id "
+            "AND q.state = 'queued' AND q.catchup = 1)",
+            [(i,) for i in outbox_ids],
+        )
 
     def accept(self, items: Sequence[InboxItem]) -> list[InboxOutcome]:
         for i, item in enumerate(items):
@@ -659,9 +671,10 @@ class SqliteStore(ProtectionReads):
             return notices, max(end, row.cursor, found[-1][0] if found else 0), True
         return notices, found[-1][0], False
 
-    def queued_count(self, peer_id: str) -> int:
-        rows = self._read("SELECT queued FROM outbox_counts WHERE peer_id = ?", (peer_id,))
-        return rows[0][0] if rows else 0
+    def catchup_queued(self, peer_id: str) -> int:
+        """Rows queued on the peer's catch-up lane (a few batches at most: the catch-up
+        paces itself by this count)."""
+        return self._read(CATCHUP_QUEUED_SQL, (peer_id,))[0][0]
 
     # --- outbox ----------------------------------------------------------------------------
 
@@ -674,13 +687,9 @@ class SqliteStore(ProtectionReads):
             partial(_enqueue, items=tuple(items)), weight=len(items), audit=audit, label="enqueue"
         )
 
-    def pending(self, peer_id: str, limit: int) -> list[OutboxRow]:
+    def pending(self, peer_id: str, limit: int, lane: Lane | None = None) -> list[OutboxRow]:
         _check_limit(limit)
-        rows = self._read(
-            f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'queued' "
-            "ORDER BY id LIMIT ?",
-            (peer_id, limit),
-        )
+        rows = self._read(PENDING_SQL[lane], (peer_id, limit))
         return [_outbox_row(r) for r in rows]
 
     async def record_receipt(
@@ -1734,6 +1743,18 @@ def _connect_writer(path: str) -> sqlite3.Connection:
 _OUTBOX_COLS = (
     "id, peer_id, message_id, envelope, payload, created_at, state, outcome, reason, "
     "attempts, last_attempt_at, last_error, delivered_at, receipt_id"
+)
+_QUEUED = f"SELECT {_OUTBOX_COLS} FROM outbox WHERE peer_id = ? AND state = 'queued'"
+PENDING_SQL: dict[Lane | None, str] = {
+    None: f"{_QUEUED} ORDER BY id LIMIT ?",
+    # The lane is a literal, not a parameter: only then do both planners read the
+    # partial index of queued rows by lane (migration 12) and skip the other lane's rows.
+    Lane.LIVE: f"{_QUEUED} AND catchup = 0 ORDER BY id LIMIT ?",
+    Lane.CATCHUP: f"{_QUEUED} AND catchup = 1 ORDER BY id LIMIT ?",
+}
+"""A peer's next queued rows, oldest first: of one lane, or of both (``None``)."""
+CATCHUP_QUEUED_SQL = (
+    "SELECT count(*) FROM outbox WHERE peer_id = ? AND state = 'queued' AND catchup = 1"
 )
 _INBOX_COLS = (
     "cursor, sender, message_id, envelope_hash, kind, header, body, signature, received_at"
