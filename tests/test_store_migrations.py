@@ -7,10 +7,11 @@ import stat
 
 import pytest
 
+from exchange_node.services.catchup import CAUGHT_UP_KINDS, selection
 from exchange_node.store import SqliteStore, StoreError
 from exchange_node.store.migrations import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, migrate
 from exchange_node.store.records import Lane
-from exchange_node.store.sqlite import CATCHUP_QUEUED_SQL, PENDING_SQL
+from exchange_node.store.sqlite import CATCHUP_QUEUED_SQL, PENDING_SQL, catchup_chunk_query
 
 
 def _user_version(path) -> int:
@@ -166,6 +167,17 @@ def test_the_workers_next_rows_read_only_queued_rows(tmp_path, lane):
 def test_the_catch_up_counts_its_queued_rows_by_the_lane_index(tmp_path):
     plan = _plan(tmp_path, CATCHUP_QUEUED_SQL, ("PHL-DFA",))
     assert "USING INDEX outbox_queued_lane (peer_id=? AND catchup=?)" in plan
+
+
+def test_a_catch_up_chunk_is_read_from_the_cursor_in_rowid_order(tmp_path):
+    """A chunk read walks the index's rowids from the cursor and stops after one chunk;
+    through the (sender_node, issued_at_ms) index it would sort all of the node's
+    notices for every chunk (2.5 s a chunk at a million notices)."""
+    plan = _plan(
+        tmp_path, *catchup_chunk_query("PHL-DFA", selection(CAUGHT_UP_KINDS), 1000, 5000, 200)
+    )
+    assert "SEARCH n USING INTEGER PRIMARY KEY (rowid>?)" in plan
+    assert "TEMP B-TREE" not in plan
 
 
 def _plan(tmp_path, sql: str, args: tuple) -> str:
