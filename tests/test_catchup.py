@@ -276,6 +276,40 @@ async def test_a_live_withdrawal_does_not_overtake_the_notice_it_withdraws(net) 
     assert _answers(jpn, n) == _answers(phl, n)
 
 
+async def test_a_notice_withdrawn_while_its_chunk_is_sealed_is_left_out_of_it(net) -> None:
+    """The chunk reads its notices, then a withdrawal of one commits (live, ahead of the
+    chunk) before the chunk's transaction does: that notice is not sent, so the peer
+    does not keep a notice its source withdrew."""
+    n = 40
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    jpn = await net[JPN].start()
+    chunk_submit = phl.submit_many
+    withdrawn: list[str] = []
+
+    async def withdraw_first_then_submit(bodies, **kw):
+        if kw.get("label") == LABEL and not withdrawn:
+            body = next(b for b, _ in bodies if b.WhichOneof("content") == "status_notice")
+            withdrawn.append(body.status_notice.notice_id.hex())
+            await phl.services.notices.submit(
+                NoticeDraft(NoticeKind.WITHDRAWAL, None, supersedes=body.status_notice.notice_id,
+                            reason="found"),
+                [JPN],
+                actor="t",
+            )  # fmt: skip
+        return await chunk_submit(bodies, **kw)
+
+    phl.submit_many = withdraw_first_then_submit
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+    assert withdrawn and phl.store.notice_superseded_by(withdrawn[0]) is not None
+    # Neither the withdrawn notice nor anything else the source no longer holds in effect.
+    assert _answers(jpn, n) == _answers(phl, n)
+    assert jpn.store.notice(withdrawn[0]) is None
+    [progress] = [c for c in phl.store.catchup_progress() if c.row.peer_id == JPN]
+    assert progress.row.queued == len(_catchup_rows(phl.store, JPN))
+
+
 @pytest.mark.parametrize("point", ["applied", "committed"])
 async def test_a_source_killed_during_catch_up_resumes_without_loss_or_double(net, point):
     n = 200

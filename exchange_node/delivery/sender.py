@@ -48,6 +48,7 @@ class Submitted:
 
 
 Also = Callable[[SqliteTransaction, list[list["Submitted"]]], object]
+Keep = Callable[[SqliteTransaction], Sequence[bool]]
 """Writes of the caller's operation, run last in the transaction that queues the
 envelopes, given the copies queued per body (so it knows their message ids); raising
 refuses it all. It may be run again after a rollback."""
@@ -127,16 +128,22 @@ class Outbox:
         actor: str = "operator",
         also: Also | None = None,
         label: str = "notice.batch",
+        keep: Keep | None = None,
     ) -> list[list[Submitted]]:
         """:meth:`submit` for several (body, recipients) at once, all in ONE transaction:
         every body is queued with its leaves, or none is. Returns, per body, its copies;
         ``also`` gets the same. The same errors as :meth:`submit`, before anything is
-        written."""
+        written.
+
+        ``keep(tx)``, run first in the transaction, says per body whether it is still
+        to be sent as the store stands at commit time (a catch-up drops a notice that
+        was withdrawn while its chunk was being sealed); a body not kept is neither
+        queued nor audited, and has no copies."""
         directory = self._directory
         me = self._identity.keys.local
         now = self._clock()
         sealed: list[list[OutboxItem]] = []
-        events: list[AuditEvent] = []
+        events: list[list[AuditEvent]] = []
         for body, recipients in bodies:
             kind = body.WhichOneof("content") or ""
             targets = choose_recipients(kind, recipients, directory.peers, directory.policy)
@@ -149,19 +156,22 @@ class Outbox:
                 now_ms=now,
             )
             sealed.append(items)
-            events += [
-                leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items
-            ]
+            events.append(
+                [leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items]
+            )
         flat = [i for items in sealed for i in items]
 
         def work(tx: SqliteTransaction) -> list[list[Submitted]]:
-            ids = iter(tx.enqueue(flat))
-            queued = [[Submitted(i.peer_id, i.message_id, next(ids)) for i in items]
-                      for items in sealed]  # fmt: skip
+            kept = [True] * len(bodies) if keep is None else list(keep(tx))
+            ids = iter(
+                tx.enqueue([i for items, k in zip(sealed, kept, strict=True) if k for i in items])
+            )
+            queued = [[Submitted(i.peer_id, i.message_id, next(ids)) for i in items] if k else []
+                      for items, k in zip(sealed, kept, strict=True)]  # fmt: skip
             # A correction must not overtake, on the live lane, the notice it supersedes
             # still queued on the catch-up lane: it goes out behind the catch-up's rows.
             tx.follow_catchup([sub.outbox_id for sub in corrections(bodies, queued)])
-            tx.audit(events)
+            tx.audit([e for evs, k in zip(events, kept, strict=True) if k for e in evs])
             if also is not None:
                 also(tx, queued)
             return queued

@@ -15,7 +15,9 @@ same sealing, receipts, retries, FIFO order and ``notice.submitted`` leaves (act
   a cursor into the index; a chunk is read from the store, sealed, then queued in one
   transaction (label ``catchup.chunk``) that also moves the cursor. A restart carries on
   after the last chunk committed; a chunk whose transaction did not commit is read
-  again. Nothing is held in memory but one chunk.
+  again. Nothing is held in memory but one chunk. The transaction checks again that each
+  notice of the chunk is still in effect: one withdrawn or corrected while the chunk was
+  being sealed is left out (its withdrawal or correction went out live, ahead of it).
 - **Lanes and pacing**: the rows a chunk queues are marked ``outbox.catchup = 1`` in its
   transaction and go out on the peer's catch-up lane (``delivery/worker.py``), beside the
   live lane: a live notice or case event never waits behind a catch-up batch (a catch-up
@@ -310,12 +312,19 @@ class CatchUpService:
             if done and row.total:
                 tx.audit([leaves.catchup(now, peer, "finished", queued=str(row.queued + len(ids)))])
 
+        def still_in_effect(tx: SqliteTransaction) -> list[bool]:
+            # Read before sealing, checked again at commit: a notice withdrawn or
+            # corrected meanwhile is not sent. Its withdrawal went out live, ahead of
+            # this chunk, and the peer would otherwise keep the withdrawn notice.
+            return [tx.notice_superseded_by(n.notice_id) is None for n in notices]
+
         if notices:
             await node.submit_many(
                 [(body_from_row(n, self._chain(n.supersedes)), [peer]) for n in notices],
                 actor="catchup",
                 also=advance,
                 label=LABEL,
+                keep=still_in_effect,
             )
         else:
             await node.store.transaction(lambda tx: advance(tx, []), label=LABEL)

@@ -55,6 +55,7 @@ class ServiceContext(Protocol):
         actor: str = "operator",
         also: Callable[[SqliteTransaction, list[list[Submitted]]], object] | None = None,
         label: str = "notice.batch",
+        keep: Callable[[SqliteTransaction], Sequence[bool]] | None = None,
     ) -> list[list[Submitted]]: ...
 
     async def record_audit(self, *events: AuditEvent) -> range: ...
