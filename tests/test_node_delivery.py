@@ -136,3 +136,40 @@ async def test_a_notice_the_receiver_refuses_becomes_a_dead_letter_with_its_reas
     out = capsys.readouterr().out
     assert code == 0
     assert f"{PHL} message {sub.message_id.hex()} reason policy_denied" in out
+
+
+async def test_sealing_many_notices_lets_the_event_loop_serve_others_meanwhile(net):
+    """A catch-up chunk or a batch submission seals in slices: other work on the loop
+    (a live notice, an HTTP request) gets turns before the whole is sealed, rather than
+    waiting behind some 40 ms of sealing."""
+    from exchange_node.delivery.sender import SEALS_PER_TURN
+
+    jpn = await net[JPN].open()
+    n = 5 * SEALS_PER_TURN
+    turns = 0
+    turns_when_sealed: list[int] = []
+    sealing = asyncio.Event()
+
+    async def other_work() -> None:
+        nonlocal turns
+        await sealing.wait()
+        while not turns_when_sealed:
+            turns += 1
+            await asyncio.sleep(0)
+
+    real_transaction = jpn.store.transaction
+
+    def transaction(work, **kw):  # the seals are done when the transaction is handed over
+        turns_when_sealed.append(turns)
+        return real_transaction(work, **kw)
+
+    jpn.store.transaction = transaction
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    sealing.set()
+    queued = await jpn.submit_many(
+        [(fraud_notice(f"P{i:07d}"), [PHL]) for i in range(n)], actor="t"
+    )
+    await other
+    assert len(queued) == n and len(jpn.store.pending(PHL, 2 * n)) == n
+    assert turns_when_sealed[0] >= n // SEALS_PER_TURN - 1

@@ -49,6 +49,12 @@ class Submitted:
 
 Also = Callable[[SqliteTransaction, list[list["Submitted"]]], object]
 Keep = Callable[[SqliteTransaction], Sequence[bool]]
+
+SEALS_PER_TURN = 8
+"""Bodies sealed between two turns of the event loop. Sealing a 200-notice catch-up
+chunk holds the loop for about 40 ms; yielding every 8 lets a live notice through
+meanwhile (``bench/catchup.py --notices 30000``: live p50 during a catch-up 103 and
+120 ms without, 74 and 77 ms with, catch-up speed unchanged)."""
 """Writes of the caller's operation, run last in the transaction that queues the
 envelopes, given the copies queued per body (so it knows their message ids); raising
 refuses it all. It may be run again after a rollback."""
@@ -144,7 +150,9 @@ class Outbox:
         now = self._clock()
         sealed: list[list[OutboxItem]] = []
         events: list[list[AuditEvent]] = []
-        for body, recipients in bodies:
+        for n, (body, recipients) in enumerate(bodies):
+            if n and n % SEALS_PER_TURN == 0:
+                await asyncio.sleep(0)  # a catch-up chunk or a batch must not hold the loop
             kind = body.WhichOneof("content") or ""
             targets = choose_recipients(kind, recipients, directory.peers, directory.policy)
             items = seal_for(
