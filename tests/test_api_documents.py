@@ -211,6 +211,34 @@ async def test_a_correction_supersedes_and_the_history_keeps_both(pair):
     assert (status, again["code"]) == (409, "already_superseded")
 
 
+async def test_two_corrections_of_one_notice_at_once_are_not_both_taken(pair):
+    """Both requests read the index before either committed: the rule is checked again
+    in the transaction, so one correction is taken and the other refused, with nothing
+    of it indexed or queued."""
+    jpn, phl, cj, cp = pair
+    status, first = await cp.post(
+        "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": "all"}
+    )
+    assert status == 202, first
+    corrections = [
+        {"kind": kind, "document": DOC, "supersedes": first["notice_id"], "reason": "checked",
+         "recipients": "all"}
+        for kind in ("LOST", "REVOKED")
+    ]  # fmt: skip
+    answers = await asyncio.gather(*(cp.post("/api/v1/notices", c) for c in corrections))
+    assert sorted(status for status, _ in answers) == [202, 409]
+    [(_, taken)] = [a for a in answers if a[0] == 202]
+    [(_, refused)] = [a for a in answers if a[0] == 409]
+    assert refused["code"] == "already_superseded"
+    assert phl.store.notice_superseded_by(first["notice_id"]) == taken["notice_id"]
+    _, answer = await cp.get("/api/v1/documents/PHL/P1234567A?type=P")
+    (record,) = answer["records"]
+    assert {h["notice"]["notice_id"] for h in record["history"]} == {
+        first["notice_id"],
+        taken["notice_id"],
+    }
+
+
 async def test_a_peer_status_notice_not_from_the_issuing_state_is_rejected_on_receipt(pair):
     jpn, phl, cj, cp = pair
     from exchange_node.config import NOTICE_KINDS

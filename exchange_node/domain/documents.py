@@ -264,6 +264,15 @@ def check_detection(
     return Detection(place=place, detected_at_ms=at, authority=authority)
 
 
+def already_superseded(target_id: str, by: str) -> ConflictError:
+    """The refusal of a second correction or withdrawal of one notice."""
+    return ConflictError(
+        "already_superseded",
+        f"notice {target_id} was already superseded by {by}; correct or withdraw {by} instead",
+        "supersedes",
+    )
+
+
 def check_supersession(notice: Notice, target: Notice, *, target_superseded_by: str | None) -> None:
     """Refuse a correction or withdrawal that may not supersede ``target``.
 
@@ -289,12 +298,7 @@ def check_supersession(notice: Notice, target: Notice, *, target_superseded_by: 
             "supersedes",
         )
     if target_superseded_by is not None:
-        raise ConflictError(
-            "already_superseded",
-            f"notice {target.notice_id} was already superseded by {target_superseded_by}; "
-            f"correct or withdraw {target_superseded_by} instead",
-            "supersedes",
-        )
+        raise already_superseded(target.notice_id, target_superseded_by)
     if not notice.document.same_document(target.document):
         raise ConflictError(
             "supersedes_other_document",

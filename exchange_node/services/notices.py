@@ -27,7 +27,12 @@ from exchange_node.delivery.outbox import (
     UnknownRecipient,
     choose_recipients,
 )
-from exchange_node.domain.documents import Detection, NoticeKind, check_detection
+from exchange_node.domain.documents import (
+    Detection,
+    NoticeKind,
+    already_superseded,
+    check_detection,
+)
 from exchange_node.errors import ExchangeError
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.protocol.errors import OpenError, Reason
@@ -247,6 +252,13 @@ class NoticeService:
         rows = [to_row(entry) for entry in entries]
 
         def index_and_answer(tx: SqliteTransaction, queued: list[list[Submitted]]) -> None:
+            # The index was read when the notices were checked; a correction of the same
+            # notice committed since (another request) is refused here, at commit.
+            for entry in entries:
+                target = entry.notice.supersedes
+                by = tx.notice_superseded_by(target) if target else None
+                if by is not None:
+                    raise already_superseded(target, by)
             # Indexed in the same transaction that queues them: a notice lookups show is
             # a notice that is sent, and the other way round.
             tx.index_notices(rows, now)
