@@ -239,6 +239,27 @@ async def test_two_corrections_of_one_notice_at_once_are_not_both_taken(pair):
     }
 
 
+async def test_two_batches_correcting_one_notice_at_once_name_the_item_refused(pair):
+    jpn, phl, cj, cp = pair
+    status, first = await cp.post(
+        "/api/v1/notices", {"kind": "STOLEN", "document": DOC, "recipients": "all"}
+    )
+    assert status == 202, first
+    other = {"issuing_state": "PHL", "document_number": "P7654321B", "document_type": "P"}
+    batches = [
+        {"notices": [
+            {"kind": "STOLEN", "document": other, "recipients": "all"},
+            {"kind": kind, "document": DOC, "supersedes": first["notice_id"],
+             "reason": "checked", "recipients": "all"},
+        ]}
+        for kind in ("LOST", "REVOKED")
+    ]  # fmt: skip
+    answers = await asyncio.gather(*(cp.post("/api/v1/notice-batches", b) for b in batches))
+    assert sorted(status for status, _ in answers) == [202, 409]
+    [(_, refused)] = [a for a in answers if a[0] == 409]
+    assert (refused["code"], refused["field"]) == ("already_superseded", "notices[1].supersedes")
+
+
 async def test_a_peer_status_notice_not_from_the_issuing_state_is_rejected_on_receipt(pair):
     jpn, phl, cj, cp = pair
     from exchange_node.config import NOTICE_KINDS

@@ -189,9 +189,12 @@ class NoticeService:
         entry = self._entry(body, now)
         # An unknown or refused recipient is refused by the outbox before anything is
         # sealed or written.
-        [(entry, submitted)] = await self._queue(
-            [(body, recipients, entry)], now, actor=actor, then=None, label="notice.submit"
-        )
+        try:
+            [(entry, submitted)] = await self._queue(
+                [(body, recipients, entry)], now, actor=actor, then=None, label="notice.submit"
+            )
+        except BatchItemRefused as exc:
+            raise exc.error from None
         return entry, submitted
 
     async def submit_many(
@@ -254,11 +257,11 @@ class NoticeService:
         def index_and_answer(tx: SqliteTransaction, queued: list[list[Submitted]]) -> None:
             # The index was read when the notices were checked; a correction of the same
             # notice committed since (another request) is refused here, at commit.
-            for entry in entries:
+            for i, entry in enumerate(entries):
                 target = entry.notice.supersedes
                 by = tx.notice_superseded_by(target) if target else None
                 if by is not None:
-                    raise already_superseded(target, by)
+                    raise BatchItemRefused(i, already_superseded(target, by))
             # Indexed in the same transaction that queues them: a notice lookups show is
             # a notice that is sent, and the other way round.
             tx.index_notices(rows, now)
