@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -226,6 +227,81 @@ async def test_a_live_notice_goes_out_while_a_catch_up_batch_is_on_the_wire(net)
         held.release.set()
     await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
     assert _answers(jpn, n) == _answers(phl, n)
+
+
+class HeldStore:
+    """Holds a node's store writer with a job of its own until ``release``, and records
+    the label of every job submitted to it meanwhile."""
+
+    def __init__(self, node) -> None:
+        self.writer = node.store._writer
+        self.labels: list[str] = []
+        self._started, self._release = threading.Event(), threading.Event()
+        submit = self.writer.submit
+
+        def recording(fn, **kw):
+            self.labels.append(kw.get("label", ""))
+            return submit(fn, **kw)
+
+        self.writer.submit = recording
+        self.held = submit(lambda conn: (self._started.set(), self._release.wait(30)))
+
+    async def __aenter__(self) -> HeldStore:
+        await asyncio.to_thread(self._started.wait, 10)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._release.set()
+        await self.held
+        del self.writer.submit
+
+
+async def test_a_live_notice_is_stored_before_a_catch_up_batch_waiting_for_the_store(net):
+    # The receiver's intake of a catch-up batch yields to live work (store/writer.py):
+    # a live notice that arrives while a catch-up batch waits for the store commits
+    # first, not behind the batch's larger transaction.
+    phl = await net[PHL].start()
+    await _fill(phl, 100)
+    jpn = await net[JPN].start()
+    async with HeldStore(jpn) as held:
+        await _pin_jpn(net)
+        await wait_for(
+            lambda: held.labels.count("batch.receive") == 1, what="a catch-up batch waiting"
+        )
+        [live] = await phl.submit(node_helpers.fraud_notice("L0000001"), [JPN])
+        await wait_for(
+            lambda: held.labels.count("batch.receive") == 2, what="the live batch waiting too"
+        )
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+    rows = jpn.store._read("SELECT message_id, cursor FROM inbox WHERE sender = ?", (PHL,))
+    cursors = {bytes(m): c for m, c in rows}
+    live_cursor = cursors.pop(live.message_id)
+    assert len(cursors) >= 50
+    assert live_cursor < min(cursors.values())
+
+
+async def test_the_source_writes_a_catch_up_in_the_background_and_live_work_not(net):
+    phl = await net[PHL].start()
+    await _fill(phl, 120)
+    await net[JPN].start()
+    writes: list[tuple[str, bool]] = []
+    submit = phl.store._writer.submit
+
+    def recording(fn, **kw):
+        writes.append((kw.get("label", ""), kw.get("background", False)))
+        return submit(fn, **kw)
+
+    phl.store._writer.submit = recording
+    await _pin_jpn(net)
+    await phl.submit(node_helpers.fraud_notice("L0000001"), [JPN])
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+    kinds: dict[str, set[bool]] = {}
+    for label, background in writes:
+        kinds.setdefault(label, set()).add(background)
+    assert kinds[LABEL] == {True}  # every chunk
+    assert kinds["notice.submit"] == {False}
+    assert kinds["receipt.settle"] == {True, False}  # the catch-up lane's and the live one's
+    assert kinds["catchup.begin"] == {False}
 
 
 async def test_case_steps_stay_in_order_while_a_catch_up_batch_is_on_the_wire(net) -> None:

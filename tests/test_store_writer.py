@@ -209,3 +209,59 @@ async def test_job_outside_transactions_runs_between_groups_in_queue_order(db_pa
     assert await counted == 3
     await writer.close()
     assert seen_in_transaction == [False]
+
+
+def _logged(x: int, log: list[int]):
+    def job(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (x) VALUES (?)", (x,))
+        log.append(x)
+        return x
+
+    return job
+
+
+async def test_a_background_job_waits_while_other_jobs_wait_and_commits_alone(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    held, release = await _hold_writer(writer)
+    log: list[int] = []
+    late = writer.submit(_logged(1, log), background=True)
+    early = [writer.submit(_logged(x, log)) for x in (2, 3)]
+    release.set()
+    await asyncio.gather(held, late, *early)
+    stats = writer.stats()
+    await writer.close()
+    # The two submitted after it commit first, together; the background job after them,
+    # in a transaction of its own.
+    assert log == [2, 3, 1]
+    assert (stats.transactions, stats.largest_group) == (3, 2)
+    assert _stored(db_path) == [1, 2, 3]
+
+
+async def test_background_jobs_keep_their_order_and_are_not_starved(db_path):
+    from exchange_node.store.writer import FOREGROUND_RUN
+
+    writer = GroupCommitWriter(lambda: _connect(db_path), max_group=1)  # a group per job
+    writer.start()
+    held, release = await _hold_writer(writer)
+    log: list[int] = []
+    background = [writer.submit(_logged(100 + i, log), background=True) for i in range(2)]
+    others = [writer.submit(_logged(i, log)) for i in range(10)]
+    release.set()
+    await asyncio.gather(held, *background, *others)
+    await writer.close()
+    n = FOREGROUND_RUN
+    assert log == [*range(n), 100, *range(n, 2 * n), 101, *range(2 * n, 10)]
+
+
+async def test_close_runs_the_background_jobs_queued_before_it(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    writer.start()
+    held, release = await _hold_writer(writer)
+    futures = [writer.submit(_insert(i), background=True) for i in range(3)]
+    closing = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0.01)
+    release.set()
+    await closing
+    assert await asyncio.gather(*futures) == [0, 1, 2]
+    assert _stored(db_path) == [0, 1, 2]

@@ -130,7 +130,7 @@ class Inbound:
             return results, receipt
 
         results, receipt = await self._store.transaction(
-            work, label="batch.receive", weight=3 * len(opened) + 2
+            work, label="batch.receive", weight=3 * len(opened) + 2, background=_catch_up(opened)
         )
         accepted = [r for r in results if r.outcome == envelope_pb2.OUTCOME_ACCEPTED]
         for r in accepted:
@@ -228,6 +228,14 @@ class Inbound:
                 else "peer.revocation_refused"
             )
             log.warning(event, peer=sender, reason=exc.reason.value, detail=exc.detail)
+
+
+def _catch_up(opened: Sequence[EnvelopeResult]) -> bool:
+    """True for a batch of notices re-sent by catch-up only: its transaction yields to
+    live work (``store/writer.py``), as the sender's catch-up lane yields to its live one."""
+    return bool(opened) and all(
+        r.opened is not None and r.opened.body.HasField("catch_up") for r in opened
+    )
 
 
 def _identifier(text: str) -> str:

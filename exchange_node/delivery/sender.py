@@ -135,6 +135,7 @@ class Outbox:
         also: Also | None = None,
         label: str = "notice.batch",
         keep: Keep | None = None,
+        background: bool = False,
     ) -> list[list[Submitted]]:
         """:meth:`submit` for several (body, recipients) at once, all in ONE transaction:
         every body is queued with its leaves, or none is. Returns, per body, its copies;
@@ -144,7 +145,8 @@ class Outbox:
         ``keep(tx)``, run first in the transaction, says per body whether it is still
         to be sent as the store stands at commit time (a catch-up drops a notice that
         was withdrawn while its chunk was being sealed); a body not kept is neither
-        queued nor audited, and has no copies."""
+        queued nor audited, and has no copies. ``background`` (a catch-up chunk) lets
+        other writes commit first (``store/writer.py``)."""
         directory = self._directory
         me = self._identity.keys.local
         now = self._clock()
@@ -184,7 +186,9 @@ class Outbox:
                 also(tx, queued)
             return queued
 
-        queued = await self.store.transaction(work, label=label, weight=2 * len(flat) + len(sealed))
+        queued = await self.store.transaction(
+            work, label=label, weight=2 * len(flat) + len(sealed), background=background
+        )
         for peer_id in {i.peer_id for i in flat}:
             self.wake(peer_id)
         return queued

@@ -446,7 +446,11 @@ class PeerWorker:
     ) -> None:
         # Each step on its own: a failure in one (say the audit append) must not skip
         # the others, in particular not the re-seal of refused rows.
-        steps = [lambda: self._record(batch_id, signed, rows, verified, outcomes)]
+        steps = [
+            lambda: self._record(
+                batch_id, signed, rows, verified, outcomes, background=state.lane is Lane.CATCHUP
+            )
+        ]
         if reseal:
             steps.append(lambda: self.host.reseal(self.peer_id, reseal))
         steps.append(lambda: self.host.after_receipt(self.peer_id, batch_id, rows, verified))
@@ -467,9 +471,12 @@ class PeerWorker:
         rows: Sequence[OutboxRow],
         verified: VerifiedReceipt,
         outcomes: list[tuple[int, StoreOutcome, str | None]],
+        *,
+        background: bool = False,
     ) -> None:
         """The receipt, the outcomes it settles, the contact and the leaves recording
-        them: one transaction."""
+        them: one transaction (``background`` for a catch-up batch's: live work commits
+        first)."""
         now = self.host.now_ms()
         record = ReceiptRecord(batch_id=batch_id, receipt=signed, received_at=now)
         events = self.host.settlement_events(self.peer_id, batch_id, rows, verified, now)
@@ -479,7 +486,9 @@ class PeerWorker:
             tx.touch_contact(self.peer_id, now)
             tx.audit(events)
 
-        await self.host.store.transaction(work, label="receipt.settle", weight=2 * len(rows) + 2)
+        await self.host.store.transaction(
+            work, label="receipt.settle", weight=2 * len(rows) + 2, background=background
+        )
         for row_id, _, _ in outcomes:
             self._reseals.pop(row_id, None)
 

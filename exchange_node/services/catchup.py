@@ -325,9 +325,10 @@ class CatchUpService:
                 also=advance,
                 label=LABEL,
                 keep=still_in_effect,
+                background=True,  # live notices commit first
             )
         else:
-            await node.store.transaction(lambda tx: advance(tx, []), label=LABEL)
+            await node.store.transaction(lambda tx: advance(tx, []), label=LABEL, background=True)
         if done:
             log.info("catchup.finished", peer=peer, queued=row.queued + len(notices))
 

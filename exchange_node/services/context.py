@@ -56,6 +56,7 @@ class ServiceContext(Protocol):
         also: Callable[[SqliteTransaction, list[list[Submitted]]], object] | None = None,
         label: str = "notice.batch",
         keep: Callable[[SqliteTransaction], Sequence[bool]] | None = None,
+        background: bool = False,
     ) -> list[list[Submitted]]: ...
 
     async def record_audit(self, *events: AuditEvent) -> range: ...

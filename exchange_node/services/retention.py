@@ -145,6 +145,7 @@ class RetentionService:
                 await self._store.transaction(
                     partial(_purge_chain, ids=ids, reason=reason, subject=subject, now=now),
                     label="record.purge",
+                    background=True,  # a sweep yields to live work
                 )
                 report.notices += ids
 

@@ -118,8 +118,11 @@ class Store(Protocol):
         composition root."""
         ...
 
-    async def transaction(self, work: Callable[[Any], T], *, label: str, weight: int = 1) -> T:
-        """Run ``work(tx)`` in one transaction; its result once committed. All or nothing."""
+    async def transaction(
+        self, work: Callable[[Any], T], *, label: str, weight: int = 1, background: bool = False
+    ) -> T:
+        """Run ``work(tx)`` in one transaction; its result once committed. All or nothing.
+        ``background`` work (catch-up, retention) waits while other work is waiting."""
         ...
 
     async def append_audit(self, events: Sequence[Any]) -> range:

@@ -550,7 +550,12 @@ class SqliteStore(ProtectionReads):
         self._leaves._appender = appender
 
     async def transaction(
-        self, work: Callable[[SqliteTransaction], T], *, label: str, weight: int = 1
+        self,
+        work: Callable[[SqliteTransaction], T],
+        *,
+        label: str,
+        weight: int = 1,
+        background: bool = False,
     ) -> T:
         """Run ``work`` in one transaction and return its result once committed.
 
@@ -558,11 +563,12 @@ class SqliteStore(ProtectionReads):
         :class:`SqliteTransaction` (state, index and outbox rows, audit leaves) is
         committed and fsynced; when it raises, none is. ``label`` names the operation
         for fault injection (``store/faults.py``); ``weight`` is about how many rows it
-        writes (group-commit sizing).
+        writes (group-commit sizing); ``background`` work (catch-up, retention) yields to
+        the rest (``store/writer.py``).
         """
         leaves = self._leaves
         return await self._write(lambda conn: work(SqliteTransaction(conn, leaves)),
-                                 weight=weight, label=label)  # fmt: skip
+                                 weight=weight, label=label, background=background)  # fmt: skip
 
     async def append_audit(self, events: Sequence[Any]) -> range:
         """Append audit leaves that record no other change (lookups, refusals, logins)."""
@@ -991,7 +997,9 @@ class SqliteStore(ProtectionReads):
         for sql, cut in statements:
             total = 0
             while True:
-                n = await self._write(partial(_delete_chunk, sql=sql, cut=cut), weight=PURGE_CHUNK)
+                n = await self._write(
+                    partial(_delete_chunk, sql=sql, cut=cut), weight=PURGE_CHUNK, background=True
+                )
                 total += n
                 if n < PURGE_CHUNK:
                     break
@@ -1370,13 +1378,14 @@ class SqliteStore(ProtectionReads):
         transactional: bool = True,
         label: str = "",
         audit: Leaves = (),
+        background: bool = False,
     ) -> T:
         if self._closed:
             raise _closed_error()
         if audit:
             fn = self._with_leaves(fn, audit)
         return await self._writer.submit(
-            fn, weight=weight, transactional=transactional, label=label
+            fn, weight=weight, transactional=transactional, label=label, background=background
         )
 
     def _with_leaves(self, fn: Callable[[sqlite3.Connection], T], audit: Leaves):

@@ -17,6 +17,15 @@ and two statements per job, each a release and re-take of the GIL on this thread
 more than the rare re-run.) Jobs must therefore
 only touch the connection and be safe to run again after a rollback.
 
+Background work yields to the rest. A job submitted with ``background=True`` (a
+catch-up chunk, the receipt settling it, the peer's intake of it, a retention sweep)
+waits while other jobs are waiting, and a group holds background jobs only or none: a
+live notice arriving behind a queued catch-up chunk commits first, in a small group of
+its own, instead of waiting for the chunk's transaction. Background work is not starved:
+after ``FOREGROUND_RUN`` groups in a row while it waited, one background group runs. The
+two kinds keep their own order (FIFO each); nothing orders a background job after a
+foreground one submitted later, so only work that needs no such order is background.
+
 The owner may hook the group's start and its last moment before COMMIT
 (:meth:`set_group_hooks`): the store appends a group's audit leaves there, once.
 """
@@ -50,6 +59,11 @@ DEFAULT_MAX_GROUP = 512
 the latency of the jobs in it. Past a few hundred rows a larger group saves no time."""
 
 
+FOREGROUND_RUN = 4
+"""Groups of other jobs committed in a row while background jobs wait, before one
+background group: live work goes first, background work still moves."""
+
+
 @dataclass(slots=True)
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
@@ -59,6 +73,7 @@ class _Job:
     # False for jobs that must run outside any transaction (checkpoint, pragmas).
     transactional: bool = True
     label: str = ""  # the unit of work, for fault injection (store/faults.py)
+    background: bool = False
     result: Any = None
     error: BaseException | None = None
 
@@ -132,6 +147,7 @@ class GroupCommitWriter:
         weight: int = 1,
         transactional: bool = True,
         label: str = "",
+        background: bool = False,
     ) -> asyncio.Future[T]:
         """Queue ``fn`` for the writer thread; the future resolves after its COMMIT.
 
@@ -151,6 +167,7 @@ class GroupCommitWriter:
             weight=max(1, weight),
             transactional=transactional,
             label=label,
+            background=background and transactional,
         )
         pending = self._pending.get(loop)
         if pending is None:
@@ -209,35 +226,54 @@ class GroupCommitWriter:
             return
         self._started.set()
         backlog: collections.deque[Any] = collections.deque()  # handed over, not yet run
+        background: collections.deque[_Job] = collections.deque()  # the same, yielding
+        run = 0  # groups of other jobs committed while background jobs waited
         try:
             while True:
-                if not backlog:
-                    backlog.extend(self._took(self._queue.get()))
+                if not backlog and not background:
+                    self._sort(self._took(self._queue.get()), backlog, background)
                 while True:  # and whatever else was handed over meanwhile
                     try:
-                        backlog.extend(self._took(self._queue.get_nowait()))
+                        self._sort(self._took(self._queue.get_nowait()), backlog, background)
                     except queue.Empty:
                         break
-                first = backlog.popleft()
+                if background and (not backlog or run >= FOREGROUND_RUN):
+                    run = 0
+                    self._run_group(conn, self._take_group(background))
+                    continue
+                first = backlog[0]
                 if first is _STOP:
+                    if background:  # everything submitted before the stop runs first
+                        run = FOREGROUND_RUN
+                        continue
                     break
                 if not first.transactional:
-                    self._run_raw(conn, first)
+                    self._run_raw(conn, backlog.popleft())
                     continue
-                group, weight = [first], first.weight
-                while backlog and weight < self._max_group:
-                    job = backlog[0]
-                    if (
-                        job is _STOP
-                        or not job.transactional
-                        or (weight + job.weight > self._max_group)
-                    ):
-                        break
-                    group.append(backlog.popleft())
-                    weight += job.weight
-                self._run_group(conn, group)
+                run = run + 1 if background else 0
+                self._run_group(conn, self._take_group(backlog))
         finally:
             conn.close()
+
+    @staticmethod
+    def _sort(
+        items: list[Any], backlog: collections.deque[Any], background: collections.deque[_Job]
+    ) -> None:
+        for item in items:
+            (background if item is not _STOP and item.background else backlog).append(item)
+
+    def _take_group(self, jobs: collections.deque[Any]) -> list[_Job]:
+        """The oldest transactional jobs of ``jobs``, up to ``max_group`` weight (the
+        first whatever its weight)."""
+        first = jobs.popleft()
+        group, weight = [first], first.weight
+        while jobs and weight < self._max_group:
+            job = jobs[0]
+            if job is _STOP or not job.transactional or weight + job.weight > self._max_group:
+                break
+            group.append(jobs.popleft())
+            weight += job.weight
+        return group
 
     def _run_raw(self, conn: sqlite3.Connection, job: _Job) -> None:
         try:
