@@ -386,6 +386,37 @@ async def test_a_notice_withdrawn_while_its_chunk_is_sealed_is_left_out_of_it(ne
     assert progress.row.queued == len(_catchup_rows(phl.store, JPN))
 
 
+async def test_a_notice_withdrawn_and_purged_while_its_chunk_is_sealed_is_left_out(net):
+    """As above, and retention purges the withdrawn chain (withdrawn by its source)
+    before the chunk commits: a notice no longer in the index is not sent either."""
+    n = 40
+    phl = await net[PHL].start()
+    await _fill(phl, n)
+    jpn = await net[JPN].start()
+    chunk_submit = phl.submit_many
+    purged: list[str] = []
+
+    async def withdraw_purge_then_submit(bodies, **kw):
+        if kw.get("label") == LABEL and not purged:
+            body = next(b for b, _ in bodies if b.WhichOneof("content") == "status_notice")
+            purged.append(body.status_notice.notice_id.hex())
+            await phl.services.notices.submit(
+                NoticeDraft(NoticeKind.WITHDRAWAL, None, supersedes=body.status_notice.notice_id,
+                            reason="found"),
+                [JPN],
+                actor="t",
+            )  # fmt: skip
+            assert purged[0] in (await phl.run_retention()).notices
+        return await chunk_submit(bodies, **kw)
+
+    phl.submit_many = withdraw_purge_then_submit
+    await _pin_jpn(net)
+    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+    assert purged and phl.store.notice(purged[0]) is None  # purged at the source...
+    assert jpn.store.notice(purged[0]) is None  # ...and never sent
+    assert _answers(jpn, n) == _answers(phl, n)
+
+
 @pytest.mark.parametrize("point", ["applied", "committed"])
 async def test_a_source_killed_during_catch_up_resumes_without_loss_or_double(net, point):
     n = 200

@@ -315,8 +315,13 @@ class CatchUpService:
         def still_in_effect(tx: SqliteTransaction) -> list[bool]:
             # Read before sealing, checked again at commit: a notice withdrawn or
             # corrected meanwhile is not sent. Its withdrawal went out live, ahead of
-            # this chunk, and the peer would otherwise keep the withdrawn notice.
-            return [tx.notice_superseded_by(n.notice_id) is None for n in notices]
+            # this chunk, and the peer would otherwise keep the withdrawn notice. Nor
+            # is one purged meanwhile (retention purges a withdrawn chain whole, so
+            # nothing supersedes it any more: it is simply gone from the index).
+            return [
+                tx.notice(n.notice_id) is not None and tx.notice_superseded_by(n.notice_id) is None
+                for n in notices
+            ]
 
         if notices:
             await node.submit_many(
