@@ -571,9 +571,7 @@ class Node:
         return report
 
     def update_review_gauge(self) -> None:
-        pending = self.services.retention.reviews_due()
-        for record_type in ("case", "document_notice"):
-            count = sum(1 for r in pending if r.record_type == record_type)
+        for record_type, count in self.services.retention.reviews_due_count().items():
             self.metrics.reviews_due.labels(record_type).set(count)
 
     def expiries(self) -> list[Expiry]:

@@ -394,7 +394,11 @@ class ReviewOut(Struct):
 
 
 class ReviewList(Struct):
+    """The records due, oldest first (at most 1,000 notices); ``total``: how many are
+    due in all."""
+
     reviews: list[ReviewOut]
+    total: int
 
 
 class KeepRequest(Struct, forbid_unknown_fields=True):

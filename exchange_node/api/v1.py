@@ -607,9 +607,14 @@ def review_out(r: ReviewDue) -> s.ReviewOut:
     return s.ReviewOut(r.record_id, r.record_type, r.since, r.due_at, state, number)
 
 
+def review_list(node) -> s.ReviewList:
+    retention = node.services.retention
+    due = retention.reviews_due()
+    return s.ReviewList([review_out(r) for r in due], sum(retention.reviews_due_count().values()))
+
+
 async def get_reviews(request: web.Request) -> web.Response:
-    due = _node(request).services.retention.reviews_due()
-    return _json(s.ReviewList([review_out(r) for r in due]))
+    return _json(review_list(_node(request)))
 
 
 async def post_review_keep(request: web.Request) -> web.Response:
@@ -619,7 +624,7 @@ async def post_review_keep(request: web.Request) -> web.Response:
         req.record, req.reason, actor=actor_name(current_token(request))
     )
     node.update_review_gauge()
-    return _json(s.ReviewList([review_out(r) for r in node.services.retention.reviews_due()]))
+    return _json(review_list(node))
 
 
 async def post_subject_report(request: web.Request) -> web.Response:
@@ -829,7 +834,7 @@ async def get_status(request: web.Request) -> web.Response:
             audit_size=node.audit.size,
             queued=sum(q.depth for q in stats),
             dead=sum(q.dead for q in stats),
-            reviews_due=len(node.services.retention.reviews_due()),
+            reviews_due=sum(node.services.retention.reviews_due_count().values()),
             purges_unconfirmed=node.services.cases.unconfirmed_purges(),
         )
     )

@@ -117,10 +117,12 @@ async def cmd_review_list(args) -> int:
     """Records due for their periodic review."""
     async with _node(_cfg(args)) as node:
         due = node.services.retention.reviews_due()
+        total = sum(node.services.retention.reviews_due_count().values())
     for r in due:
         what = f" ({r.document[0]} {r.document[1]})" if r.document else ""
         print(f"{r.record_id}{what}: due since {_iso(r.due_at)} (held since {_iso(r.since)})")
-    print(f"{len(due)} records due for review; keep each with `data review keep RECORD "
+    shown = f" (the oldest {len(due)} listed)" if len(due) < total else ""
+    print(f"{total} records due for review{shown}; keep each with `data review keep RECORD "
           "--reason ...` or purge it (`case erase`, or withdraw the notice)")  # fmt: skip
     return 0
 

@@ -32,10 +32,8 @@ async def cmd_status(args) -> int:
         now = now_ms()
         reviews = len(
             store.cases_due_for_review(now, cfg.retention.case_review_days * DAY_MS)
-        ) + len(
-            store.notices_due_for_review(
-                cfg.node.id, now, cfg.retention.document_review_days * DAY_MS
-            )
+        ) + store.count_notices_due_for_review(
+            cfg.node.id, now, cfg.retention.document_review_days * DAY_MS
         )
         unconfirmed = [
             (peer, purge.record_id)

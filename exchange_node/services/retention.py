@@ -24,7 +24,7 @@ drive it by setting the clock and calling :meth:`RetentionService.run`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -50,6 +50,9 @@ log = structlog.get_logger("exchange_node.retention")
 
 RETENTION = "retention"
 """The approver recorded for what the schedule purges."""
+
+REVIEW_LIST_LIMIT = 1000
+"""Records due for review listed at most at once (oldest first; all are counted)."""
 
 
 def document_record_id(subject_hash: str) -> str:
@@ -151,18 +154,32 @@ class RetentionService:
 
     # --- periodic review -------------------------------------------------------------------
 
-    def reviews_due(self) -> list[ReviewDue]:
-        """Every record due for its periodic review now: cases whose content is held,
-        every ``case_review_days``; this node's own notices in effect, every
-        ``document_review_days``."""
+    def reviews_due(self, limit: int | None = None) -> list[ReviewDue]:
+        """The records due for their periodic review now, oldest first within each
+        type: cases whose content is held, every ``case_review_days``; this node's own
+        notices in effect, every ``document_review_days`` (at most ``limit`` of these,
+        ``REVIEW_LIST_LIMIT`` unless given; :meth:`reviews_due_count` counts them all)."""
         cfg = self._node.config.retention
+        limit = REVIEW_LIST_LIMIT if limit is None else limit
         now = self._node.now_ms()
         return [
             *self._store.cases_due_for_review(now, cfg.case_review_days * DAY_MS),
             *self._store.notices_due_for_review(
-                self._node.node_id, now, cfg.document_review_days * DAY_MS
+                self._node.node_id, now, cfg.document_review_days * DAY_MS, limit=limit
             ),
         ]
+
+    def reviews_due_count(self) -> dict[str, int]:
+        """How many records of each type (``case``, ``document_notice``) are due, without
+        listing them: what ``status`` and the gauge show."""
+        cfg = self._node.config.retention
+        now = self._node.now_ms()
+        return {
+            "case": len(self._store.cases_due_for_review(now, cfg.case_review_days * DAY_MS)),
+            "document_notice": self._store.count_notices_due_for_review(
+                self._node.node_id, now, cfg.document_review_days * DAY_MS
+            ),
+        }
 
     async def keep(self, record_id: str, reason: str, *, actor: str) -> ReviewDue | None:
         """Keep a record at its review, with a reason (audited ``record.reviewed``): the
@@ -172,15 +189,14 @@ class RetentionService:
         review (unknown, purged, a peer's notice, superseded)."""
         if not reason.strip():
             raise ValidationError("reason_required", "say why the record is kept", "reason")
-        held = {r.record_id: r for r in self._reviewable()}
-        if record_id not in held:
+        row = self._under_review(record_id)
+        if row is None:
             raise NotFoundError(
                 "record_not_under_review",
                 f"{record_id} is not a record this node reviews: a case it holds "
                 "(case:<ref>) or one of its own notices in effect (notice:<id>)",
                 "record",
             )
-        row = held[record_id]
         now = self._node.now_ms()
         if row.document is not None:
             subject, shown = self._document_hash(*row.document), record_id.removeprefix("notice:")
@@ -192,24 +208,32 @@ class RetentionService:
             tx.audit([leaves.record_reviewed(now, actor, row.record_type, shown, subject)])
 
         await self._store.transaction(work, label="record.review")
-        return next((r for r in self.reviews_due() if r.record_id == record_id), None)
+        after = self._under_review(record_id)
+        return after if after is not None and after.due_at <= self._node.now_ms() else None
 
     def review_due_at(self, record_id: str) -> int | None:
         """When the record's next periodic review is due (None: not under review)."""
-        cfg = self._node.config.retention
-        for r in self._reviewable():
-            if r.record_id == record_id:
-                days = cfg.case_review_days if r.record_type == "case" else cfg.document_review_days
-                return r.since + days * DAY_MS
-        return None
+        r = self._under_review(record_id)
+        return None if r is None else r.due_at
 
-    def _reviewable(self) -> list[ReviewDue]:
-        """Every record under periodic review, due or not (a period of 0 lists all)."""
+    def _under_review(self, record_id: str) -> ReviewDue | None:
+        """The record if this node reviews it (a case it holds, one of its own notices in
+        effect), due or not, with the day its next review is due."""
+        cfg = self._node.config.retention
         now = self._node.now_ms()
-        return [
-            *self._store.cases_due_for_review(now, 0),
-            *self._store.notices_due_for_review(self._node.node_id, now, 0),
-        ]
+        if record_id.startswith("case:"):
+            period = cfg.case_review_days * DAY_MS
+            found = [
+                r for r in self._store.cases_due_for_review(now, 0) if r.record_id == record_id
+            ]
+        elif record_id.startswith("notice:"):
+            period = cfg.document_review_days * DAY_MS
+            found = self._store.notices_due_for_review(
+                self._node.node_id, now, 0, notice_id=record_id.removeprefix("notice:")
+            )
+        else:
+            return None
+        return replace(found[0], due_at=found[0].since + period) if found else None
 
     # --- legal holds -----------------------------------------------------------------------
 

@@ -30,6 +30,27 @@ _PURGE_COLS = "record_id, record_type, reason, approver, purged_at, notices"
 _HOLD_COLS = "record_id, reason, placed_by, placed_at"
 
 
+_DUE_ISSUED = "d.notice_id, d.issued_at_ms, d.issuing_state, d.number"
+_DUE_KEPT = "d.notice_id, r.reviewed_at, d.issuing_state, d.number"
+_DUE_NOTICES = (
+    # Never reviewed: issued by the cutoff. The range on doc_notices (sender_node,
+    # issued_at_ms) reads only the notices old enough, so a node with a million notices
+    # none of which is due answers at once (a COALESCE over a join read them all).
+    "SELECT {issued} FROM doc_notices d WHERE d.sender_node = ? AND d.issued_at_ms <= ?{only} "
+    "AND d.kind != 'WITHDRAWAL' "
+    "AND NOT EXISTS (SELECT 1 FROM record_reviews r WHERE r.record_id = 'notice:' || d.notice_id) "
+    "AND NOT EXISTS (SELECT 1 FROM doc_notices s WHERE s.supersedes = d.notice_id) "
+    "UNION ALL "
+    # Kept at a review: last kept by the cutoff (reviews are few: one per keep).
+    "SELECT {kept} FROM record_reviews r JOIN doc_notices d ON d.notice_id = substr(r.record_id, 8) "
+    "WHERE d.sender_node = ? AND r.reviewed_at <= ?{only} AND r.record_id LIKE 'notice:%' "
+    "AND d.kind != 'WITHDRAWAL' "
+    "AND NOT EXISTS (SELECT 1 FROM doc_notices s WHERE s.supersedes = d.notice_id)"
+)
+"""This node's own notices under review and due (the columns ``{issued}`` and ``{kept}``
+and the filter ``{only}`` filled in; the arguments: node, cutoff[, notice id], twice)."""
+
+
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     return conn.execute(sql, args).fetchall()
 
@@ -136,24 +157,33 @@ class ProtectionReads:
         )
         return [ReviewDue(f"case:{ref}", "case", since, since + period) for ref, since in rows]
 
-    def notices_due_for_review(self, me: str, now: int, period: int) -> list[ReviewDue]:
+    def notices_due_for_review(
+        self,
+        me: str,
+        now: int,
+        period: int,
+        *,
+        limit: int | None = None,
+        notice_id: str | None = None,
+    ) -> list[ReviewDue]:
         """This node's own notices still in effect (not superseded, not a withdrawal),
-        issued or last kept at least ``period`` ms before ``now``: the source reviews its
-        records."""
-        rows = self._q(
-            "SELECT d.notice_id, COALESCE(r.reviewed_at, d.issued_at_ms), d.issuing_state, "
-            "d.number FROM doc_notices d "
-            "LEFT JOIN record_reviews r ON r.record_id = 'notice:' || d.notice_id "
-            "WHERE d.sender_node = ? AND d.kind != 'WITHDRAWAL' "
-            "AND COALESCE(r.reviewed_at, d.issued_at_ms) <= ? AND NOT EXISTS "
-            "(SELECT 1 FROM doc_notices s WHERE s.supersedes = d.notice_id) "
-            "ORDER BY 2, 1",
-            (me, now - period),
-        )
+        issued or last kept at least ``period`` ms before ``now``, oldest first: the
+        source reviews its records. At most ``limit``; only ``notice_id`` if given."""
+        only = " AND d.notice_id = ?" if notice_id is not None else ""
+        args: list[Any] = [me, now - period, *([notice_id] if notice_id is not None else [])] * 2
+        sql = f"{_DUE_NOTICES.format(issued=_DUE_ISSUED, kept=_DUE_KEPT, only=only)} ORDER BY 2, 1"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         return [
             ReviewDue(f"notice:{nid}", "document_notice", since, since + period, (state, number))
-            for nid, since, state, number in rows
+            for nid, since, state, number in self._q(sql, args)
         ]
+
+    def count_notices_due_for_review(self, me: str, now: int, period: int) -> int:
+        """How many notices :meth:`notices_due_for_review` lists, without listing them."""
+        sql = f"SELECT COUNT(*) FROM ({_DUE_NOTICES.format(issued='1', kept='1', only='')}) AS due"
+        return self._q(sql, [me, now - period] * 2)[0][0]
 
     def case_of_message(self, message_id: bytes) -> str | None:
         """The case whose step this node sent or received under ``message_id`` (a scan:
