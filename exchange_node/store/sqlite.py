@@ -3,10 +3,7 @@
 Writes go through a :class:`~exchange_node.store.writer.GroupCommitWriter` (one thread,
 one write connection, ``synchronous=FULL``: a COMMIT has reached the disk when the
 awaited write returns). Reads use a second connection on the event-loop thread; WAL lets
-them run while the writer commits. A third, on a thread of its own
-(:class:`WalCheckpointer`), copies committed pages from the WAL into the database file:
-the writer's COMMIT only appends to the WAL and syncs it. See
-:mod:`exchange_node.store.base` for the contract.
+them run while the writer commits. See :mod:`exchange_node.store.base` for the contract.
 
 Reads must be called from the thread that opened the store (the event loop).
 """
@@ -19,7 +16,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -28,8 +24,6 @@ from functools import partial
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
-
-import structlog
 
 from exchange_node.errors import ConflictError, NotFoundError, ValidationError
 from exchange_node.store.base import StoreError, connection_locks
@@ -80,14 +74,6 @@ found, e.g. the token a revocation by id hit)."""
 (``AuditLog.append_on``); attached by the composition root with :meth:`SqliteStore.attach_audit`."""
 
 T = TypeVar("T")
-
-_log = structlog.get_logger("exchange_node.store")
-
-WAL_CHECKPOINT_INTERVAL_S = 1.0
-"""How often the checkpointer copies the WAL into the database file."""
-
-WRITER_AUTOCHECKPOINT_PAGES = 16_384
-"""WAL pages (64 MiB) past which the writer checkpoints at COMMIT itself: a fallback."""
 
 MIN_SQLITE = (3, 37, 0)
 """STRICT tables need SQLite 3.37."""
@@ -457,7 +443,6 @@ class SqliteStore(ProtectionReads):
         self._writer = writer
         self._db = reader
         self._closed = False
-        self._checkpointer: WalCheckpointer | None = None
         self._leaves = _GroupLeaves()
         writer.set_group_hooks(begin=self._leaves.begin, before_commit=self._leaves.flush)
 
@@ -465,11 +450,7 @@ class SqliteStore(ProtectionReads):
 
     @classmethod
     async def open(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        max_group: int = DEFAULT_MAX_GROUP,
-        checkpoint_interval_s: float = WAL_CHECKPOINT_INTERVAL_S,
+        cls, path: str | os.PathLike[str], *, max_group: int = DEFAULT_MAX_GROUP
     ) -> SqliteStore:
         """Open (creating with mode 0600 if missing) and migrate the database at ``path``.
 
@@ -492,10 +473,7 @@ class SqliteStore(ProtectionReads):
         except BaseException:
             await writer.close()
             raise
-        store = cls(spath, writer, reader)
-        store._checkpointer = WalCheckpointer(spath, checkpoint_interval_s)
-        store._checkpointer.start()
-        return store
+        return cls(spath, writer, reader)
 
     @staticmethod
     def prepare(path: str | os.PathLike[str]) -> None:
@@ -533,8 +511,6 @@ class SqliteStore(ProtectionReads):
         if self._closed:
             return
         self._closed = True
-        if self._checkpointer is not None:
-            await asyncio.to_thread(self._checkpointer.stop)
         await self._writer.close()
         self._db.close()
 
@@ -1733,63 +1709,6 @@ def _create_private(path: str) -> None:
     os.close(fd)
 
 
-class WalCheckpointer:
-    """Copies committed pages from the WAL into the database file, on a thread and a
-    connection of its own, every ``interval_s``.
-
-    A PASSIVE checkpoint: it never waits for the writer or the readers and never blocks
-    them; what a reader still needs stays in the WAL until the next pass. Durability
-    does not depend on it (a COMMIT is durable once in the WAL); it keeps the WAL short,
-    and the database file's random writes and sync off the writer's COMMIT.
-    ``passes``, ``last`` (SQLite's busy, WAL frames, frames checkpointed) and ``error``
-    say how it went.
-    """
-
-    def __init__(self, path: str, interval_s: float = WAL_CHECKPOINT_INTERVAL_S) -> None:
-        self._path = path
-        self._interval_s = interval_s
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="store-checkpoint", daemon=True)
-        self.passes = 0
-        self.last: tuple[int, int, int] | None = None
-        self.error: str | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous = FULL")  # the database file is synced
-            conn.execute("PRAGMA checkpoint_fullfsync = ON")
-        except sqlite3.Error as exc:
-            self.error = str(exc)
-            _log.error("store.checkpoint_failed", error=self.error)
-            return
-        try:
-            while not self._stopping.wait(self._interval_s):
-                self._pass(conn)
-        finally:
-            conn.close()
-
-    def _pass(self, conn: sqlite3.Connection) -> None:
-        try:
-            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:  # a full disk, say: the next pass tries again
-            if self.error is None:
-                _log.warning("store.checkpoint_failed", error=str(exc))
-            self.error = str(exc)
-            return
-        self.last, self.error = (busy, frames, done), None
-        self.passes += 1
-
-
 def _connect(path: str) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, cached_statements=256)
@@ -1823,11 +1742,6 @@ def _connect_writer(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA checkpoint_fullfsync = ON")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_size_limit = 67108864")
-        # Checkpoints are the WalCheckpointer's: one run inside COMMIT (SQLite's default,
-        # every 1,000 pages) writes pages all over a large database file and syncs it,
-        # and a live notice waiting for that COMMIT waited hundreds of ms. This bound
-        # only applies should the checkpointer fall far behind.
-        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         # Deleted rows are overwritten with zeros, not left in free pages: an erased
         # record's wrapped key and ciphertext are gone from the file, not just unlinked
         # (exchange_node/record_keys.py). The write-ahead log still holds old page
