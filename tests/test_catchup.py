@@ -352,11 +352,11 @@ async def test_a_live_withdrawal_does_not_overtake_the_notice_it_withdraws(net) 
     assert _answers(jpn, n) == _answers(phl, n)
 
 
-async def test_a_notice_withdrawn_while_its_chunk_is_sealed_is_left_out_of_it(net) -> None:
-    """The chunk reads its notices, then a withdrawal of one commits (live, ahead of the
-    chunk) before the chunk's transaction does: that notice is not sent, so the peer
-    does not keep a notice its source withdrew."""
-    n = 40
+async def _withdraw_while_the_first_chunk_is_sealed(net, n: int, *, purge: bool):
+    """The source filled with ``n`` documents pins JPN-ISA; its first chunk is read, then
+    one of its notices is withdrawn live (and, if ``purge``, the withdrawn chain purged
+    by retention) before the chunk's transaction. Returns (phl, jpn, that notice's id)
+    once the catch-up is delivered."""
     phl = await net[PHL].start()
     await _fill(phl, n)
     jpn = await net[JPN].start()
@@ -373,15 +373,27 @@ async def test_a_notice_withdrawn_while_its_chunk_is_sealed_is_left_out_of_it(ne
                 [JPN],
                 actor="t",
             )  # fmt: skip
+            if purge:
+                assert withdrawn[0] in (await phl.run_retention()).notices
         return await chunk_submit(bodies, **kw)
 
     phl.submit_many = withdraw_first_then_submit
     await _pin_jpn(net)
     await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
-    assert withdrawn and phl.store.notice_superseded_by(withdrawn[0]) is not None
+    assert withdrawn
+    return phl, jpn, withdrawn[0]
+
+
+async def test_a_notice_withdrawn_while_its_chunk_is_sealed_is_left_out_of_it(net) -> None:
+    """The chunk reads its notices, then a withdrawal of one commits (live, ahead of the
+    chunk) before the chunk's transaction does: that notice is not sent, so the peer
+    does not keep a notice its source withdrew."""
+    n = 40
+    phl, jpn, withdrawn = await _withdraw_while_the_first_chunk_is_sealed(net, n, purge=False)
+    assert phl.store.notice_superseded_by(withdrawn) is not None
     # Neither the withdrawn notice nor anything else the source no longer holds in effect.
     assert _answers(jpn, n) == _answers(phl, n)
-    assert jpn.store.notice(withdrawn[0]) is None
+    assert jpn.store.notice(withdrawn) is None
     [progress] = [c for c in phl.store.catchup_progress() if c.row.peer_id == JPN]
     assert progress.row.queued == len(_catchup_rows(phl.store, JPN))
 
@@ -390,30 +402,9 @@ async def test_a_notice_withdrawn_and_purged_while_its_chunk_is_sealed_is_left_o
     """As above, and retention purges the withdrawn chain (withdrawn by its source)
     before the chunk commits: a notice no longer in the index is not sent either."""
     n = 40
-    phl = await net[PHL].start()
-    await _fill(phl, n)
-    jpn = await net[JPN].start()
-    chunk_submit = phl.submit_many
-    purged: list[str] = []
-
-    async def withdraw_purge_then_submit(bodies, **kw):
-        if kw.get("label") == LABEL and not purged:
-            body = next(b for b, _ in bodies if b.WhichOneof("content") == "status_notice")
-            purged.append(body.status_notice.notice_id.hex())
-            await phl.services.notices.submit(
-                NoticeDraft(NoticeKind.WITHDRAWAL, None, supersedes=body.status_notice.notice_id,
-                            reason="found"),
-                [JPN],
-                actor="t",
-            )  # fmt: skip
-            assert purged[0] in (await phl.run_retention()).notices
-        return await chunk_submit(bodies, **kw)
-
-    phl.submit_many = withdraw_purge_then_submit
-    await _pin_jpn(net)
-    await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
-    assert purged and phl.store.notice(purged[0]) is None  # purged at the source...
-    assert jpn.store.notice(purged[0]) is None  # ...and never sent
+    phl, jpn, purged = await _withdraw_while_the_first_chunk_is_sealed(net, n, purge=True)
+    assert phl.store.notice(purged) is None  # purged at the source...
+    assert jpn.store.notice(purged) is None  # ...and never sent
     assert _answers(jpn, n) == _answers(phl, n)
 
 
