@@ -610,7 +610,7 @@ def review_out(r: ReviewDue) -> s.ReviewOut:
 def review_list(node) -> s.ReviewList:
     retention = node.services.retention
     due = retention.reviews_due()
-    return s.ReviewList([review_out(r) for r in due], sum(retention.reviews_due_count().values()))
+    return s.ReviewList([review_out(r) for r in due], retention.reviews_due_total())
 
 
 async def get_reviews(request: web.Request) -> web.Response:
@@ -834,7 +834,7 @@ async def get_status(request: web.Request) -> web.Response:
             audit_size=node.audit.size,
             queued=sum(q.depth for q in stats),
             dead=sum(q.dead for q in stats),
-            reviews_due=sum(node.services.retention.reviews_due_count().values()),
+            reviews_due=node.services.retention.reviews_due_total(),
             purges_unconfirmed=node.services.cases.unconfirmed_purges(),
         )
     )

@@ -117,7 +117,7 @@ async def cmd_review_list(args) -> int:
     """Records due for their periodic review."""
     async with _node(_cfg(args)) as node:
         due = node.services.retention.reviews_due()
-        total = sum(node.services.retention.reviews_due_count().values())
+        total = node.services.retention.reviews_due_total()
     for r in due:
         what = f" ({r.document[0]} {r.document[1]})" if r.document else ""
         print(f"{r.record_id}{what}: due since {_iso(r.due_at)} (held since {_iso(r.since)})")

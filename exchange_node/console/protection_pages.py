@@ -121,7 +121,7 @@ async def protection(request: web.Request) -> web.Response:
         request,
         "protection.html",
         reviews=node.services.retention.reviews_due(),
-        reviews_total=sum(node.services.retention.reviews_due_count().values()),
+        reviews_total=node.services.retention.reviews_due_total(),
         holds=node.store.holds(),
         unconfirmed=_unconfirmed(request),
         done=done_note(request),

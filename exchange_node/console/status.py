@@ -170,7 +170,7 @@ def protection_alerts(node: Node) -> list[Alert]:
     """Records due for their periodic review, and purge notices a peer has not
     confirmed (the counts of ``status``: ``reviews_due``, ``purges_unconfirmed``)."""
     out = []
-    due = sum(node.services.retention.reviews_due_count().values())
+    due = node.services.retention.reviews_due_total()
     if due:
         out.append(
             Alert("warning", f"{due} record(s) due for periodic review: keep or purge each",

@@ -48,16 +48,18 @@ class Submitted:
 
 
 Also = Callable[[SqliteTransaction, list[list["Submitted"]]], object]
+"""Writes of the caller's operation, run last in the transaction that queues the
+envelopes, given the copies queued per body (so it knows their message ids); raising
+refuses it all. It may be run again after a rollback."""
+
 Keep = Callable[[SqliteTransaction], Sequence[bool]]
+"""Which bodies are still to be sent, decided first in that transaction (submit_many)."""
 
 SEALS_PER_TURN = 8
 """Bodies sealed between two turns of the event loop. Sealing a 200-notice catch-up
 chunk holds the loop for about 40 ms; yielding every 8 lets a live notice through
 meanwhile (``bench/catchup.py --notices 30000``: live p50 during a catch-up 103 and
 120 ms without, 74 and 77 ms with, catch-up speed unchanged)."""
-"""Writes of the caller's operation, run last in the transaction that queues the
-envelopes, given the copies queued per body (so it knows their message ids); raising
-refuses it all. It may be run again after a rollback."""
 
 
 class Outbox:

@@ -181,6 +181,10 @@ class RetentionService:
             ),
         }
 
+    def reviews_due_total(self) -> int:
+        """How many records are due in all (``status``, the console's alert)."""
+        return sum(self.reviews_due_count().values())
+
     async def keep(self, record_id: str, reason: str, *, actor: str) -> ReviewDue | None:
         """Keep a record at its review, with a reason (audited ``record.reviewed``): the
         next review is due a period from now. Purging instead is an erasure
