@@ -529,7 +529,7 @@ class Node:
         """Pick up changes other processes (the CLI) made: peers, pauses, our own card;
         refresh queue gauges; warn of what expires soon once a day; run the retention
         schedule every ``[retention] interval_seconds`` (services/retention.py)."""
-        last_purge = 0.0
+        last_purge: float | None = None  # at start-up, then every interval
         last_expiry_warning: float | None = None  # at start-up, then daily
         while True:
             await asyncio.sleep(0.5)
@@ -555,7 +555,10 @@ class Node:
                 if last_expiry_warning is None or time.monotonic() - last_expiry_warning > 86400:
                     last_expiry_warning = time.monotonic()
                     self.warn_expiring()
-                if time.monotonic() - last_purge > self.config.retention.interval_seconds:
+                if (
+                    last_purge is None
+                    or time.monotonic() - last_purge > self.config.retention.interval_seconds
+                ):
                     last_purge = time.monotonic()
                     await self.run_retention()
             except asyncio.CancelledError:

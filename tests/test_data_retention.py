@@ -8,6 +8,7 @@ a millisecond before, and nothing under a legal hold is touched.
 from __future__ import annotations
 
 import time
+import types
 
 import aiohttp
 import pytest
@@ -251,3 +252,26 @@ async def test_records_come_due_for_review_and_are_kept_with_a_reason_or_purged(
     due = {r.record_id: r for r in jpn.services.retention.reviews_due()}
     assert due[f"notice:{notice}"].document == ("JPN", "TK1234567")
     assert due[f"notice:{notice}"].due_at == notice_due
+
+
+async def test_the_retention_schedule_runs_at_start_up_on_a_machine_just_booted(
+    net, monkeypatch
+) -> None:
+    # The schedule's clock is the monotonic one, which starts near 0 when the machine
+    # boots: a node started then runs retention at once all the same, not an interval
+    # later.
+    import exchange_node.node as node_module
+
+    booted = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if k[0] != "_"})
+    booted.monotonic = lambda: 10.0
+    monkeypatch.setattr(node_module, "time", booted)
+    jpn = await net[JPN].start()
+    runs: list[object] = []
+    run_retention = jpn.run_retention
+
+    async def counted():
+        runs.append(await run_retention())
+        return runs[-1]
+
+    jpn.run_retention = counted
+    await wait_for(lambda: runs, timeout=10, what="the start-up retention run")
