@@ -91,6 +91,9 @@ class DeliverySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     request_timeout_seconds: float = 30.0
     # A peer's request for a catch-up is honoured at most once in this many seconds.
     catchup_request_interval_seconds: int = 86_400
+    # A catch-up step (a chunk sealed, a batch sent) waits at most this long in all for
+    # live work under way in the node (0: it does not wait); docs/operations.md 3.
+    catchup_live_wait_ms: int = 200
 
 
 class AuditSection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -263,6 +266,7 @@ _RANGES: tuple[tuple[str, str, float, float], ...] = (
     ("delivery", "backoff_max_ms", 1, 86_400_000),
     ("delivery", "request_timeout_seconds", 1, 600),
     ("delivery", "catchup_request_interval_seconds", 0, 31_536_000),
+    ("delivery", "catchup_live_wait_ms", 0, 60_000),
     ("audit", "checkpoint_interval_seconds", 1, 86400),
     ("data_protection", "kek_rotation_days", 1, 3650),
     ("data_protection", "backup_horizon_days", 0, 3650),
@@ -593,6 +597,7 @@ backoff_initial_ms = 500         # first retry delay after a failure (new traffi
 backoff_max_ms = 60000           # retry delay cap, a peer's Retry-After included: a returning peer is served within a minute
 request_timeout_seconds = 30
 catchup_request_interval_seconds = 86400  # a peer's catch-up request is honoured at most once a day
+catchup_live_wait_ms = 200        # a catch-up step waits at most this long for live work under way (0: never)
 
 [audit]
 checkpoint_interval_seconds = 60 # how often a new signed checkpoint is issued

@@ -47,6 +47,11 @@ class Metrics:
             ["peer", "count"],
             registry=r,
         )
+        self.catchup_live_wait = Counter(
+            "exchange_catchup_live_wait_seconds",
+            "Seconds catch-up steps waited for live work under way in the node",
+            registry=r,
+        )
         self.reviews_due = Gauge(
             "exchange_records_due_for_review",
             "Records due for their periodic review (keep with a reason, or purge)",

@@ -330,6 +330,7 @@ class Node:
         # Entry points of the parts, as the API, the command line and the tests call them.
         self.submit = self.outbox.submit
         self.submit_many = self.outbox.submit_many
+        self.live_first = self.outbox.live_first
         self.receive_batch = self.inbound.receive
         # Document index, notices and cases: registers content handlers and hooks.
         self.services = Services(self)

@@ -23,7 +23,7 @@ from exchange_node.domain.documents import Detection, NoticeKind
 from exchange_node.domain.repatriation import EventType, Participant, Role
 from exchange_node.node import open_store
 from exchange_node.pb.exchange.v1 import notice_pb2
-from exchange_node.pb.exchange.v1.envelope_pb2 import Batch
+from exchange_node.pb.exchange.v1.envelope_pb2 import Batch, Envelope, EnvelopeHeader
 from exchange_node.services.catchup import LABEL
 from exchange_node.services.documents import body_from_row
 from exchange_node.services.notices import NoticeDraft
@@ -304,6 +304,92 @@ async def test_the_source_writes_a_catch_up_in_the_background_and_live_work_not(
     assert kinds["catchup.begin"] == {False}
 
 
+class HeldLivePost:
+    """Wraps a node's posting of batches: counts the catch-up batches posted, and holds
+    the first live batch (it stays on its way) until ``release``."""
+
+    def __init__(self, node) -> None:
+        self.store = node.store
+        self.catch_up_posted = 0
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self._post = node.outbox.post_batch
+        node.outbox.post_batch = self.post
+
+    async def post(self, peer_id: str, data: bytes) -> bytes:
+        first = Envelope.FromString(Batch.FromString(data).envelopes[0])
+        header = EnvelopeHeader.FromString(first.header)
+        [(catch_up,)] = self.store._read(
+            "SELECT catchup FROM outbox WHERE message_id = ?", (header.message_id,)
+        )
+        if catch_up:
+            self.catch_up_posted += 1
+        elif not self.arrived.is_set():
+            self.arrived.set()
+            await self.release.wait()
+        return await self._post(peer_id, data)
+
+
+THA = "THA-IMM"
+
+
+async def _live_work_on_its_way(tmp_path, wait_ms: int):
+    """PHL-DFA, pinning THA-IMM, filled with 300 documents; the first live batch of
+    them to THA-IMM held on its way (live work under way until ``held.release``).
+    JPN-ISA is running, not pinned yet. Returns (net, held)."""
+    options = {PHL: {"batch_size": 50, "catchup_live_wait_ms": wait_ms}}
+    pins = [(JPN, PHL), (PHL, THA), (THA, PHL)]
+    net = await make_net(tmp_path, [PHL, JPN, THA], pins=pins, options=options)
+    phl = await net[PHL].start()
+    await net[THA].start()
+    held = HeldLivePost(phl)
+    await _fill(phl, 300)
+    await wait_for(held.arrived.is_set, what="a live batch to THA-IMM on its way")
+    await net[JPN].start()
+    return net, held
+
+
+async def test_a_catch_up_waits_while_live_work_is_on_its_way(tmp_path) -> None:
+    net, held = await _live_work_on_its_way(tmp_path, wait_ms=60_000)
+    try:
+        phl, jpn = net[PHL].node, net[JPN].node
+        await _pin_jpn(net)
+        await wait_for(
+            lambda: any(c.row.peer_id == JPN for c in phl.store.catchup_progress()),
+            what="JPN-ISA's catch-up begun",
+        )
+        await asyncio.sleep(1.0)  # time for the whole catch-up, were it not waiting
+        # While the live batch to THA-IMM is on its way, JPN-ISA's catch-up reads and
+        # seals nothing, and sends nothing.
+        assert held.catch_up_posted == 0
+        assert _catchup_rows(phl.store, JPN) == []
+        assert phl.live_first.busy
+        held.release.set()
+        await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+        assert _answers(jpn, 300) == _answers(phl, 300)
+        assert phl.live_first.waited_s >= 0.9
+        assert "exchange_catchup_live_wait_seconds_total" in phl.metrics.render().decode()
+    finally:
+        held.release.set()
+        await net.stop_all()
+
+
+async def test_a_catch_up_waits_for_live_work_no_longer_than_its_allowance(tmp_path) -> None:
+    # Live work that does not end (the live batch to THA-IMM held on its way) does not
+    # stop a catch-up: each of its steps waits at most its allowance, then goes on.
+    net, held = await _live_work_on_its_way(tmp_path, wait_ms=20)
+    try:
+        phl, jpn = net[PHL].node, net[JPN].node
+        await _pin_jpn(net)
+        await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+        assert phl.live_first.busy  # still: the live batch is held
+        assert _answers(jpn, 300) == _answers(phl, 300)
+        assert phl.live_first.waited_s > 0
+    finally:
+        held.release.set()
+        await net.stop_all()
+
+
 async def test_case_steps_stay_in_order_while_a_catch_up_batch_is_on_the_wire(net) -> None:
     phl, jpn, held = await _catch_up_on_the_wire(net, 300)
     steps = [EventType.RECORD_CONSENT, *[EventType.SUSPEND, EventType.RESUME] * 2]
@@ -358,7 +444,19 @@ async def _withdraw_while_the_first_chunk_is_sealed(net, n: int, *, purge: bool)
     by retention) before the chunk's transaction. Returns (phl, jpn, that notice's id)
     once the catch-up is delivered."""
     phl = await net[PHL].start()
+    # The node's start-up retention run is over before the catch-up: it would purge the
+    # chain withdrawn below whenever it came after the withdrawal.
+    retention_ran = asyncio.Event()
+    run_retention = phl.run_retention
+
+    async def run_and_note():
+        report = await run_retention()
+        retention_ran.set()
+        return report
+
+    phl.run_retention = run_and_note
     await _fill(phl, n)
+    await wait_for(retention_ran.is_set, what="the start-up retention run")
     jpn = await net[JPN].start()
     chunk_submit = phl.submit_many
     withdrawn: list[str] = []

@@ -25,6 +25,7 @@ from exchange_node.config import Config
 from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.leases import DeliveryLeases
 from exchange_node.delivery.outbox import choose_recipients, payload_context, seal_for
+from exchange_node.delivery.pacing import LiveFirst
 from exchange_node.delivery.worker import Backoff, DeliveryError, PeerWorker
 from exchange_node.identity import Identity
 from exchange_node.metrics import Metrics
@@ -93,6 +94,11 @@ class Outbox:
         self.running = False
         self.on_settled: list[Callable[[str], None]] = []
         """Called with the peer after each settled receipt (its queue got shorter)."""
+        self._submitting = 0  # live submissions being sealed or committed
+        self.live_first = LiveFirst(
+            self.live_busy, config.delivery.catchup_live_wait_ms, metrics.catchup_live_wait.inc
+        )
+        """Catch-up steps wait for live work (``delivery/pacing.py``)."""
 
     @property
     def node_id(self) -> str:
@@ -100,6 +106,15 @@ class Outbox:
 
     def now_ms(self) -> int:
         return self._clock()
+
+    def live_busy(self) -> bool:
+        """Whether live work is under way: a submission being sealed or committed, or a
+        live lane with work for a peer that is up (``PeerWorker.live_busy``)."""
+        return self._submitting > 0 or any(w.live_busy for w in self.workers.values())
+
+    async def yield_to_live(self) -> None:
+        """A catch-up batch about to be sent waits for live work, within its allowance."""
+        await self.live_first.allowance().pause()
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -138,6 +153,7 @@ class Outbox:
         label: str = "notice.batch",
         keep: Keep | None = None,
         background: bool = False,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> list[list[Submitted]]:
         """:meth:`submit` for several (body, recipients) at once, all in ONE transaction:
         every body is queued with its leaves, or none is. Returns, per body, its copies;
@@ -148,7 +164,27 @@ class Outbox:
         to be sent as the store stands at commit time (a catch-up drops a notice that
         was withdrawn while its chunk was being sealed); a body not kept is neither
         queued nor audited, and has no copies. ``background`` (a catch-up chunk) lets
-        other writes commit first (``store/writer.py``)."""
+        other writes commit first (``store/writer.py``) and counts as live work for
+        nothing; ``pause`` (a catch-up step's ``Allowance.pause``) is awaited between
+        turns of sealing instead of a bare turn of the loop."""
+        if background:
+            return await self._submit_many(bodies, actor, also, label, keep, True, pause)
+        self._submitting += 1
+        try:
+            return await self._submit_many(bodies, actor, also, label, keep, False, pause)
+        finally:
+            self._submitting -= 1
+
+    async def _submit_many(
+        self,
+        bodies: Sequence[tuple[notice_pb2.Body, Sequence[str] | None]],
+        actor: str,
+        also: Also | None,
+        label: str,
+        keep: Keep | None,
+        background: bool,
+        pause: Callable[[], Awaitable[None]] | None,
+    ) -> list[list[Submitted]]:
         directory = self._directory
         me = self._identity.keys.local
         now = self._clock()
@@ -156,7 +192,8 @@ class Outbox:
         events: list[list[AuditEvent]] = []
         for n, (body, recipients) in enumerate(bodies):
             if n and n % SEALS_PER_TURN == 0:
-                await asyncio.sleep(0)  # a catch-up chunk or a batch must not hold the loop
+                # A catch-up chunk or a batch must not hold the loop.
+                await (pause() if pause is not None else asyncio.sleep(0))
             kind = body.WhichOneof("content") or ""
             targets = choose_recipients(kind, recipients, directory.peers, directory.policy)
             items = seal_for(

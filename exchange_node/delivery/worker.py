@@ -13,7 +13,9 @@ batch is on the wire: at most two batches are in flight to one peer (the receive
 next rows: live envelopes may overtake caught-up ones, never the reverse (a card
 announced after a rotation arrives before notices sealed with the new keys). A live
 correction that could overtake the notice it supersedes rides the catch-up lane instead
-(``SqliteTransaction.follow_catchup``, at submission).
+(``SqliteTransaction.follow_catchup``, at submission). Before each catch-up batch, the
+lane waits (once, within an allowance) while live work is under way in the node
+(``delivery/pacing.py``; ``live_busy`` is this worker's part of it).
 
 The peer has one backoff schedule, and one lease, for both lanes. Network errors, 429
 and 5xx back off exponentially with jitter up to a cap; a 429 or 503 with
@@ -94,6 +96,15 @@ class WorkerHost(Protocol):
         ...
 
     async def post_batch(self, peer_id: str, data: bytes) -> bytes: ...
+
+    def live_busy(self) -> bool:
+        """Whether live work is under way in this node."""
+        ...
+
+    async def yield_to_live(self) -> None:
+        """Before a catch-up batch: wait for live work in progress, within an allowance
+        (delivery/pacing.py)."""
+        ...
 
     def verify_receipt_for(
         self, peer_id: str, signed: bytes, batch_id: bytes, hashes: Sequence[bytes]
@@ -206,6 +217,16 @@ class PeerWorker:
         """Whether a batch of either lane is on the wire."""
         return any(s.in_flight for s in self.lanes.values())
 
+    @property
+    def live_busy(self) -> bool:
+        """Whether the live lane has work under way for a peer that is up: a batch on
+        the wire or being settled, or a wake-up it has not looked at yet (rows just
+        queued). Catch-up steps wait for it (``delivery/pacing.py``)."""
+        state = self.lanes[Lane.LIVE]
+        if self._down or self._stopping:
+            return False
+        return state.in_flight or bool(state.settling) or state.wake.is_set()
+
     def start(self) -> None:
         for state in self.lanes.values():
             state.task = asyncio.create_task(
@@ -275,6 +296,7 @@ class PeerWorker:
     async def run(self, state: _LaneState) -> None:
         """One lane's loop: its next batch whenever it has rows, the peer is not paused
         and this process holds the peer's lease."""
+        yielded = False  # the catch-up lane's next batch has waited for live work
         while not self._stopping:
             if self.host.is_paused(self.peer_id):
                 await self._sleep(state, self.idle_poll_s)
@@ -293,6 +315,14 @@ class PeerWorker:
                 await self._sleep(state, self.idle_poll_s)
                 continue
             if not self._down:
+                if state.lane is Lane.CATCHUP and not yielded and self.host.live_busy():
+                    # Live work first: wait for it (once per batch, within an
+                    # allowance), then read again: live rows queued meanwhile may now
+                    # have to go first.
+                    await self.host.yield_to_live()
+                    yielded = True
+                    continue
+                yielded = False
                 await self._attempt(state, rows)
                 continue
             # The peer is down: one attempt per step of the schedule, by either lane.

@@ -32,6 +32,10 @@ same sealing, receipts, retries, FIFO order and ``notice.submitted`` leaves (act
   is refused by it; sent again as caught up, it stands on its own). A live correction
   submitted while the catch-up lane holds queued rows is queued on that lane, behind
   them, so it never overtakes the notice it supersedes.
+- **Live work first** (``delivery/pacing.py``): a chunk is read and sealed in turns,
+  each waiting for live work under way in the node, within one allowance per chunk
+  (``[delivery] catchup_live_wait_ms``); the catch-up lane does the same before each
+  batch.
 
 The operator pauses, resumes and restarts a peer's catch-up (``exchange-node peer
 catchup``), each with a ``peer.catchup`` leaf; ``exchange-node status`` and the
@@ -292,6 +296,10 @@ class CatchUpService:
 
     async def queue_chunk(self, row: CatchUpRow) -> None:
         node = self._node
+        # Live work first: the chunk is read and sealed in turns, each of which waits
+        # for live work under way, within one allowance for the chunk (delivery/pacing.py).
+        allowance = node.live_first.allowance()
+        await allowance.pause()
         allowed = wanted_kinds(node.directory.policy(row.peer_id))
         todo = selection(frozenset(row.todo) & allowed)
         notices, cursor, done = node.store.catchup_chunk(row, node.node_id, todo, self._batch)
@@ -331,6 +339,7 @@ class CatchUpService:
                 label=LABEL,
                 keep=still_in_effect,
                 background=True,  # live notices commit first
+                pause=allowance.pause,
             )
         else:
             await node.store.transaction(lambda tx: advance(tx, []), label=LABEL, background=True)

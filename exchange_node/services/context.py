@@ -6,7 +6,7 @@ may provide another. Nothing in ``services/`` imports the node itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from exchange_node.audit.log import AuditLog
     from exchange_node.config import Config
     from exchange_node.delivery.inbound import Inbound
+    from exchange_node.delivery.pacing import LiveFirst
     from exchange_node.delivery.sender import Submitted
     from exchange_node.identity import NodeKeys
     from exchange_node.pb.exchange.v1 import notice_pb2
@@ -32,6 +33,7 @@ class ServiceContext(Protocol):
     directory: PeerDirectory
     inbound: Inbound  # where the services register their content handlers
     audit: AuditLog  # read only: subject reports find accesses by keyed hash
+    live_first: LiveFirst  # catch-up steps wait for live work
 
     @property
     def keys(self) -> NodeKeys: ...
@@ -57,6 +59,7 @@ class ServiceContext(Protocol):
         label: str = "notice.batch",
         keep: Callable[[SqliteTransaction], Sequence[bool]] | None = None,
         background: bool = False,
+        pause: Callable[[], Awaitable[None]] | None = None,
     ) -> list[list[Submitted]]: ...
 
     async def record_audit(self, *events: AuditEvent) -> range: ...
