@@ -49,6 +49,7 @@ from exchange_node.audit.witness import Witness
 from exchange_node.config import Config, ConfigError, parse_listen
 from exchange_node.delivery.client import PeerClient
 from exchange_node.delivery.inbound import Inbound
+from exchange_node.delivery.pacing import LiveFirst
 from exchange_node.delivery.sender import Outbox, Submitted
 from exchange_node.delivery.witnesses import PushWitness, WitnessPusher
 from exchange_node.errors import ExchangeError
@@ -301,6 +302,13 @@ class Node:
             self.node_id,
             self.now_ms,
         )
+        # Catch-up steps, at either end, wait for live work under way in the node: the
+        # outbox's, and live batches being received (delivery/pacing.py).
+        self.live_first = LiveFirst(
+            lambda: self.outbox.live_busy() or self.inbound.live_batches > 0,
+            config.delivery.catchup_live_wait_ms,
+            self.metrics.catchup_live_wait.inc,
+        )
         self.outbox = Outbox(
             identity=self.identity,
             directory=self.directory,
@@ -312,6 +320,7 @@ class Node:
             clock=self.now_ms,
             witness=self.witness.check,
             spawn=self._spawn,
+            live_first=self.live_first,
         )
         self.inbound = Inbound(
             identity=self.identity,
@@ -325,12 +334,12 @@ class Node:
             spawn=self._spawn,
             max_concurrent=config.peer_api.max_concurrent_batches,
             max_per_peer=config.peer_api.max_concurrent_batches_per_peer,
+            live_first=self.live_first,
         )
         self.directory.listeners += [self._trust_peers, self.outbox.sync_workers]
         # Entry points of the parts, as the API, the command line and the tests call them.
         self.submit = self.outbox.submit
         self.submit_many = self.outbox.submit_many
-        self.live_first = self.outbox.live_first
         self.receive_batch = self.inbound.receive
         # Document index, notices and cases: registers content handlers and hooks.
         self.services = Services(self)

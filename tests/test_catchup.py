@@ -354,10 +354,7 @@ async def test_a_catch_up_waits_while_live_work_is_on_its_way(tmp_path) -> None:
     try:
         phl, jpn = net[PHL].node, net[JPN].node
         await _pin_jpn(net)
-        await wait_for(
-            lambda: any(c.row.peer_id == JPN for c in phl.store.catchup_progress()),
-            what="JPN-ISA's catch-up begun",
-        )
+        await wait_for(lambda: phl.live_first.waiting, what="JPN-ISA's catch-up waiting")
         await asyncio.sleep(1.0)  # time for the whole catch-up, were it not waiting
         # While the live batch to THA-IMM is on its way, JPN-ISA's catch-up reads and
         # seals nothing, and sends nothing.
@@ -385,6 +382,65 @@ async def test_a_catch_up_waits_for_live_work_no_longer_than_its_allowance(tmp_p
         assert phl.live_first.busy  # still: the live batch is held
         assert _answers(jpn, 300) == _answers(phl, 300)
         assert phl.live_first.waited_s > 0
+    finally:
+        held.release.set()
+        await net.stop_all()
+
+
+class HeldLiveIntake:
+    """Wraps a node's store: holds the first live batch's intake (``batch.receive`` in
+    the foreground) until ``release``, and counts the catch-up batches' intakes."""
+
+    def __init__(self, node) -> None:
+        self.catch_up_stored = 0
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self._transaction = node.store.transaction
+        node.store.transaction = self.transaction
+
+    async def transaction(self, work, **kw):
+        if kw.get("label") == "batch.receive":
+            if kw.get("background"):
+                self.catch_up_stored += 1
+            elif not self.arrived.is_set():
+                self.arrived.set()
+                await self.release.wait()
+        return await self._transaction(work, **kw)
+
+
+async def test_the_receiver_takes_in_a_catch_up_batch_after_a_live_one_it_is_receiving(
+    tmp_path,
+) -> None:
+    # JPN-ISA, receiving PHL-DFA's catch-up, receives a live batch from THA-IMM. The
+    # source does not wait (its allowance is 0); the receiver, whose allowance is long,
+    # neither opens the rest of a catch-up batch nor stores it meanwhile.
+    options = {
+        PHL: {"batch_size": 50, "catchup_live_wait_ms": 0},
+        JPN: {"catchup_live_wait_ms": 60_000},
+    }
+    pins = [(JPN, PHL), (JPN, THA), (THA, JPN)]
+    net = await make_net(tmp_path, [PHL, JPN, THA], pins=pins, options=options)
+    try:
+        n = 600
+        phl = await net[PHL].start()
+        await _fill(phl, n)
+        tha = await net[THA].start()
+        jpn = await net[JPN].start()
+        held = HeldLiveIntake(jpn)
+        await _pin_jpn(net)
+        await wait_for(lambda: held.catch_up_stored >= 1, what="a catch-up batch stored")
+        await tha.submit(node_helpers.fraud_notice("L0000001"), [JPN])
+        await wait_for(held.arrived.is_set, what="the live batch being received")
+        await wait_for(lambda: jpn.live_first.waiting, what="a catch-up batch waiting")
+        stored = held.catch_up_stored
+        await asyncio.sleep(1.0)  # time to store it, were it not waiting
+        assert held.catch_up_stored == stored
+        assert jpn.live_first.waiting == 1
+        held.release.set()
+        await wait_for(lambda: _caught_up(phl, JPN), timeout=60, what="the catch-up delivered")
+        assert _answers(jpn, n) == _answers(phl, n)
+        assert jpn.live_first.waited_s >= 0.9
+        assert phl.live_first.waited_s == 0
     finally:
         held.release.set()
         await net.stop_all()

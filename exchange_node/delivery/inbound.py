@@ -6,6 +6,10 @@ receipt over the outcomes and keeps it, and appends every leaf
 (``delivery/receiver.py`` has the steps). After the commit it applies the protocol
 messages among the accepted envelopes (card rotations, key revocations) and runs the
 ``on_accepted`` hooks. A batch refused as a whole raises ``BatchRefused``.
+
+A batch of caught-up notices only (``Body.catch_up``) is background work: it is opened
+in rounds, each waiting for live batches being received (``delivery/pacing.py``), and
+it waits again before its transaction, which the writer runs after live ones.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.receipts import outcome_name
 from exchange_node.store.sqlite import SqliteStore, SqliteTransaction
 
+from .pacing import Allowance, LiveFirst
+
 log = structlog.get_logger("exchange_node.inbound")
 
 _CRYPTO_CHUNK_MIN = 16  # envelopes; smaller batches are opened inline
@@ -62,6 +68,7 @@ class Inbound:
         spawn: Callable[[Awaitable[object]], None],
         max_concurrent: int,
         max_per_peer: int | None = None,
+        live_first: LiveFirst | None = None,
     ) -> None:
         self._identity = identity
         self._directory = directory
@@ -88,6 +95,10 @@ class Inbound:
         self._crypto_pool = concurrent.futures.ThreadPoolExecutor(
             self._crypto_threads, thread_name_prefix="crypto"
         )
+        # Catch-up batches wait for live ones (delivery/pacing.py): the live batches
+        # being received now, opened and found not to be a catch-up.
+        self._live_first = live_first or LiveFirst(lambda: self.live_batches > 0, 0)
+        self.live_batches = 0
 
     async def receive(self, data: bytes, peer: str | None) -> bytes:
         """Process one batch from ``peer`` (None on plain HTTP); return the signed receipt.
@@ -106,8 +117,31 @@ class Inbound:
             )
         me = self._identity.keys.local
         ctx = ReceiverContext(me, keyring, self._freshness, self._directory.policy)
-        opened = await self._open_all(ctx, batch, now)
-        card = keyring.require(batch.sender)
+        allowance = self._live_first.allowance()
+        opened = await self._open_all(ctx, batch, now, allowance)
+        catch_up = _catch_up(opened)
+        if catch_up:
+            await allowance.pause()  # nor take the writer while live work is under way
+            return await self._store_batch(ctx, batch, opened, now, catch_up=True)
+        self.live_batches += 1
+        try:
+            return await self._store_batch(ctx, batch, opened, now, catch_up=False)
+        finally:
+            self.live_batches -= 1
+
+    async def _store_batch(
+        self,
+        ctx: ReceiverContext,
+        batch: envelope_pb2.Batch,
+        opened: list[EnvelopeResult],
+        now: int,
+        *,
+        catch_up: bool,
+    ) -> bytes:
+        """Store, check and apply the opened envelopes in one transaction (``catch_up``:
+        in the background); then what follows the commit. Returns the signed receipt."""
+        me = ctx.me
+        card = ctx.keyring.require(batch.sender)
         checkpoint = self._checkpoint()
         handlers = tuple(self.content_handlers)
 
@@ -130,7 +164,7 @@ class Inbound:
             return results, receipt
 
         results, receipt = await self._store.transaction(
-            work, label="batch.receive", weight=3 * len(opened) + 2, background=_catch_up(opened)
+            work, label="batch.receive", weight=3 * len(opened) + 2, background=catch_up
         )
         accepted = [r for r in results if r.outcome == envelope_pb2.OUTCOME_ACCEPTED]
         for r in accepted:
@@ -172,19 +206,46 @@ class Inbound:
         self._crypto_pool.shutdown(wait=True)
 
     async def _open_all(
-        self, ctx: ReceiverContext, batch: envelope_pb2.Batch, now: int
+        self, ctx: ReceiverContext, batch: envelope_pb2.Batch, now: int, allowance: Allowance
     ) -> list[EnvelopeResult]:
-        """Open a batch's envelopes, on the crypto threads when it is worth it."""
+        """Open a batch's envelopes, on the crypto threads when it is worth it.
+
+        A large batch is opened in rounds, one slice of ``_CRYPTO_CHUNK_MIN`` per
+        thread: first one round; then, for a catch-up batch, round after round, each
+        waiting for live work under way (within ``allowance``); for any other batch,
+        the rest in one round."""
         envs = batch.envelopes
         if len(envs) < 2 * _CRYPTO_CHUNK_MIN:
             return open_envelopes(ctx, batch.sender, envs, 0, now)
-        n = min(self._crypto_threads, len(envs) // _CRYPTO_CHUNK_MIN)
+        step = self._crypto_threads * _CRYPTO_CHUNK_MIN
+        opened = await self._open_round(ctx, batch, 0, step, now)
+        while len(opened) < len(envs):
+            if _catch_up(opened):
+                await allowance.pause()
+                end = len(opened) + step
+            else:
+                end = len(envs)
+            opened += await self._open_round(ctx, batch, len(opened), end, now)
+        return opened
+
+    async def _open_round(
+        self, ctx: ReceiverContext, batch: envelope_pb2.Batch, start: int, end: int, now: int
+    ) -> list[EnvelopeResult]:
+        """Envelopes ``start`` to ``end`` (at most) of the batch, split over the threads."""
+        envs = batch.envelopes[start:end]
+        n = max(1, min(self._crypto_threads, len(envs) // _CRYPTO_CHUNK_MIN))
         size = -(-len(envs) // n)
         loop = asyncio.get_running_loop()
         parts = await asyncio.gather(
             *(
                 loop.run_in_executor(
-                    self._crypto_pool, open_envelopes, ctx, batch.sender, envs[i : i + size], i, now
+                    self._crypto_pool,
+                    open_envelopes,
+                    ctx,
+                    batch.sender,
+                    envs[i : i + size],
+                    start + i,
+                    now,
                 )
                 for i in range(0, len(envs), size)
             )

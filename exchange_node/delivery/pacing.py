@@ -1,18 +1,21 @@
-"""Live work first: a catch-up step waits while live work is in progress in this node.
+"""Live work first: catch-up steps wait while live work is under way in the node.
 
-A catch-up (``services/catchup.py``) is bulk work in the background: sealing a chunk of
-notices, sending it as a batch, settling its receipt. On a node whose cores are busy
-with it, a live notice waits for a core at every hop. The store's writer already runs
-live transactions first (``store/writer.py``); this module keeps the catch-up from
-*starting* CPU work while a live notice or case event is on its way: while one is
-being submitted, is queued for a peer that is up, is on the wire or has its receipt
-settled.
+A catch-up (``services/catchup.py``) is bulk work in the background, at both ends: the
+source reads and seals chunks of notices, sends them as batches and records their
+receipts; the peer opens and stores them. On a node whose cores are busy with it, a
+live notice waits for a core at every hop. The store's writer already runs live
+transactions first (``store/writer.py``); this rule keeps a catch-up from *starting*
+work while live work is under way: a submission being sealed or committed, a live
+lane with work for a peer that is up (queued, on the wire, its receipt being
+recorded), a live batch being received. The composition root (``node.py``) says what
+counts; the outbox, the workers and the inbound pipeline pause at their catch-up steps.
 
-Each catch-up step (a chunk read and sealed, a catch-up batch sent) gets an
-:class:`Allowance` of waiting (``[delivery] catchup_live_wait_ms``): it pauses at its
-turns while live work is in progress, for at most that long in all, then goes on. Under
-steady live traffic a catch-up therefore slows by a bounded amount and is never starved;
-with the allowance at 0 it does not wait at all.
+Each catch-up step (a chunk read, sealed and committed; a catch-up batch sent, or its
+receipt recorded; a catch-up batch opened and stored) gets an :class:`Allowance` of
+waiting (``[delivery] catchup_live_wait_ms``): it pauses at its turns while live work
+is under way, for at most that long in all, then goes on. Under steady live traffic a
+catch-up therefore slows by a bounded amount and is never starved; with the allowance
+at 0 it does not wait at all.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class LiveFirst:
         self.wait_s = max(0, wait_ms) / 1000
         self.waited_s = 0.0
         """Seconds catch-up steps have waited in all."""
+        self.waiting = 0
+        """Catch-up steps waiting now."""
         self._on_wait = on_wait  # the metric ``exchange_catchup_live_wait_seconds_total``
 
     @property
@@ -71,8 +76,12 @@ class Allowance:
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + self.left_s
-        while rule.busy and loop.time() < end:
-            await asyncio.sleep(POLL_S)
+        rule.waiting += 1
+        try:
+            while rule.busy and loop.time() < end:
+                await asyncio.sleep(POLL_S)
+        finally:
+            rule.waiting -= 1
         spent = loop.time() - start
         self.left_s -= spent
         rule.waited(spent)

@@ -77,6 +77,7 @@ class Outbox:
         clock: Callable[[], int],
         witness: Callable[[str, VerifiedReceipt], Awaitable[None]],
         spawn: Callable[[Awaitable[object]], None],
+        live_first: LiveFirst,
     ) -> None:
         self._identity = identity
         self._directory = directory
@@ -95,9 +96,7 @@ class Outbox:
         self.on_settled: list[Callable[[str], None]] = []
         """Called with the peer after each settled receipt (its queue got shorter)."""
         self._submitting = 0  # live submissions being sealed or committed
-        self.live_first = LiveFirst(
-            self.live_busy, config.delivery.catchup_live_wait_ms, metrics.catchup_live_wait.inc
-        )
+        self.live_first = live_first
         """Catch-up steps wait for live work (``delivery/pacing.py``)."""
 
     @property
@@ -108,8 +107,9 @@ class Outbox:
         return self._clock()
 
     def live_busy(self) -> bool:
-        """Whether live work is under way: a submission being sealed or committed, or a
-        live lane with work for a peer that is up (``PeerWorker.live_busy``)."""
+        """Whether this node's outbox has live work under way: a submission being
+        sealed or committed, or a live lane with work for a peer that is up
+        (``PeerWorker.live_busy``)."""
         return self._submitting > 0 or any(w.live_busy for w in self.workers.values())
 
     async def yield_to_live(self) -> None:
@@ -209,6 +209,9 @@ class Outbox:
                 [leaves.notice_submitted(now, actor, i.peer_id, i.message_id, kind) for i in items]
             )
         flat = [i for items in sealed for i in items]
+
+        if pause is not None:
+            await pause()  # nor start the transaction while live work is under way
 
         def work(tx: SqliteTransaction) -> list[list[Submitted]]:
             kept = [True] * len(bodies) if keep is None else list(keep(tx))

@@ -98,12 +98,12 @@ class WorkerHost(Protocol):
     async def post_batch(self, peer_id: str, data: bytes) -> bytes: ...
 
     def live_busy(self) -> bool:
-        """Whether live work is under way in this node."""
+        """Whether live work is under way in this node (``delivery/pacing.py``)."""
         ...
 
     async def yield_to_live(self) -> None:
-        """Before a catch-up batch: wait for live work in progress, within an allowance
-        (delivery/pacing.py)."""
+        """Before a catch-up batch, and before recording its receipt: wait for live
+        work under way, within an allowance (delivery/pacing.py)."""
         ...
 
     def verify_receipt_for(
@@ -476,6 +476,8 @@ class PeerWorker:
     ) -> None:
         # Each step on its own: a failure in one (say the audit append) must not skip
         # the others, in particular not the re-seal of refused rows.
+        if state.lane is Lane.CATCHUP:
+            await self.host.yield_to_live()  # the live lane's receipts are recorded first
         steps = [
             lambda: self._record(
                 batch_id, signed, rows, verified, outcomes, background=state.lane is Lane.CATCHUP
