@@ -91,8 +91,9 @@ class DeliverySection(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     request_timeout_seconds: float = 30.0
     # A peer's request for a catch-up is honoured at most once in this many seconds.
     catchup_request_interval_seconds: int = 86_400
-    # A catch-up step (a chunk sealed, a batch sent) waits at most this long in all for
-    # live work under way in the node (0: it does not wait); docs/operations.md 3.
+    # A catch-up step (a chunk sealed and queued, a batch sent or taken in) waits at most
+    # this long in all for live work under way in the node (0: it does not wait);
+    # docs/operations.md section 3.
     catchup_live_wait_ms: int = 200
 
 

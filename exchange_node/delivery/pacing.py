@@ -46,7 +46,7 @@ class LiveFirst:
 
     @property
     def busy(self) -> bool:
-        """Whether live work is in progress now."""
+        """Whether live work is under way now."""
         return self._busy()
 
     def waited(self, seconds: float) -> None:
@@ -67,7 +67,7 @@ class Allowance:
         self.left_s = rule.wait_s
 
     async def pause(self) -> None:
-        """A turn of the event loop; while live work is in progress, wait until it is
+        """A turn of the event loop; while live work is under way, wait until it is
         done or the allowance is used up."""
         rule = self._rule
         if self.left_s <= 0 or not rule.busy:

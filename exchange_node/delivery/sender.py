@@ -112,10 +112,6 @@ class Outbox:
         (``PeerWorker.live_busy``)."""
         return self._submitting > 0 or any(w.live_busy for w in self.workers.values())
 
-    async def yield_to_live(self) -> None:
-        """A catch-up batch about to be sent waits for live work, within its allowance."""
-        await self.live_first.allowance().pause()
-
     # --- submitting ----------------------------------------------------------------------
 
     async def submit(
@@ -164,9 +160,10 @@ class Outbox:
         to be sent as the store stands at commit time (a catch-up drops a notice that
         was withdrawn while its chunk was being sealed); a body not kept is neither
         queued nor audited, and has no copies. ``background`` (a catch-up chunk) lets
-        other writes commit first (``store/writer.py``) and counts as live work for
-        nothing; ``pause`` (a catch-up step's ``Allowance.pause``) is awaited between
-        turns of sealing instead of a bare turn of the loop."""
+        other writes commit first (``store/writer.py``) and is not live work
+        (``delivery/pacing.py``); ``pause`` (a catch-up step's ``Allowance.pause``) is
+        awaited between turns of sealing, instead of a bare turn of the loop, and
+        before the transaction."""
         if background:
             return await self._submit_many(bodies, actor, also, label, keep, True, pause)
         self._submitting += 1

@@ -52,6 +52,7 @@ from exchange_node.store.base import Store
 from exchange_node.store.records import Lane, OutboxRow, ReceiptRecord
 from exchange_node.store.records import Outcome as StoreOutcome
 
+from .pacing import LiveFirst
 from .receiver import new_batch_id
 
 log = structlog.get_logger("exchange_node.delivery")
@@ -86,6 +87,9 @@ class WorkerHost(Protocol):
 
     node_id: str
     store: Store
+    live_first: LiveFirst
+    """Before a catch-up batch, and before recording its receipt, the lane waits for
+    live work under way in the node (``delivery/pacing.py``)."""
 
     def now_ms(self) -> int: ...
 
@@ -96,15 +100,6 @@ class WorkerHost(Protocol):
         ...
 
     async def post_batch(self, peer_id: str, data: bytes) -> bytes: ...
-
-    def live_busy(self) -> bool:
-        """Whether live work is under way in this node (``delivery/pacing.py``)."""
-        ...
-
-    async def yield_to_live(self) -> None:
-        """Before a catch-up batch, and before recording its receipt: wait for live
-        work under way, within an allowance (delivery/pacing.py)."""
-        ...
 
     def verify_receipt_for(
         self, peer_id: str, signed: bytes, batch_id: bytes, hashes: Sequence[bytes]
@@ -315,11 +310,11 @@ class PeerWorker:
                 await self._sleep(state, self.idle_poll_s)
                 continue
             if not self._down:
-                if state.lane is Lane.CATCHUP and not yielded and self.host.live_busy():
+                if state.lane is Lane.CATCHUP and not yielded and self.host.live_first.busy:
                     # Live work first: wait for it (once per batch, within an
                     # allowance), then read again: live rows queued meanwhile may now
                     # have to go first.
-                    await self.host.yield_to_live()
+                    await self.host.live_first.allowance().pause()
                     yielded = True
                     continue
                 yielded = False
@@ -476,8 +471,6 @@ class PeerWorker:
     ) -> None:
         # Each step on its own: a failure in one (say the audit append) must not skip
         # the others, in particular not the re-seal of refused rows.
-        if state.lane is Lane.CATCHUP:
-            await self.host.yield_to_live()  # the live lane's receipts are recorded first
         steps = [
             lambda: self._record(
                 batch_id, signed, rows, verified, outcomes, background=state.lane is Lane.CATCHUP
@@ -487,6 +480,9 @@ class PeerWorker:
             steps.append(lambda: self.host.reseal(self.peer_id, reseal))
         steps.append(lambda: self.host.after_receipt(self.peer_id, batch_id, rows, verified))
         try:
+            if state.lane is Lane.CATCHUP:
+                # Live receipts are recorded first.
+                await self.host.live_first.allowance().pause()
             for step in steps:
                 try:
                     await step()
@@ -494,7 +490,13 @@ class PeerWorker:
                     self.log.exception("outbox.settle_failed", error=str(exc))
         finally:
             state.settling -= ids
-            self.wake()  # the other lane may have waited for these rows
+            # The lane may look again; the catch-up lane also waits for live rows
+            # settled here. (Waking the live lane for nothing would count as live work
+            # under way, delivery/pacing.py.)
+            if state.lane is Lane.LIVE:
+                self.wake()
+            else:
+                state.wake.set()
 
     async def _record(
         self,
