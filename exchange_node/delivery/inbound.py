@@ -210,22 +210,20 @@ class Inbound:
     ) -> list[EnvelopeResult]:
         """Open a batch's envelopes, on the crypto threads when it is worth it.
 
-        A large batch is opened in rounds, one slice of ``_CRYPTO_CHUNK_MIN`` per
-        thread: first one round; then, for a catch-up batch, round after round, each
-        waiting for live work under way (within ``allowance``); for any other batch,
-        the rest in one round."""
+        A large batch's first envelope is opened here, to see what the batch is. The
+        rest of any other batch is opened in one round over the threads; that of a
+        catch-up batch in rounds of one slice of ``_CRYPTO_CHUNK_MIN`` per thread, each
+        waiting for live work under way (within ``allowance``)."""
         envs = batch.envelopes
         if len(envs) < 2 * _CRYPTO_CHUNK_MIN:
             return open_envelopes(ctx, batch.sender, envs, 0, now)
+        opened = open_envelopes(ctx, batch.sender, envs[:1], 0, now)
+        if not _catch_up(opened):
+            return opened + await self._open_round(ctx, batch, 1, len(envs), now)
         step = self._crypto_threads * _CRYPTO_CHUNK_MIN
-        opened = await self._open_round(ctx, batch, 0, step, now)
         while len(opened) < len(envs):
-            if _catch_up(opened):
-                await allowance.pause()
-                end = len(opened) + step
-            else:
-                end = len(envs)
-            opened += await self._open_round(ctx, batch, len(opened), end, now)
+            await allowance.pause()
+            opened += await self._open_round(ctx, batch, len(opened), len(opened) + step, now)
         return opened
 
     async def _open_round(
