@@ -67,8 +67,8 @@ class Inbound:
         peer_seen: Callable[[str], None],
         spawn: Callable[[Awaitable[object]], None],
         max_concurrent: int,
+        live_first: LiveFirst,
         max_per_peer: int | None = None,
-        live_first: LiveFirst | None = None,
     ) -> None:
         self._identity = identity
         self._directory = directory
@@ -95,9 +95,9 @@ class Inbound:
         self._crypto_pool = concurrent.futures.ThreadPoolExecutor(
             self._crypto_threads, thread_name_prefix="crypto"
         )
-        # Catch-up batches wait for live ones (delivery/pacing.py): the live batches
-        # being received now, opened and found not to be a catch-up.
-        self._live_first = live_first or LiveFirst(lambda: self.live_batches > 0, 0)
+        # Catch-up batches wait for live work (delivery/pacing.py); the live batches
+        # being received now (opened, not a catch-up) are this pipeline's part of it.
+        self._live_first = live_first
         self.live_batches = 0
 
     async def receive(self, data: bytes, peer: str | None) -> bytes:

@@ -490,9 +490,9 @@ class PeerWorker:
                     self.log.exception("outbox.settle_failed", error=str(exc))
         finally:
             state.settling -= ids
-            # The lane may look again; the catch-up lane also waits for live rows
-            # settled here. (Waking the live lane for nothing would count as live work
-            # under way, delivery/pacing.py.)
+            # A live settlement wakes both lanes (the catch-up lane waits for live rows
+            # queued before its own); a catch-up one only its own lane, as waking the
+            # live lane for nothing would count as live work under way (pacing.py).
             if state.lane is Lane.LIVE:
                 self.wake()
             else:
