@@ -265,3 +265,43 @@ async def test_close_runs_the_background_jobs_queued_before_it(db_path):
     await closing
     assert await asyncio.gather(*futures) == [0, 1, 2]
     assert _stored(db_path) == [0, 1, 2]
+
+
+async def test_between_groups_the_hook_is_told_whether_other_jobs_wait(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+    seen: list[tuple[bool, bool, list[int]]] = []  # (waiting, in a transaction, rows)
+
+    def hook(conn: sqlite3.Connection, waiting: bool) -> None:
+        rows = [r[0] for r in conn.execute("SELECT x FROM t ORDER BY x")]
+        seen.append((waiting, conn.in_transaction, rows))
+
+    writer.set_between_groups(hook)
+    writer.start()
+    held, release = await _hold_writer(writer)
+    late = writer.submit(_insert(2), background=True)
+    early = writer.submit(_insert(1))
+    await asyncio.sleep(0.05)  # handed over to the writer, behind the held group
+    release.set()
+    await asyncio.gather(held, early, late)
+    await asyncio.sleep(0.05)  # the hook after the last group (it runs after the answer)
+    seen = list(seen)
+    await writer.close()
+    # After the held group, job 1 waits; after job 1 only a background job is left,
+    # which counts as nobody waiting; after it, nothing is left. Each time the hook
+    # sees what was committed, outside any transaction.
+    assert seen == [(True, False, []), (False, False, [1]), (False, False, [1, 2])]
+
+
+async def test_a_hook_that_raises_between_groups_fails_no_job(db_path):
+    writer = GroupCommitWriter(lambda: _connect(db_path))
+
+    def hook(conn: sqlite3.Connection, waiting: bool) -> None:
+        conn.execute("BEGIN")
+        raise RuntimeError("the hook's own failure")
+
+    writer.set_between_groups(hook)
+    writer.start()
+    assert await writer.submit(_insert(1)) == 1
+    assert await writer.submit(_insert(2)) == 2  # the hook's open transaction was undone
+    await writer.close()
+    assert _stored(db_path) == [1, 2]

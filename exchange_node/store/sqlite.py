@@ -3,7 +3,11 @@
 Writes go through a :class:`~exchange_node.store.writer.GroupCommitWriter` (one thread,
 one write connection, ``synchronous=FULL``: a COMMIT has reached the disk when the
 awaited write returns). Reads use a second connection on the event-loop thread; WAL lets
-them run while the writer commits. See :mod:`exchange_node.store.base` for the contract.
+them run while the writer commits. A third, on a thread of its own
+(:class:`WalCheckpointer`), copies committed pages from the WAL into the database file,
+so that the writer's COMMIT only appends to the WAL and syncs it; the writer finishes a
+checkpoint itself, between groups, when the WAL has grown long (only the writer can start
+it over). See :mod:`exchange_node.store.base` for the contract.
 
 Reads must be called from the thread that opened the store (the event loop).
 """
@@ -16,6 +20,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -24,6 +29,8 @@ from functools import partial
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
+
+import structlog
 
 from exchange_node.errors import ConflictError, NotFoundError, ValidationError
 from exchange_node.store.base import StoreError, connection_locks
@@ -75,10 +82,29 @@ found, e.g. the token a revocation by id hit)."""
 
 T = TypeVar("T")
 
+_log = structlog.get_logger("exchange_node.store")
+
 MIN_SQLITE = (3, 37, 0)
 """STRICT tables need SQLite 3.37."""
 
 BUSY_TIMEOUT_MS = 10_000
+
+WAL_CHECKPOINT_INTERVAL_S = 1.0
+"""How often the checkpointer copies the WAL into the database file."""
+
+WAL_RESTART_PAGES = 4_096
+"""WAL pages (16 MiB at 4 KiB) past which the writer finishes a checkpoint between two
+groups, once no live job is waiting: the WAL then starts over at the next transaction.
+The checkpointer alone cannot bring that about, since the writer keeps appending while
+it copies."""
+
+WAL_FORCE_PAGES = 16_384
+"""WAL pages past which the writer finishes a checkpoint between two groups even while
+jobs wait: under writes that never pause, the WAL stays bounded."""
+
+WRITER_AUTOCHECKPOINT_PAGES = 32_768
+"""WAL pages (128 MiB) past which a COMMIT checkpoints by itself (SQLite's own rule, at
+1,000 by default): a fallback only, should the checkpointer stop."""
 MAX_READ_LIMIT = 10_000
 PURGE_CHUNK = 5_000
 """Rows deleted per transaction by ``purge_before``, so retention never holds the write
@@ -437,7 +463,13 @@ class SqliteStore(ProtectionReads):
     close with ``await store.close()``.
     """
 
-    def __init__(self, path: str, writer: GroupCommitWriter, reader: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        path: str,
+        writer: GroupCommitWriter,
+        reader: sqlite3.Connection,
+        checkpoint_interval_s: float = WAL_CHECKPOINT_INTERVAL_S,
+    ) -> None:
         """Use :meth:`open`."""
         self._path = path
         self._writer = writer
@@ -445,12 +477,18 @@ class SqliteStore(ProtectionReads):
         self._closed = False
         self._leaves = _GroupLeaves()
         writer.set_group_hooks(begin=self._leaves.begin, before_commit=self._leaves.flush)
+        self._checkpointer = WalCheckpointer(path, checkpoint_interval_s)
+        writer.set_between_groups(self._checkpointer.between_groups)
 
     # --- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     async def open(
-        cls, path: str | os.PathLike[str], *, max_group: int = DEFAULT_MAX_GROUP
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        max_group: int = DEFAULT_MAX_GROUP,
+        checkpoint_interval_s: float = WAL_CHECKPOINT_INTERVAL_S,
     ) -> SqliteStore:
         """Open (creating with mode 0600 if missing) and migrate the database at ``path``.
 
@@ -473,7 +511,9 @@ class SqliteStore(ProtectionReads):
         except BaseException:
             await writer.close()
             raise
-        return cls(spath, writer, reader)
+        store = cls(spath, writer, reader, checkpoint_interval_s)
+        store._checkpointer.start()
+        return store
 
     @staticmethod
     def prepare(path: str | os.PathLike[str]) -> None:
@@ -511,6 +551,7 @@ class SqliteStore(ProtectionReads):
         if self._closed:
             return
         self._closed = True
+        await asyncio.to_thread(self._checkpointer.stop)
         await self._writer.close()
         self._db.close()
 
@@ -1709,6 +1750,97 @@ def _create_private(path: str) -> None:
     os.close(fd)
 
 
+class WalCheckpointer:
+    """Copies committed pages from the WAL into the database file, on a thread and a
+    connection of its own, every ``interval_s``; the writer finishes the job between
+    groups when the WAL has grown long (:meth:`between_groups`).
+
+    At SQLite's default the COMMIT that takes the WAL past 1,000 pages checkpoints: it
+    writes pages all over the database file and syncs it, a few hundred milliseconds on
+    a database of a few GB, and every live notice waiting for that writer waits too.
+    Here the thread's PASSIVE checkpoint never waits for the writer or the readers and
+    never blocks them; what a reader still needs stays in the WAL until the next pass.
+    But the writer keeps appending while the thread copies, and the WAL starts over only
+    at a write transaction that finds it copied whole, so under steady writes the thread
+    alone never shortens it. The writer therefore runs a PASSIVE checkpoint itself between
+    two groups once the thread saw the WAL past ``WAL_RESTART_PAGES``: what is left to
+    copy is what was committed since the thread's pass, and nothing is appended
+    meanwhile. It does so only when no live job is waiting, unless the WAL is past
+    ``WAL_FORCE_PAGES``. Durability does not depend on any of this (a COMMIT is durable
+    once in the WAL).
+
+    ``passes`` and ``finished`` count the thread's and the writer's checkpoints;
+    ``last`` is SQLite's (busy, WAL frames, frames checkpointed) of the latest;
+    ``error`` the latest failure (None once one succeeded).
+    """
+
+    def __init__(self, path: str, interval_s: float = WAL_CHECKPOINT_INTERVAL_S) -> None:
+        self._path = path
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-checkpoint", daemon=True)
+        self.passes = 0
+        self.finished = 0
+        self.last: tuple[int, int, int] | None = None
+        self.error: str | None = None
+        self._frames = 0  # WAL frames at the latest checkpoint, by either thread
+        self.restart_pages = WAL_RESTART_PAGES
+        self.force_pages = WAL_FORCE_PAGES
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = FULL")  # the database file is synced
+            conn.execute("PRAGMA checkpoint_fullfsync = ON")
+        except sqlite3.Error as exc:
+            self.error = str(exc)
+            _log.error("store.checkpoint_failed", error=self.error)
+            return
+        try:
+            while not self._stopping.wait(self._interval_s):
+                if (result := self._checkpoint(conn)) is not None:
+                    self.passes += 1
+                    # The WAL's length: the writer appended while this copied, so the
+                    # WAL only starts over after the writer's own checkpoint.
+                    self._frames = result[1]
+        finally:
+            conn.close()
+
+    def between_groups(self, conn: sqlite3.Connection, waiting: bool) -> None:
+        """The writer's part, on its thread between two groups (see the class)."""
+        frames = self._frames
+        if frames < self.restart_pages or (waiting and frames < self.force_pages):
+            return
+        if (result := self._checkpoint(conn)) is not None:
+            self.finished += 1
+            _, frames, done = result
+            # Copied whole with nothing appended since: the WAL starts over at the
+            # writer's next transaction (unless a reader still reads from it).
+            self._frames = 0 if done == frames else frames
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> tuple[int, int, int] | None:
+        try:
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # a full disk, say: the next pass tries again
+            if self.error is None:
+                _log.warning("store.checkpoint_failed", error=str(exc))
+            self.error = str(exc)
+            return None
+        if busy:  # the other thread is checkpointing
+            return None
+        self.last, self.error = (busy, frames, done), None
+        return self.last
+
+
 def _connect(path: str) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, cached_statements=256)
@@ -1742,6 +1874,9 @@ def _connect_writer(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA checkpoint_fullfsync = ON")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_size_limit = 67108864")
+        # Checkpoints are the WalCheckpointer's, off the COMMIT; this bound only applies
+        # should it stop.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         # Deleted rows are overwritten with zeros, not left in free pages: an erased
         # record's wrapped key and ciphertext are gone from the file, not just unlinked
         # (exchange_node/record_keys.py). The write-ahead log still holds old page

@@ -27,7 +27,10 @@ two kinds keep their own order (FIFO each); nothing orders a background job afte
 foreground one submitted later, so only work that needs no such order is background.
 
 The owner may hook the group's start and its last moment before COMMIT
-(:meth:`set_group_hooks`): the store appends a group's audit leaves there, once.
+(:meth:`set_group_hooks`): the store appends a group's audit leaves there, once. It may
+also hook the moments between groups (:meth:`set_between_groups`), told whether other
+jobs are waiting: the SQLite store finishes WAL checkpoints there, when no live job
+would wait for it.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class GroupCommitWriter:
         self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         self._on_begin: Callable[[], None] = _nothing
         self._before_commit: Callable[[sqlite3.Connection], None] = _nothing_on
+        self._between: Callable[[sqlite3.Connection, bool], None] = _nothing_between
 
     def set_group_hooks(
         self,
@@ -131,6 +135,13 @@ class GroupCommitWriter:
         """``begin`` runs as each group's transaction opens, ``before_commit`` after its
         last job, inside the transaction (an exception there fails the group)."""
         self._on_begin, self._before_commit = begin, before_commit
+
+    def set_between_groups(self, hook: Callable[[sqlite3.Connection, bool], None]) -> None:
+        """``hook(conn, waiting)`` runs on the writer thread after each group (or job run
+        outside a transaction), outside any transaction; ``waiting`` says whether
+        other (not background) jobs are waiting to run. The hook reports its own
+        failures: an exception that escapes it fails no job and is dropped."""
+        self._between = hook
 
     def start(self) -> None:
         """Start the thread and open the connection; re-raises a failure to connect."""
@@ -240,6 +251,7 @@ class GroupCommitWriter:
                 if background and (not backlog or run >= FOREGROUND_RUN):
                     run = 0
                     self._run_group(conn, self._take_group(background))
+                    self._after(conn, backlog)
                     continue
                 first = backlog[0]
                 if first is _STOP:
@@ -249,11 +261,20 @@ class GroupCommitWriter:
                     break
                 if not first.transactional:
                     self._run_raw(conn, backlog.popleft())
+                    self._after(conn, backlog)
                     continue
                 run = run + 1 if background else 0
                 self._run_group(conn, self._take_group(backlog))
+                self._after(conn, backlog)
         finally:
             conn.close()
+
+    def _after(self, conn: sqlite3.Connection, backlog: collections.deque[Any]) -> None:
+        waiting = bool(backlog) or not self._queue.empty()
+        try:
+            self._between(conn, waiting)
+        except Exception:  # the hook reports its own failures; no job depends on it
+            _rollback_quietly(conn)
 
     @staticmethod
     def _sort(
@@ -363,6 +384,10 @@ def _nothing() -> None:
 
 
 def _nothing_on(_conn: sqlite3.Connection) -> None:
+    pass
+
+
+def _nothing_between(_conn: sqlite3.Connection, _waiting: bool) -> None:
     pass
 
 
