@@ -13,18 +13,27 @@ counts; the outbox, the workers and the inbound pipeline pause at their catch-up
 Each catch-up step (a chunk read, sealed and committed; a catch-up batch sent, or its
 receipt recorded; a catch-up batch opened and stored) gets an :class:`Allowance` of
 waiting (``[delivery] catchup_live_wait_ms``): it pauses at its turns while live work
-is under way, for at most that long in all, then goes on. Under steady live traffic a
-catch-up therefore slows by a bounded amount and is never starved; with the allowance
-at 0 it does not wait at all.
+is under way, for at most that long in all, then goes on. With the allowance at 0 it
+does not wait at all.
+
+The steps of one node share a budget besides: catch-up steps wait at most
+``LIVE_SHARE`` of the time, however busy the node is with live work (a token bucket:
+it fills at that share of each second, up to one allowance, and empties while any step
+waits). So under steady live traffic a catch-up takes at most 1 / (1 - ``LIVE_SHARE``)
+times as long as on an idle node, and it is never starved.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 POLL_S = 0.002
 """How often a paused step looks whether the live work is done."""
+
+LIVE_SHARE = 0.25
+"""At most this share of the time is spent by catch-up steps waiting for live work."""
 
 
 class LiveFirst:
@@ -35,24 +44,52 @@ class LiveFirst:
         busy: Callable[[], bool],
         wait_ms: int,
         on_wait: Callable[[float], object] | None = None,
+        *,
+        share: float = LIVE_SHARE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._busy = busy
         self.wait_s = max(0, wait_ms) / 1000
         self.waited_s = 0.0
-        """Seconds catch-up steps have waited in all."""
+        """Seconds during which catch-up steps waited (steps waiting at once count once)."""
         self.waiting = 0
         """Catch-up steps waiting now."""
         self._on_wait = on_wait  # the metric ``exchange_catchup_live_wait_seconds_total``
+        self._share = share
+        self._clock = clock
+        self._budget_s = self.wait_s  # what the steps may still wait, together
+        self._settled_at = clock()
+
+    @property
+    def budget_s(self) -> float:
+        """Seconds catch-up steps may still wait now, together (see the module)."""
+        self._settle()
+        return self._budget_s
+
+    def _settle(self) -> None:
+        """Bring the budget up to now: it fills at ``share`` of the time elapsed, up to
+        one allowance, and empties at the rate of time while any step waits."""
+        now = self._clock()
+        elapsed, self._settled_at = now - self._settled_at, now
+        spent = elapsed if self.waiting else 0.0
+        self._budget_s = min(self.wait_s, self._budget_s + elapsed * self._share - spent)
+        if spent > 0:
+            self.waited_s += spent
+            if self._on_wait is not None:
+                self._on_wait(spent)
+
+    def _enter(self) -> None:
+        self._settle()
+        self.waiting += 1
+
+    def _leave(self) -> None:
+        self._settle()
+        self.waiting -= 1
 
     @property
     def busy(self) -> bool:
         """Whether live work is under way now."""
         return self._busy()
-
-    def waited(self, seconds: float) -> None:
-        self.waited_s += seconds
-        if self._on_wait is not None:
-            self._on_wait(seconds)
 
     def allowance(self) -> Allowance:
         """The waiting allowance of one catch-up step."""
@@ -60,7 +97,7 @@ class LiveFirst:
 
 
 class Allowance:
-    """What one catch-up step may still wait for live work."""
+    """What one catch-up step may still wait for live work (within the node's budget)."""
 
     def __init__(self, rule: LiveFirst) -> None:
         self._rule = rule
@@ -68,20 +105,18 @@ class Allowance:
 
     async def pause(self) -> None:
         """A turn of the event loop; while live work is under way, wait until it is
-        done or the allowance is used up."""
+        done, or the allowance or the node's budget is used up."""
         rule = self._rule
-        if self.left_s <= 0 or not rule.busy:
+        if self.left_s <= 0 or not rule.busy or rule.budget_s <= 0:
             await asyncio.sleep(0)
             return
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        clock = rule._clock
+        start = clock()
         end = start + self.left_s
-        rule.waiting += 1
+        rule._enter()
         try:
-            while rule.busy and loop.time() < end:
+            while rule.busy and clock() < end and rule.budget_s > 0:
                 await asyncio.sleep(POLL_S)
         finally:
-            rule.waiting -= 1
-        spent = loop.time() - start
-        self.left_s -= spent
-        rule.waited(spent)
+            rule._leave()
+        self.left_s -= clock() - start
