@@ -47,6 +47,13 @@ class Metrics:
             ["peer", "count"],
             registry=r,
         )
+        self.catchup_eta = Gauge(
+            "exchange_catchup_eta_seconds",
+            "A running catch-up's time left, at the rate delivered so far (NaN: not known"
+            " yet, or paused)",
+            ["peer"],
+            registry=r,
+        )
         self.catchup_live_wait = Counter(
             "exchange_catchup_live_wait_seconds",
             "Seconds catch-up steps waited for live work under way in the node",

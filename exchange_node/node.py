@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import math
 import os
 import ssl
 import time
@@ -618,6 +619,8 @@ class Node:
             self.metrics.catchup.labels(c.row.peer_id, "queued").set(c.row.queued)
             self.metrics.catchup.labels(c.row.peer_id, "delivered").set(c.delivered)
             self.metrics.catchup.labels(c.row.peer_id, "remaining").set(c.remaining)
+            eta = c.eta_s(now)
+            self.metrics.catchup_eta.labels(c.row.peer_id).set(math.nan if eta is None else eta)
 
     def _spawn(self, coro) -> None:
         """Run one-off work (an audit leaf, a worker stop) in the background; it is

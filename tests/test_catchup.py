@@ -27,6 +27,7 @@ from exchange_node.pb.exchange.v1.envelope_pb2 import Batch, Envelope, EnvelopeH
 from exchange_node.services.catchup import LABEL
 from exchange_node.services.documents import body_from_row
 from exchange_node.services.notices import NoticeDraft
+from exchange_node.store.records import CatchUpProgress, CatchUpRow
 from tests import node_helpers
 from tests.node_helpers import (
     audit_leaves,
@@ -822,3 +823,23 @@ async def test_the_catch_up_sends_a_correction_with_its_chain(net) -> None:
     assert phl.store.notice(chain[1]).kind == "STOLEN"
     assert body.correction.notice_id.hex() == row.notice_id
     assert body.catch_up.issued_at_ms == row.issued_at_ms
+
+
+def _progress(state: str, total: int, queued: int, pending: int, started_at: int = 0):
+    row = CatchUpRow(
+        peer_id=JPN, state=state, kinds=("status_notice",), todo=("status_notice",),
+        cursor=0, high_water=0, total=total, queued=queued, started_at=started_at,
+        updated_at=started_at,
+    )  # fmt: skip
+    return CatchUpProgress(row=row, pending=pending, dead=0)
+
+
+def test_a_catch_ups_time_left_is_what_is_left_at_the_rate_delivered_so_far() -> None:
+    # 100 s in, 2,000 of 10,000 delivered (500 sent and waiting, 7,500 not queued yet):
+    # 8,000 left at 20 a second.
+    assert _progress("running", 10_000, 2_500, 500).eta_s(100_000) == 400.0
+    assert _progress("running", 10_000, 200, 200).eta_s(100_000) is None  # no receipt yet
+    assert _progress("paused", 10_000, 2_500, 500).eta_s(100_000) is None
+    # All queued, the last 10 on their way; and done.
+    assert _progress("done", 10_000, 10_000, 10).eta_s(100_000) == 10 * 100 / 9_990
+    assert _progress("done", 10_000, 9_990, 0).eta_s(100_000) == 0.0

@@ -9,6 +9,10 @@ from console_support import browser, csrf_of
 from node_helpers import fraud_notice, wait_for
 from test_api_support import make_node, pin_all, token
 
+from exchange_node.domain.documents import NoticeKind
+from exchange_node.pb.exchange.v1 import notice_pb2
+from exchange_node.services.catchup import begin, wanted_kinds
+from exchange_node.services.notices import NoticeDraft
 from exchange_node.store.records import OutboxState
 
 
@@ -224,3 +228,36 @@ async def test_keys_rotate_needs_the_node_id_and_announces_the_new_card(pair, op
     await wait_for(lambda: phl.keyring.get("JPN-ISA").serial == serial + 1, what="the peer's copy")
     (leaf,) = [x for x in leaves_of(jpn, "key.rotated") if x.peer == ""]
     assert (leaf.actor, leaf.attrs["serial"]) == ("ops-desk", str(serial + 1))
+
+
+async def test_overview_shows_each_catch_up_with_its_progress_and_time_left(pair, ops):
+    jpn, phl = pair
+    # Pinning caught PHL-DFA up at once: JPN-ISA had no notices of its own yet.
+    await wait_for(lambda: jpn.store.catchup("PHL-DFA").state == "done", what="the catch-up")
+    status, page, _ = await ops.get("/console/overview")
+    assert status == 200
+    row = page[page.index('<table id="catchups">') :].split("</table>")[0]
+    row = row[row.index('data-peer="PHL-DFA"') :].split("</tr>")[0]
+    assert '<span class="tag ok">done</span>' in row
+    assert '<td class="n remaining">0</td>' in row and '<td class="eta">—</td>' in row
+
+    # PHL-DFA goes down with a notice of JPN-ISA's on its way; the operator restarts
+    # the catch-up (now of that notice) and pauses it.
+    await phl.stop()
+    document = notice_pb2.DocumentRef(
+        issuing_state="JPN", document_type="P", document_number="TR1234567"
+    )
+    draft = NoticeDraft(kind=NoticeKind.STOLEN, document=document)
+    await jpn.services.notices.submit(draft, ["PHL-DFA"], actor="test")
+    kinds = wanted_kinds(jpn.store.get_peer("PHL-DFA").policy or jpn.config.policy_for("PHL-DFA"))
+    now = jpn.now_ms()
+
+    def restart_paused(tx):
+        begin(tx, "PHL-DFA", jpn.node_id, kinds, kinds, now)
+        return tx.set_catchup_state("PHL-DFA", "paused", now)
+
+    await jpn.store.transaction(restart_paused, label="catchup.restart")
+    _, page, _ = await ops.get("/console/overview")
+    row = page[page.index('<table id="catchups">') :].split("</table>")[0]
+    assert '<span class="tag warning">paused</span>' in row
+    assert '<td class="n remaining">1</td>' in row and '<td class="eta">paused</td>' in row

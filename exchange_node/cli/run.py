@@ -54,7 +54,7 @@ async def cmd_status(args) -> int:
             {
                 "node": cfg.node.id,
                 "peers": [_queue_json(q) for q in stats],
-                "catchups": [_catchup_json(c) for c in catchups],
+                "catchups": [_catchup_json(c, now) for c in catchups],
                 "dead_letters": [dead_letter_json(d, False) for d in dead],
                 "reviews_due": reviews,
                 "purges_unconfirmed": [{"peer": p, "record": r} for p, r in unconfirmed],
@@ -76,12 +76,14 @@ async def cmd_status(args) -> int:
     if catchups:
         print("catch-up (notices still in effect sent to a peer that joined):")
         print(
-            f"  {'PEER':<14} {'STATE':<8} {'QUEUED':>7} {'DELIVERED':>9} {'REMAINING':>9} {'DEAD':>5}"
+            f"  {'PEER':<14} {'STATE':<8} {'QUEUED':>7} {'DELIVERED':>9} {'REMAINING':>9} "
+            f"{'DEAD':>5} {'TIME LEFT':>9}"
         )
         for c in catchups:
+            eta = c.eta_s(now)
             print(
                 f"  {c.row.peer_id:<14} {c.row.state:<8} {c.row.queued:>7} {c.delivered:>9} "
-                f"{c.remaining:>9} {c.dead:>5}"
+                f"{c.remaining:>9} {c.dead:>5} {_age(now - int(eta * 1000), now) if eta else '-':>9}"
             )
     print(f"records due for periodic review: {reviews} (`data review list`)")
     for peer, record in unconfirmed:
@@ -113,7 +115,8 @@ def _queue_json(q) -> dict:
     }
 
 
-def _catchup_json(c) -> dict:
+def _catchup_json(c, now: int) -> dict:
+    eta = c.eta_s(now)
     return {
         "peer": c.row.peer_id,
         "state": c.row.state,
@@ -121,6 +124,8 @@ def _catchup_json(c) -> dict:
         "delivered": c.delivered,
         "remaining": c.remaining,
         "dead": c.dead,
+        # at the rate delivered so far; null while paused or before the first receipt
+        "eta_seconds": None if eta is None else round(eta),
     }
 
 

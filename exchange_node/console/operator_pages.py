@@ -61,6 +61,7 @@ async def overview(request: web.Request) -> web.Response:
         ready=node.ready and not reasons,
         reasons=reasons,
         states=states,
+        catchups=status.catchups(node),
         alerts=status.alerts(node, states),
         audit_size=node.audit.size,
         disk_free=usage.free,

@@ -1,4 +1,4 @@
-"""What the overview shows: each peer's queue and delivery state, and the alerts.
+"""What the overview shows: each peer's queue and delivery state, catch-ups, the alerts.
 
 Read from the running node only (its store, its workers' backoff, its keys and the
 audit log), nothing written: the page is reloaded every few seconds.
@@ -15,7 +15,7 @@ from cryptography import x509
 from exchange_node.audit.leaf import LeafKind
 from exchange_node.console.words import duration, when
 from exchange_node.protocol.cards import PeerCard, verify_card
-from exchange_node.store.records import PeerRecord, QueueStats
+from exchange_node.store.records import CatchUpProgress, PeerRecord, QueueStats
 
 if TYPE_CHECKING:
     from exchange_node.node import Node
@@ -54,6 +54,31 @@ class PeerState:
         """The latest contact failed (cleared by the next success)."""
         q = self.queue
         return bool(q and q.last_error)
+
+
+@dataclass(frozen=True)
+class CatchUpState:
+    """One peer's catch-up as the overview shows it (``services/catchup.py``)."""
+
+    progress: CatchUpProgress
+    eta_ms: int | None  # time left at the rate so far; None while paused or not known
+
+    @property
+    def peer_id(self) -> str:
+        return self.progress.row.peer_id
+
+
+def catchups(node: Node) -> list[CatchUpState]:
+    """Each peer's catch-up (not the placeholder rows of peers pinned before catch-up
+    existed), with its time left."""
+    now = node.now_ms()
+    found = []
+    for c in node.store.catchup_progress():
+        if c.row.kinds is None:
+            continue
+        eta = c.eta_s(now)
+        found.append(CatchUpState(c, None if eta is None else round(eta * 1000)))
+    return found
 
 
 @dataclass(frozen=True)

@@ -401,6 +401,17 @@ class CatchUpProgress:
     def remaining(self) -> int:
         return 0 if self.row.state == "done" else max(0, self.row.total - self.row.queued)
 
+    def eta_s(self, now_ms: int) -> float | None:
+        """Seconds until everything is delivered, at the rate delivered since the run
+        began: 0 once nothing is left; None while paused or before the first receipt."""
+        left = self.remaining + self.pending
+        if left == 0:
+            return 0.0
+        elapsed_s = (now_ms - self.row.started_at) / 1000
+        if self.row.state == "paused" or self.delivered == 0 or elapsed_s <= 0:
+            return None
+        return left * elapsed_s / self.delivered
+
 
 @dataclass(frozen=True, slots=True)
 class CaseRow:
