@@ -283,6 +283,14 @@ async def run(args) -> None:
                 next_sample += 1.0
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - t0
+        waited = node.live_first.waited_s
+        checkpointer = getattr(node.store, "_checkpointer", None)
+        checkpoints = (
+            f"{checkpointer.passes:,} by its thread, {checkpointer.finished:,} finished by "
+            "the writer"
+            if checkpointer is not None
+            else "none counted"
+        )
         done.set()
         await live_task
         during = live.figures()
@@ -307,6 +315,8 @@ async def run(args) -> None:
         shutil.rmtree(root, ignore_errors=True)
     print(f"catch-up: {c.row.queued:,} notices queued, {c.delivered:,} delivered, "
           f"{c.dead} dead, in {elapsed:.1f} s: {c.delivered / elapsed:,.0f} notices/s")  # fmt: skip
+    print(f"source: catch-up steps waited {waited:.1f} s for live work; WAL checkpoints "
+          f"{checkpoints}")  # fmt: skip
     if args.live_rate:
         print(f"live notices at {args.live_rate:g}/s, submit to stored signed receipt:")
         print(f"  during the catch-up  {during}")
