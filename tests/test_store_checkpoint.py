@@ -92,8 +92,10 @@ async def test_the_checkpointer_copies_every_committed_page_into_the_database(tm
         await _wait(lambda: checkpointer.passes > passes + 1, "two more passes")
         assert checkpointer.last[0] == 0 and checkpointer.last[1] == checkpointer.last[2]
         assert checkpointer.error is None
-        # A second connection reads everything from the database file alone.
-        conn = sqlite3.connect(path)
+        # The database file alone, without its WAL, holds everything.
+        alone = tmp_path / "alone.db"
+        alone.write_bytes((tmp_path / "node.db").read_bytes())
+        conn = sqlite3.connect(alone)
         try:
             assert conn.execute("SELECT COUNT(*) FROM doc_notices").fetchone()[0] == 2_100
         finally:
@@ -120,6 +122,38 @@ async def test_under_writes_that_never_pause_the_writer_keeps_the_wal_short(tmp_
         assert _wal_pages(path, store) < 4_000
         assert store._read("SELECT COUNT(*) FROM doc_notices")[0][0] == 20 * n
     finally:
+        await store.close()
+
+
+async def test_a_backlog_a_long_reader_held_back_is_left_to_the_thread(tmp_path):
+    path = str(tmp_path / "node.db")
+    store = await SqliteStore.open(path, checkpoint_interval_s=0.02)
+    checkpointer = store._checkpointer
+    checkpointer.restart_pages, checkpointer.force_pages = 300, 1_200
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.index_notices(_rows(0, 100), NOW)
+        reader.execute("BEGIN")  # an export, say: a snapshot held open
+        reader.execute("SELECT COUNT(*) FROM doc_notices").fetchone()
+        for k in range(1, 80):
+            await store.index_notices(_rows(100 * k, 100), NOW)
+        passes = checkpointer.passes
+        await _wait(lambda: checkpointer.passes > passes + 2, "passes behind the reader")
+        busy, frames, done = checkpointer.last
+        assert frames > 1_200 and done < frames  # held back by the reader
+        await store.index_notices(_rows(10_000, 100), NOW)
+        # The writer did not take the backlog on: nothing it could copy whole.
+        assert checkpointer.finished == 0
+        reader.execute("COMMIT")
+        await _wait(lambda: checkpointer.last[1] == checkpointer.last[2], "the thread's copy")
+        for k in range(200):  # then, at one of its next groups, the writer finishes it
+            await store.index_notices(_rows(20_000 + 10 * k, 10), NOW)
+            if checkpointer.finished:
+                break
+            await asyncio.sleep(0.02)
+        assert checkpointer.finished > 0
+    finally:
+        reader.close()
         await store.close()
 
 

@@ -280,15 +280,18 @@ async def test_between_groups_the_hook_is_told_whether_other_jobs_wait(db_path):
     held, release = await _hold_writer(writer)
     late = writer.submit(_insert(2), background=True)
     early = writer.submit(_insert(1))
-    await asyncio.sleep(0.05)  # handed over to the writer, behind the held group
+    await asyncio.sleep(
+        0
+    )  # handed over to the writer (at the end of a turn), behind the held group
     release.set()
     await asyncio.gather(held, early, late)
-    await asyncio.sleep(0.05)  # the hook after the last group (it runs after the answer)
-    seen = list(seen)
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:  # the hook runs after the answer
+        await asyncio.sleep(0.01)
     await writer.close()
     # After the held group, job 1 waits; after job 1 only a background job is left,
-    # which counts as nobody waiting; after it, nothing is left. Each time the hook
-    # sees what was committed, outside any transaction.
+    # which counts as nobody waiting; after it, nothing (the stop of close() is no
+    # job). Each time the hook sees what was committed, outside any transaction.
     assert seen == [(True, False, []), (False, False, [1]), (False, False, [1, 2])]
 
 

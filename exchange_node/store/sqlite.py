@@ -689,13 +689,16 @@ class SqliteStore(ProtectionReads):
         return [_catchup_row(r) for r in rows]
 
     def catchup_progress(self) -> list[CatchUpProgress]:
-        """Every peer's catch-up with its outbox rows counted (still queued, dead)."""
+        """Every peer's catch-up with the outbox rows of its current run counted (still
+        queued, dead): rows an earlier run queued before a restart are not its own."""
         counted = {
             peer: (pending, dead)
             for peer, pending, dead in self._read(
-                "SELECT peer_id, sum(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), "
-                "sum(CASE WHEN state = 'dead' THEN 1 ELSE 0 END) FROM outbox "
-                "WHERE catchup = 1 AND state != 'delivered' GROUP BY peer_id"
+                "SELECT o.peer_id, sum(CASE WHEN o.state = 'queued' THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN o.state = 'dead' THEN 1 ELSE 0 END) FROM outbox o "
+                "JOIN catchup c ON c.peer_id = o.peer_id "
+                "WHERE o.catchup = 1 AND o.state != 'delivered' AND o.created_at >= c.started_at "
+                "GROUP BY o.peer_id"
             )
         }
         return [CatchUpProgress(row, *counted.get(row.peer_id, (0, 0))) for row in self.catchups()]
@@ -1763,15 +1766,17 @@ class WalCheckpointer:
     But the writer keeps appending while the thread copies, and the WAL starts over only
     at a write transaction that finds it copied whole, so under steady writes the thread
     alone never shortens it. The writer therefore runs a PASSIVE checkpoint itself between
-    two groups once the thread saw the WAL past ``WAL_RESTART_PAGES``: what is left to
-    copy is what was committed since the thread's pass, and nothing is appended
-    meanwhile. It does so only when no live job is waiting, unless the WAL is past
-    ``WAL_FORCE_PAGES``. Durability does not depend on any of this (a COMMIT is durable
+    two groups, once the thread's latest pass saw the WAL past ``WAL_RESTART_PAGES`` and
+    copied all it saw: what is left to copy is what was committed since that pass, and
+    nothing is appended meanwhile. It does so only when no live job is waiting, unless
+    the WAL is past ``WAL_FORCE_PAGES``. A pass that could not copy everything (a reader
+    holds an old snapshot, an export say) leaves the backlog to the thread's next pass,
+    not to the writer. Durability does not depend on any of this (a COMMIT is durable
     once in the WAL).
 
     ``passes`` and ``finished`` count the thread's and the writer's checkpoints;
-    ``last`` is SQLite's (busy, WAL frames, frames checkpointed) of the latest;
-    ``error`` the latest failure (None once one succeeded).
+    ``last`` is SQLite's (busy, WAL frames, frames checkpointed) of the thread's latest;
+    ``error`` the thread's latest failure (None once a pass succeeded).
     """
 
     def __init__(self, path: str, interval_s: float = WAL_CHECKPOINT_INTERVAL_S) -> None:
@@ -1783,7 +1788,10 @@ class WalCheckpointer:
         self.finished = 0
         self.last: tuple[int, int, int] | None = None
         self.error: str | None = None
-        self._frames = 0  # WAL frames at the latest checkpoint, by either thread
+        # What the latest checkpoint, by either thread, saw: WAL frames, and whether the
+        # thread copied them all. A hint only: either thread may overwrite the other's.
+        self._hint: tuple[int, bool] = (0, False)
+        self._writer_failed = False
         self.restart_pages = WAL_RESTART_PAGES
         self.force_pages = WAL_FORCE_PAGES
 
@@ -1796,49 +1804,65 @@ class WalCheckpointer:
             self._thread.join()
 
     def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stopping.wait(self._interval_s):
+                if conn is None and (conn := self._connect()) is None:
+                    continue  # tried again at the next pass
+                try:
+                    busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # a full disk, say: the next pass tries again
+                    self._failed(str(exc))
+                    continue
+                if busy:  # the writer is finishing one
+                    continue
+                self.last, self.error = (busy, frames, done), None
+                self.passes += 1
+                # The WAL's length: the writer appended while this copied, so the WAL
+                # only starts over after the writer's own checkpoint.
+                self._hint = (frames, done == frames)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection | None:
         try:
             conn = sqlite3.connect(self._path, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous = FULL")  # the database file is synced
             conn.execute("PRAGMA checkpoint_fullfsync = ON")
         except sqlite3.Error as exc:
-            self.error = str(exc)
-            _log.error("store.checkpoint_failed", error=self.error)
-            return
-        try:
-            while not self._stopping.wait(self._interval_s):
-                if (result := self._checkpoint(conn)) is not None:
-                    self.passes += 1
-                    # The WAL's length: the writer appended while this copied, so the
-                    # WAL only starts over after the writer's own checkpoint.
-                    self._frames = result[1]
-        finally:
-            conn.close()
+            self._failed(str(exc))
+            return None
+        return conn
+
+    def _failed(self, error: str) -> None:
+        if self.error is None:  # once per run of failures
+            _log.warning("store.checkpoint_failed", error=error)
+        self.error = error
 
     def between_groups(self, conn: sqlite3.Connection, waiting: bool) -> None:
         """The writer's part, on its thread between two groups (see the class)."""
-        frames = self._frames
-        if frames < self.restart_pages or (waiting and frames < self.force_pages):
+        frames, copied = self._hint
+        if not copied or frames < self.restart_pages:
             return
-        if (result := self._checkpoint(conn)) is not None:
-            self.finished += 1
-            _, frames, done = result
-            # Copied whole with nothing appended since: the WAL starts over at the
-            # writer's next transaction (unless a reader still reads from it).
-            self._frames = 0 if done == frames else frames
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> tuple[int, int, int] | None:
+        if waiting and frames < self.force_pages:
+            return
         try:
             busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:  # a full disk, say: the next pass tries again
-            if self.error is None:
-                _log.warning("store.checkpoint_failed", error=str(exc))
-            self.error = str(exc)
-            return None
-        if busy:  # the other thread is checkpointing
-            return None
-        self.last, self.error = (busy, frames, done), None
-        return self.last
+        except sqlite3.Error as exc:  # the thread's next pass tries again
+            if not self._writer_failed:
+                _log.warning("store.checkpoint_failed", error=str(exc), by="writer")
+            self._writer_failed = True
+            return
+        self._writer_failed = False
+        if busy:  # the thread is at it: its pass says again how long the WAL is
+            return
+        self.finished += 1
+        # Copied whole with nothing appended since: the WAL starts over at the writer's
+        # next transaction (unless a reader still reads from it: the thread's next pass
+        # then says so).
+        self._hint = (0 if done == frames else frames, False)
 
 
 def _connect(path: str) -> sqlite3.Connection:

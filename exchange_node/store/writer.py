@@ -251,7 +251,7 @@ class GroupCommitWriter:
                 if background and (not backlog or run >= FOREGROUND_RUN):
                     run = 0
                     self._run_group(conn, self._take_group(background))
-                    self._after(conn, backlog)
+                    self._after(conn, backlog, background)
                     continue
                 first = backlog[0]
                 if first is _STOP:
@@ -261,16 +261,26 @@ class GroupCommitWriter:
                     break
                 if not first.transactional:
                     self._run_raw(conn, backlog.popleft())
-                    self._after(conn, backlog)
+                    self._after(conn, backlog, background)
                     continue
                 run = run + 1 if background else 0
                 self._run_group(conn, self._take_group(backlog))
-                self._after(conn, backlog)
+                self._after(conn, backlog, background)
         finally:
             conn.close()
 
-    def _after(self, conn: sqlite3.Connection, backlog: collections.deque[Any]) -> None:
-        waiting = bool(backlog) or not self._queue.empty()
+    def _after(
+        self,
+        conn: sqlite3.Connection,
+        backlog: collections.deque[Any],
+        background: collections.deque[_Job],
+    ) -> None:
+        while True:  # what was handed over meanwhile, sorted, to tell who waits
+            try:
+                self._sort(self._took(self._queue.get_nowait()), backlog, background)
+            except queue.Empty:
+                break
+        waiting = any(item is not _STOP for item in backlog)
         try:
             self._between(conn, waiting)
         except Exception:  # the hook reports its own failures; no job depends on it
