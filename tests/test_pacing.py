@@ -26,7 +26,7 @@ async def test_a_pause_lasts_until_the_live_work_is_done() -> None:
     await allowance.pause()
     assert not busy[0]
     assert 0.05 <= rule.waited_s < 60
-    assert abs(allowance.left_s - (rule.wait_s - rule.waited_s)) < 1e-3
+    assert abs(allowance.left_s - (rule.wait_s - rule.waited_s)) < 1e-2
 
 
 async def test_the_allowance_is_for_all_the_pauses_of_a_step() -> None:

@@ -19,8 +19,9 @@ does not wait at all.
 The steps of one node share a budget besides: catch-up steps wait at most
 ``LIVE_SHARE`` of the time, however busy the node is with live work (a token bucket:
 it fills at that share of each second, up to one allowance, and empties while any step
-waits). So under steady live traffic a catch-up takes at most 1 / (1 - ``LIVE_SHARE``)
-times as long as on an idle node, and it is never starved.
+waits). So under steady live traffic, waiting stretches a catch-up's running time at
+this node by at most 1 / (1 - ``LIVE_SHARE``) (live work's own use of the cores aside),
+and it is never starved.
 """
 
 from __future__ import annotations
