@@ -154,6 +154,11 @@ class Metrics:
         self.store_writable = Gauge(
             "exchange_store_writable", "Whether the store took its latest write", registry=r
         )
+        self.store_wal_bytes = Gauge(
+            "exchange_store_wal_bytes",
+            "Size of the SQLite store's write-ahead log file (checkpoints keep it short)",
+            registry=r,
+        )
         self.audit_writable = Gauge(
             "exchange_audit_writable", "Whether the audit log took its latest append", registry=r
         )

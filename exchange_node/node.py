@@ -608,6 +608,8 @@ class Node:
 
     def update_gauges(self) -> None:
         now = self.now_ms()
+        if (wal := self.store.wal_bytes()) is not None:
+            self.metrics.store_wal_bytes.set(wal)
         for e in self.expiries():
             self.metrics.expiry.labels(e.owner, e.what).set(e.left_ms(now) / 1000)
         for q in self.store.queue_stats():

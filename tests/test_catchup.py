@@ -10,6 +10,7 @@ steps go out, in order, while a catch-up batch is on the wire.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import subprocess
 import sys
@@ -646,6 +647,14 @@ async def test_the_operator_pauses_resumes_and_restarts_a_catch_up(net, capsys) 
     assert phl.metrics.registry.get_sample_value(
         "exchange_catchup_notices", {"peer": JPN, "count": "delivered"}
     ) == len(_in_effect_ids(source))
+    assert phl.metrics.registry.get_sample_value("exchange_catchup_eta_seconds", {"peer": JPN}) == 0
+    # And the SQLite store's WAL, which the checkpoints keep short (PostgreSQL keeps its
+    # own: the gauge stays at 0).
+    wal = phl.metrics.registry.get_sample_value("exchange_store_wal_bytes")
+    if phl.store.wal_bytes() is None:
+        assert wal == 0
+    else:
+        assert 0 < wal <= os.path.getsize(phl.store.path + "-wal")
 
 
 def _status_body(number: str, status, *, issued_at: int | None = None) -> notice_pb2.Body:

@@ -53,6 +53,15 @@ async def _wait(predicate, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _small_thresholds(tmp_path, interval_s: float) -> tuple[str, SqliteStore]:
+    """A store whose writer finishes checkpoints past 300 WAL pages (1,200 while jobs
+    wait), not 4,096 and 16,384: small enough for a test to write past."""
+    path = str(tmp_path / "node.db")
+    store = await SqliteStore.open(path, checkpoint_interval_s=interval_s)
+    store._checkpointer.restart_pages, store._checkpointer.force_pages = 300, 1_200
+    return path, store
+
+
 def _wal_pages(path: str, store: SqliteStore) -> int:
     return os.path.getsize(path + "-wal") // store._read("PRAGMA page_size")[0][0]
 
@@ -106,10 +115,8 @@ async def test_the_checkpointer_copies_every_committed_page_into_the_database(tm
 
 
 async def test_under_writes_that_never_pause_the_writer_keeps_the_wal_short(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = await SqliteStore.open(path, checkpoint_interval_s=0.01)
+    path, store = await _small_thresholds(tmp_path, 0.01)
     checkpointer = store._checkpointer
-    checkpointer.restart_pages, checkpointer.force_pages = 300, 1_200
     try:
         # All queued at once: the writer commits group after group with no pause, so
         # the thread never finds the WAL copied whole before the writer appends again.
@@ -126,10 +133,8 @@ async def test_under_writes_that_never_pause_the_writer_keeps_the_wal_short(tmp_
 
 
 async def test_a_backlog_a_long_reader_held_back_is_left_to_the_thread(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = await SqliteStore.open(path, checkpoint_interval_s=0.02)
+    path, store = await _small_thresholds(tmp_path, 0.02)
     checkpointer = store._checkpointer
-    checkpointer.restart_pages, checkpointer.force_pages = 300, 1_200
     reader = sqlite3.connect(path, isolation_level=None)
     try:
         await store.index_notices(_rows(0, 100), NOW)

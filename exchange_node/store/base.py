@@ -400,6 +400,11 @@ class Store(Protocol):
 
     def writer_stats(self) -> WriterStats: ...
 
+    def wal_bytes(self) -> int | None:
+        """The size of the write-ahead log file now; None where the database server
+        keeps its own."""
+        ...
+
     async def info(self) -> StoreInfo: ...
 
     async def checkpoint(self) -> bool:

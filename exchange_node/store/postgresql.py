@@ -394,6 +394,10 @@ class PostgresStore(SqliteStore):
         store._conninfo, store._options = url, options
         return store
 
+    def wal_bytes(self) -> int | None:
+        """The server keeps its own write-ahead log (``checkpoint_timeout``)."""
+        return None
+
     def audit_connection(self) -> PgConnection:
         """A connection of its own for the audit log's reads, proofs and checkpoints
         (``AuditLog(..., connection=...)``); its appends go through the writer."""

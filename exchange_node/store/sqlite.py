@@ -463,13 +463,7 @@ class SqliteStore(ProtectionReads):
     close with ``await store.close()``.
     """
 
-    def __init__(
-        self,
-        path: str,
-        writer: GroupCommitWriter,
-        reader: sqlite3.Connection,
-        checkpoint_interval_s: float = WAL_CHECKPOINT_INTERVAL_S,
-    ) -> None:
+    def __init__(self, path: str, writer: GroupCommitWriter, reader: sqlite3.Connection) -> None:
         """Use :meth:`open`."""
         self._path = path
         self._writer = writer
@@ -477,8 +471,7 @@ class SqliteStore(ProtectionReads):
         self._closed = False
         self._leaves = _GroupLeaves()
         writer.set_group_hooks(begin=self._leaves.begin, before_commit=self._leaves.flush)
-        self._checkpointer = WalCheckpointer(path, checkpoint_interval_s)
-        writer.set_between_groups(self._checkpointer.between_groups)
+        self._checkpointer: WalCheckpointer | None = None  # SQLite's, set by open()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -511,7 +504,9 @@ class SqliteStore(ProtectionReads):
         except BaseException:
             await writer.close()
             raise
-        store = cls(spath, writer, reader, checkpoint_interval_s)
+        store = cls(spath, writer, reader)
+        store._checkpointer = WalCheckpointer(spath, checkpoint_interval_s)
+        writer.set_between_groups(store._checkpointer.between_groups)
         store._checkpointer.start()
         return store
 
@@ -551,7 +546,8 @@ class SqliteStore(ProtectionReads):
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._checkpointer.stop)
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
         await self._writer.close()
         self._db.close()
 
@@ -1364,6 +1360,13 @@ class SqliteStore(ProtectionReads):
 
     def writer_stats(self) -> WriterStats:
         return self._writer.stats()
+
+    def wal_bytes(self) -> int | None:
+        """The size of the write-ahead log file now (None: the database server's own)."""
+        try:
+            return os.path.getsize(self._path + "-wal")
+        except FileNotFoundError:
+            return 0
 
     async def info(self) -> StoreInfo:
         def job(conn: sqlite3.Connection) -> StoreInfo:
