@@ -51,10 +51,20 @@ PostgreSQL run), every node made here keeps its store in a PostgreSQL database o
 own: this returns the new database's URL. None: SQLite in the data directory."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one this process handed out before: the
+    kernel may give the same free port to two binds in a row, and two nodes of one test
+    then share a port (seen once in a full run: listen_address_in_use)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def now_ms() -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,11 +27,7 @@ from exchange_node.node import Node
 from exchange_node.protocol.keys import Suite
 from tests import node_helpers
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+free_port = node_helpers.free_port
 
 
 async def make_node(
