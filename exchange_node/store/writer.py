@@ -243,11 +243,7 @@ class GroupCommitWriter:
             while True:
                 if not backlog and not background:
                     self._sort(self._took(self._queue.get()), backlog, background)
-                while True:  # and whatever else was handed over meanwhile
-                    try:
-                        self._sort(self._took(self._queue.get_nowait()), backlog, background)
-                    except queue.Empty:
-                        break
+                self._drain(backlog, background)  # and whatever else was handed over
                 if background and (not backlog or run >= FOREGROUND_RUN):
                     run = 0
                     self._run_group(conn, self._take_group(background))
@@ -275,16 +271,20 @@ class GroupCommitWriter:
         backlog: collections.deque[Any],
         background: collections.deque[_Job],
     ) -> None:
-        while True:  # what was handed over meanwhile, sorted, to tell who waits
-            try:
-                self._sort(self._took(self._queue.get_nowait()), backlog, background)
-            except queue.Empty:
-                break
+        self._drain(backlog, background)  # to tell who waits
         waiting = any(item is not _STOP for item in backlog)
         try:
             self._between(conn, waiting)
         except Exception:  # the hook reports its own failures; no job depends on it
             _rollback_quietly(conn)
+
+    def _drain(self, backlog: collections.deque[Any], background: collections.deque[_Job]) -> None:
+        """Sort in everything handed over so far, without waiting."""
+        while True:
+            try:
+                self._sort(self._took(self._queue.get_nowait()), backlog, background)
+            except queue.Empty:
+                return
 
     @staticmethod
     def _sort(
