@@ -25,7 +25,7 @@ from exchange_node.domain.repatriation import EventType, Participant, Role
 from exchange_node.node import open_store
 from exchange_node.pb.exchange.v1 import notice_pb2
 from exchange_node.pb.exchange.v1.envelope_pb2 import Batch, Envelope, EnvelopeHeader
-from exchange_node.services.catchup import LABEL
+from exchange_node.services.catchup import LABEL, selection
 from exchange_node.services.documents import body_from_row
 from exchange_node.services.notices import NoticeDraft
 from exchange_node.store.records import CatchUpProgress, CatchUpRow
@@ -834,11 +834,19 @@ async def test_the_catch_up_sends_a_correction_with_its_chain(net) -> None:
     assert body.catch_up.issued_at_ms == row.issued_at_ms
 
 
-def _progress(state: str, total: int, queued: int, pending: int, started_at: int = 0):
+def _progress(
+    state: str,
+    total: int,
+    queued: int,
+    pending: int,
+    started_at: int = 0,
+    paused_ms: int = 0,
+    paused_at: int | None = None,
+):
     row = CatchUpRow(
         peer_id=JPN, state=state, kinds=("status_notice",), todo=("status_notice",),
         cursor=0, high_water=0, total=total, queued=queued, started_at=started_at,
-        updated_at=started_at,
+        updated_at=started_at, paused_ms=paused_ms, paused_at=paused_at,
     )  # fmt: skip
     return CatchUpProgress(row=row, pending=pending, dead=0)
 
@@ -852,3 +860,41 @@ def test_a_catch_ups_time_left_is_what_is_left_at_the_rate_delivered_so_far() ->
     # All queued, the last 10 on their way; and done.
     assert _progress("done", 10_000, 10_000, 10).eta_s(100_000) == 10 * 100 / 9_990
     assert _progress("done", 10_000, 9_990, 0).eta_s(100_000) == 0.0
+    # 150 s since it began, 50 of them paused: the same 2,000 in 100 s of running.
+    assert _progress("running", 10_000, 2_500, 500, paused_ms=50_000).eta_s(150_000) == 400.0
+
+
+async def test_a_catch_up_keeps_the_time_it_spent_paused_until_it_starts_again(net) -> None:
+    # PHL-DFA's store alone, with notices of its own, on a clock of the test's own
+    # (JPN-ISA is not its peer: no catch-up runs, only its row is kept).
+    await _fill(await net[PHL].start(), 10)
+    await net[PHL].stop()
+    store = await open_store(net[PHL].config())
+    try:
+        row = await store.transaction(lambda tx: _begin(tx, 1_000), label="test")
+        assert (row.state, row.paused_ms, row.paused_at) == ("running", 0, None)
+
+        def state(name: str, at: int):
+            return store.transaction(lambda tx: tx.set_catchup_state(JPN, name, at), label="test")
+
+        await state("paused", 5_000)
+        await state("paused", 6_000)  # paused again: the pause still began at 5 s
+        paused = store.catchup(JPN)
+        assert (paused.paused_at, paused.running_ms(8_000)) == (5_000, 4_000)
+        row = await state("running", 9_000)
+        assert (row.paused_ms, row.paused_at) == (4_000, None)
+        assert store.catchup(JPN) == row  # as stored
+        await state("running", 10_000)  # resumed again: nothing more was paused
+        await state("paused", 20_000)
+        # 24 s since it began: 4 s paused, then 5 s of the pause under way.
+        assert store.catchup(JPN).running_ms(25_000) == 15_000
+        row = await store.transaction(lambda tx: _begin(tx, 30_000), label="test")  # restarted
+        assert (row.state, row.started_at, row.paused_ms, row.paused_at) == (
+            "running", 30_000, 0, None,
+        )  # fmt: skip
+    finally:
+        await store.close()
+
+
+def _begin(tx, at: int) -> CatchUpRow:
+    return tx.begin_catchup(JPN, PHL, ["status_notice"], selection(["status_notice"]), at)

@@ -556,8 +556,16 @@ _V12: tuple[str, ...] = (
     " WHERE state = 'queued'",
 )
 
+# 13: a catch-up's time left is what is left at the rate delivered while it ran, so the
+# time it spent paused is kept: ``paused_ms`` in all for the current run (0 when it
+# starts again), and ``paused_at`` while it is paused (NULL otherwise).
+_V13: tuple[str, ...] = (
+    "ALTER TABLE catchup ADD COLUMN paused_ms INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE catchup ADD COLUMN paused_at INTEGER",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12,
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12, _V13,
 )  # fmt: skip
 """Migration ``i`` (statements) upgrades schema version ``i`` to ``i + 1``."""
 

@@ -357,6 +357,8 @@ class CatchUpRow:
     peer live; corrections after it are still looked at). ``total``: notices in effect
     the run had to send when it began; ``queued``: how many it has queued so far.
     ``requested_at``: when the peer last asked for a catch-up that was honoured.
+    ``paused_ms``: how long the current run has been paused in all, not counting a
+    pause under way; ``paused_at``: when the pause under way began (None if running).
     """
 
     peer_id: str
@@ -370,6 +372,16 @@ class CatchUpRow:
     started_at: int
     updated_at: int
     requested_at: int | None = None
+    paused_ms: int = 0
+    paused_at: int | None = None
+
+    def running_ms(self, now_ms: int) -> int:
+        """How long the current run has been running at ``now_ms``: since it began,
+        less the time it spent paused (a pause under way included)."""
+        paused = self.paused_ms
+        if self.state == "paused" and self.paused_at is not None:
+            paused += max(0, now_ms - self.paused_at)
+        return max(0, now_ms - self.started_at - paused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,12 +414,13 @@ class CatchUpProgress:
         return 0 if self.row.state == "done" else max(0, self.row.total - self.row.queued)
 
     def eta_s(self, now_ms: int) -> float | None:
-        """Seconds until everything is delivered, at the rate delivered since the run
-        began: 0 once nothing is left; None while paused or before the first receipt."""
+        """Seconds until everything is delivered, at the rate delivered while the run
+        was running (time paused left out): 0 once nothing is left; None while paused
+        or before the first receipt."""
         left = self.remaining + self.pending
         if left == 0:
             return 0.0
-        elapsed_s = (now_ms - self.row.started_at) / 1000
+        elapsed_s = self.row.running_ms(now_ms) / 1000
         if self.row.state == "paused" or self.delivered == 0 or elapsed_s <= 0:
             return None
         return left * elapsed_s / self.delivered

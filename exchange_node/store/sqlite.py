@@ -302,7 +302,7 @@ class SqliteTransaction(ProtectionWrites):
             "ON CONFLICT (peer_id) DO UPDATE SET state = excluded.state, kinds = excluded.kinds, "
             "todo = excluded.todo, cursor = 0, high_water = excluded.high_water, "
             "total = excluded.total, queued = 0, started_at = excluded.started_at, "
-            "updated_at = excluded.updated_at",
+            "updated_at = excluded.updated_at, paused_ms = 0, paused_at = NULL",
             (
                 peer_id,
                 "running" if total else "done",
@@ -335,10 +335,19 @@ class SqliteTransaction(ProtectionWrites):
             raise ConflictError(
                 "catchup_done", f"the catch-up of {peer_id} has finished; restart it instead"
             )
+        # The time paused is kept, so the time left counts the time running only.
+        paused_ms, paused_at = row.paused_ms, row.paused_at
+        if state == "paused" and row.state != "paused":
+            paused_at = at
+        elif state != "paused" and row.state == "paused":
+            paused_ms += max(0, at - (row.paused_at if row.paused_at is not None else at))
+            paused_at = None
         self._conn.execute(
-            "UPDATE catchup SET state = ?, updated_at = ? WHERE peer_id = ?", (state, at, peer_id)
+            "UPDATE catchup SET state = ?, updated_at = ?, paused_ms = ?, paused_at = ? "
+            "WHERE peer_id = ?",
+            (state, at, paused_ms, paused_at, peer_id),
         )
-        return replace(row, state=state, updated_at=at)
+        return replace(row, state=state, updated_at=at, paused_ms=paused_ms, paused_at=paused_at)
 
     def advance_catchup(
         self,
@@ -1658,7 +1667,7 @@ _idempotency_values = attrgetter(*(f.name for f in fields(IdempotencyRecord)))
 
 _CATCHUP_COLS = (
     "peer_id, state, kinds, todo, cursor, high_water, total, queued, started_at, updated_at, "
-    "requested_at"
+    "requested_at, paused_ms, paused_at"
 )
 
 
