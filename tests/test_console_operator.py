@@ -261,3 +261,58 @@ async def test_overview_shows_each_catch_up_with_its_progress_and_time_left(pair
     row = page[page.index('<table id="catchups">') :].split("</table>")[0]
     assert '<span class="tag warning">paused</span>' in row
     assert '<td class="n remaining">1</td>' in row and '<td class="eta">paused</td>' in row
+
+
+async def test_the_operator_pauses_resumes_and_restarts_a_catch_up_from_the_overview(pair, ops):
+    jpn, phl = pair
+    await wait_for(lambda: jpn.store.catchup("PHL-DFA").state == "done", what="the catch-up")
+    # A finished catch-up cannot be paused: refused with a sentence, audited, unchanged.
+    status, page, _ = await ops.post("/console/peers/PHL-DFA/catchup/pause")
+    assert status == 409 and "has finished; restart it instead" in page
+    assert jpn.store.catchup("PHL-DFA").state == "done"
+    assert [
+        (x.actor, x.attrs["operation"], x.reason) for x in leaves_of(jpn, "request.refused")
+    ] == [("ops-desk", "console.catchup_pause", "catchup_done")]
+
+    # PHL-DFA is down and JPN-ISA has more notices in effect than two chunks: restarted,
+    # the catch-up queues two and waits for the peer, running.
+    await phl.stop()
+    drafts = [
+        (NoticeDraft(kind=NoticeKind.STOLEN, document=_document(f"TR{i:07d}")), None)
+        for i in range(2 * jpn.config.delivery.batch_size + 50)
+    ]
+    await jpn.services.notices.submit_many(drafts, actor="test")
+    status, _, resp = await ops.post("/console/peers/PHL-DFA/catchup/restart")
+    assert status == 303 and resp.headers["Location"].startswith("/console/overview?done=")
+    row = jpn.store.catchup("PHL-DFA")
+    assert (row.state, row.total) == ("running", len(drafts))
+    _, page, _ = await ops.get(resp.headers["Location"])
+    assert f"catch-up of PHL-DFA restarted: {len(drafts)} notice(s) in effect to send" in page
+    assert _catchup_actions(page) == ["pause", "restart"]
+
+    status, _, resp = await ops.post("/console/peers/PHL-DFA/catchup/pause")
+    assert status == 303 and jpn.store.catchup("PHL-DFA").state == "paused"
+    _, page, _ = await ops.get(resp.headers["Location"])
+    assert "catch-up of PHL-DFA paused at " in page
+    assert _catchup_actions(page) == ["resume", "restart"]
+    await ops.post("/console/peers/PHL-DFA/catchup/resume")
+    row = jpn.store.catchup("PHL-DFA")
+    assert row.state == "running" and row.paused_at is None and row.paused_ms >= 0
+    catchup = [(x.actor, x.attrs["action"]) for x in leaves_of(jpn, "peer.catchup")]
+    assert catchup[-3:] == [
+        ("ops-desk", "restarted"),
+        ("ops-desk", "paused"),
+        ("ops-desk", "resumed"),
+    ]
+
+
+def _document(number: str) -> notice_pb2.DocumentRef:
+    return notice_pb2.DocumentRef(issuing_state="JPN", document_type="P", document_number=number)
+
+
+def _catchup_actions(page: str) -> list[str]:
+    """The actions offered in the overview's catch-up row of PHL-DFA."""
+    row = page[page.index('<table id="catchups">') :].split("</table>")[0]
+    row = row[row.index('data-peer="PHL-DFA"') :].split("</tr>")[0]
+    prefix = 'action="/console/peers/PHL-DFA/catchup/'
+    return [part.split('"')[0] for part in row.split(prefix)[1:]]

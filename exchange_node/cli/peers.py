@@ -229,7 +229,7 @@ async def cmd_peer_ping(args) -> int:
 
 async def cmd_peer_catchup(args) -> int:
     """Pause, resume or restart a peer's catch-up (``services/catchup.py``), audited."""
-    from exchange_node.services.catchup import begin, reason_kinds, wanted_kinds
+    from exchange_node.services.catchup import operator_action, wanted_kinds
 
     cfg = _cfg(args)
     store = await _store(cfg)
@@ -242,32 +242,12 @@ async def cmd_peer_catchup(args) -> int:
             return await _request_catchup(cfg, args.peer)
         now = now_ms()
         action = args.action
-        if action == "restart":
-            kinds = wanted_kinds(record.policy or cfg.policy_for(args.peer))
+        kinds = wanted_kinds(record.policy or cfg.policy_for(args.peer))
 
-            def work(tx):
-                row = begin(tx, args.peer, cfg.node.id, kinds, kinds, now)
-                tx.audit(
-                    [
-                        leaves.catchup(
-                            now,
-                            args.peer,
-                            "restarted",
-                            actor=operator_actor(),
-                            kinds=reason_kinds(kinds),
-                            total=str(row.total),
-                        )
-                    ]
-                )
-                return row
-
-        else:
-            state = "paused" if action == "pause" else "running"
-
-            def work(tx):
-                row = tx.set_catchup_state(args.peer, state, now)
-                tx.audit([leaves.catchup(now, args.peer, f"{action}d", actor=operator_actor())])
-                return row
+        def work(tx):
+            return operator_action(
+                tx, args.peer, action, me=cfg.node.id, kinds=kinds, actor=operator_actor(), at=now
+            )
 
         try:
             row = await store.transaction(work, label=f"catchup.{action}")

@@ -26,13 +26,14 @@ from exchange_node.console.app import (
 )
 from exchange_node.console.words import error_words
 from exchange_node.delivery.worker import DeliveryError
-from exchange_node.errors import ExchangeError
+from exchange_node.errors import ConflictError, ExchangeError, NotFoundError
 from exchange_node.identity import finish_rotation, prepare_rotation
 from exchange_node.pb.exchange.v1 import card_pb2, notice_pb2
 from exchange_node.protocol.cards import normalise_fingerprint, verify_card
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import Suite
 from exchange_node.services import dead_letters as dead
+from exchange_node.services.catchup import operator_action, wanted_kinds
 from exchange_node.store.records import TOKEN_NAME_RE, TOKEN_ROLES
 
 PAGE_SIZE = 50
@@ -68,6 +69,7 @@ async def overview(request: web.Request) -> web.Response:
         disk_total=usage.total,
         node_id=node.node_id,
         country=node.config.node.country,
+        done=done_note(request),
     )
 
 
@@ -126,6 +128,45 @@ async def peer_pause(request: web.Request) -> web.StreamResponse:
 
 async def peer_resume(request: web.Request) -> web.StreamResponse:
     return await _set_paused(request, False)
+
+
+async def catchup_pause(request: web.Request) -> web.StreamResponse:
+    return await _catchup_action(request, "pause")
+
+
+async def catchup_resume(request: web.Request) -> web.StreamResponse:
+    return await _catchup_action(request, "resume")
+
+
+async def catchup_restart(request: web.Request) -> web.StreamResponse:
+    return await _catchup_action(request, "restart")
+
+
+async def _catchup_action(request: web.Request, action: str) -> web.StreamResponse:
+    """Pause, resume or restart a peer's catch-up, as `peer catchup` does, with its leaf
+    in the same transaction; a refusal (none to pause, or it has finished) is audited
+    and changes nothing."""
+    node = node_of(request)
+    state = _peer_state(request)
+    peer, actor, now = state.peer_id, signed_in(request).actor, node.now_ms()
+    kinds = wanted_kinds(node.policy(peer))
+
+    def work(tx):
+        return operator_action(tx, peer, action, me=node.node_id, kinds=kinds, actor=actor, at=now)
+
+    try:
+        row = await node.store.transaction(work, label=f"catchup.{action}")
+    except (NotFoundError, ConflictError) as exc:
+        await node.record_audit(
+            leaves.request_refused(now, actor, f"console.catchup_{action}", exc.code)
+        )
+        raise Refused(exc.status, exc.message) from None
+    node.services.catchup.wake()
+    if action == "restart":
+        note = f"catch-up of {peer} restarted: {row.total} notice(s) in effect to send"
+    else:
+        note = f"catch-up of {peer} {action}d at {row.queued} of {row.total} queued"
+    raise back(request, "/overview", note)
 
 
 async def peer_ping(request: web.Request) -> web.StreamResponse:

@@ -110,6 +110,48 @@ def begin(
     return tx.begin_catchup(peer_id, me, sorted(kinds), selection(todo), at)
 
 
+OPERATOR_ACTIONS = ("pause", "resume", "restart")
+"""What an operator may do to a peer's catch-up (``peer catchup``, the console)."""
+
+
+def operator_action(
+    tx: SqliteTransaction,
+    peer_id: str,
+    action: str,
+    *,
+    me: str,
+    kinds: Iterable[str],
+    actor: str,
+    at: int,
+) -> CatchUpRow:
+    """An operator's ``action`` on ``peer_id``'s catch-up inside ``tx``, with its leaf:
+    ``pause`` or ``resume`` it where it is, or ``restart`` it from the first notice of
+    ``kinds`` (those the peer's policy allows now). ``NotFoundError(catchup_not_found)``
+    when there is none to pause or resume, ``ConflictError(catchup_done)`` when it has
+    finished. The command line and the console both call it."""
+    if action == "restart":
+        kinds = frozenset(kinds)
+        row = begin(tx, peer_id, me, kinds, kinds, at)
+        tx.audit(
+            [
+                leaves.catchup(
+                    at,
+                    peer_id,
+                    "restarted",
+                    actor=actor,
+                    kinds=reason_kinds(kinds),
+                    total=str(row.total),
+                )
+            ]
+        )
+        return row
+    if action not in ("pause", "resume"):
+        raise ValueError(f"no catch-up action {action!r}")
+    row = tx.set_catchup_state(peer_id, "paused" if action == "pause" else "running", at)
+    tx.audit([leaves.catchup(at, peer_id, f"{action}d", actor=actor)])
+    return row
+
+
 class CatchUpService:
     def __init__(self, node: ServiceContext) -> None:
         self._node = node
