@@ -151,6 +151,15 @@ def _memory_mib(pid: int | str, field: str) -> float:
     return float("nan")
 
 
+def _written(pid: int | str) -> int:
+    """Bytes a process has caused to be written to the disk so far (``write_bytes`` of
+    ``/proc/PID/io``: its WAL appends and checkpoints, once the kernel writes them)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -260,6 +269,7 @@ async def run(args) -> None:
         print(f"withdrawn chains purged by the start-up retention run "
               f"({time.perf_counter() - swept:.1f} s)")  # fmt: skip
         before = _peak_mib()
+        disk_before = await asyncio.to_thread(machine.fsync_latency, root)
         keys = load_identity(receiver / "data")
         if args.tracemalloc:
             tracemalloc.start()
@@ -267,6 +277,7 @@ async def run(args) -> None:
         live = LiveNotices(node, args.live_rate)
         done = asyncio.Event()
         samples: list[tuple[float, ...]] = []  # (fraction done, RSS and anon, both sides)
+        written0 = (_written("self"), _written(child.pid))
         t0 = time.perf_counter()
         await node.store.upsert_peer(RECEIVER, keys.card_bytes, keys.fingerprint, node.now_ms())
         node.reload_peers()
@@ -283,6 +294,7 @@ async def run(args) -> None:
                 next_sample += 1.0
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - t0
+        written = (_written("self") - written0[0], _written(child.pid) - written0[1])
         waited = node.live_first.waited_s
         checkpointer = getattr(node.store, "_checkpointer", None)
         checkpoints = (
@@ -308,6 +320,7 @@ async def run(args) -> None:
         asyncio.get_running_loop().call_later(count / max(args.live_rate, 1), idle_done.set)
         node.outbox.on_settled.remove(live._settled)
         await idle.run_until(idle_done)
+        disk_after = await asyncio.to_thread(machine.fsync_latency, root)
         await node.stop()
     finally:
         child.send_signal(signal.SIGTERM)
@@ -321,6 +334,14 @@ async def run(args) -> None:
         print(f"live notices at {args.live_rate:g}/s, submit to stored signed receipt:")
         print(f"  during the catch-up  {during}")
         print(f"  idle pair after it   {idle.figures()}")
+    per = [w / max(c.delivered, 1) / 1024 for w in written]
+    print(f"written to the disk during the catch-up (live notices included): source "
+          f"{written[0] / 2**20:,.0f} MiB ({per[0]:.1f} KiB a notice), receiver "
+          f"{written[1] / 2**20:,.0f} MiB ({per[1]:.1f} KiB a notice); "
+          f"{sum(written) / elapsed / 2**20:.1f} MiB/s together")  # fmt: skip
+    print("the disk alone (its tail bounds every commit's):")
+    print(f"  before the catch-up  {disk_before}")
+    print(f"  after the idle pair  {disk_after}")
     if args.tracemalloc:
         print(
             f"source Python heap: peak {heap_peak:.1f} MiB above its level when the peer was pinned"
