@@ -1,8 +1,8 @@
 """The console in a real browser: Debian's headless Chromium driven by Playwright.
 
 Sign in, walk through a peer outage on two real nodes (the overview shows the backlog
-and the backoff, and clears once the peer is back), clear a dead letter, filter the
-audit log. Chromium is the system's (``/usr/bin/chromium``, installed by ``make
+and the backoff, and clears once the peer is back), pause and resume a catch-up, clear
+a dead letter, filter the audit log. Chromium is the system's (``/usr/bin/chromium``, installed by ``make
 setup``); without it these tests fail, they do not skip. With ``CONSOLE_SCREENSHOTS``
 set to a folder they save the main pages there (``make screenshots``: docs/console/).
 """
@@ -19,7 +19,10 @@ import pytest
 from node_helpers import fraud_notice, wait_for
 from test_api_support import Client, make_node, pin_all, token
 
+from exchange_node.domain.documents import NoticeKind
 from exchange_node.node import Node
+from exchange_node.pb.exchange.v1 import notice_pb2
+from exchange_node.services.notices import NoticeDraft
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -112,6 +115,56 @@ async def test_sign_in_and_walk_through_a_peer_outage(browser, tmp_path):
     finally:
         await jpn.stop()
         await phl.stop()
+
+
+async def test_pause_and_resume_a_catch_up_from_the_overview(browser, tmp_path):
+    jpn = await make_node(tmp_path, "JPN-ISA", "JPN")
+    phl = await make_node(tmp_path, "PHL-DFA", "PHL")
+    try:
+        await pin_all([jpn, phl])
+        await wait_for(
+            lambda: getattr(jpn.store.catchup("PHL-DFA"), "state", "") == "done",
+            what="the catch-up",
+        )
+        # PHL-DFA goes down; JPN-ISA has more notices in effect than two chunks, so a
+        # catch-up restarted now stays running.
+        await phl.stop()
+        drafts = [
+            (NoticeDraft(NoticeKind.STOLEN, _document(f"TR{i:07d}")), None)
+            for i in range(2 * jpn.config.delivery.batch_size + 50)
+        ]
+        await jpn.services.notices.submit_many(drafts, actor="test")
+        page = await browser.new_page()
+        await sign_in(page, jpn, await token(jpn, "operator", "ops-desk"))
+        row = '#catchups tr[data-peer="PHL-DFA"]'
+        assert "done" in await page.inner_text(row)
+
+        await page.click(f"{row} >> text=Restart")
+        assert page.url.split("?")[0].endswith("/console/overview")
+        assert "restarted: 450 notice(s) in effect to send" in await page.inner_text(".done")
+        assert "running" in await page.inner_text(f"{row} .state")
+        await page.click(f"{row} >> text=Pause")
+        assert "catch-up of PHL-DFA paused at" in await page.inner_text(".done")
+        assert await page.inner_text(f"{row} .state") == "paused"
+        assert await page.inner_text(f"{row} .eta") == "paused"
+        await shot(page, "overview-catchup-paused")
+        await page.click(f"{row} >> text=Resume")
+        assert "running" in await page.inner_text(f"{row} .state")
+        assert jpn.store.catchup("PHL-DFA").state == "running"
+        actions = [
+            (leaf.record.actor, leaf.record.attrs["action"])
+            for leaf in jpn.audit.query(kind="peer.catchup", limit=100)
+        ]
+        assert actions[-3:] == [
+            ("ops-desk", "restarted"), ("ops-desk", "paused"), ("ops-desk", "resumed"),
+        ]  # fmt: skip
+    finally:
+        await jpn.stop()
+        await phl.stop()
+
+
+def _document(number: str) -> notice_pb2.DocumentRef:
+    return notice_pb2.DocumentRef(issuing_state="JPN", document_type="P", document_number=number)
 
 
 async def test_clear_a_dead_letter(browser, tmp_path):

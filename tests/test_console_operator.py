@@ -265,7 +265,9 @@ async def test_overview_shows_each_catch_up_with_its_progress_and_time_left(pair
 
 async def test_the_operator_pauses_resumes_and_restarts_a_catch_up_from_the_overview(pair, ops):
     jpn, phl = pair
-    await wait_for(lambda: jpn.store.catchup("PHL-DFA").state == "done", what="the catch-up")
+    await wait_for(
+        lambda: getattr(jpn.store.catchup("PHL-DFA"), "state", "") == "done", what="the catch-up"
+    )
     # A finished catch-up cannot be paused: refused with a sentence, audited, unchanged.
     status, page, _ = await ops.post("/console/peers/PHL-DFA/catchup/pause")
     assert status == 409 and "has finished; restart it instead" in page
