@@ -90,11 +90,14 @@ def _on_database(config, *statements: str) -> list[tuple]:
 
 def _rewind_to_schema_9(config) -> None:
     """Make the stopped node's database what an earlier release left: no subject_hash
-    column (so no index) and schema version 9."""
+    column (so no index), none of the later migrations' columns (migrations 11 and 12
+    only add indexes if missing) and schema version 9."""
     _on_database(
         config,
         "DROP INDEX audit_leaves_subject_seq",
         "ALTER TABLE audit_leaves DROP COLUMN subject_hash",
+        "ALTER TABLE catchup DROP COLUMN paused_ms",  # migration 13
+        "ALTER TABLE catchup DROP COLUMN paused_at",
         "UPDATE exchange_node_schema SET version = 9"
         if config.store.url
         else "PRAGMA user_version = 9",
