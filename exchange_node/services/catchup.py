@@ -129,6 +129,8 @@ def operator_action(
     ``kinds`` (those the peer's policy allows now). ``NotFoundError(catchup_not_found)``
     when there is none to pause or resume, ``ConflictError(catchup_done)`` when it has
     finished. The command line and the console both call it."""
+    if action not in OPERATOR_ACTIONS:
+        raise ValueError(f"no catch-up action {action!r}")
     if action == "restart":
         kinds = frozenset(kinds)
         row = begin(tx, peer_id, me, kinds, kinds, at)
@@ -145,8 +147,6 @@ def operator_action(
             ]
         )
         return row
-    if action not in ("pause", "resume"):
-        raise ValueError(f"no catch-up action {action!r}")
     row = tx.set_catchup_state(peer_id, "paused" if action == "pause" else "running", at)
     tx.audit([leaves.catchup(at, peer_id, f"{action}d", actor=actor)])
     return row
