@@ -229,7 +229,7 @@ async def cmd_peer_ping(args) -> int:
 
 async def cmd_peer_catchup(args) -> int:
     """Pause, resume or restart a peer's catch-up (``services/catchup.py``), audited."""
-    from exchange_node.services.catchup import operator_action, wanted_kinds
+    from exchange_node.services.catchup import action_done, operator_action, wanted_kinds
 
     cfg = _cfg(args)
     store = await _store(cfg)
@@ -255,10 +255,7 @@ async def cmd_peer_catchup(args) -> int:
             raise CliError(exc.message) from None
     finally:
         await store.close()
-    if action == "restart":
-        print(f"catch-up of {args.peer} restarted: {row.total} notice(s) in effect to send")
-    else:
-        print(f"catch-up of {args.peer} {action}d at {row.queued}/{row.total} queued")
+    print(action_done(args.peer, action, row))
     return 0
 
 

@@ -33,7 +33,7 @@ from exchange_node.protocol.cards import normalise_fingerprint, verify_card
 from exchange_node.protocol.errors import OpenError
 from exchange_node.protocol.keys import Suite
 from exchange_node.services import dead_letters as dead
-from exchange_node.services.catchup import operator_action, wanted_kinds
+from exchange_node.services.catchup import action_done, operator_action, wanted_kinds
 from exchange_node.store.records import TOKEN_NAME_RE, TOKEN_ROLES
 
 PAGE_SIZE = 50
@@ -162,11 +162,7 @@ async def _catchup_action(request: web.Request, action: str) -> web.StreamRespon
         )
         raise Refused(exc.status, exc.message) from None
     node.services.catchup.wake()
-    if action == "restart":
-        note = f"catch-up of {peer} restarted: {row.total} notice(s) in effect to send"
-    else:
-        note = f"catch-up of {peer} {action}d at {row.queued} of {row.total} queued"
-    raise back(request, "/overview", note)
+    raise back(request, "/overview", action_done(peer, action, row))
 
 
 async def peer_ping(request: web.Request) -> web.StreamResponse:

@@ -152,6 +152,14 @@ def operator_action(
     return row
 
 
+def action_done(peer_id: str, action: str, row: CatchUpRow) -> str:
+    """What an operator's ``action`` did, in one line (the command line prints it, the
+    console shows it as its note)."""
+    if action == "restart":
+        return f"catch-up of {peer_id} restarted: {row.total} notice(s) in effect to send"
+    return f"catch-up of {peer_id} {action}d at {row.queued} of {row.total} queued"
+
+
 class CatchUpService:
     def __init__(self, node: ServiceContext) -> None:
         self._node = node
